@@ -1,0 +1,47 @@
+"""The interface every expert driver shares.
+
+An expert is *privileged*: it reads the simulator's true state (``env.unwrapped`` of a
+highway-env environment: road, lanes, vehicles, speeds) rather than the observation the clone
+sees. Because it needs the live simulator, an expert always runs where the environment lives
+(inside a rollout worker); that is also what lets it label states another policy visits
+(DAgger, on-policy error audits).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+
+class Expert(abc.ABC):
+    """A driver that maps the simulator state to an action.
+
+    Subclasses must be deterministic given the simulator state, must not mutate the
+    environment, and must be cheap to construct (one is built per worker process).
+    """
+
+    name: ClassVar[str]
+    """Registry name, used in specs such as ``expert:scripted``."""
+
+    def reset(self, env: Any) -> None:
+        """Called once after each ``env.reset``; clears any per-episode memory.
+
+        Args:
+            env: the highway-env environment (``env.unwrapped``), already reset.
+        """
+
+    @abc.abstractmethod
+    def act(self, env: Any) -> int:
+        """The action to take in the environment's current state.
+
+        Args:
+            env: the highway-env environment (``env.unwrapped``); read, never modified.
+
+        Returns:
+            An action of ``env.action_space`` (a discrete meta-action index for the
+            shipped scenarios).
+        """
+
+    def params(self) -> dict[str, Any]:
+        """JSON-serialisable parameters, recorded as provenance with every output."""
+        return {}

@@ -1,0 +1,185 @@
+"""Collect, save and load demonstrations.
+
+A demonstration directory holds
+
+- ``trajectories/`` — imitation ``TrajectoryWithRew`` objects written by
+  ``imitation.data.serialize.save`` (read them back with plain
+  ``imitation.data.serialize.load(DIR / "trajectories")``);
+- ``metadata.json`` — scenario and full env config, expert and its parameters, seeds,
+  counts, observation/action spaces, package versions, git commit and creation time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Sequence
+
+from imitation.data.types import TrajectoryWithRew
+
+from testbed.errors import TestbedError
+from testbed.outputs import atomic_output_dir, read_json, write_json
+from testbed.policies import PolicySpec
+from testbed.provenance import provenance
+from testbed.scenarios import Scenario, describe_spaces
+
+TRAJECTORIES = "trajectories"
+METADATA = "metadata.json"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Demonstrations:
+    """Expert episodes with the record of how they were made."""
+
+    trajectories: Sequence[TrajectoryWithRew]
+    """One trajectory per episode, in seed order."""
+    metadata: dict[str, Any]
+    """Contents of ``metadata.json``."""
+
+    @property
+    def seeds(self) -> list[int]:
+        """Episode seeds, aligned with :attr:`trajectories`."""
+        return [int(s) for s in self.metadata["seeds"]]
+
+    @property
+    def n_transitions(self) -> int:
+        """Total (observation, action) pairs."""
+        return int(sum(len(t.acts) for t in self.trajectories))
+
+
+def episode_seeds(seed: int, n_episodes: int) -> list[int]:
+    """The seeds of ``n_episodes`` consecutive episodes starting at ``seed``.
+
+    Raises:
+        TestbedError: ``n_episodes < 1`` or a negative seed.
+    """
+    if n_episodes < 1:
+        raise TestbedError(f"--episodes must be at least 1, got {n_episodes}")
+    if seed < 0:
+        raise TestbedError(f"--seed must be non-negative, got {seed}")
+    return list(range(seed, seed + n_episodes))
+
+
+def collect(
+    scenario: Scenario,
+    expert: str,
+    *,
+    n_episodes: int,
+    seed: int,
+    n_workers: int = 1,
+    pool: Any = None,
+    progress: bool = False,
+) -> Demonstrations:
+    """Drive ``n_episodes`` episodes with an expert and keep them as demonstrations.
+
+    Args:
+        scenario: where the expert drives.
+        expert: expert name (``scripted``).
+        n_episodes: number of episodes; episode ``i`` uses seed ``seed + i``.
+        seed: first episode seed.
+        n_workers: rollout worker processes (results do not depend on it).
+        pool: an open :class:`testbed.rollout.RolloutPool` to use instead.
+        progress: show a progress bar.
+    """
+    from testbed.rollout import rollouts
+
+    spec = PolicySpec.parse(f"expert:{expert}")
+    seeds = episode_seeds(seed, n_episodes)
+    records = rollouts(scenario, spec, seeds, n_workers=n_workers, pool=pool, progress=progress, desc="collect")
+    from testbed.experts import make_expert
+
+    trajectories = [r.trajectory for r in records]
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "scenario": scenario.to_dict(),
+        **describe_spaces(scenario),
+        "expert": {"name": expert, "params": make_expert(expert).params()},
+        "seeds": seeds,
+        "n_episodes": len(trajectories),
+        "n_transitions": int(sum(len(t.acts) for t in trajectories)),
+        "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
+        "provenance": provenance(),
+    }
+    return Demonstrations(trajectories, metadata)
+
+
+def save_demos(demos: Demonstrations, path: str | pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
+    """Write ``demos`` to a new directory, atomically."""
+    from imitation.data import serialize
+
+    with atomic_output_dir(path, overwrite=overwrite) as tmp:
+        serialize.save(tmp / TRAJECTORIES, list(demos.trajectories))
+        write_json(tmp / METADATA, demos.metadata)
+    return pathlib.Path(path)
+
+
+def load_demos(path: str | pathlib.Path, *, scenario: Scenario | None = None) -> Demonstrations:
+    """Read a demonstration directory, checking it is whole and fits ``scenario``.
+
+    Raises:
+        TestbedError: missing or corrupt files, or spaces that differ from the scenario's.
+    """
+    root = pathlib.Path(path)
+    if not root.is_dir():
+        raise TestbedError(f"demonstration directory not found: {root}")
+    metadata = read_json(root / METADATA, what="demonstration metadata")
+    required = ("scenario", "observation_space", "action_space", "seeds", "n_episodes")
+    if not isinstance(metadata, dict) or any(k not in metadata for k in required):
+        raise TestbedError(f"demonstration metadata is missing fields ({root / METADATA})")
+    trajectories = _load_trajectories(root / TRAJECTORIES)
+    if len(trajectories) != metadata["n_episodes"] or len(metadata["seeds"]) != len(trajectories):
+        raise TestbedError(
+            f"demonstrations at {root} are inconsistent: metadata says {metadata['n_episodes']} episodes, "
+            f"found {len(trajectories)}"
+        )
+    if scenario is not None:
+        check_spaces(metadata, scenario, what=f"demonstrations at {root}")
+    return Demonstrations(trajectories, metadata)
+
+
+def _load_trajectories(path: pathlib.Path) -> list[TrajectoryWithRew]:
+    from imitation.data import serialize
+
+    if not path.is_dir():
+        raise TestbedError(f"demonstration trajectories not found: {path}")
+    try:
+        trajectories = list(serialize.load_with_rewards(path))
+    except Exception as e:  # datasets/pyarrow raise many types on corrupt files
+        raise TestbedError(f"cannot read demonstrations at {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not trajectories:
+        raise TestbedError(f"demonstrations at {path} contain no episodes")
+    return trajectories
+
+
+def check_spaces(record: dict[str, Any], scenario: Scenario, *, what: str) -> None:
+    """Fail unless ``record``'s observation and action spaces equal ``scenario``'s.
+
+    Raises:
+        TestbedError: naming which space differs and the two scenarios.
+    """
+    expected = describe_spaces(scenario)
+    made_for = record.get("scenario", {}).get("name", "?")
+    for key in ("observation_space", "action_space"):
+        if record.get(key) != expected[key]:
+            raise TestbedError(
+                f"{what} were made for scenario {made_for!r} with a different {key.replace('_', ' ')} "
+                f"than scenario {scenario.name!r}: {_brief(record.get(key))} vs {_brief(expected[key])}"
+            )
+    # Same shape is not enough: Kinematics features in absolute vs relative coordinates, or
+    # in another order, would feed a clone numbers that mean something else.
+    theirs = record.get("scenario", {}).get("config", {}).get("observation")
+    ours = scenario.to_dict()["config"]["observation"]
+    if theirs != ours:
+        raise TestbedError(
+            f"{what} were made for scenario {made_for!r} whose observation config differs from "
+            f"scenario {scenario.name!r}'s: {theirs} vs {ours}"
+        )
+
+
+def _brief(space: Any) -> str:
+    if not isinstance(space, dict):
+        return repr(space)
+    if space.get("type") == "Discrete":
+        return f"Discrete({space.get('n')})"
+    return f"{space.get('type')}{tuple(space.get('shape', ()))}"

@@ -1,0 +1,513 @@
+"""A privileged, rule-based driver for highway-env's discrete meta-actions.
+
+The expert reads the simulator's true state (lanes, vehicles, speeds, intentions) and picks
+a meta-action with closed-form predictions only; it never copies or steps the environment.
+
+Design, in one paragraph: every decision looks at a few *lane frames* (the lane the ego is
+in, the side lanes it could move to, and the lanes its route merges into a little further
+ahead). Each frame is the lane's own geometry, extended (a straight lane becomes an infinite
+line, a ring segment becomes the whole circle), and collects the vehicles driving along it,
+vehicles announcing a lane change into it and vehicles on forbidden (ramp) lanes beside it.
+For every candidate action the ego's speed profile is predicted exactly as
+:class:`~highway_env.vehicle.controller.MDPVehicle` will track it (first-order response
+towards the discrete target speed), followed by "SLOWER at every later decision" as the
+fallback. An action is *safe* if, under that fallback, the ego keeps a minimum gap to every
+vehicle ahead (predicted at constant speed, or braking if it brakes now) and, in a lane it
+is entering, every vehicle behind can stop in time after a reaction delay. Vehicles that
+cross the ego's path instead of following a lane (roundabout entries) are checked with a
+constant-velocity 2D distance test. Among safe actions the expert keeps the fastest speed,
+moves to a lane whose traffic allows a clearly higher speed, and otherwise drifts right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+from testbed.experts.base import Expert
+
+_LANE_LEFT, _IDLE, _LANE_RIGHT, _FASTER, _SLOWER = "LANE_LEFT", "IDLE", "LANE_RIGHT", "FASTER", "SLOWER"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScriptedParams:
+    """Tunable parameters of :class:`ScriptedExpert`."""
+
+    horizon: float = 5.0
+    """Look-ahead of the gap checks [s]."""
+    sample_dt: float = 0.2
+    """Spacing of the predicted samples [s] (rounded to whole simulation frames)."""
+    min_gap_front: float = 3.0
+    """Bumper-to-bumper gap that must remain to a vehicle ahead [m]."""
+    min_gap_rear: float = 3.0
+    """Bumper-to-bumper gap that must remain to a vehicle behind in a lane being entered [m]."""
+    front_brake_time: float = 1.0
+    """How long a vehicle ahead that is braking now is assumed to keep braking [s]."""
+    rear_reaction: float = 0.6
+    """Delay before a vehicle behind reacts to the ego cutting in [s]."""
+    rear_decel: float = 4.0
+    """Deceleration a vehicle behind is assumed to apply once it reacts [m/s^2]."""
+    lateral_margin: float = 1.0
+    """Extra lateral distance beyond half a lane width within which a vehicle is in a lane [m]."""
+    max_heading_error: float = 0.6
+    """Largest heading difference to the lane for a vehicle to count as following it [rad]."""
+    lookahead: float = 120.0
+    """Distance ahead within which vehicles are considered [m]."""
+    lookbehind: float = 60.0
+    """Distance behind within which vehicles are considered [m]."""
+    catch_up_time: float = 4.0
+    """Lane-speed estimate: a free gap of ``g`` metres is worth ``g / catch_up_time`` m/s above
+    the speed of the vehicle ahead [s]."""
+    lane_change_gain: float = 2.0
+    """Minimum lane-speed advantage to change lanes [m/s]."""
+    right_lane_bonus: float = 1.5
+    """Utility of one lane further right, in lane-speed units [m/s]."""
+    merge_decel: float = 3.0
+    """Braking assumed of a vehicle on a ramp lane beside the ego's lane, about to merge [m/s^2]."""
+    lane_change_time: float = 1.0
+    """Time during which a lane change still needs room in the lane being left [s]."""
+    trap_time: float = 10.0
+    """A lane whose leader is slower than the ego's lowest target speed is a trap if the ego
+    would reach it within this time at that speed [s]."""
+    trap_penalty: float = 1.0
+    """Utility loss per second by which the trap is closer than ``trap_time`` [m/s per s]."""
+    crossing_horizon: float = 3.0
+    """Look-ahead of the 2D check for vehicles crossing the ego's path [s]."""
+    crossing_distance: float = 7.0
+    """Centre distance below which a crossing vehicle is a conflict [m]."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Other:
+    """A nearby road user, projected on one lane frame."""
+
+    s: float
+    """Longitudinal offset from the ego along the frame [m] (positive: ahead)."""
+    speed: float
+    """Speed along the frame [m/s]."""
+    accel: float
+    """Current longitudinal acceleration, clipped to <= 0 [m/s^2]."""
+    length: float
+    """Vehicle length [m]."""
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def _local(lane: Any, x: float, y: float) -> tuple[float, float]:
+    """Longitudinal and lateral coordinates of (x, y) in a lane's extended geometry [m]."""
+    kind = type(lane).__name__
+    if kind == "StraightLane":
+        dx, dy = x - float(lane.start[0]), y - float(lane.start[1])
+        ux, uy = float(lane.direction[0]), float(lane.direction[1])
+        return dx * ux + dy * uy, -dx * uy + dy * ux
+    if kind == "CircularLane":
+        dx, dy = x - float(lane.center[0]), y - float(lane.center[1])
+        phi = lane.start_phase + _wrap(math.atan2(dy, dx) - lane.start_phase)
+        r = math.hypot(dx, dy)
+        return lane.direction * (phi - lane.start_phase) * lane.radius, lane.direction * (lane.radius - r)
+    s, r = lane.local_coordinates((x, y))
+    return float(s), float(r)
+
+
+def _same_geometry(a: Any, b: Any) -> bool:
+    """Whether two lanes are pieces of one extended line or circle."""
+    if type(a).__name__ == type(b).__name__ == "StraightLane":
+        _, lat = _local(a, float(b.start[0]), float(b.start[1]))
+        return abs(lat) < 0.5 and abs(_wrap(float(a.heading) - float(b.heading))) < 0.05
+    if type(a).__name__ == type(b).__name__ == "CircularLane":
+        return (
+            abs(a.radius - b.radius) < 0.5
+            and math.hypot(*(a.center - b.center)) < 0.5
+            and a.direction == b.direction
+        )
+    return False
+
+
+class ScriptedExpert(Expert):
+    """Rule-based privileged driver (see the module docstring for the rules).
+
+    Args:
+        params: rule parameters; defaults to :class:`ScriptedParams`.
+    """
+
+    name = "scripted"
+
+    def __init__(self, params: ScriptedParams | None = None) -> None:
+        self.p = params or ScriptedParams()
+        self._framed_ids: set[int] = set()
+        self._aligned_ids: set[int] = set()
+        self._cross: list | None = None
+        self._ego_path: tuple | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The rule parameters, for provenance."""
+        return self.p.to_dict()
+
+    def reset(self, env: Any) -> None:
+        """Stateless: nothing to clear."""
+
+    # ------------------------------------------------------------------ decision
+
+    def act(self, env: Any) -> int:
+        """Pick a meta-action index for the current state.
+
+        Args:
+            env: the unwrapped highway-env environment (read only).
+
+        Returns:
+            The index of a discrete meta-action.
+        """
+        ego = env.vehicle
+        idx = env.action_type.actions_indexes
+        net = env.road.network
+        p = self.p
+        others = self._nearby(env, ego)
+        speeds = [float(v) for v in ego.target_speeds]
+        cur_index = ego.speed_to_index(ego.speed)
+        cands: dict[str, int] = {}
+        if _FASTER in idx and cur_index + 1 < len(speeds):
+            cands[_FASTER] = int(cur_index) + 1
+        cands[_IDLE] = int(ego.speed_index)
+        if _SLOWER in idx:
+            cands[_SLOWER] = max(int(cur_index) - 1, 0)
+        profiles = {k: (self._profile(env, ego, speeds, k, brake=True), self._profile(env, ego, speeds, k, brake=False))
+                    for k in set(cands.values())}
+
+        self._framed_ids = set()
+        self._aligned_ids = set()
+        self._cross = None
+        changing = ego.lane_index != ego.target_lane_index
+        frames = self._chain_frames(env, ego, others)
+        if changing:
+            frames.append(self._frame(net.get_lane(ego.lane_index), ego, others, entering=False))
+        side_frames = {}
+        if not changing:
+            for action, delta in ((_LANE_LEFT, -1), (_LANE_RIGHT, 1)):
+                side = self._side_lane(net, ego, delta) if action in idx else None
+                if side is not None:
+                    side_frames[action] = (side, self._frame(net.get_lane(side), ego, others, entering=True))
+
+        def speed_ttv(k: int, frames_: list, until: float = math.inf) -> float:
+            brake, hold = profiles[k]
+            ttv = min((self._frame_ttv(fr, brake, hold, until) for fr in frames_), default=math.inf)
+            return min(ttv, self._crossing_ttv(env, ego, others, hold))
+
+        ttv = {a: speed_ttv(k, frames) for a, k in cands.items()}
+        for action, (side, fr) in side_frames.items():
+            k = cands[_IDLE]
+            ttv[action] = min(speed_ttv(k, [fr]), speed_ttv(k, frames[:1], until=p.lane_change_time))
+        if changing:
+            # Aborting returns to the lane still under the ego's centre.
+            back = _LANE_LEFT if ego.target_lane_index[2] > ego.lane_index[2] else _LANE_RIGHT
+            if back in idx:
+                k = cands[_IDLE]
+                ttv[back] = speed_ttv(k, [self._frame(net.get_lane(ego.lane_index), ego, others, entering=False)])
+        safe = {a: t >= p.horizon for a, t in ttv.items()}
+        v_min, v_max = speeds[0], speeds[-1]
+
+        if not any(safe.get(a) for a in cands):
+            # No speed keeps the current lane safe: take whatever leaves the most time.
+            best = max(ttv, key=lambda a: (ttv[a], a in (_LANE_LEFT, _LANE_RIGHT), a == _SLOWER))
+            return int(idx[best])
+
+        if side_frames and safe.get(_IDLE):
+            cur_util = self._lane_utility(frames[0], v_min, v_max) + p.right_lane_bonus * ego.target_lane_index[2]
+            best = None
+            for action, (side, fr) in side_frames.items():
+                if not safe[action]:
+                    continue
+                util = self._lane_utility(fr, v_min, v_max) + p.right_lane_bonus * side[2]
+                if best is None or util > best[0]:
+                    best = (util, action)
+            if best is not None and (
+                best[0] > cur_util + p.lane_change_gain
+                or (best[1] == _LANE_RIGHT and best[0] >= cur_util + 0.5 * p.right_lane_bonus)
+            ):
+                return int(idx[best[1]])
+
+        for action in (_FASTER, _IDLE, _SLOWER):
+            if safe.get(action):
+                if action == _FASTER and cands[_FASTER] == cands[_IDLE]:
+                    action = _IDLE
+                return int(idx[action])
+        return int(idx[_IDLE])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _nearby(self, env: Any, ego: Any) -> list[tuple[Any, float, float]]:
+        """Road users within the look-ahead radius, with their world position."""
+        ex, ey = float(ego.position[0]), float(ego.position[1])
+        r = max(self.p.lookahead, self.p.lookbehind)
+        out = []
+        for v in list(env.road.vehicles) + list(env.road.objects):
+            if v is ego:
+                continue
+            x, y = float(v.position[0]), float(v.position[1])
+            if abs(x - ex) < r and abs(y - ey) < r:
+                out.append((v, x, y))
+        return out
+
+    def _side_lane(self, net: Any, ego: Any, delta: int) -> tuple | None:
+        _from, _to, _id = ego.target_lane_index
+        new = _id + delta
+        if new < 0 or new >= len(net.graph[_from][_to]):
+            return None
+        lane = net.get_lane((_from, _to, new))
+        if lane.forbidden or not lane.is_reachable_from(ego.position):
+            return None
+        return (_from, _to, new)
+
+    def _chain_frames(self, env: Any, ego: Any, others: list) -> list[dict]:
+        """Frames of the current lane and of the lanes the route enters ahead."""
+        net = env.road.network
+        index = ego.target_lane_index
+        lane = net.get_lane(index)
+        frames = [self._frame(lane, ego, others, entering=False)]
+        s_ego, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
+        dist = lane.length - s_ego
+        route = list(ego.route) if ego.route else None
+        last = lane
+        reach = max(40.0, float(ego.speed) * 3.0)
+        while dist < reach:
+            end = lane.position(lane.length, 0)
+            try:
+                nxt = net.next_lane(index, route=route, position=end, np_random=None)
+            except (KeyError, IndexError, ValueError, AttributeError):
+                break
+            if nxt == index:
+                break
+            index, lane = nxt, net.get_lane(nxt)
+            if not _same_geometry(last, lane):
+                frames.append(self._frame(lane, ego, others, entering=True, offset=dist))
+                last = lane
+            dist += lane.length
+        return frames
+
+    def _frame(self, lane: Any, ego: Any, others: list, entering: bool, offset: float | None = None) -> dict:
+        """Project the nearby road users on a lane's extended geometry.
+
+        Args:
+            lane: the lane.
+            ego: the ego vehicle.
+            others: output of :meth:`_nearby`.
+            entering: whether the ego would be entering this lane (rear vehicles matter).
+            offset: distance the ego still has to drive before the lane starts; ``None`` if
+                the ego is beside or on the lane.
+        """
+        p = self.p
+        ex, ey = float(ego.position[0]), float(ego.position[1])
+        if offset is None:
+            s_ego, _ = _local(lane, ex, ey)
+        else:
+            s_ego = -offset
+        circ = 2 * math.pi * lane.radius if type(lane).__name__ == "CircularLane" else None
+        half = lane.width_at(0) / 2 + p.lateral_margin
+        net = ego.road.network
+        users: list[_Other] = []
+        for v, x, y in others:
+            s, lat = _local(lane, x, y)
+            ds = s - s_ego
+            if circ is not None:
+                ds = (ds + circ / 2) % circ - circ / 2
+            if not -p.lookbehind < ds < p.lookahead:
+                continue
+            heading_err = _wrap(float(v.heading) - float(lane.heading_at(s)))
+            inside = abs(lat) <= half and abs(heading_err) <= p.max_heading_error
+            merging = False
+            if not inside and abs(lat) <= half + lane.width_at(0):
+                # Announced lane change into this lane, or a ramp lane that must merge.
+                li = getattr(v, "lane_index", None)
+                ti = getattr(v, "target_lane_index", None)
+                try:
+                    if li is not None and net.get_lane(li).forbidden:
+                        inside = merging = abs(heading_err) <= p.max_heading_error
+                    elif ti is not None and ti != li:
+                        tl = net.get_lane(ti)
+                        ts, _ = _local(tl, x, y)
+                        cx, cy = tl.position(ts, 0)
+                        _, tlat = _local(lane, float(cx), float(cy))
+                        inside = abs(tlat) < lane.width_at(0) / 2
+                except (KeyError, IndexError):
+                    pass
+            if not inside:
+                if abs(heading_err) <= p.max_heading_error:
+                    self._aligned_ids.add(id(v))
+                continue
+            speed = float(v.speed) * math.cos(heading_err)
+            accel = min(float(getattr(v, "action", {}).get("acceleration", 0.0)), 0.0)
+            if merging:
+                accel = min(accel, -p.merge_decel)
+            users.append(_Other(ds, speed, accel, float(v.LENGTH)))
+            v_id = id(v)
+            self._framed_ids.add(v_id)
+        ahead = sorted((u for u in users if u.s >= 0), key=lambda u: u.s)[:3]
+        behind = sorted((u for u in users if u.s < 0), key=lambda u: -u.s)[:2]
+        users = ahead + behind
+        return {"users": users, "entering": entering, "ego_len": float(ego.LENGTH), "s_ego": s_ego,
+                "offset": offset}
+
+
+    def _profile(self, env: Any, ego: Any, speeds: Sequence[float], k: int, brake: bool) -> list[tuple[float, float, float]]:
+        """Predicted ego (time, distance travelled, speed) samples for a first target index.
+
+        Args:
+            env: the environment (for frequencies).
+            ego: the ego vehicle.
+            speeds: the discrete target speeds [m/s].
+            k: target-speed index set by this decision.
+            brake: if true, every later decision is SLOWER; else the target is held.
+        """
+        sim_f = float(env.config["simulation_frequency"])
+        pol_f = float(env.config["policy_frequency"])
+        per_decision = max(int(sim_f // pol_f), 1)
+        dt = 1.0 / sim_f
+        stride = max(int(round(self.p.sample_dt / dt)), 1)
+        gain = dt / float(getattr(ego, "TAU_ACC", 0.6))
+        n_frames = int(math.ceil(self.p.horizon / dt))
+        v, s, target = float(ego.speed), 0.0, speeds[k]
+        lo, hi, n = speeds[0], speeds[-1], len(speeds)
+        out = [(0.0, 0.0, v)]
+        for f in range(1, n_frames + 1):
+            if brake and f > 1 and (f - 1) % per_decision == 0:
+                x = (v - lo) / (hi - lo) if hi > lo else 0.0
+                cur = int(min(max(round(x * (n - 1)), 0), n - 1))
+                target = speeds[max(cur - 1, 0)]
+            s += v * dt
+            v += (target - v) * gain
+            if f % stride == 0:
+                out.append((f * dt, s, v))
+        return out
+
+    def _frame_ttv(self, frame: dict, brake: list, hold: list, until: float = math.inf) -> float:
+        """First predicted time a gap in a frame is violated (``inf`` if none) [s].
+
+        Args:
+            frame: output of :meth:`_frame`.
+            brake: ego profile with the braking fallback (checked against vehicles ahead).
+            hold: ego profile holding its target (checked against vehicles behind).
+            until: ignore violations after this time [s].
+        """
+        p = self.p
+        ego_len = frame["ego_len"]
+        offset = frame["offset"]
+        first = math.inf
+        for u in frame["users"]:
+            half = (ego_len + u.length) / 2
+            if u.s >= 0:
+                # Ahead: ego follows the braking fallback; the leader keeps speed or brakes.
+                t_end = min(until, brake[-1][0])
+                v_low = max(u.speed + u.accel * p.front_brake_time, 0.0)
+                v_top = max(brake[0][2], brake[1][2])
+                if u.s - half - p.min_gap_front > max(v_top - v_low, 0.0) * t_end:
+                    continue  # cannot be caught up within the horizon
+                for t, s, v_e in brake:
+                    if t >= first or t > until:
+                        break
+                    tb = min(t, p.front_brake_time)
+                    v_end = max(u.speed + u.accel * tb, 0.0)
+                    if u.accel < 0 and v_end == 0.0:
+                        s_u = u.s + u.speed * u.speed / (-2 * u.accel)
+                    else:
+                        s_u = u.s + u.speed * tb + 0.5 * u.accel * tb * tb + v_end * (t - tb)
+                    if s_u - s - half < p.min_gap_front:
+                        first = t
+                        break
+            elif frame["entering"]:
+                # Behind, in a lane being entered: it reacts after a delay, then brakes.
+                v_u, s_u, t_prev = u.speed, u.s, 0.0
+                t_in = None
+                for t, s, v_e in hold:
+                    if t >= first or t > until:
+                        break
+                    dt = t - t_prev
+                    t_prev = t
+                    entered = offset is None or s >= offset - ego_len / 2
+                    if entered and t_in is None:
+                        t_in = t
+                    if t_in is not None and t - t_in >= p.rear_reaction and v_u > v_e:
+                        v_u = max(v_u - p.rear_decel * dt, v_e)
+                    s_u += v_u * dt
+                    if entered and abs(s - s_u) - half < (p.min_gap_rear if s_u < s else p.min_gap_front):
+                        first = t
+                        break
+        return first
+
+    def _lane_utility(self, frame: dict, v_min: float, v_max: float) -> float:
+        """Speed the traffic ahead in a frame lets the ego sustain [m/s], minus a penalty for
+        a lane whose leader is slower than the ego can drive (a trap it will soon have to leave).
+        """
+        p = self.p
+        best = v_max
+        penalty = 0.0
+        for u in frame["users"]:
+            if u.s > 0:
+                gap = u.s - (frame["ego_len"] + u.length) / 2
+                best = min(best, u.speed + max(gap - 10.0, 0.0) / p.catch_up_time)
+                if u.speed < v_min:
+                    t_trap = max(gap - p.min_gap_front, 0.0) / (v_min - u.speed)
+                    penalty = max(penalty, p.trap_penalty * max(p.trap_time - t_trap, 0.0))
+        return best - penalty
+
+    def _crossing_ttv(self, env: Any, ego: Any, others: list, hold: list) -> float:
+        """Constant-velocity 2D check against road users not following any examined lane.
+
+        Returns:
+            The first predicted time [s] the ego comes closer than
+            ``crossing_distance`` to such a road user, ``inf`` if never within
+            ``crossing_horizon``.
+        """
+        if self._cross is None:
+            self._cross = [
+                (x, y, float(v.velocity[0]), float(v.velocity[1]))
+                for v, x, y in others
+                if id(v) not in self._framed_ids and id(v) not in self._aligned_ids and float(v.speed) > 0.5
+            ]
+            self._ego_path = self._route_chain(env, ego) if self._cross else None
+        if not self._cross:
+            return math.inf
+        p = self.p
+        chain, s0 = self._ego_path
+        for t, d, _ in hold:
+            if t > p.crossing_horizon:
+                break
+            # Position of the ego after driving d metres along its route.
+            lane, s = chain[-1][0], None
+            for ln, start in chain:
+                if d + s0 - start < ln.length or ln is chain[-1][0]:
+                    lane, s = ln, d + s0 - start
+                    break
+            pos = lane.position(s, 0)
+            ex, ey = float(pos[0]), float(pos[1])
+            for x, y, vx, vy in self._cross:
+                if math.hypot(x + vx * t - ex, y + vy * t - ey) < p.crossing_distance:
+                    return t
+        return math.inf
+
+    def _route_chain(self, env: Any, ego: Any) -> tuple[list, float]:
+        """The lanes ahead on the ego's route with their start distance, and the ego's
+        longitudinal position on the first one [m]."""
+        net = env.road.network
+        index = ego.target_lane_index
+        lane = net.get_lane(index)
+        s0, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
+        route = list(ego.route) if ego.route else None
+        chain = [(lane, 0.0)]
+        start = 0.0
+        while start + lane.length - s0 < 80.0:
+            try:
+                nxt = net.next_lane(index, route=route, position=lane.position(lane.length, 0), np_random=None)
+            except (KeyError, IndexError, ValueError, AttributeError):
+                break
+            if nxt == index:
+                break
+            start += lane.length
+            index, lane = nxt, net.get_lane(nxt)
+            chain.append((lane, start))
+        return chain, s0

@@ -1,0 +1,167 @@
+"""Per-episode driving metrics, summaries and 95% confidence intervals.
+
+Statistics live here; :mod:`testbed.plotting` only draws what this module computes.
+Intervals are bootstrap intervals over episodes (``scipy.stats.bootstrap``, percentile
+method, fixed generator seed so that a table is reproducible to the last digit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from imitation.data.types import TrajectoryWithRew
+
+METRICS: dict[str, str] = {
+    "return": "Episode return (sum of highway-env rewards)",
+    "length": "Decisions taken before the episode ended",
+    "crashed": "1 if the ego vehicle crashed, else 0 (its mean is the crash rate)",
+    "mean_speed_mps": "Mean ego speed over the episode's decisions [m/s]",
+    "distance_m": "Path length driven [m]",
+    "lane_changes": "Completed lane changes (lane id changed within a road segment)",
+    "right_lane_fraction": "Fraction of decisions ending in the rightmost lane",
+}
+"""Column name -> meaning, for every per-episode metric."""
+
+CONFIDENCE = 0.95
+N_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 12345
+
+
+def episode_metrics(trajectory: TrajectoryWithRew) -> dict[str, float]:
+    """Driving metrics of one episode.
+
+    Args:
+        trajectory: an episode recorded by :func:`testbed.rollout.run_episode` (its infos
+            carry ``speed``, ``crashed``, ``distance_m``, ``lane_change``, ``rightmost``).
+
+    Returns:
+        One value per key of :data:`METRICS`.
+    """
+    infos = list(trajectory.infos)
+    n = len(trajectory.acts)
+    if n == 0 or len(infos) != n:
+        raise ValueError("trajectory needs one info dict per action and at least one step")
+    return {
+        "return": float(np.sum(trajectory.rews, dtype=np.float64)),
+        "length": float(n),
+        "crashed": float(bool(infos[-1]["crashed"])),
+        "mean_speed_mps": float(np.mean([i["speed"] for i in infos])),
+        "distance_m": float(np.sum([i["distance_m"] for i in infos])),
+        "lane_changes": float(np.sum([bool(i["lane_change"]) for i in infos])),
+        "right_lane_fraction": float(np.mean([bool(i["rightmost"]) for i in infos])),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A mean and its confidence interval."""
+
+    mean: float
+    low: float
+    high: float
+
+    def format(self, digits: int = 2) -> str:
+        """``mean [low, high]``."""
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE) -> Interval:
+    """Mean with a bootstrap confidence interval.
+
+    A sample with no spread (all episodes crash-free, say) has a degenerate interval at its
+    mean; a single value likewise. Empty input is an error.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no values")
+    mean = float(x.mean())
+    if x.size == 1 or np.all(x == x[0]):
+        return Interval(mean, mean, mean)
+    from scipy import stats
+
+    res = stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=N_RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(BOOTSTRAP_SEED),
+        vectorized=True,
+    )
+    return Interval(mean, float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Interval:
+    """Mean of ``a - b`` over paired episodes (same seeds), with its bootstrap CI."""
+    a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a_.shape != b_.shape:
+        raise ValueError(f"paired samples differ in size: {a_.shape} vs {b_.shape}")
+    return mean_ci(a_ - b_, confidence=confidence)
+
+
+def episodes_table(records: Iterable[tuple[str, int, TrajectoryWithRew]]) -> pd.DataFrame:
+    """One row per episode: ``policy``, ``seed`` and every metric of :data:`METRICS`."""
+    rows = [{"policy": policy, "seed": int(seed), **episode_metrics(traj)} for policy, seed, traj in records]
+    return pd.DataFrame(rows, columns=["policy", "seed", *METRICS])
+
+
+def summarize(episodes: pd.DataFrame, *, reference: str | None = None) -> pd.DataFrame:
+    """Per-policy means with 95% CIs, and the paired return difference to ``reference``.
+
+    Args:
+        episodes: output of :func:`episodes_table`; policies must share their seeds for the
+            paired difference.
+        reference: policy the differences are taken against (default: the first policy).
+
+    Returns:
+        One row per policy (in order of first appearance) with columns ``n_episodes``,
+        ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high`` for each metric, and
+        ``return_diff``/``return_diff_ci_low``/``return_diff_ci_high`` (policy minus
+        reference, paired by seed).
+    """
+    policies = list(dict.fromkeys(episodes["policy"]))
+    if not policies:
+        raise ValueError("no episodes")
+    reference = reference or policies[0]
+    ref = episodes[episodes["policy"] == reference].set_index("seed")["return"]
+    rows = []
+    for policy in policies:
+        df = episodes[episodes["policy"] == policy]
+        row: dict[str, float | str | int] = {"policy": policy, "n_episodes": len(df)}
+        for metric in METRICS:
+            ci = mean_ci(df[metric].to_numpy())
+            row.update({metric: ci.mean, f"{metric}_ci_low": ci.low, f"{metric}_ci_high": ci.high})
+        mine = df.set_index("seed")["return"]
+        if set(mine.index) != set(ref.index):
+            raise ValueError(f"policy {policy!r} was not run on the same seeds as {reference!r}")
+        diff = paired_difference(mine.loc[ref.index].to_numpy(), ref.to_numpy())
+        row.update({"return_diff": diff.mean, "return_diff_ci_low": diff.low, "return_diff_ci_high": diff.high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_summary(summary: pd.DataFrame, *, columns: Mapping[str, str] | None = None) -> str:
+    """A fixed-width text table of a :func:`summarize` result: ``mean [95% CI]`` per cell."""
+    columns = columns or {
+        "return": "return",
+        "crashed": "crash rate",
+        "mean_speed_mps": "speed [m/s]",
+        "distance_m": "distance [m]",
+        "right_lane_fraction": "right lane",
+        "return_diff": "return vs first (paired)",
+    }
+    header = ["policy", "n"] + list(columns.values())
+    body = []
+    for _, row in summary.iterrows():
+        cells = [str(row["policy"]), str(int(row["n_episodes"]))]
+        for key in columns:
+            digits = 1 if key in ("distance_m",) else 2
+            cells.append(Interval(row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]).format(digits))
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

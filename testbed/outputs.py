@@ -1,0 +1,65 @@
+"""Output directories that appear whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+from testbed.errors import TestbedError
+
+
+def check_output_dir(path: str | pathlib.Path, *, overwrite: bool) -> pathlib.Path:
+    """Refuse an existing output directory unless ``overwrite``; fail before any work.
+
+    Raises:
+        TestbedError: the path exists and ``overwrite`` is false, or it is a file.
+    """
+    out = pathlib.Path(path)
+    if out.exists() and not out.is_dir():
+        raise TestbedError(f"output path exists and is not a directory: {out}")
+    if out.exists() and not overwrite:
+        raise TestbedError(f"output directory exists: {out} (pass --overwrite to replace it)")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
+    """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
+
+    On any exception the temporary directory is deleted and ``path`` is left as it was.
+    """
+    out = check_output_dir(path, overwrite=overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        trash = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(trash / out.name)
+        tmp.rename(out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def write_json(path: str | pathlib.Path, data: Any) -> None:
+    """Write ``data`` as indented JSON (keys in insertion order)."""
+    pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | pathlib.Path, *, what: str) -> Any:
+    """Read JSON, turning a missing or corrupt file into a :class:`TestbedError`."""
+    p = pathlib.Path(path)
+    if not p.is_file():
+        raise TestbedError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TestbedError(f"{what} is corrupt ({p}): {e}") from None

@@ -1,0 +1,56 @@
+"""Provenance recorded with every output: versions, git commit, command, time."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
+import sys
+from typing import Any
+
+PACKAGES = (
+    "highway-bc-testbed", "gymnasium", "highway-env", "stable-baselines3", "imitation",
+    "torch", "numpy", "scipy", "pandas", "matplotlib",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide our numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit() -> str:
+    """The checkout's commit, suffixed ``-dirty`` when tracked files have changes; or
+    ``unknown`` outside a git checkout."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance() -> dict[str, Any]:
+    """Everything needed to say where a result came from."""
+    return {
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "command": [pathlib.Path(sys.argv[0]).name, *sys.argv[1:]],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+    }

@@ -1,0 +1,262 @@
+"""Run any policy on seeded episodes, in parallel worker processes.
+
+Every episode is a pure function of (scenario, policy spec, seed): the env is reset with the
+episode's seed and any randomness of the policy is seeded from it too. Seeds are handed out
+per episode, not per worker, so results are identical whatever the number of workers.
+
+Workers are started with the ``spawn`` method, since ``fork`` after torch has started threads
+is unsafe. Under spawn/forkserver a child does not inherit the parent's ``import highway_env``,
+so ``gym.make("highway-fast-v0")`` fails there (HighwayEnv issue #648, fixed upstream only in
+releases that need gymnasium 1.x); ``testbed.scenarios.make_env`` builds the env from its
+class inside each worker instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from imitation.data.types import TrajectoryWithRew
+
+from testbed.policies import Agent, PolicySpec, build_agent
+from testbed.scenarios import Scenario, make_env
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeRecord:
+    """One episode of one policy."""
+
+    policy: str
+    """Label of the policy that drove (its spec string)."""
+    seed: int
+    """Seed the env (and the policy's own randomness) was reset with."""
+    trajectory: TrajectoryWithRew
+    """Observations (T+1, ...), actions (T,), rewards (T,) and per-step infos (T,):
+    ``speed`` [m/s], ``crashed``, ``x``/``y`` ego position [m], ``heading`` [rad], ``lane``
+    (lane id, larger is further right), ``rightmost``, ``on_road``, ``lane_change`` (the
+    lane id changed on the same road segment during the step), ``distance_m`` (path length
+    driven during the step [m]) and ``t`` (time after the step [s])."""
+    labels: np.ndarray | None = None
+    """The labeller's action at each visited state (T,), when a labeller was given."""
+
+
+def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
+    road_id = (vehicle.lane_index[0], vehicle.lane_index[1])
+    lane = int(vehicle.lane_index[2])
+    n_side = len(env.road.network.all_side_lanes(vehicle.lane_index))
+    return road_id, lane, lane == n_side - 1
+
+
+def run_episode(
+    env: Any,
+    agent: Agent,
+    seed: int,
+    *,
+    policy_label: str,
+    labeller: Any | None = None,
+) -> EpisodeRecord:
+    """Run one episode to its end.
+
+    Args:
+        env: an env made by :func:`testbed.scenarios.make_env`.
+        agent: the driver.
+        seed: episode seed.
+        policy_label: name stored in the record.
+        labeller: optional privileged expert asked for its action at every visited state
+            (before the agent's action is applied); used for on-policy error audits.
+
+    Returns:
+        The episode, with infos described in :class:`EpisodeRecord`.
+    """
+    obs, _ = env.reset(seed=seed)
+    base = env.unwrapped
+    agent.reset(base, seed)
+    if labeller is not None:
+        labeller.reset(base)
+    observations = [obs]
+    actions: list[int] = []
+    rewards: list[float] = []
+    infos: list[dict[str, Any]] = []
+    labels: list[int] = []
+    position = np.array(base.vehicle.position, dtype=float)
+    road_id, lane, _ = _lane_state(base.vehicle, base)
+    terminated = truncated = False
+    while not (terminated or truncated):
+        if labeller is not None:
+            labels.append(int(labeller.act(base)))
+        action = agent.act(obs, base)
+        obs, reward, terminated, truncated, info = env.step(action)
+        vehicle = base.vehicle
+        new_position = np.array(vehicle.position, dtype=float)
+        new_road, new_lane, rightmost = _lane_state(vehicle, base)
+        infos.append(
+            {
+                "speed": float(vehicle.speed),
+                "crashed": bool(vehicle.crashed),
+                "x": float(new_position[0]),
+                "y": float(new_position[1]),
+                "heading": float(vehicle.heading),
+                "lane": new_lane,
+                "rightmost": bool(rightmost),
+                "on_road": bool(vehicle.on_road),
+                "lane_change": bool(new_road == road_id and new_lane != lane),
+                "distance_m": float(np.linalg.norm(new_position - position)),
+                "t": float(base.time),
+            }
+        )
+        position, road_id, lane = new_position, new_road, new_lane
+        observations.append(obs)
+        actions.append(int(action))
+        rewards.append(float(reward))
+    trajectory = TrajectoryWithRew(
+        obs=np.asarray(observations, dtype=np.float32),
+        acts=np.asarray(actions, dtype=np.int64),
+        infos=np.asarray(infos, dtype=object),
+        terminal=bool(terminated),
+        rews=np.asarray(rewards, dtype=np.float32),
+    )
+    return EpisodeRecord(
+        policy=policy_label,
+        seed=int(seed),
+        trajectory=trajectory,
+        labels=np.asarray(labels, dtype=np.int64) if labeller is not None else None,
+    )
+
+
+# Per-process cache of environments and agents, keyed by what they were built from, so that a
+# worker builds each (scenario, policy) once however many episodes and policies it is sent.
+_CACHE: dict[tuple[str, str, str | None], tuple[Any, Agent, Any]] = {}
+
+
+def _key(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[str, str, str | None]:
+    return json.dumps(scenario.to_dict(), sort_keys=True), spec.label, labeller
+
+
+def _get(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[Any, Agent, Any]:
+    key = _key(scenario, spec, labeller)
+    if key not in _CACHE:
+        from testbed.experts import make_expert
+
+        _CACHE[key] = (
+            make_env(scenario),
+            build_agent(spec, scenario),
+            make_expert(labeller) if labeller is not None else None,
+        )
+    return _CACHE[key]
+
+
+def _run_task(task: tuple[Scenario, PolicySpec, str | None, int]) -> EpisodeRecord:
+    scenario, spec, labeller, seed = task
+    env, agent, expert = _get(scenario, spec, labeller)
+    return run_episode(env, agent, seed, policy_label=spec.label, labeller=expert)
+
+
+def _clear_cache() -> None:
+    for env, _, _ in _CACHE.values():
+        env.close()
+    _CACHE.clear()
+
+
+def _init_worker() -> None:
+    # One intra-op thread per process: on 2 cores torch's default makes small MLPs ~10x
+    # slower, and parallelism comes from the worker processes instead.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def default_workers() -> int:
+    """The number of cores available to this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class RolloutPool:
+    """Worker processes that run episodes of any (scenario, policy) sent to them.
+
+    Starting a worker costs seconds (importing torch, gymnasium and highway-env), so one pool
+    should serve every policy of an evaluation. With ``n_workers=1`` episodes run in this
+    process. Use as a context manager.
+    """
+
+    def __init__(self, n_workers: int = 1) -> None:
+        self.n_workers = max(1, int(n_workers))
+        self._pool: Any = None
+
+    def __enter__(self) -> "RolloutPool":
+        if self.n_workers > 1:
+            self._pool = mp.get_context("spawn").Pool(self.n_workers, initializer=_init_worker)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._pool is not None:
+            self._pool.terminate() if exc[0] is not None else self._pool.close()
+            self._pool.join()
+            self._pool = None
+        _clear_cache()
+
+    def imap(
+        self, scenario: Scenario, spec: PolicySpec, seeds: Sequence[int], *, labeller: str | None = None
+    ) -> Iterator[EpisodeRecord]:
+        """Yield one :class:`EpisodeRecord` per seed, in the order of ``seeds``."""
+        tasks = [(scenario, spec, labeller, int(s)) for s in seeds]
+        if self._pool is None:
+            for task in tasks:
+                yield _run_task(task)
+            return
+        chunksize = max(1, len(tasks) // (8 * self.n_workers))
+        yield from self._pool.imap(_run_task, tasks, chunksize=chunksize)
+
+    def run(
+        self,
+        scenario: Scenario,
+        spec: PolicySpec,
+        seeds: Sequence[int],
+        *,
+        labeller: str | None = None,
+        progress: bool = False,
+        desc: str | None = None,
+    ) -> list[EpisodeRecord]:
+        """All episodes of :meth:`imap` as a list, with an optional progress bar."""
+        iterator = self.imap(scenario, spec, seeds, labeller=labeller)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(seeds), desc=desc or spec.label, unit="ep", leave=False)
+        return list(iterator)
+
+
+def rollouts(
+    scenario: Scenario,
+    spec: PolicySpec,
+    seeds: Sequence[int],
+    *,
+    n_workers: int = 1,
+    pool: RolloutPool | None = None,
+    labeller: str | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> list[EpisodeRecord]:
+    """Run ``spec`` on every seed (in ``pool`` if given, else in a pool of ``n_workers``).
+
+    Args:
+        scenario: where to drive.
+        spec: who drives.
+        seeds: one episode per seed; the records come back in this order.
+        n_workers: worker processes when no pool is given; 1 runs in this process.
+        pool: an open :class:`RolloutPool` to reuse.
+        labeller: expert name whose action is recorded at every visited state.
+        progress: show a progress bar.
+        desc: progress bar label.
+    """
+    if pool is not None:
+        return pool.run(scenario, spec, seeds, labeller=labeller, progress=progress, desc=desc)
+    with RolloutPool(min(n_workers, max(1, len(seeds)))) as own:
+        return own.run(scenario, spec, seeds, labeller=labeller, progress=progress, desc=desc)

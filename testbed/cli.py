@@ -11,7 +11,6 @@ import dataclasses
 import pathlib
 import sys
 import time
-import warnings
 from typing import Annotated, Sequence
 
 import tyro
@@ -23,12 +22,10 @@ Repeatable = tyro.conf.UseAppendAction
 
 
 def _quiet_libraries() -> None:
-    """Silence progress bars and warnings of dependencies that are noise for our users."""
+    """Silence the progress bars ``datasets`` shows when saving demonstrations."""
     import datasets
 
     datasets.disable_progress_bars()
-    # imitation 1.0.1 logs float(loss) of a tensor that requires grad (bc.py).
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
 
 
 def _scenario(name: str, settings: Sequence[str]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import tempfile
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -225,7 +226,12 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
                 }
             )
 
-        trainer.train(n_epochs=config.n_epochs, on_epoch_end=on_epoch_end, progress_bar=progress, log_interval=10**9)
+        with warnings.catch_warnings():
+            # imitation 1.0.1 logs float(loss) of a tensor that still requires grad.
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+            trainer.train(
+                n_epochs=config.n_epochs, on_epoch_end=on_epoch_end, progress_bar=progress, log_interval=10**9
+            )
     policy.set_training_mode(False)
     return TrainResult(policy=policy, log=pd.DataFrame(rows), train_episodes=train_idx, val_episodes=val_idx)
 

@@ -1,0 +1,574 @@
+"""Throughput of the testbed's pipeline as ratios to bare baselines, measured in one run.
+
+Four comparisons, each a ratio of two figures taken in the same process and minutes, so that
+the ratios (unlike the raw figures) carry over between machines:
+
+1. expert collection through :mod:`testbed.rollout` vs bare ``env.step`` on the same scenario
+   and seeds: once with IDLE (a fixed action; it crashes early, so compare steps/s, not
+   episodes) and once on the expert's own states (a plain loop that drives with the expert,
+   timing ``env.step`` and ``ScriptedExpert.act`` separately);
+2. the same collection in N worker processes vs 1, on warm pools (start-up excluded) and
+   from pool open to close (start-up included), checking the records are identical;
+3. behavioral cloning through :func:`testbed.training.train_bc` (imitation's BC trainer) vs a
+   plain torch loop on the same network, data, batch size and epochs;
+4. the plain loop at torch's default thread count vs 1 thread.
+
+Usage::
+
+    python benchmarks/throughput.py                      # ~2-4 min on 2 cores
+    python benchmarks/throughput.py --n-episodes 100 --n-epochs 30 --out /tmp/throughput.json
+
+Notes:
+    Wall-clock figures depend on whatever else runs on the machine; the 1-minute load average
+    before and after is printed and stored so a noisy run can be recognised.
+    Everything runs under ``main()``: rollout workers are started with the ``spawn`` method,
+    which re-imports this file in each worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import statistics
+import sys
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from testbed.demos import Demonstrations
+    from testbed.rollout import EpisodeRecord
+    from testbed.scenarios import Scenario
+    from testbed.training import TrainConfig
+
+
+@dataclasses.dataclass
+class Args:
+    """Measure collection, parallel-rollout and BC-training throughput as ratios."""
+
+    scenario: str = "highway-fast"
+    """Scenario preset: highway-fast, highway, merge or roundabout."""
+    expert: str = "scripted"
+    """Expert driver whose collection is measured."""
+    n_episodes: int = 20
+    """Measured episodes; episode i uses seed SEED + i (the same seeds in every comparison)."""
+    seed: int = 0
+    """First measured episode seed; warm-up episodes use seeds after the measured ones."""
+    n_workers: int = 2
+    """Worker processes of the parallel collection, compared with 1."""
+    n_warmup_episodes: int = 1
+    """Warm-up episodes per worker, run untimed once a pool is open (imports, env and expert built)."""
+    n_epochs: int = 10
+    """BC and plain-loop passes over the training split."""
+    batch_size: int = 64
+    """Samples per gradient step, in both training loops."""
+    net_arch: tuple[int, ...] = (64, 64)
+    """Hidden layer sizes of the policy MLP."""
+    torch_threads: int = 1
+    """Torch intra-op threads of BC and the plain loop (comparison 4 adds torch's default)."""
+    n_blocks: int = 4
+    """Blocks of seeds; the four collection measurements alternate block by block (load drift hits all)."""
+    n_train_repeats: int = 5
+    """Repeats of each training measurement, reporting the median time (one is noisy: it is short)."""
+    default_threads_budget_s: float = 60.0
+    """Time after which the default-threads plain loop stops repeating [s] (it can be 100x slower)."""
+    out: str | None = None
+    """JSON file for the figures, arguments and provenance (default: print only)."""
+
+    def validate(self) -> None:
+        """Raise :class:`testbed.errors.TestbedError` on nonsense values."""
+        from testbed.errors import TestbedError
+
+        for name in ("n_episodes", "n_workers", "n_blocks", "n_epochs", "batch_size", "torch_threads", "n_train_repeats"):
+            if getattr(self, name) < 1:
+                raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.n_warmup_episodes < 0:
+            raise TestbedError(f"--n-warmup-episodes must be >= 0, got {self.n_warmup_episodes}")
+        if not self.default_threads_budget_s >= 0:
+            raise TestbedError(f"--default-threads-budget-s must be >= 0, got {self.default_threads_budget_s}")
+        if self.seed < 0:
+            raise TestbedError(f"--seed must be non-negative, got {self.seed}")
+        if not self.net_arch or any(h < 1 for h in self.net_arch):
+            raise TestbedError(f"--net-arch needs positive layer sizes, got {list(self.net_arch)}")
+        if self.out is not None and pathlib.Path(self.out).is_dir():
+            raise TestbedError(f"--out must be a file path, got the directory {self.out}")
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def _n_steps(records: Sequence[EpisodeRecord]) -> int:
+    return int(sum(len(r.trajectory.acts) for r in records))
+
+
+def timed_rollouts(pool: Any, scenario: Scenario, spec: Any, seeds: Sequence[int]) -> dict[str, Any]:
+    """Run ``seeds`` through :func:`testbed.rollout.rollouts` in an open pool, timed.
+
+    Returns:
+        ``records``, ``steps`` (transitions) and ``time_s`` (wall clock).
+    """
+    from testbed.rollout import rollouts
+
+    start = time.perf_counter()
+    records = rollouts(scenario, spec, seeds, pool=pool)
+    return {"records": records, "steps": _n_steps(records), "time_s": time.perf_counter() - start}
+
+
+def bare_idle(env: Any, seeds: Sequence[int]) -> dict[str, Any]:
+    """Step a bare env (from :func:`testbed.scenarios.make_env`) with IDLE on every seed until
+    the episode ends.
+
+    Returns:
+        ``steps``, ``time_s`` (resets and steps, as collection includes both) and
+        ``step_time_s`` (``env.step`` only).
+    """
+    idle = int(env.unwrapped.action_type.actions_indexes["IDLE"])
+    steps, reset_s, step_s = 0, 0.0, 0.0
+    for seed in seeds:
+        t0 = time.perf_counter()
+        env.reset(seed=seed)
+        t1 = time.perf_counter()
+        reset_s += t1 - t0
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(idle)
+            done = terminated or truncated
+            steps += 1
+        step_s += time.perf_counter() - t1
+    return {"steps": steps, "time_s": reset_s + step_s, "step_time_s": step_s}
+
+
+def plain_expert_loop(env: Any, driver: Any, seeds: Sequence[int]) -> dict[str, Any]:
+    """Drive an expert on every seed in a plain loop (no harness, no infos), timing the
+    simulator (``env.reset`` + ``env.step``) and the expert (``reset`` + ``act``) apart.
+
+    Args:
+        env: an env from :func:`testbed.scenarios.make_env`.
+        driver: an expert from :func:`testbed.experts.make_expert`.
+        seeds: episode seeds.
+
+    Returns:
+        ``steps``, ``sim_time_s``, ``expert_time_s``, ``time_s`` (the whole loop) and
+        ``episodes``: per seed, the (actions, rewards) driven, to check against the harness.
+    """
+    base = env.unwrapped
+    steps, sim_s, expert_s = 0, 0.0, 0.0
+    episodes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    start = time.perf_counter()
+    for seed in seeds:
+        t0 = time.perf_counter()
+        env.reset(seed=seed)
+        t1 = time.perf_counter()
+        driver.reset(base)
+        t2 = time.perf_counter()
+        sim_s += t1 - t0
+        expert_s += t2 - t1
+        actions: list[int] = []
+        rewards: list[float] = []
+        done = False
+        while not done:
+            t0 = time.perf_counter()
+            action = int(driver.act(base))
+            t1 = time.perf_counter()
+            _, reward, terminated, truncated, _ = env.step(action)
+            t2 = time.perf_counter()
+            expert_s += t1 - t0
+            sim_s += t2 - t1
+            actions.append(action)
+            rewards.append(float(reward))
+            done = terminated or truncated
+        steps += len(actions)
+        episodes[int(seed)] = (np.asarray(actions, dtype=np.int64), np.asarray(rewards, dtype=np.float32))
+    return {
+        "steps": steps,
+        "sim_time_s": sim_s,
+        "expert_time_s": expert_s,
+        "time_s": time.perf_counter() - start,
+        "episodes": episodes,
+    }
+
+
+def _accumulate(total: dict[str, Any], part: dict[str, Any]) -> None:
+    """Add a block's figures to the running totals (numbers add, lists and dicts extend)."""
+    for key, value in part.items():
+        if key not in total:
+            total[key] = value
+        elif isinstance(value, list):
+            total[key] = total[key] + value
+        elif isinstance(value, dict):
+            total[key] = {**total[key], **value}
+        else:
+            total[key] += value
+
+
+def blocks(seeds: Sequence[int], n_blocks: int, multiple: int) -> list[list[int]]:
+    """Cut ``seeds`` into at most ``n_blocks`` consecutive blocks whose sizes (but the last)
+    are a multiple of ``multiple``, so a block splits evenly over that many workers."""
+    size = -(-len(seeds) // n_blocks)
+    size = -(-size // multiple) * multiple
+    return [list(seeds[i : i + size]) for i in range(0, len(seeds), size)]
+
+
+def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparisons 1 and 2: collection in 1 and N workers, IDLE and the plain expert loop.
+
+    Both pools are opened and warmed up first (the time from opening a pool to the end of its
+    warm-up is its start-up); then the measured seeds run block by block, each block through
+    all four in turn, so that a change of background load during the run hits them alike.
+
+    Returns:
+        ``one``, ``many`` (``records``, ``steps``, ``time_s``, ``startup_s``,
+        ``warmup_steps``), ``idle`` (see :func:`bare_idle`) and ``plain`` (see
+        :func:`plain_expert_loop`).
+    """
+    from testbed.demos import episode_seeds
+    from testbed.experts import make_expert
+    from testbed.policies import PolicySpec
+    from testbed.rollout import RolloutPool
+    from testbed.scenarios import make_env
+
+    spec = PolicySpec.parse(f"expert:{args.expert}")
+    seeds = episode_seeds(args.seed, args.n_episodes)
+    after = seeds[-1] + 1
+    env = make_env(scenario)
+    driver = make_expert(args.expert)
+    one: dict[str, Any] = {}
+    many: dict[str, Any] = {}
+    idle: dict[str, Any] = {}
+    plain: dict[str, Any] = {}
+    try:
+        log("opening and warming up a 1-worker pool (this process) ...")
+        opened = time.perf_counter()
+        with RolloutPool(1) as pool_one:
+            warm = timed_rollouts(pool_one, scenario, spec, list(range(after, after + args.n_warmup_episodes)))
+            one.update(startup_s=time.perf_counter() - opened, warmup_steps=warm["steps"])
+            log(f"opening and warming up a {args.n_workers}-worker pool ...")
+            opened = time.perf_counter()
+            with RolloutPool(args.n_workers) as pool_many:
+                n_warm = args.n_warmup_episodes * args.n_workers
+                warm = timed_rollouts(pool_many, scenario, spec, list(range(after, after + n_warm)))
+                many.update(startup_s=time.perf_counter() - opened, warmup_steps=warm["steps"])
+                parts = blocks(seeds, args.n_blocks, args.n_workers)
+                for i, block in enumerate(parts):
+                    log(f"block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): "
+                        f"1 worker, IDLE, plain expert loop, {args.n_workers} workers ...")
+                    _accumulate(one, timed_rollouts(pool_one, scenario, spec, block))
+                    _accumulate(idle, bare_idle(env, block))
+                    _accumulate(plain, plain_expert_loop(env, driver, block))
+                    _accumulate(many, timed_rollouts(pool_many, scenario, spec, block))
+    finally:
+        env.close()
+    return {"one": one, "many": many, "idle": idle, "plain": plain}
+
+
+def same_records(a: Sequence[EpisodeRecord], b: Sequence[EpisodeRecord]) -> int:
+    """Number of seeds whose episodes have identical actions, rewards and observations
+    (0 if the two lists are not over the same seeds in the same order)."""
+    if [r.seed for r in a] != [r.seed for r in b]:
+        return 0
+    return sum(
+        np.array_equal(x.trajectory.acts, y.trajectory.acts)
+        and np.array_equal(x.trajectory.rews, y.trajectory.rews)
+        and np.array_equal(x.trajectory.obs, y.trajectory.obs)
+        for x, y in zip(a, b)
+    )
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def as_demonstrations(records: Sequence[EpisodeRecord], scenario: Scenario, expert: str) -> Demonstrations:
+    """Wrap harness records as :class:`testbed.demos.Demonstrations`, with the metadata
+    :func:`testbed.demos.collect` would write for them."""
+    from testbed.demos import FORMAT_VERSION, Demonstrations
+    from testbed.experts import make_expert
+    from testbed.scenarios import describe_spaces
+
+    trajectories = [r.trajectory for r in records]
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "scenario": scenario.to_dict(),
+        **describe_spaces(scenario),
+        "expert": {"name": expert, "params": make_expert(expert).params()},
+        "seeds": [r.seed for r in records],
+        "n_episodes": len(trajectories),
+        "n_transitions": _n_steps(records),
+        "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
+    }
+    return Demonstrations(trajectories, metadata)
+
+
+def time_bc(demos: Demonstrations, config: TrainConfig) -> dict[str, Any]:
+    """Time one :func:`testbed.training.train_bc` call, as is (its per-epoch train and
+    validation accuracy included).
+
+    Returns:
+        ``time_s``, ``samples`` (imitation drops the last partial batch of each epoch),
+        ``train_accuracy`` (last epoch) and ``train_episodes``.
+    """
+    from testbed.training import train_bc
+
+    start = time.perf_counter()
+    result = train_bc(demos, config)
+    elapsed = time.perf_counter() - start
+    n_train = sum(len(demos.trajectories[i].acts) for i in result.train_episodes)
+    return {
+        "time_s": elapsed,
+        "samples": config.n_epochs * (n_train // config.batch_size) * config.batch_size,
+        "train_accuracy": float(result.log["train/accuracy"].iloc[-1]),
+        "train_episodes": result.train_episodes,
+    }
+
+
+def time_plain(demos: Demonstrations, train_episodes: Sequence[int], config: TrainConfig, *, n_threads: int) -> dict[str, Any]:
+    """Train the same network as :func:`testbed.training.train_bc` with a plain torch loop.
+
+    Adam on imitation's BC loss without its bookkeeping: ``evaluate_actions`` log-likelihood
+    plus the entropy bonus (and the L2 term when its weight is non-zero); the data are
+    tensors made once, shuffled each epoch, cut into full batches of ``config.batch_size``.
+
+    Returns:
+        ``time_s`` (network construction and training), ``samples`` and ``train_accuracy``
+        (computed after the timer stops).
+    """
+    import torch
+
+    from testbed.scenarios import space_from_dict
+    from testbed.training import make_policy
+
+    torch.set_num_threads(n_threads)
+    obs_np = np.concatenate([np.asarray(demos.trajectories[i].obs[:-1]) for i in train_episodes])
+    acts_np = np.concatenate([np.asarray(demos.trajectories[i].acts) for i in train_episodes])
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    policy = make_policy(
+        space_from_dict(demos.metadata["observation_space"]),
+        space_from_dict(demos.metadata["action_space"]),
+        config,
+    )
+    policy.set_training_mode(True)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
+    obs = torch.as_tensor(obs_np, dtype=torch.float32)
+    acts = torch.as_tensor(acts_np, dtype=torch.int64)
+    generator = torch.Generator().manual_seed(config.seed)
+    n, batch, samples = len(acts), config.batch_size, 0
+    for _ in range(config.n_epochs):
+        order = torch.randperm(n, generator=generator)
+        for first in range(0, n - batch + 1, batch):
+            index = order[first : first + batch]
+            _, log_prob, entropy = policy.evaluate_actions(obs[index], acts[index])
+            loss = -log_prob.mean() - config.ent_weight * entropy.mean()
+            if config.l2_weight:
+                loss = loss + config.l2_weight * sum(torch.sum(p**2) for p in policy.parameters()) / 2
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            samples += batch
+    elapsed = time.perf_counter() - start
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        predicted = policy._predict(obs, deterministic=True).numpy()
+    return {"time_s": elapsed, "samples": samples, "train_accuracy": float(np.mean(predicted == acts_np))}
+
+
+def median_rate(runs: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """(samples/s at the median time, median time [s]) over repeated runs of equal size."""
+    median_s = statistics.median(r["time_s"] for r in runs)
+    return runs[0]["samples"] / median_s, median_s
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _fmt(x: float) -> str:
+    """Three significant figures below 100, whole numbers above (no scientific notation)."""
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def _load() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:  # pragma: no cover - not available
+        return float("nan")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Take every measurement and return the figures, ratios and table lines."""
+    import torch
+
+    from testbed.demos import episode_seeds
+    from testbed.scenarios import get_scenario
+    from testbed.training import TrainConfig
+
+    default_threads = torch.get_num_threads()  # before anything below sets it
+    load_before = _load()
+    scenario = get_scenario(args.scenario)
+    seeds = episode_seeds(args.seed, args.n_episodes)
+    measured = collection_measurements(args, scenario, log=log)
+    one, many, idle, plain_loop = measured["one"], measured["many"], measured["idle"], measured["plain"]
+    records = one["records"]
+
+    collect_sps = one["steps"] / one["time_s"]
+    idle_sps = idle["steps"] / idle["time_s"]
+    sim_sps = plain_loop["steps"] / plain_loop["sim_time_s"]
+    n_reproduced = sum(
+        np.array_equal(plain_loop["episodes"][r.seed][0], r.trajectory.acts)
+        and np.array_equal(plain_loop["episodes"][r.seed][1], r.trajectory.rews)
+        for r in records
+    )
+    expert_ms = 1e3 * plain_loop["expert_time_s"] / plain_loop["steps"]
+    sim_ms = 1e3 * plain_loop["sim_time_s"] / plain_loop["steps"]
+    collect_ms = 1e3 / collect_sps
+    many_sps = many["steps"] / many["time_s"]
+    # Start-up included: pool open + warm-up + measured batches, over all the steps they ran.
+    one_life_s, many_life_s = one["startup_s"] + one["time_s"], many["startup_s"] + many["time_s"]
+    one_life_sps = (one["warmup_steps"] + one["steps"]) / one_life_s
+    many_life_sps = (many["warmup_steps"] + many["steps"]) / many_life_s
+    n_identical = same_records(records, many["records"])
+
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")  # imitation 1.0.1
+    demos = as_demonstrations(records, scenario, args.expert)
+    config = TrainConfig(
+        n_epochs=args.n_epochs, batch_size=args.batch_size, net_arch=tuple(args.net_arch),
+        seed=args.seed, torch_threads=args.torch_threads,
+    )
+    warm_config = dataclasses.replace(config, n_epochs=1)
+    # Warm-up of both training loops: imports and torch's first-call costs out of the timings.
+    train_episodes = time_bc(demos, warm_config)["train_episodes"]
+    time_plain(demos, train_episodes, warm_config, n_threads=args.torch_threads)
+
+    log(f"training: train_bc vs a plain torch loop, {args.n_epochs} epochs x {args.n_train_repeats} repeats ...")
+    bc_runs, plain_runs, one_thread_runs, default_runs = [], [], [], []
+    for _ in range(args.n_train_repeats):  # interleaved, so background load hits all alike
+        bc_runs.append(time_bc(demos, config))
+        plain_runs.append(time_plain(demos, train_episodes, config, n_threads=args.torch_threads))
+        if args.torch_threads != 1:
+            one_thread_runs.append(time_plain(demos, train_episodes, config, n_threads=1))
+        if sum(r["time_s"] for r in default_runs) < args.default_threads_budget_s:
+            default_runs.append(time_plain(demos, train_episodes, config, n_threads=default_threads))
+    torch.set_num_threads(args.torch_threads)
+    bc_sps, bc_s = median_rate(bc_runs)
+    plain_sps, plain_s = median_rate(plain_runs)
+    one_thread_sps, one_thread_s = median_rate(one_thread_runs or plain_runs)
+    default_sps, default_s = median_rate(default_runs)
+    load_after = _load()
+
+    ratios = {
+        "collection/bare_sim_idle": _ratio(collect_sps, idle_sps),
+        "collection/bare_sim_expert_states": _ratio(collect_sps, sim_sps),
+        f"workers_{args.n_workers}/workers_1": _ratio(many_sps, collect_sps),
+        f"workers_{args.n_workers}/workers_1_with_startup": _ratio(many_life_sps, one_life_sps),
+        "bc/plain_torch": _ratio(bc_sps, plain_sps),
+        f"plain_torch_threads_{default_threads}/threads_1": _ratio(default_sps, one_thread_sps),
+    }
+    n = args.n_episodes
+    lines = [
+        f"== throughput: {args.scenario}, expert:{args.expert}, {n} episodes (seeds {seeds[0]}-{seeds[-1]}), "
+        f"{one['steps']} expert steps; load avg {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores ==",
+        f"collection/bare-sim steps/s ratio: {ratios['collection/bare_sim_idle']:.2f} "
+        f"({_fmt(collect_sps)} vs {_fmt(idle_sps)} steps/s; bare = IDLE, {idle['steps']} steps to crash/end, resets included)",
+        f"collection/bare-sim on the expert's states steps/s ratio: {ratios['collection/bare_sim_expert_states']:.2f} "
+        f"({_fmt(collect_sps)} vs {_fmt(sim_sps)} steps/s; bare = env.reset+env.step of a plain expert loop)",
+        f"expert decision: {expert_ms:.2f} ms per act; per collection step {collect_ms:.1f} ms = "
+        f"sim {sim_ms:.1f} + expert {expert_ms:.2f} + harness (remainder) {collect_ms - sim_ms - expert_ms:.2f} ms "
+        f"(plain loop reproduces the harness's actions and rewards on {n_reproduced}/{n} episodes)",
+        f"{args.n_workers}-worker/1-worker steps/s ratio: {ratios[f'workers_{args.n_workers}/workers_1']:.2f} "
+        f"({_fmt(many_sps)} vs {_fmt(collect_sps)} steps/s; warm pools, start-up excluded)",
+        f"{args.n_workers}-worker/1-worker steps/s ratio incl. start-up: "
+        f"{ratios[f'workers_{args.n_workers}/workers_1_with_startup']:.2f} "
+        f"({_fmt(many_life_sps)} vs {_fmt(one_life_sps)} steps/s; pool open + warm-up + measured: "
+        f"{many_life_s:.1f} s vs {one_life_s:.1f} s)",
+        f"{args.n_workers}-worker records identical to 1-worker: {'yes' if n_identical == n else 'NO'} "
+        f"({n_identical}/{n} episodes with equal actions, rewards and observations)",
+        f"BC/plain-torch samples/s ratio: {ratios['bc/plain_torch']:.2f} "
+        f"({_fmt(bc_sps)} vs {_fmt(plain_sps)} samples/s, {args.torch_threads} torch thread"
+        f"{'s' if args.torch_threads > 1 else ''}, median of "
+        f"{args.n_train_repeats}; train_bc as is, incl. its per-epoch train/val accuracy; "
+        f"final train accuracy {bc_runs[0]['train_accuracy']:.2f} vs {plain_runs[0]['train_accuracy']:.2f})",
+        f"plain-torch {default_threads}-thread(default)/1-thread samples/s ratio: "
+        f"{ratios[f'plain_torch_threads_{default_threads}/threads_1']:.2f} "
+        f"({_fmt(default_sps)} vs {_fmt(one_thread_sps)} samples/s, median of {len(default_runs)} vs "
+        f"{len(one_thread_runs or plain_runs)})",
+    ]
+    figures = {
+        "collection": {"steps": one["steps"], "time_s": one["time_s"], "steps_per_s": collect_sps},
+        "bare_sim_idle": {**idle, "steps_per_s": idle_sps, "step_only_steps_per_s": idle["steps"] / idle["step_time_s"]},
+        "plain_expert_loop": {
+            **{k: v for k, v in plain_loop.items() if k != "episodes"},
+            "sim_steps_per_s": sim_sps,
+            "expert_ms_per_decision": expert_ms,
+            "episodes_matching_harness": n_reproduced,
+        },
+        "workers_1": {k: v for k, v in one.items() if k != "records"}
+        | {"steps_per_s": collect_sps, "with_startup_steps_per_s": one_life_sps},
+        f"workers_{args.n_workers}": {k: v for k, v in many.items() if k != "records"}
+        | {"steps_per_s": many_sps, "with_startup_steps_per_s": many_life_sps, "identical_episodes": n_identical},
+        "train": {
+            "n_train_transitions": int(sum(len(records[i].trajectory.acts) for i in train_episodes)),
+            "torch_default_threads": default_threads,
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "bc": {"samples": bc_runs[0]["samples"], "median_time_s": bc_s, "samples_per_s": bc_sps,
+                   "times_s": [r["time_s"] for r in bc_runs], "train_accuracy": bc_runs[0]["train_accuracy"]},
+            "plain": {"samples": plain_runs[0]["samples"], "median_time_s": plain_s, "samples_per_s": plain_sps,
+                      "times_s": [r["time_s"] for r in plain_runs], "train_accuracy": plain_runs[0]["train_accuracy"]},
+            "plain_1_thread": {"median_time_s": one_thread_s, "samples_per_s": one_thread_sps},
+            "plain_default_threads": {"median_time_s": default_s, "samples_per_s": default_sps,
+                                      "times_s": [r["time_s"] for r in default_runs]},
+        },
+        "load_average_1min": {"before": load_before, "after": load_after},
+        "cpu_count": os.cpu_count(),
+    }
+    return {"ratios": ratios, "figures": figures, "lines": lines}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, measure, print the table and optionally write the JSON file."""
+    import tyro
+
+    from testbed.errors import TestbedError
+
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    start = time.perf_counter()
+    try:
+        args.validate()
+        result = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except TestbedError as e:
+        print(f"throughput: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(result["lines"]))
+    print(f"(total {time.perf_counter() - start:.0f} s)")
+    if args.out is not None:
+        from testbed.outputs import write_json
+        from testbed.provenance import provenance
+
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json(out, _jsonable({
+            "ratios": result["ratios"],
+            "figures": result["figures"],
+            "args": dataclasses.asdict(args),
+            "provenance": provenance(),
+        }))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

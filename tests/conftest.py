@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny expert dataset and a clone trained on it, built once per session."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from testbed.scenarios import Scenario, get_scenario
+
+DEMO_EPISODES = 20
+"""Enough highway-fast expert episodes (~600 transitions) for a clone that clearly beats random."""
+
+
+@pytest.fixture(scope="session")
+def scenario() -> Scenario:
+    return get_scenario("highway-fast")
+
+
+@pytest.fixture(scope="session")
+def demos_dir(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) -> pathlib.Path:
+    from testbed.demos import collect, save_demos
+
+    demos = collect(scenario, "scripted", n_episodes=DEMO_EPISODES, seed=0, n_workers=2)
+    return save_demos(demos, tmp_path_factory.mktemp("data") / "demos")
+
+
+@pytest.fixture(scope="session")
+def clone_dir(tmp_path_factory: pytest.TempPathFactory, demos_dir: pathlib.Path) -> pathlib.Path:
+    from testbed.demos import load_demos
+    from testbed.training import TrainConfig, save_clone, train_bc
+
+    demos = load_demos(demos_dir)
+    config = TrainConfig(n_epochs=20, batch_size=32, seed=0)
+    result = train_bc(demos, config)
+    return save_clone(
+        tmp_path_factory.mktemp("runs") / "clone", result, demos=demos, demos_path=str(demos_dir), config=config
+    )

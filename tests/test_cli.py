@@ -1,0 +1,126 @@
+"""The `testbed` command: bad input gives one line and exit 2, never partial output; the
+pipeline runs end to end at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from testbed.cli import main
+
+
+def _fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    assert err[-1].startswith("testbed: error: ") and fragment in err[-1], err
+    assert not any("Traceback" in line for line in err)
+
+
+def test_collect_bad_inputs(capsys, tmp_path: pathlib.Path) -> None:
+    out = str(tmp_path / "d")
+    _fails(capsys, ["collect", "--out", out, "--scenario", "highwy"], "unknown scenario")
+    _fails(capsys, ["collect", "--out", out, "--expert", "nobody"], "unknown expert")
+    _fails(capsys, ["collect", "--out", out, "--episodes", "0"], "--episodes must be at least 1")
+    _fails(capsys, ["collect", "--out", out, "--episodes", "-3"], "--episodes must be at least 1")
+    _fails(capsys, ["collect", "--out", out, "--set", "vehicles_densty=2"], "unknown config key")
+    _fails(capsys, ["collect", "--out", out, "--workers", "0"], "--workers must be at least 1")
+    assert not any(tmp_path.iterdir()), "a failed command left output behind"
+
+
+def test_existing_output_needs_overwrite(capsys, tmp_path: pathlib.Path, demos_dir: pathlib.Path) -> None:
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    _fails(capsys, ["collect", "--out", str(out), "--episodes", "1"], "output directory exists")
+    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", str(out)], "output directory exists")
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_train_bad_inputs(capsys, tmp_path: pathlib.Path, demos_dir: pathlib.Path) -> None:
+    out = str(tmp_path / "run")
+    _fails(capsys, ["train", "--demos", str(tmp_path / "missing"), "--out", out], "not found")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(demos_dir, corrupt)
+    (corrupt / "metadata.json").write_text("[1, 2")
+    _fails(capsys, ["train", "--demos", str(corrupt), "--out", out], "corrupt")
+    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--epochs", "0"], "--epochs")
+    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--net-arch", "64,x"], "--net-arch")
+    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--val-fraction", "1.5"], "--val-fraction")
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
+    out = str(tmp_path / "ev")
+    _fails(capsys, ["evaluate", "--out", out], "at least one --policy")
+    _fails(capsys, ["evaluate", "--out", out, "--policy", "wizard"], "bad policy spec")
+    _fails(capsys, ["evaluate", "--out", out, "--policy", "clone:/no/such/run"], "not found")
+    _fails(capsys, ["evaluate", "--out", out, "--policy", "idle", "--episodes", "0"], "--episodes")
+    # Demonstration seeds 0..19 must never be evaluation seeds.
+    _fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--seed", "5"], "overlap")
+    # A clone from another observation space.
+    _fails(
+        capsys,
+        ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--set", "observation.vehicles_count=7"],
+        "different observation space",
+    )
+    fake = tmp_path / "fake_run"
+    shutil.copytree(clone_dir, fake)
+    (fake / "policy.pt").write_bytes(b"this is not a policy")
+    _fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{fake}", "--episodes", "1"], "not a loadable policy")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "testbed.cli", "collect", "--out", str(tmp_path / "x"), "--scenario", "nope"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "testbed: error: unknown scenario 'nope'; choose from: highway, highway-fast, merge, roundabout"
+    ]
+
+
+def test_pipeline_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "pipe"
+    args = [
+        "pipeline", "--demo-episodes", "4", "--eval-episodes", "3", "--epochs", "2",
+        "--batch-size", "16", "--workers", "1", "--out", str(out),
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for name in ("expert:scripted", f"clone:{out / 'clone'}", "idle", "random", "crash rate"):
+        assert name in printed
+    for f in ("summary.png", "training.png", "config.json", "eval/episodes.csv", "eval/summary.json",
+              "demos/metadata.json", "clone/policy.pt", "clone/train_log.csv"):
+        assert (out / f).is_file(), f
+    episodes = pd.read_csv(out / "eval" / "episodes.csv")
+    assert len(episodes) == 4 * 3 and set(episodes["seed"]) == {10_000, 10_001, 10_002}
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert [row["policy"] for row in summary["summary"]][0] == "expert:scripted"
+    config = json.loads((out / "config.json").read_text())
+    assert config["provenance"]["packages"]["highway-env"] == "1.9.1"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary directory left behind"
+    # Same command again: refused without --overwrite, identical numbers with it.
+    assert main(args) == 2
+    assert main([*args, "--overwrite"]) == 0
+    again = pd.read_csv(out / "eval" / "episodes.csv")
+    pd.testing.assert_frame_equal(episodes, again)
+
+
+def test_evaluate_writes_summary(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
+    out = tmp_path / "ev"
+    args = ["evaluate", "--out", str(out), "--policy", "idle", "--policy", f"clone:{clone_dir}",
+            "--episodes", "2", "--workers", "2", "--no-plot"]
+    assert main(args) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["policy"]) == ["idle", f"clone:{clone_dir}"]
+    assert {"return_ci_low", "crashed_ci_high", "return_diff"} <= set(summary.columns)
+    assert not (out / "summary.png").exists()

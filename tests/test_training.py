@@ -1,0 +1,132 @@
+"""BC training, safe policy files, and a statistical test that cloning works."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import gymnasium as gym
+import highway_env  # noqa: F401  (registers highway-fast-v0 for the plain-gym test)
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from testbed.demos import load_demos
+from testbed.errors import TestbedError
+from testbed.metrics import episodes_table, summarize
+from testbed.policies import PolicySpec
+from testbed.rollout import RolloutPool
+from testbed.training import (
+    TrainConfig,
+    load_clone,
+    load_policy,
+    parse_net_arch,
+    read_clone_metadata,
+    split_episodes,
+    train_bc,
+)
+
+
+def test_split_is_by_episode_and_disjoint() -> None:
+    train, val = split_episodes(20, 0.2, seed=0)
+    assert len(val) == 4 and len(train) == 16
+    assert not set(train) & set(val) and set(train) | set(val) == set(range(20))
+    assert split_episodes(20, 0.2, seed=0) == (train, val)
+    assert split_episodes(1, 0.2, seed=0) == ([0], [])
+    assert split_episodes(5, 0.0, seed=0)[1] == []
+
+
+def test_training_log_and_metadata(clone_dir: pathlib.Path) -> None:
+    log = pd.read_csv(clone_dir / "train_log.csv")
+    assert list(log.columns) == ["epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy"]
+    assert list(log["epoch"]) == list(range(1, 21))
+    assert log["train/loss"].iloc[-1] < log["train/loss"].iloc[0]
+    assert log["train/accuracy"].iloc[-1] > 0.6
+    meta = read_clone_metadata(clone_dir)
+    assert meta["algorithm"] == "bc" and meta["config"]["n_epochs"] == 20
+    train_seeds, val_seeds = meta["demos"]["train_seeds"], meta["demos"]["val_seeds"]
+    assert len(val_seeds) == 4 and not set(train_seeds) & set(val_seeds)
+
+
+def test_training_is_deterministic(demos_dir: pathlib.Path) -> None:
+    demos = load_demos(demos_dir)
+    config = TrainConfig(n_epochs=2, batch_size=32, seed=3)
+    a, b = train_bc(demos, config), train_bc(demos, config)
+    pd.testing.assert_frame_equal(a.log, b.log)
+    for p, q in zip(a.policy.parameters(), b.policy.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_policy_round_trip(clone_dir: pathlib.Path, demos_dir: pathlib.Path) -> None:
+    policy = load_policy(clone_dir / "policy.pt")
+    again = load_policy(clone_dir / "policy.pt")
+    obs = np.stack([t.obs[0] for t in load_demos(demos_dir).trajectories])
+    a, _ = policy.predict(obs, deterministic=True)
+    b, _ = again.predict(obs, deterministic=True)
+    assert np.array_equal(a, b)
+
+
+def test_clone_drives_plain_gym_env(clone_dir: pathlib.Path) -> None:
+    policy = load_clone(clone_dir)
+    env = gym.make("highway-fast-v0")
+    obs, _ = env.reset(seed=12345)
+    for _ in range(5):
+        action, _ = policy.predict(obs, deterministic=True)
+        assert env.action_space.contains(int(action))
+        obs, _, terminated, truncated, _ = env.step(int(action))
+        if terminated or truncated:
+            break
+    env.close()
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/testbed-pwned",))
+
+
+def test_loader_never_executes_code(tmp_path: pathlib.Path) -> None:
+    marker = pathlib.Path("/tmp/testbed-pwned")
+    marker.unlink(missing_ok=True)
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "data": {"x": _Boom()}}, evil)
+    with pytest.raises(TestbedError, match="not a loadable policy file"):
+        load_policy(evil)
+    assert not marker.exists()
+
+
+def test_loader_rejects_non_policies(tmp_path: pathlib.Path) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(TestbedError, match="not a loadable policy file"):
+        load_policy(text)
+    tensors = tmp_path / "tensors.pt"
+    torch.save({"weights": torch.zeros(3)}, tensors)
+    with pytest.raises(TestbedError, match="not a policy file"):
+        load_policy(tensors)
+    with pytest.raises(TestbedError, match="not found"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_bad_configs(demos_dir: pathlib.Path) -> None:
+    demos = load_demos(demos_dir)
+    with pytest.raises(TestbedError, match="fewer than --batch-size"):
+        train_bc(demos, TrainConfig(n_epochs=1, batch_size=10**6))
+    for bad in (TrainConfig(n_epochs=0), TrainConfig(val_fraction=1.0), TrainConfig(learning_rate=-1.0)):
+        with pytest.raises(TestbedError):
+            bad.validate()
+    with pytest.raises(TestbedError):
+        parse_net_arch("64,x")
+    assert parse_net_arch("128, 32") == (128, 32)
+
+
+def test_clone_beats_random(scenario, clone_dir: pathlib.Path) -> None:
+    """Statistical learning test: the clone's paired return advantage over uniform random
+    actions has a 95% CI entirely above zero on held-out seeds."""
+    seeds = list(range(10_000, 10_020))
+    specs = [PolicySpec.parse(f"clone:{clone_dir}"), PolicySpec.parse("random")]
+    with RolloutPool(2) as pool:
+        records = [r for spec in specs for r in pool.run(scenario, spec, seeds)]
+    summary = summarize(episodes_table((r.policy, r.seed, r.trajectory) for r in records), reference="random")
+    clone = summary[summary["policy"] == specs[0].label].iloc[0]
+    assert clone["return_diff_ci_low"] > 0, clone.to_dict()

@@ -8,7 +8,7 @@ the ratios (unlike the raw figures) carry over between machines:
    episodes) and once on the expert's own states (a plain loop that drives with the expert,
    timing ``env.step`` and ``ScriptedExpert.act`` separately);
 2. the same collection in N worker processes vs 1, on warm pools (start-up excluded) and
-   from pool open to close (start-up included), checking the records are identical;
+   from pool open on (start-up and warm-up included), checking the records are identical;
 3. behavioral cloning through :func:`testbed.training.train_bc` (imitation's BC trainer) vs a
    plain torch loop on the same network, data, batch size and epochs;
 4. the plain loop at torch's default thread count vs 1 thread.
@@ -19,8 +19,10 @@ Usage::
     python benchmarks/throughput.py --n-episodes 100 --n-epochs 30 --out /tmp/throughput.json
 
 Notes:
-    Wall-clock figures depend on whatever else runs on the machine; the 1-minute load average
-    before and after is printed and stored so a noisy run can be recognised.
+    Wall-clock figures depend on whatever else runs on the machine. The collection
+    measurements alternate block by block and the training ones repeat by repeat, so that a
+    change of background load hits both sides of a ratio alike; the 1-minute load average
+    before and after is printed and stored so that a noisy run can be recognised.
     Everything runs under ``main()``: rollout workers are started with the ``spawn`` method,
     which re-imports this file in each worker.
 """
@@ -73,7 +75,7 @@ class Args:
     """Blocks of seeds; the four collection measurements alternate block by block (load drift hits all)."""
     n_train_repeats: int = 5
     """Repeats of each training measurement, reporting the median time (one is noisy: it is short)."""
-    default_threads_budget_s: float = 60.0
+    default_threads_budget_s: float = 30.0
     """Time after which the default-threads plain loop stops repeating [s] (it can be 100x slower)."""
     out: str | None = None
     """JSON file for the figures, arguments and provenance (default: print only)."""
@@ -82,7 +84,10 @@ class Args:
         """Raise :class:`testbed.errors.TestbedError` on nonsense values."""
         from testbed.errors import TestbedError
 
-        for name in ("n_episodes", "n_workers", "n_blocks", "n_epochs", "batch_size", "torch_threads", "n_train_repeats"):
+        counts = (
+            "n_episodes", "n_workers", "n_blocks", "n_epochs", "batch_size", "torch_threads", "n_train_repeats",
+        )
+        for name in counts:
             if getattr(self, name) < 1:
                 raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.n_warmup_episodes < 0:
@@ -108,13 +113,15 @@ def timed_rollouts(pool: Any, scenario: Scenario, spec: Any, seeds: Sequence[int
     """Run ``seeds`` through :func:`testbed.rollout.rollouts` in an open pool, timed.
 
     Returns:
-        ``records``, ``steps`` (transitions) and ``time_s`` (wall clock).
+        ``records``, ``steps`` (transitions), ``time_s`` (wall clock) and ``block_times_s``
+        (the same, as a one-item list that accumulates over blocks).
     """
     from testbed.rollout import rollouts
 
     start = time.perf_counter()
     records = rollouts(scenario, spec, seeds, pool=pool)
-    return {"records": records, "steps": _n_steps(records), "time_s": time.perf_counter() - start}
+    elapsed = time.perf_counter() - start
+    return {"records": records, "steps": _n_steps(records), "time_s": elapsed, "block_times_s": [elapsed]}
 
 
 def bare_idle(env: Any, seeds: Sequence[int]) -> dict[str, Any]:
@@ -219,11 +226,18 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
     warm-up is its start-up); then the measured seeds run block by block, each block through
     all four in turn, so that a change of background load during the run hits them alike.
 
+    Also records the CPU time each side obtained (``cpu_s``): this process's for 1 worker,
+    the workers' (start-up included, read once they have exited) for N. On a shared machine
+    (Linux gives each session a fair share, however many processes it runs) N workers may
+    get no more CPU than 1, and then cannot be faster.
+
     Returns:
-        ``one``, ``many`` (``records``, ``steps``, ``time_s``, ``startup_s``,
-        ``warmup_steps``), ``idle`` (see :func:`bare_idle`) and ``plain`` (see
-        :func:`plain_expert_loop`).
+        ``one``, ``many`` (``records``, ``steps``, ``time_s``, ``block_times_s``,
+        ``startup_s``, ``warmup_steps``, ``cpu_s``), ``idle`` (see :func:`bare_idle`) and
+        ``plain`` (see :func:`plain_expert_loop`).
     """
+    import resource
+
     from testbed.demos import episode_seeds
     from testbed.experts import make_expert
     from testbed.policies import PolicySpec
@@ -247,6 +261,7 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
             one.update(startup_s=time.perf_counter() - opened, warmup_steps=warm["steps"])
             log(f"opening and warming up a {args.n_workers}-worker pool ...")
             opened = time.perf_counter()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             with RolloutPool(args.n_workers) as pool_many:
                 n_warm = args.n_warmup_episodes * args.n_workers
                 warm = timed_rollouts(pool_many, scenario, spec, list(range(after, after + n_warm)))
@@ -255,10 +270,15 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
                 for i, block in enumerate(parts):
                     log(f"block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): "
                         f"1 worker, IDLE, plain expert loop, {args.n_workers} workers ...")
+                    cpu = time.process_time()
                     _accumulate(one, timed_rollouts(pool_one, scenario, spec, block))
+                    _accumulate(one, {"cpu_s": time.process_time() - cpu})
                     _accumulate(idle, bare_idle(env, block))
                     _accumulate(plain, plain_expert_loop(env, driver, block))
                     _accumulate(many, timed_rollouts(pool_many, scenario, spec, block))
+            # The pool has joined its workers, so their CPU time now counts as our children's.
+            exited = resource.getrusage(resource.RUSAGE_CHILDREN)
+            many["cpu_s"] = (exited.ru_utime + exited.ru_stime) - (children.ru_utime + children.ru_stime)
     finally:
         env.close()
     return {"one": one, "many": many, "idle": idle, "plain": plain}
@@ -323,7 +343,9 @@ def time_bc(demos: Demonstrations, config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def time_plain(demos: Demonstrations, train_episodes: Sequence[int], config: TrainConfig, *, n_threads: int) -> dict[str, Any]:
+def time_plain(
+    demos: Demonstrations, train_episodes: Sequence[int], config: TrainConfig, *, n_threads: int
+) -> dict[str, Any]:
     """Train the same network as :func:`testbed.training.train_bc` with a plain torch loop.
 
     Adam on imitation's BC loss without its bookkeeping: ``evaluate_actions`` log-likelihood
@@ -331,7 +353,8 @@ def time_plain(demos: Demonstrations, train_episodes: Sequence[int], config: Tra
     tensors made once, shuffled each epoch, cut into full batches of ``config.batch_size``.
 
     Returns:
-        ``time_s`` (network construction and training), ``samples`` and ``train_accuracy``
+        ``time_s`` (stacking the data, building the network, training), ``samples`` and
+        ``train_accuracy``
         (computed after the timer stops).
     """
     import torch
@@ -340,9 +363,9 @@ def time_plain(demos: Demonstrations, train_episodes: Sequence[int], config: Tra
     from testbed.training import make_policy
 
     torch.set_num_threads(n_threads)
+    start = time.perf_counter()
     obs_np = np.concatenate([np.asarray(demos.trajectories[i].obs[:-1]) for i in train_episodes])
     acts_np = np.concatenate([np.asarray(demos.trajectories[i].acts) for i in train_episodes])
-    start = time.perf_counter()
     torch.manual_seed(config.seed)
     policy = make_policy(
         space_from_dict(demos.metadata["observation_space"]),
@@ -372,6 +395,17 @@ def time_plain(demos: Demonstrations, train_episodes: Sequence[int], config: Tra
     with torch.no_grad():
         predicted = policy._predict(obs, deterministic=True).numpy()
     return {"time_s": elapsed, "samples": samples, "train_accuracy": float(np.mean(predicted == acts_np))}
+
+
+def _train_figures(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    samples_per_s, median_s = median_rate(runs)
+    return {
+        "samples": runs[0]["samples"],
+        "median_time_s": median_s,
+        "samples_per_s": samples_per_s,
+        "times_s": [r["time_s"] for r in runs],
+        "train_accuracy": runs[0]["train_accuracy"],
+    }
 
 
 def median_rate(runs: Sequence[dict[str, Any]]) -> tuple[float, float]:
@@ -442,6 +476,8 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     one_life_sps = (one["warmup_steps"] + one["steps"]) / one_life_s
     many_life_sps = (many["warmup_steps"] + many["steps"]) / many_life_s
     n_identical = same_records(records, many["records"])
+    one_cores = one["cpu_s"] / one["time_s"]  # CPU obtained while busy [cores]
+    many_cores = many["cpu_s"] / (many["startup_s"] + many["time_s"])
 
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")  # imitation 1.0.1
     demos = as_demonstrations(records, scenario, args.expert)
@@ -464,10 +500,10 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         if sum(r["time_s"] for r in default_runs) < args.default_threads_budget_s:
             default_runs.append(time_plain(demos, train_episodes, config, n_threads=default_threads))
     torch.set_num_threads(args.torch_threads)
-    bc_sps, bc_s = median_rate(bc_runs)
-    plain_sps, plain_s = median_rate(plain_runs)
-    one_thread_sps, one_thread_s = median_rate(one_thread_runs or plain_runs)
-    default_sps, default_s = median_rate(default_runs)
+    bc_sps, _ = median_rate(bc_runs)
+    plain_sps, _ = median_rate(plain_runs)
+    one_thread_sps, _ = median_rate(one_thread_runs or plain_runs)
+    default_sps, _ = median_rate(default_runs)
     load_after = _load()
 
     ratios = {
@@ -481,16 +517,21 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     n = args.n_episodes
     lines = [
         f"== throughput: {args.scenario}, expert:{args.expert}, {n} episodes (seeds {seeds[0]}-{seeds[-1]}), "
-        f"{one['steps']} expert steps; load avg {load_before:.1f} -> {load_after:.1f} on {os.cpu_count()} cores ==",
+        f"{one['steps']} expert steps; load avg {load_before:.1f} -> {load_after:.1f} "
+        f"on {os.cpu_count()} cores ==",
         f"collection/bare-sim steps/s ratio: {ratios['collection/bare_sim_idle']:.2f} "
-        f"({_fmt(collect_sps)} vs {_fmt(idle_sps)} steps/s; bare = IDLE, {idle['steps']} steps to crash/end, resets included)",
-        f"collection/bare-sim on the expert's states steps/s ratio: {ratios['collection/bare_sim_expert_states']:.2f} "
+        f"({_fmt(collect_sps)} vs {_fmt(idle_sps)} steps/s; bare = IDLE, {idle['steps']} steps to crash/end, "
+        "resets included)",
+        "collection/bare-sim on the expert's states steps/s ratio: "
+        f"{ratios['collection/bare_sim_expert_states']:.2f} "
         f"({_fmt(collect_sps)} vs {_fmt(sim_sps)} steps/s; bare = env.reset+env.step of a plain expert loop)",
         f"expert decision: {expert_ms:.2f} ms per act; per collection step {collect_ms:.1f} ms = "
-        f"sim {sim_ms:.1f} + expert {expert_ms:.2f} + harness (remainder) {collect_ms - sim_ms - expert_ms:.2f} ms "
+        f"sim {sim_ms:.1f} + expert {expert_ms:.2f} + harness (remainder) "
+        f"{collect_ms - sim_ms - expert_ms:.2f} ms "
         f"(plain loop reproduces the harness's actions and rewards on {n_reproduced}/{n} episodes)",
         f"{args.n_workers}-worker/1-worker steps/s ratio: {ratios[f'workers_{args.n_workers}/workers_1']:.2f} "
-        f"({_fmt(many_sps)} vs {_fmt(collect_sps)} steps/s; warm pools, start-up excluded)",
+        f"({_fmt(many_sps)} vs {_fmt(collect_sps)} steps/s; warm pools, start-up excluded; "
+        f"CPU obtained while busy: {many_cores:.2f} vs {one_cores:.2f} cores)",
         f"{args.n_workers}-worker/1-worker steps/s ratio incl. start-up: "
         f"{ratios[f'workers_{args.n_workers}/workers_1_with_startup']:.2f} "
         f"({_fmt(many_life_sps)} vs {_fmt(one_life_sps)} steps/s; pool open + warm-up + measured: "
@@ -509,7 +550,9 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     ]
     figures = {
         "collection": {"steps": one["steps"], "time_s": one["time_s"], "steps_per_s": collect_sps},
-        "bare_sim_idle": {**idle, "steps_per_s": idle_sps, "step_only_steps_per_s": idle["steps"] / idle["step_time_s"]},
+        "bare_sim_idle": {
+            **idle, "steps_per_s": idle_sps, "step_only_steps_per_s": idle["steps"] / idle["step_time_s"]
+        },
         "plain_expert_loop": {
             **{k: v for k, v in plain_loop.items() if k != "episodes"},
             "sim_steps_per_s": sim_sps,
@@ -517,20 +560,18 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
             "episodes_matching_harness": n_reproduced,
         },
         "workers_1": {k: v for k, v in one.items() if k != "records"}
-        | {"steps_per_s": collect_sps, "with_startup_steps_per_s": one_life_sps},
+        | {"steps_per_s": collect_sps, "with_startup_steps_per_s": one_life_sps, "cores_obtained": one_cores},
         f"workers_{args.n_workers}": {k: v for k, v in many.items() if k != "records"}
-        | {"steps_per_s": many_sps, "with_startup_steps_per_s": many_life_sps, "identical_episodes": n_identical},
+        | {"steps_per_s": many_sps, "with_startup_steps_per_s": many_life_sps, "cores_obtained": many_cores,
+           "identical_episodes": n_identical},
         "train": {
             "n_train_transitions": int(sum(len(records[i].trajectory.acts) for i in train_episodes)),
             "torch_default_threads": default_threads,
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "bc": {"samples": bc_runs[0]["samples"], "median_time_s": bc_s, "samples_per_s": bc_sps,
-                   "times_s": [r["time_s"] for r in bc_runs], "train_accuracy": bc_runs[0]["train_accuracy"]},
-            "plain": {"samples": plain_runs[0]["samples"], "median_time_s": plain_s, "samples_per_s": plain_sps,
-                      "times_s": [r["time_s"] for r in plain_runs], "train_accuracy": plain_runs[0]["train_accuracy"]},
-            "plain_1_thread": {"median_time_s": one_thread_s, "samples_per_s": one_thread_sps},
-            "plain_default_threads": {"median_time_s": default_s, "samples_per_s": default_sps,
-                                      "times_s": [r["time_s"] for r in default_runs]},
+            "bc": _train_figures(bc_runs),
+            "plain": _train_figures(plain_runs),
+            "plain_1_thread": _train_figures(one_thread_runs or plain_runs),
+            "plain_default_threads": _train_figures(default_runs),
         },
         "load_average_1min": {"before": load_before, "after": load_after},
         "cpu_count": os.cpu_count(),

@@ -91,11 +91,11 @@ class Train:
     """Demonstration directory written by `testbed collect`."""
     out: str
     """Run directory for policy.pt, train_log.csv and metadata.json."""
-    epochs: int = 30
+    epochs: int = 100
     """Passes over the training episodes."""
     batch_size: int = 64
     """Samples per gradient step."""
-    net_arch: str = "64,64"
+    net_arch: str = "256,256"
     """Hidden layer sizes, comma-separated."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
@@ -220,11 +220,11 @@ class Pipeline:
     """Evaluation episodes per policy (seeds EVAL_SEED ..)."""
     eval_seed: int = 10_000
     """First evaluation seed."""
-    epochs: int = 30
+    epochs: int = 100
     """BC epochs."""
     batch_size: int = 64
     """BC batch size."""
-    net_arch: str = "64,64"
+    net_arch: str = "256,256"
     """BC policy hidden layers."""
     train_seed: int = 0
     """BC seed."""

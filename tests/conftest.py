@@ -31,7 +31,7 @@ def clone_dir(tmp_path_factory: pytest.TempPathFactory, demos_dir: pathlib.Path)
     from testbed.training import TrainConfig, save_clone, train_bc
 
     demos = load_demos(demos_dir)
-    config = TrainConfig(n_epochs=20, batch_size=32, seed=0)
+    config = TrainConfig(n_epochs=60, batch_size=32, seed=0)
     result = train_bc(demos, config)
     return save_clone(
         tmp_path_factory.mktemp("runs") / "clone", result, demos=demos, demos_path=str(demos_dir), config=config

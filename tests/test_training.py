@@ -40,11 +40,11 @@ def test_split_is_by_episode_and_disjoint() -> None:
 def test_training_log_and_metadata(clone_dir: pathlib.Path) -> None:
     log = pd.read_csv(clone_dir / "train_log.csv")
     assert list(log.columns) == ["epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy"]
-    assert list(log["epoch"]) == list(range(1, 21))
+    assert list(log["epoch"]) == list(range(1, 61))
     assert log["train/loss"].iloc[-1] < log["train/loss"].iloc[0]
     assert log["train/accuracy"].iloc[-1] > 0.6
     meta = read_clone_metadata(clone_dir)
-    assert meta["algorithm"] == "bc" and meta["config"]["n_epochs"] == 20
+    assert meta["algorithm"] == "bc" and meta["config"]["n_epochs"] == 60
     train_seeds, val_seeds = meta["demos"]["train_seeds"], meta["demos"]["val_seeds"]
     assert len(val_seeds) == 4 and not set(train_seeds) & set(val_seeds)
 

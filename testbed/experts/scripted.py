@@ -76,6 +76,20 @@ class ScriptedParams:
     """Look-ahead of the 2D check for vehicles crossing the ego's path [s]."""
     crossing_distance: float = 7.0
     """Centre distance below which a crossing vehicle is a conflict [m]."""
+    ramp_penalty: float = 6.0
+    """Utility loss of the rightmost lane while a ramp vehicle near the ego still has to merge
+    into it [m/s]."""
+    ramp_window: tuple[float, float] = (-20.0, 150.0)
+    """Longitudinal offsets from the ego (behind, ahead) within which a ramp vehicle counts [m]."""
+    yield_entry_margin: float = 4.0
+    """Yield rule (entering a ring): the ego occupies the ring entry point from this distance
+    before it [m]..."""
+    yield_clear: float = 8.0
+    """...until this distance after it [m]."""
+    yield_pass_margin: float = 6.0
+    """A ring vehicle occupies the entry point while within this arc distance of it [m]."""
+    yield_buffer: float = 1.0
+    """Time that must separate the ego's and a ring vehicle's occupancy of the entry [s]."""
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-serialisable dict."""
@@ -145,6 +159,7 @@ class ScriptedExpert(Expert):
         self._aligned_ids: set[int] = set()
         self._cross: list | None = None
         self._ego_path: tuple | None = None
+        self._ring: tuple | None = None
 
     def params(self) -> dict[str, Any]:
         """The rule parameters, for provenance."""
@@ -183,6 +198,7 @@ class ScriptedExpert(Expert):
         self._framed_ids = set()
         self._aligned_ids = set()
         self._cross = None
+        self._ring = self._ring_conflicts(env, ego, others)
         changing = ego.lane_index != ego.target_lane_index
         frames = self._chain_frames(env, ego, others)
         if changing:
@@ -197,6 +213,7 @@ class ScriptedExpert(Expert):
         def speed_ttv(k: int, frames_: list, until: float = math.inf) -> float:
             brake, hold = profiles[k]
             ttv = min((self._frame_ttv(fr, brake, hold, until) for fr in frames_), default=math.inf)
+            ttv = min(ttv, self._yield_ttv(brake, hold))
             return min(ttv, self._crossing_ttv(env, ego, others, hold))
 
         ttv = {a: speed_ttv(k, frames) for a, k in cands.items()}
@@ -218,12 +235,20 @@ class ScriptedExpert(Expert):
             return int(idx[best])
 
         if side_frames and safe.get(_IDLE):
-            cur_util = self._lane_utility(frames[0], v_min, v_max) + p.right_lane_bonus * ego.target_lane_index[2]
+            ramp = self._ramp_active(net, ego, others)
+
+            def lane_bonus(index: tuple) -> float:
+                bonus = p.right_lane_bonus * index[2]
+                if ramp and not any(not ln.forbidden for ln in net.graph[index[0]][index[1]][index[2] + 1:]):
+                    bonus -= p.ramp_penalty  # the rightmost lane: ramp traffic will merge into it
+                return bonus
+
+            cur_util = self._lane_utility(frames[0], v_min, v_max) + lane_bonus(ego.target_lane_index)
             best = None
             for action, (side, fr) in side_frames.items():
                 if not safe[action]:
                     continue
-                util = self._lane_utility(fr, v_min, v_max) + p.right_lane_bonus * side[2]
+                util = self._lane_utility(fr, v_min, v_max) + lane_bonus(side)
                 if best is None or util > best[0]:
                     best = (util, action)
             if best is not None and (
@@ -253,6 +278,17 @@ class ScriptedExpert(Expert):
             if abs(x - ex) < r and abs(y - ey) < r:
                 out.append((v, x, y))
         return out
+
+    def _ramp_active(self, net: Any, ego: Any, others: list) -> bool:
+        """Whether a vehicle on a forbidden (ramp) lane is within ``ramp_window`` of the ego."""
+        lane = net.get_lane(ego.target_lane_index)
+        s_ego, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
+        lo, hi = self.p.ramp_window
+        for v, x, y in others:
+            li = getattr(v, "lane_index", None)
+            if li is not None and net.get_lane(li).forbidden and lo < _local(lane, x, y)[0] - s_ego < hi:
+                return True
+        return False
 
     def _side_lane(self, net: Any, ego: Any, delta: int) -> tuple | None:
         _from, _to, _id = ego.target_lane_index
@@ -479,7 +515,7 @@ class ScriptedExpert(Expert):
                 break
             # Position of the ego after driving d metres along its route.
             lane, s = chain[-1][0], None
-            for ln, start in chain:
+            for ln, start, _ in chain:
                 if d + s0 - start < ln.length or ln is chain[-1][0]:
                     lane, s = ln, d + s0 - start
                     break
@@ -490,15 +526,72 @@ class ScriptedExpert(Expert):
                     return t
         return math.inf
 
+    def _ring_conflicts(self, env: Any, ego: Any, others: list) -> tuple[float, list] | None:
+        """Ring traffic the ego must yield to before entering a roundabout.
+
+        Returns:
+            ``None`` if the ego is not about to enter a ring; else the ego's route distance
+            to the entry point (start of the first ring lane) [m] and, for every ring vehicle
+            that will pass that point, the time interval [s] during which it occupies it.
+        """
+        net = env.road.network
+        if type(net.get_lane(ego.lane_index)).__name__ == "CircularLane":
+            return None
+        chain, s0 = self._route_chain(env, ego)
+        entry = next((c for c in chain if type(c[0]).__name__ == "CircularLane"), None)
+        if entry is None:
+            return None
+        ring, start, ring_index = entry
+        ex, ey = (float(c) for c in ring.position(0, 0))
+        p = self.p
+        windows = []
+        for v, x, y in others:
+            li = getattr(v, "lane_index", None)
+            if li is None:
+                continue
+            lane = net.get_lane(li)
+            if type(lane).__name__ != "CircularLane" or math.hypot(*(lane.center - ring.center)) > 0.5:
+                continue
+            route = getattr(v, "route", None) or []
+            if route and li[0] != ring_index[0] and not any(r[0] == ring_index[0] for r in route):
+                continue  # leaves the ring before the entry
+            circ = 2 * math.pi * lane.radius
+            dist = (_local(lane, ex, ey)[0] - _local(lane, x, y)[0]) % circ
+            if dist > circ - p.yield_pass_margin:
+                dist -= circ
+            speed = max(float(v.speed), 1.0)
+            windows.append(((dist - p.yield_pass_margin) / speed, (dist + p.yield_pass_margin) / speed))
+        return start - s0, windows
+
+    def _yield_ttv(self, brake: list, hold: list) -> float:
+        """Yield rule at a ring entry: ``inf`` if the ego, holding its target speed, enters
+        the ring clear of every ring vehicle's passage, or can still stop before the entry;
+        else the time at which it would reach the entry [s].
+        """
+        if not self._ring or not self._ring[1]:
+            return math.inf
+        p = self.p
+        d_entry, windows = self._ring
+        if brake[-1][1] < d_entry - p.yield_entry_margin and brake[-1][2] < 0.5:
+            return math.inf  # can still stop before the entry
+        t_in = next((t for t, d, _ in hold if d >= d_entry - p.yield_entry_margin), None)
+        if t_in is None:
+            return math.inf
+        t_out = next((t for t, d, _ in hold if d >= d_entry + p.yield_clear), math.inf)
+        for lo, hi in windows:
+            if lo < t_out + p.yield_buffer and hi > t_in - p.yield_buffer:
+                return t_in
+        return math.inf
+
     def _route_chain(self, env: Any, ego: Any) -> tuple[list, float]:
-        """The lanes ahead on the ego's route with their start distance, and the ego's
-        longitudinal position on the first one [m]."""
+        """The lanes ahead on the ego's route as (lane, start distance [m], lane index), and
+        the ego's longitudinal position on the first one [m]."""
         net = env.road.network
         index = ego.target_lane_index
         lane = net.get_lane(index)
         s0, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
         route = list(ego.route) if ego.route else None
-        chain = [(lane, 0.0)]
+        chain = [(lane, 0.0, index)]
         start = 0.0
         while start + lane.length - s0 < 80.0:
             try:
@@ -509,5 +602,5 @@ class ScriptedExpert(Expert):
                 break
             start += lane.length
             index, lane = nxt, net.get_lane(nxt)
-            chain.append((lane, start))
+            chain.append((lane, start, index))
         return chain, s0

@@ -1,0 +1,35 @@
+"""Experiment scripts run end to end in their --fast preset."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pandas as pd
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("expert_quality")
+    out = tmp_path / "eq"
+    summary = module.main(module.Args(fast=True, out=str(out), workers=1))
+    assert set(summary["case"]) == {c for c, _, _ in module.CASES}
+    assert set(summary["policy"]) == {"expert:scripted", "idle"}
+    assert (summary["n_episodes"] == 4).all()
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert len(episodes) == len(module.CASES) * 2 * 4
+    assert (out / "expert_quality.png").stat().st_size > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"] == {"first": 10_000, "n_episodes": 4}
+    assert config["cases"][3]["scenario"]["config"]["vehicles_density"] == 1.5

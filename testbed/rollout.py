@@ -17,6 +17,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import pathlib
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -133,7 +134,12 @@ _CACHE: dict[tuple[str, str, str | None], tuple[Any, Agent, Any]] = {}
 
 
 def _key(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[str, str, str | None]:
-    return json.dumps(scenario.to_dict(), sort_keys=True), spec.label, labeller
+    label = spec.label
+    if spec.kind == "clone":
+        # A run directory can be rewritten between calls (--overwrite): key on the file too.
+        stat = (pathlib.Path(spec.arg) / "policy.pt").stat()
+        label += f"@{stat.st_mtime_ns}:{stat.st_size}"
+    return json.dumps(scenario.to_dict(), sort_keys=True), label, labeller
 
 
 def _get(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[Any, Agent, Any]:

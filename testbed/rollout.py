@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
+from testbed.errors import TestbedError
 from testbed.policies import Agent, PolicySpec, build_agent
 from testbed.scenarios import Scenario, make_env
 
@@ -43,6 +44,9 @@ class EpisodeRecord:
     driven during the step [m]) and ``t`` (time after the step [s])."""
     labels: np.ndarray | None = None
     """The labeller's action at each visited state (T,), when a labeller was given."""
+    executed: np.ndarray | None = None
+    """Actions actually applied (T,) when action noise was injected; ``trajectory.acts``
+    then holds the driver's clean actions (the labels a DART-style dataset keeps)."""
 
 
 def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
@@ -58,7 +62,8 @@ def run_episode(
     seed: int,
     *,
     policy_label: str,
-    labeller: Any | None = None,
+    labeller: Agent | None = None,
+    noise: float = 0.0,
 ) -> EpisodeRecord:
     """Run one episode to its end.
 
@@ -67,8 +72,13 @@ def run_episode(
         agent: the driver.
         seed: episode seed.
         policy_label: name stored in the record.
-        labeller: optional privileged expert asked for its action at every visited state
-            (before the agent's action is applied); used for on-policy error audits.
+        labeller: optional second agent asked for its action at every visited state (before
+            the driver's action is applied): the expert labelling a clone's states gives the
+            on-policy error, a clone labelling the expert's states the off-policy error.
+        noise: probability of applying a uniformly random action instead of the driver's
+            (DART-style noise injection); the record keeps the driver's clean action in
+            ``acts`` and the applied ones in ``executed``. The noise generator is seeded by
+            the episode seed.
 
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
@@ -77,7 +87,10 @@ def run_episode(
     base = env.unwrapped
     agent.reset(base, seed)
     if labeller is not None:
-        labeller.reset(base)
+        labeller.reset(base, seed)
+    noise_rng = np.random.default_rng([seed, 0xDA27])
+    n_actions = int(env.action_space.n)
+    executed: list[int] = []
     observations = [obs]
     actions: list[int] = []
     rewards: list[float] = []
@@ -88,9 +101,13 @@ def run_episode(
     terminated = truncated = False
     while not (terminated or truncated):
         if labeller is not None:
-            labels.append(int(labeller.act(base)))
-        action = agent.act(obs, base)
-        obs, reward, terminated, truncated, info = env.step(action)
+            labels.append(int(labeller.act(obs, base)))
+        action = int(agent.act(obs, base))
+        applied = action
+        if noise > 0 and noise_rng.random() < noise:
+            applied = int(noise_rng.integers(n_actions))
+        executed.append(applied)
+        obs, reward, terminated, truncated, info = env.step(applied)
         vehicle = base.vehicle
         new_position = np.array(vehicle.position, dtype=float)
         new_road, new_lane, rightmost = _lane_state(vehicle, base)
@@ -125,46 +142,64 @@ def run_episode(
         seed=int(seed),
         trajectory=trajectory,
         labels=np.asarray(labels, dtype=np.int64) if labeller is not None else None,
+        executed=np.asarray(executed, dtype=np.int64) if noise > 0 else None,
     )
 
 
-# Per-process cache of environments and agents, keyed by what they were built from, so that a
-# worker builds each (scenario, policy) once however many episodes and policies it is sent.
-_CACHE: dict[tuple[str, str, str | None], tuple[Any, Agent, Any]] = {}
+# Per-process caches, so that a worker builds each env and each agent once however many
+# episodes and policies it is sent.
+_ENVS: dict[str, Any] = {}
+_AGENTS: dict[tuple[str, str], Agent] = {}
 
 
-def _key(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[str, str, str | None]:
+def _agent_key(scenario_key: str, spec: PolicySpec) -> tuple[str, str]:
     label = spec.label
     if spec.kind == "clone":
         # A run directory can be rewritten between calls (--overwrite): key on the file too.
         stat = (pathlib.Path(spec.arg) / "policy.pt").stat()
         label += f"@{stat.st_mtime_ns}:{stat.st_size}"
-    return json.dumps(scenario.to_dict(), sort_keys=True), label, labeller
+    return scenario_key, label
 
 
-def _get(scenario: Scenario, spec: PolicySpec, labeller: str | None) -> tuple[Any, Agent, Any]:
-    key = _key(scenario, spec, labeller)
-    if key not in _CACHE:
-        from testbed.experts import make_expert
-
-        _CACHE[key] = (
-            make_env(scenario),
-            build_agent(spec, scenario),
-            make_expert(labeller) if labeller is not None else None,
-        )
-    return _CACHE[key]
+def _agent(scenario: Scenario, scenario_key: str, spec: PolicySpec) -> Agent:
+    key = _agent_key(scenario_key, spec)
+    if key not in _AGENTS:
+        _AGENTS[key] = build_agent(spec, scenario)
+    return _AGENTS[key]
 
 
-def _run_task(task: tuple[Scenario, PolicySpec, str | None, int]) -> EpisodeRecord:
-    scenario, spec, labeller, seed = task
-    env, agent, expert = _get(scenario, spec, labeller)
-    return run_episode(env, agent, seed, policy_label=spec.label, labeller=expert)
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    scenario: Scenario
+    spec: PolicySpec
+    labeller: PolicySpec | None
+    noise: float
+    seed: int
+
+
+def _run_task(task: _Task) -> EpisodeRecord:
+    scenario_key = json.dumps(task.scenario.to_dict(), sort_keys=True)
+    if scenario_key not in _ENVS:
+        _ENVS[scenario_key] = make_env(task.scenario)
+    agent = _agent(task.scenario, scenario_key, task.spec)
+    labeller = _agent(task.scenario, scenario_key, task.labeller) if task.labeller is not None else None
+    return run_episode(
+        _ENVS[scenario_key], agent, task.seed, policy_label=task.spec.label, labeller=labeller, noise=task.noise
+    )
 
 
 def _clear_cache() -> None:
-    for env, _, _ in _CACHE.values():
+    for env in _ENVS.values():
         env.close()
-    _CACHE.clear()
+    _ENVS.clear()
+    _AGENTS.clear()
+
+
+def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
+    """A labeller given by expert name (``"scripted"``) or as a spec."""
+    if labeller is None or isinstance(labeller, PolicySpec):
+        return labeller
+    return PolicySpec.parse(labeller if ":" in labeller else f"expert:{labeller}")
 
 
 def _init_worker() -> None:
@@ -209,10 +244,20 @@ class RolloutPool:
         _clear_cache()
 
     def imap(
-        self, scenario: Scenario, spec: PolicySpec, seeds: Sequence[int], *, labeller: str | None = None
+        self,
+        scenario: Scenario,
+        spec: PolicySpec,
+        seeds: Sequence[int],
+        *,
+        labeller: PolicySpec | str | None = None,
+        noise: float = 0.0,
     ) -> Iterator[EpisodeRecord]:
-        """Yield one :class:`EpisodeRecord` per seed, in the order of ``seeds``."""
-        tasks = [(scenario, spec, labeller, int(s)) for s in seeds]
+        """Yield one :class:`EpisodeRecord` per seed, in the order of ``seeds``
+        (``labeller`` and ``noise`` as in :func:`run_episode`)."""
+        if not 0.0 <= noise <= 1.0:
+            raise TestbedError(f"noise must be a probability in [0, 1], got {noise}")
+        labeller = _as_spec(labeller)
+        tasks = [_Task(scenario, spec, labeller, float(noise), int(s)) for s in seeds]
         if self._pool is None:
             for task in tasks:
                 yield _run_task(task)
@@ -226,12 +271,13 @@ class RolloutPool:
         spec: PolicySpec,
         seeds: Sequence[int],
         *,
-        labeller: str | None = None,
+        labeller: PolicySpec | str | None = None,
+        noise: float = 0.0,
         progress: bool = False,
         desc: str | None = None,
     ) -> list[EpisodeRecord]:
         """All episodes of :meth:`imap` as a list, with an optional progress bar."""
-        iterator = self.imap(scenario, spec, seeds, labeller=labeller)
+        iterator = self.imap(scenario, spec, seeds, labeller=labeller, noise=noise)
         if progress:
             from tqdm import tqdm
 
@@ -246,7 +292,8 @@ def rollouts(
     *,
     n_workers: int = 1,
     pool: RolloutPool | None = None,
-    labeller: str | None = None,
+    labeller: PolicySpec | str | None = None,
+    noise: float = 0.0,
     progress: bool = False,
     desc: str | None = None,
 ) -> list[EpisodeRecord]:
@@ -258,11 +305,13 @@ def rollouts(
         seeds: one episode per seed; the records come back in this order.
         n_workers: worker processes when no pool is given; 1 runs in this process.
         pool: an open :class:`RolloutPool` to reuse.
-        labeller: expert name whose action is recorded at every visited state.
+        labeller: agent (spec, or expert name) whose action is recorded at every visited state.
+        noise: probability of applying a random action instead of the driver's.
         progress: show a progress bar.
         desc: progress bar label.
     """
+    kwargs = dict(labeller=labeller, noise=noise, progress=progress, desc=desc)
     if pool is not None:
-        return pool.run(scenario, spec, seeds, labeller=labeller, progress=progress, desc=desc)
+        return pool.run(scenario, spec, seeds, **kwargs)
     with RolloutPool(min(n_workers, max(1, len(seeds)))) as own:
-        return own.run(scenario, spec, seeds, labeller=labeller, progress=progress, desc=desc)
+        return own.run(scenario, spec, seeds, **kwargs)

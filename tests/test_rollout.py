@@ -60,3 +60,18 @@ def test_labeller_records_expert_actions(scenario: Scenario) -> None:
     assert np.array_equal(record.labels, record.trajectory.acts)
     (idle,) = rollouts(scenario, PolicySpec.parse("idle"), [12], labeller="scripted")
     assert len(idle.labels) == len(idle.trajectory.acts)
+
+
+def test_noise_keeps_clean_labels(scenario: Scenario) -> None:
+    spec = PolicySpec.parse("expert:scripted")
+    (noisy,) = rollouts(scenario, spec, [13], noise=0.5, labeller="scripted")
+    again = rollouts(scenario, spec, [13], noise=0.5)[0]
+    assert np.array_equal(noisy.executed, again.executed)
+    # The recorded action is the expert's own choice in the visited state, not the applied one.
+    assert np.array_equal(noisy.trajectory.acts, noisy.labels)
+    assert noisy.executed is not None and len(noisy.executed) == len(noisy.trajectory.acts)
+    clean = rollouts(scenario, spec, [13])[0]
+    assert clean.executed is None
+    assert not np.array_equal(noisy.trajectory.obs[: len(clean.trajectory.obs)][:4], clean.trajectory.obs[:4]) or (
+        not np.array_equal(noisy.executed, noisy.trajectory.acts)
+    )

@@ -72,6 +72,4 @@ def test_noise_keeps_clean_labels(scenario: Scenario) -> None:
     assert noisy.executed is not None and len(noisy.executed) == len(noisy.trajectory.acts)
     clean = rollouts(scenario, spec, [13])[0]
     assert clean.executed is None
-    assert not np.array_equal(noisy.trajectory.obs[: len(clean.trajectory.obs)][:4], clean.trajectory.obs[:4]) or (
-        not np.array_equal(noisy.executed, noisy.trajectory.acts)
-    )
+    assert np.any(noisy.executed != noisy.trajectory.acts)  # P(no perturbation) ~ 0.6**len

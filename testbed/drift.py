@@ -1,0 +1,260 @@
+"""Compounding-error measures: twin rollouts, on-policy error audit, survival.
+
+Behavioral cloning learns on the expert's state distribution but drives on its own; small
+errors take it to states the expert never showed, where it errs more (Ross & Bagnell 2010:
+BC's cost can grow as T^2 * eps with horizon T). These measures make that visible:
+
+- **Twin rollouts.** The expert and the policy start from the same seed (identical initial
+  scene). Until their first differing action the two runs are identical; after it we track
+  the ego position error (longitudinal and lateral in the expert's heading frame), speed
+  error and lane mismatch per step.
+- **On-policy audit.** While the policy drives, the expert labels every state it visits:
+  ``eps_on`` is the disagreement on the policy's own states. ``eps_off`` is the policy's
+  disagreement on the expert's states (the expert drives, the policy labels) — the
+  open-loop error a validation set measures. ``eps_on > eps_off`` is covariate shift.
+- **Survival.** Kaplan-Meier fraction of episodes without a crash by each step.
+
+Both runs of a twin come from one call each to the harness: the policy driving with the
+expert labelling, and the expert driving with the policy labelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from testbed.metrics import mean_ci
+from testbed.policies import PolicySpec
+from testbed.rollout import EpisodeRecord, RolloutPool
+from testbed.scenarios import Scenario
+
+DIVERGENCE_THRESHOLD_M = 1.0
+"""Position error [m] past which the twins count as diverged."""
+
+
+def _positions(record: EpisodeRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    infos = list(record.trajectory.infos)
+    xy = np.array([[i["x"], i["y"]] for i in infos], dtype=float).reshape(-1, 2)
+    speed = np.array([i["speed"] for i in infos], dtype=float)
+    heading = np.array([i["heading"] for i in infos], dtype=float)
+    lane = np.array([i["lane"] for i in infos], dtype=int)
+    return xy, speed, heading, lane
+
+
+def twin_steps(policy: EpisodeRecord, expert: EpisodeRecord) -> pd.DataFrame:
+    """Per-step differences between a policy run and the expert run from the same seed.
+
+    Rows cover the steps both runs reached (step ``k`` is the state after ``k`` decisions,
+    ``k >= 1``).
+
+    Returns:
+        Columns ``step``, ``position_error_m``, ``longitudinal_error_m`` (signed, positive when
+        the policy is ahead along the expert's heading), ``lateral_error_m`` (signed, positive
+        to the expert's right in highway-env's y-down frame), ``speed_error_mps`` (policy minus
+        expert) and ``lane_mismatch`` (0/1).
+    """
+    if policy.seed != expert.seed:
+        raise ValueError(f"twins must share a seed: {policy.seed} vs {expert.seed}")
+    pxy, pspeed, _, plane = _positions(policy)
+    exy, espeed, eheading, elane = _positions(expert)
+    n = min(len(pxy), len(exy))
+    d = pxy[:n] - exy[:n]
+    cos, sin = np.cos(eheading[:n]), np.sin(eheading[:n])
+    return pd.DataFrame(
+        {
+            "step": np.arange(1, n + 1),
+            "position_error_m": np.hypot(d[:, 0], d[:, 1]),
+            "longitudinal_error_m": d[:, 0] * cos + d[:, 1] * sin,
+            "lateral_error_m": -d[:, 0] * sin + d[:, 1] * cos,
+            "speed_error_mps": pspeed[:n] - espeed[:n],
+            "lane_mismatch": (plane[:n] != elane[:n]).astype(float),
+        }
+    )
+
+
+def first_index(mask: np.ndarray) -> float:
+    """1-based index of the first true entry, or NaN when there is none."""
+    hits = np.flatnonzero(mask)
+    return float(hits[0] + 1) if hits.size else float("nan")
+
+
+def twin_episode(policy: EpisodeRecord, expert: EpisodeRecord, *, threshold_m: float = DIVERGENCE_THRESHOLD_M) -> dict[str, float]:
+    """Per-episode divergence summary of a twin pair.
+
+    ``first_disagreement_step``: the first decision (1-based) at which the two runs chose
+    different actions (NaN if they never did while both ran). ``divergence_step``: the first
+    step at which the position error exceeded ``threshold_m`` (NaN if never).
+    """
+    steps = twin_steps(policy, expert)
+    n = min(len(policy.trajectory.acts), len(expert.trajectory.acts))
+    differ = policy.trajectory.acts[:n] != expert.trajectory.acts[:n]
+    return {
+        "first_disagreement_step": first_index(differ),
+        "divergence_step": first_index(steps["position_error_m"].to_numpy() > threshold_m),
+        "max_position_error_m": float(steps["position_error_m"].max()) if len(steps) else 0.0,
+        "final_position_error_m": float(steps["position_error_m"].iloc[-1]) if len(steps) else 0.0,
+        "steps_compared": float(n),
+    }
+
+
+def disagreement(record: EpisodeRecord) -> np.ndarray:
+    """Per-step 0/1 disagreement between the driver's actions and the labeller's."""
+    if record.labels is None:
+        raise ValueError("record has no labels: run it with a labeller")
+    return (record.labels != record.trajectory.acts).astype(float)
+
+
+def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, horizon: int) -> pd.DataFrame:
+    """Kaplan-Meier survival (no crash yet) by step, with a 95% Greenwood interval.
+
+    Args:
+        event_steps: per episode, the step of the crash, or NaN if it did not crash.
+        end_steps: per episode, its last step (censoring time for crash-free episodes).
+        horizon: last step to report.
+
+    Returns:
+        Columns ``step`` (0..horizon), ``survival``, ``ci_low``, ``ci_high``, ``at_risk``.
+    """
+    events = np.asarray(event_steps, dtype=float)
+    ends = np.asarray(end_steps, dtype=float)
+    s, var_sum = 1.0, 0.0
+    rows = [{"step": 0, "survival": 1.0, "ci_low": 1.0, "ci_high": 1.0, "at_risk": int(len(ends))}]
+    for t in range(1, horizon + 1):
+        at_risk = int(np.sum(ends >= t))
+        deaths = int(np.sum(events == t))
+        if at_risk > 0 and deaths > 0:
+            s *= 1.0 - deaths / at_risk
+            if at_risk > deaths:
+                var_sum += deaths / (at_risk * (at_risk - deaths))
+        half = 1.96 * s * np.sqrt(var_sum)
+        rows.append(
+            {"step": t, "survival": s, "ci_low": max(0.0, s - half), "ci_high": min(1.0, s + half), "at_risk": at_risk}
+        )
+    return pd.DataFrame(rows)
+
+
+def crash_step(record: EpisodeRecord) -> float:
+    """Step of the crash, or NaN if the episode ended without one."""
+    return float(len(record.trajectory.acts)) if record.trajectory.infos[-1]["crashed"] else float("nan")
+
+
+def step_curve(frame: pd.DataFrame, column: str, *, by: str = "step") -> pd.DataFrame:
+    """Mean of ``column`` at each value of ``by`` with a 95% bootstrap CI and the count."""
+    rows = []
+    for step, group in frame.groupby(by, sort=True):
+        ci = mean_ci(group[column].to_numpy())
+        rows.append({by: step, "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": len(group)})
+    return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass
+class DriftResult:
+    """Everything :func:`measure_drift` computes, as tables."""
+
+    twin_steps: pd.DataFrame
+    """Per (policy, seed, step) twin differences (:func:`twin_steps` columns)."""
+    twin_episodes: pd.DataFrame
+    """Per (policy, seed) :func:`twin_episode` summary plus ``eps_on``, ``eps_off``, ``crashed``."""
+    audit_steps: pd.DataFrame
+    """Per (policy, seed, step) on-policy disagreement (0/1)."""
+    survival: pd.DataFrame
+    """Kaplan-Meier curves per policy, with the expert as ``expert:NAME``."""
+    summary: pd.DataFrame
+    """Per policy: means with 95% CIs of eps_on, eps_off, first disagreement and divergence steps."""
+
+
+def measure_drift(
+    scenario: Scenario,
+    specs: Sequence[PolicySpec],
+    seeds: Sequence[int],
+    *,
+    expert: str = "scripted",
+    pool: RolloutPool,
+    threshold_m: float = DIVERGENCE_THRESHOLD_M,
+    progress: bool = False,
+) -> DriftResult:
+    """Twin rollouts, on/off-policy disagreement and survival of each policy against the expert.
+
+    For every policy two batches of episodes run on ``seeds``: the policy driving with the
+    expert labelling (on-policy audit, policy twin) and the expert driving with the policy
+    labelling (off-policy error, expert twin).
+    """
+    expert_spec = PolicySpec("expert", expert)
+    twin_rows, episode_rows, audit_rows = [], [], []
+    survival = []
+    expert_runs: list[EpisodeRecord] | None = None
+    for spec in specs:
+        on = pool.run(scenario, spec, seeds, labeller=expert_spec, progress=progress, desc=f"{spec.label} drives")
+        off = pool.run(scenario, expert_spec, seeds, labeller=spec, progress=progress, desc=f"expert, {spec.label} labels")
+        expert_runs = expert_runs or off
+        for p, e in zip(on, off):
+            steps = twin_steps(p, e).assign(policy=spec.label, seed=p.seed)
+            twin_rows.append(steps)
+            eps = disagreement(p)
+            audit_rows.append(
+                pd.DataFrame({"policy": spec.label, "seed": p.seed, "step": np.arange(1, len(eps) + 1), "disagree": eps})
+            )
+            episode_rows.append(
+                {
+                    "policy": spec.label,
+                    "seed": p.seed,
+                    **twin_episode(p, e, threshold_m=threshold_m),
+                    "eps_on": float(eps.mean()),
+                    "eps_off": float(disagreement(e).mean()),
+                    "crashed": float(p.trajectory.infos[-1]["crashed"]),
+                }
+            )
+        horizon = max(len(r.trajectory.acts) for r in [*on, *off])
+        survival.append(
+            kaplan_meier([crash_step(r) for r in on], [len(r.trajectory.acts) for r in on], horizon=horizon).assign(
+                policy=spec.label
+            )
+        )
+    if expert_runs is not None:
+        horizon = max(len(r.trajectory.acts) for r in expert_runs)
+        survival.append(
+            kaplan_meier(
+                [crash_step(r) for r in expert_runs], [len(r.trajectory.acts) for r in expert_runs], horizon=horizon
+            ).assign(policy=expert_spec.label)
+        )
+    episodes = pd.DataFrame(episode_rows)
+    return DriftResult(
+        twin_steps=pd.concat(twin_rows, ignore_index=True),
+        twin_episodes=episodes,
+        audit_steps=pd.concat(audit_rows, ignore_index=True),
+        survival=pd.concat(survival, ignore_index=True),
+        summary=summarize_drift(episodes),
+    )
+
+
+def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:
+    """Per-policy means with 95% CIs of the per-episode drift measures.
+
+    ``first_disagreement_step`` and ``divergence_step`` are averaged over the episodes where
+    they happened; ``p_diverged`` is the fraction of episodes where the position error ever
+    passed the threshold. ``eps_gap`` is ``eps_on - eps_off`` paired by seed.
+    """
+    rows = []
+    for policy, df in episodes.groupby("policy", sort=False):
+        row: dict[str, float | str | int] = {"policy": policy, "n_episodes": len(df)}
+        measures = {
+            "eps_on": df["eps_on"],
+            "eps_off": df["eps_off"],
+            "eps_gap": df["eps_on"] - df["eps_off"],
+            "p_diverged": df["divergence_step"].notna().astype(float),
+            "first_disagreement_step": df["first_disagreement_step"].dropna(),
+            "divergence_step": df["divergence_step"].dropna(),
+            "max_position_error_m": df["max_position_error_m"],
+            "crashed": df["crashed"],
+        }
+        for name, values in measures.items():
+            if len(values):
+                ci = mean_ci(values.to_numpy())
+                row.update({name: ci.mean, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high})
+            else:
+                row.update({name: np.nan, f"{name}_ci_low": np.nan, f"{name}_ci_high": np.nan})
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,112 @@
+"""Drift measures on constructed cases with known answers, and the expert's self-twin."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from imitation.data.types import TrajectoryWithRew
+
+from testbed.drift import (
+    disagreement,
+    first_index,
+    kaplan_meier,
+    measure_drift,
+    twin_episode,
+    twin_steps,
+)
+from testbed.policies import PolicySpec
+from testbed.rollout import EpisodeRecord, RolloutPool
+
+
+def _record(xs, ys, acts, *, labels=None, seed=0, heading=0.0, speeds=None, lanes=None, crashed=False) -> EpisodeRecord:
+    n = len(acts)
+    speeds = speeds if speeds is not None else [25.0] * n
+    lanes = lanes if lanes is not None else [0] * n
+    infos = [
+        {"x": x, "y": y, "speed": s, "heading": heading, "lane": l, "crashed": crashed and i == n - 1}
+        for i, (x, y, s, l) in enumerate(zip(xs, ys, speeds, lanes))
+    ]
+    traj = TrajectoryWithRew(
+        obs=np.zeros((n + 1, 1), dtype=np.float32), acts=np.asarray(acts), infos=np.asarray(infos, dtype=object),
+        terminal=crashed, rews=np.zeros(n, dtype=np.float32),
+    )
+    return EpisodeRecord("p", seed, traj, labels=None if labels is None else np.asarray(labels))
+
+
+def test_identical_runs_have_zero_divergence() -> None:
+    a = _record([10, 20, 30], [0, 0, 0], [1, 1, 3])
+    steps = twin_steps(a, a)
+    assert (steps.drop(columns="step").to_numpy() == 0).all()
+    ep = twin_episode(a, a)
+    assert math.isnan(ep["first_disagreement_step"]) and math.isnan(ep["divergence_step"])
+    assert ep["max_position_error_m"] == 0.0
+
+
+def test_known_offsets_in_heading_frame() -> None:
+    expert = _record([10, 20, 30], [0, 0, 0], [1, 1, 1], speeds=[25, 25, 25], lanes=[0, 0, 0])
+    policy = _record([10, 23, 34], [0, 4, 4], [1, 2, 1], speeds=[25, 27, 20], lanes=[0, 1, 1])
+    steps = twin_steps(policy, expert)
+    assert steps["longitudinal_error_m"].tolist() == [0, 3, 4]
+    assert steps["lateral_error_m"].tolist() == [0, 4, 4]
+    assert steps["position_error_m"].tolist() == [0, 5, pytest.approx(math.hypot(4, 4))]
+    assert steps["speed_error_mps"].tolist() == [0, 2, -5]
+    assert steps["lane_mismatch"].tolist() == [0, 1, 1]
+    ep = twin_episode(policy, expert, threshold_m=1.0)
+    assert ep["first_disagreement_step"] == 2 and ep["divergence_step"] == 2
+    # Rotated frame: heading pi/2 (driving along +y), the same offset is longitudinal.
+    e2 = _record([0, 0], [0, 10], [1, 1], heading=math.pi / 2)
+    p2 = _record([0, 0], [0, 13], [1, 1])
+    s2 = twin_steps(p2, e2)
+    assert s2["longitudinal_error_m"].iloc[1] == pytest.approx(3.0)
+    assert s2["lateral_error_m"].iloc[1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_twins_of_different_lengths_compare_common_steps() -> None:
+    short = _record([10], [0], [1], crashed=True)
+    long = _record([10, 20, 30], [0, 0, 0], [1, 1, 1])
+    assert len(twin_steps(short, long)) == 1
+    with pytest.raises(ValueError):
+        twin_steps(_record([1], [0], [1], seed=1), long)
+
+
+def test_disagreement_extremes() -> None:
+    always = _record([0, 0, 0, 0], [0] * 4, [0, 1, 2, 3], labels=[4, 4, 4, 4])
+    never = _record([0, 0], [0, 0], [1, 3], labels=[1, 3])
+    assert disagreement(always).mean() == 1.0
+    assert disagreement(never).mean() == 0.0
+    with pytest.raises(ValueError):
+        disagreement(_record([0], [0], [1]))
+    assert first_index(np.array([False, False, True])) == 3.0
+    assert math.isnan(first_index(np.array([False])))
+
+
+def test_kaplan_meier_known_values() -> None:
+    # 4 episodes: crashes at steps 2 and 3, two survive to the end at 5.
+    km = kaplan_meier([2, 3, np.nan, np.nan], [2, 3, 5, 5], horizon=5)
+    assert km["survival"].tolist() == [1.0, 1.0, 0.75, 0.5, 0.5, 0.5]
+    assert km["at_risk"].tolist() == [4, 4, 4, 3, 2, 2]
+    assert (km["ci_low"] <= km["survival"]).all() and (km["survival"] <= km["ci_high"]).all()
+    # Censoring: an episode that ends early without a crash leaves the risk set.
+    km2 = kaplan_meier([np.nan, 3], [1, 3], horizon=3)
+    assert km2["survival"].tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_expert_self_twin_is_exactly_zero(scenario) -> None:
+    with RolloutPool(1) as pool:
+        result = measure_drift(scenario, [PolicySpec.parse("expert:scripted")], [10_000, 10_001], pool=pool)
+    assert (result.twin_steps["position_error_m"] == 0).all()
+    assert (result.twin_steps["speed_error_mps"] == 0).all()
+    row = result.summary.iloc[0]
+    assert row["eps_on"] == 0 and row["eps_off"] == 0 and row["p_diverged"] == 0
+
+
+def test_idle_policy_diverges_and_disagrees(scenario) -> None:
+    with RolloutPool(1) as pool:
+        result = measure_drift(scenario, [PolicySpec.parse("idle")], [10_000, 10_001, 10_002], pool=pool)
+    row = result.summary.iloc[0]
+    assert row["eps_on"] > 0 and row["eps_off"] > 0
+    assert set(result.survival["policy"]) == {"idle", "expert:scripted"}
+    assert isinstance(result.twin_episodes, pd.DataFrame) and len(result.twin_episodes) == 3

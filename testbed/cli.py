@@ -318,7 +318,76 @@ class Pipeline:
         )
 
 
-COMMANDS = {"collect": Collect, "train": Train, "evaluate": Evaluate, "pipeline": Pipeline}
+@dataclasses.dataclass
+class Drift:
+    """Compounding error against the expert: twin rollouts, eps_on vs eps_off, survival."""
+
+    out: str
+    """Output directory for the CSVs, drift.png and config.json."""
+    policy: Annotated[tuple[str, ...], Repeatable] = ()
+    """Policy spec (repeatable): clone:RUN_DIR, idle, random or expert:NAME (the expert
+    against itself must give exactly zero divergence)."""
+    scenario: str = "highway-fast"
+    """Scenario preset."""
+    expert: str = "scripted"
+    """The reference expert (twin and labeller)."""
+    episodes: int = 100
+    """Episodes per policy."""
+    seed: int = 10_000
+    """First evaluation seed (must not overlap a clone's demonstration seeds)."""
+    threshold_m: float = 1.0
+    """Position error [m] past which a twin pair counts as diverged."""
+    set: Annotated[tuple[str, ...], Repeatable] = ()
+    """Scenario config override KEY=VALUE (repeatable)."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+    def run(self) -> None:
+        from testbed.demos import episode_seeds
+        from testbed.drift import format_drift, measure_drift, write_drift
+        from testbed.evaluation import check_held_out
+        from testbed.experts import make_expert
+        from testbed.outputs import atomic_output_dir, check_output_dir, write_json
+        from testbed.policies import PolicySpec, build_agent
+        from testbed.provenance import provenance
+        from testbed.rollout import RolloutPool
+
+        scenario = _scenario(self.scenario, self.set)
+        make_expert(self.expert)
+        specs = [PolicySpec.parse(p) for p in self.policy]
+        if not specs:
+            raise TestbedError("give at least one --policy")
+        if not self.threshold_m > 0:
+            raise TestbedError(f"--threshold-m must be > 0, got {self.threshold_m}")
+        seeds = episode_seeds(self.seed, self.episodes)
+        check_held_out(specs, seeds)
+        for spec in specs:
+            build_agent(spec, scenario)
+        check_output_dir(self.out, overwrite=self.overwrite)
+        with RolloutPool(_check_workers(self.workers)) as pool:
+            result = measure_drift(
+                scenario, specs, seeds, expert=self.expert, pool=pool, threshold_m=self.threshold_m, progress=True
+            )
+        with atomic_output_dir(self.out, overwrite=self.overwrite) as tmp:
+            write_drift(result, tmp, title=f"{scenario.name}: compounding error vs expert:{self.expert}, {self.episodes} episodes")
+            write_json(
+                tmp / "config.json",
+                {
+                    "args": dataclasses.asdict(self),
+                    "scenario": scenario.to_dict(),
+                    "seeds": {"first": self.seed, "n_episodes": self.episodes},
+                    "statistics": "means with 95% percentile-bootstrap CIs over episodes; survival: Kaplan-Meier with Greenwood 95% CI",
+                    "provenance": provenance(),
+                },
+            )
+        print(f"{scenario.name}: drift against expert:{self.expert} over {self.episodes} episodes; mean [95% CI]")
+        print(format_drift(result.summary))
+        print(f"-> {self.out}")
+
+
+COMMANDS = {"collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

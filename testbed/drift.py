@@ -258,3 +258,54 @@ def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:
                 row.update({name: np.nan, f"{name}_ci_low": np.nan, f"{name}_ci_high": np.nan})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def drift_curves(result: DriftResult) -> dict[str, pd.DataFrame]:
+    """Per-policy step curves (mean and 95% CI) of twin position error and on-policy
+    disagreement, over the episodes still running at each step."""
+    position = [
+        step_curve(g, "position_error_m").assign(policy=p) for p, g in result.twin_steps.groupby("policy", sort=False)
+    ]
+    disagree = [step_curve(g, "disagree").assign(policy=p) for p, g in result.audit_steps.groupby("policy", sort=False)]
+    return {"position": pd.concat(position, ignore_index=True), "disagreement": pd.concat(disagree, ignore_index=True)}
+
+
+def write_drift(result: DriftResult, directory, *, title: str = "") -> dict[str, pd.DataFrame]:
+    """Write the drift tables as CSVs and ``drift.png`` into ``directory``; returns the curves."""
+    import matplotlib.pyplot as plt
+
+    from testbed.plotting import plot_drift
+
+    curves = drift_curves(result)
+    result.twin_steps.to_csv(directory / "twin_steps.csv", index=False)
+    result.twin_episodes.to_csv(directory / "drift_episodes.csv", index=False)
+    result.audit_steps.to_csv(directory / "audit_steps.csv", index=False)
+    result.survival.to_csv(directory / "survival.csv", index=False)
+    result.summary.to_csv(directory / "drift_summary.csv", index=False)
+    curves["position"].to_csv(directory / "twin_position_curve.csv", index=False)
+    curves["disagreement"].to_csv(directory / "disagreement_curve.csv", index=False)
+    fig = plot_drift(curves, result.survival, result.summary, title=title)
+    fig.savefig(directory / "drift.png", dpi=120)
+    plt.close(fig)
+    return curves
+
+
+def format_drift(summary: pd.DataFrame) -> str:
+    """Fixed-width table of the headline drift measures."""
+    from testbed.metrics import Interval
+
+    cols = {
+        "eps_off": "eps_off", "eps_on": "eps_on", "eps_gap": "eps_on - eps_off",
+        "first_disagreement_step": "1st disagreement", "p_diverged": "P(diverged)", "crashed": "crash rate",
+    }
+    header = ["policy", "n", *cols.values()]
+    body = []
+    for _, r in summary.iterrows():
+        cells = [str(r["policy"]), str(int(r["n_episodes"]))]
+        for key in cols:
+            cells.append("-" if pd.isna(r[key]) else Interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"]).format(2))
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

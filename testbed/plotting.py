@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 
@@ -67,5 +68,51 @@ def plot_training_log(log: pd.DataFrame, *, title: str = "BC training"):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_drift(curves: dict[str, pd.DataFrame], survival: pd.DataFrame, summary: pd.DataFrame, *, title: str = ""):
+    """Four panels: twin position error by step, on-policy disagreement by step, survival,
+    and eps_on vs eps_off per policy.
+
+    Args:
+        curves: ``{"position": df, "disagreement": df}`` where each df has columns ``policy``,
+            ``step``, ``mean``, ``ci_low``, ``ci_high`` (from :func:`testbed.drift.step_curve`).
+        survival: Kaplan-Meier table with ``policy``, ``step``, ``survival``, ``ci_low``,
+            ``ci_high``.
+        summary: :func:`testbed.drift.summarize_drift` table.
+    """
+    fig, axes = _figure(4, width_per_panel=3.8)
+    ax_pos, ax_eps, ax_surv, ax_bar = axes[0]
+    policies = list(dict.fromkeys(summary["policy"]))
+    colors = {p: f"C{i}" for i, p in enumerate([*policies, *sorted(set(survival["policy"]) - set(policies))])}
+    for ax, key, label in ((ax_pos, "position", "twin position error [m]"), (ax_eps, "disagreement", "on-policy disagreement")):
+        df = curves[key]
+        for policy, g in df.groupby("policy", sort=False):
+            ax.plot(g["step"], g["mean"], color=colors[policy], label=policy)
+            ax.fill_between(g["step"], g["ci_low"], g["ci_high"], color=colors[policy], alpha=0.2)
+        ax.set_xlabel("decision step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    for policy, g in survival.groupby("policy", sort=False):
+        ax_surv.step(g["step"], g["survival"], where="post", color=colors[policy], label=policy)
+        ax_surv.fill_between(g["step"], g["ci_low"], g["ci_high"], step="post", color=colors[policy], alpha=0.15)
+    ax_surv.set_xlabel("decision step")
+    ax_surv.set_ylabel("fraction without a crash")
+    ax_surv.set_ylim(0, 1.02)
+    ax_surv.grid(alpha=0.3)
+    ax_surv.legend(fontsize=7)
+    width = 0.38
+    x = np.arange(len(policies))
+    for offset, column, name in ((-width / 2, "eps_off", "eps_off (expert's states)"), (width / 2, "eps_on", "eps_on (own states)")):
+        mean = summary[column].to_numpy(float)
+        err = [mean - summary[f"{column}_ci_low"].to_numpy(float), summary[f"{column}_ci_high"].to_numpy(float) - mean]
+        ax_bar.bar(x + offset, mean, width, yerr=err, capsize=3, label=name)
+    ax_bar.set_xticks(x, policies, rotation=20, ha="right", fontsize=7)
+    ax_bar.set_ylabel("disagreement with expert")
+    ax_bar.legend(fontsize=7)
+    ax_bar.grid(axis="y", alpha=0.3)
+    fig.suptitle(title or "Compounding error: means with 95% CIs over episodes", fontsize=10)
     fig.tight_layout()
     return fig

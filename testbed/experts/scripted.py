@@ -15,8 +15,12 @@ fallback. An action is *safe* if, under that fallback, the ego keeps a minimum g
 vehicle ahead (predicted at constant speed, or braking if it brakes now) and, in a lane it
 is entering, every vehicle behind can stop in time after a reaction delay. Vehicles that
 cross the ego's path instead of following a lane (roundabout entries) are checked with a
-constant-velocity 2D distance test. Among safe actions the expert keeps the fastest speed,
-moves to a lane whose traffic allows a clearly higher speed, and otherwise drifts right.
+constant-velocity 2D distance test. Before entering a roundabout ring the ego yields: an
+action is unsafe if, holding its speed, the ego would occupy the entry point within a time
+buffer of a ring vehicle passing it, unless the braking fallback still stops before the
+entry. Among safe actions the expert keeps the fastest speed, moves to a lane whose traffic
+allows a clearly higher speed, and otherwise drifts right; while a ramp vehicle nearby still
+has to merge, the rightmost lane is penalised so the ego moves out of its way early.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import dataclasses
 import pathlib
 import sys
 import time
-from typing import Annotated, Sequence
+from typing import Annotated, Literal, Sequence
 
 import tyro
 
@@ -19,13 +19,6 @@ from testbed.errors import TestbedError
 from testbed.rollout import default_workers
 
 Repeatable = tyro.conf.UseAppendAction
-
-
-def _quiet_libraries() -> None:
-    """Silence the progress bars ``datasets`` shows when saving demonstrations."""
-    import datasets
-
-    datasets.disable_progress_bars()
 
 
 def _scenario(name: str, settings: Sequence[str]):
@@ -56,6 +49,9 @@ class Collect:
     """First episode seed (evaluation defaults to 10000 onwards, so keep demos below it)."""
     set: Annotated[tuple[str, ...], Repeatable] = ()
     """Scenario config override KEY=VALUE (repeatable), e.g. --set vehicles_density=1.5."""
+    noise: float = 0.0
+    """DART-style noise: probability of applying a random action instead of the expert's;
+    the recorded label is always the expert's clean action."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes (results do not depend on it)."""
     overwrite: bool = False
@@ -71,9 +67,11 @@ class Collect:
         episode_seeds(self.seed, self.episodes)
         check_output_dir(self.out, overwrite=self.overwrite)
         start = time.perf_counter()
+        if not 0.0 <= self.noise <= 1.0:
+            raise TestbedError(f"--noise must be a probability in [0, 1], got {self.noise}")
         demos = collect(
             scenario, self.expert, n_episodes=self.episodes, seed=self.seed,
-            n_workers=_check_workers(self.workers), progress=True,
+            n_workers=_check_workers(self.workers), noise=self.noise, progress=True,
         )
         save_demos(demos, self.out, overwrite=self.overwrite)
         m = demos.metadata
@@ -85,14 +83,17 @@ class Collect:
 
 @dataclasses.dataclass
 class Train:
-    """Clone demonstrations with imitation's BC trainer."""
+    """Clone an expert with imitation's BC trainer (from demonstrations) or DAgger (online)."""
 
-    demos: str
-    """Demonstration directory written by `testbed collect`."""
     out: str
     """Run directory for policy.pt, train_log.csv and metadata.json."""
+    demos: str | None = None
+    """Demonstration directory written by `testbed collect` (BC only)."""
+    algo: Literal["bc", "dagger"] = "bc"
+    """bc: supervised on the demonstrations. dagger: the expert labels the states the learner
+    visits, round after round (imitation's DAggerTrainer)."""
     epochs: int = 100
-    """Passes over the training episodes."""
+    """BC: passes over the training episodes."""
     batch_size: int = 64
     """Samples per gradient step."""
     net_arch: str = "256,256"
@@ -106,9 +107,26 @@ class Train:
     seed: int = 0
     """Seed of torch (initialisation, batch order) and of the validation split."""
     val_fraction: float = 0.2
-    """Fraction of episodes held out for validation accuracy."""
+    """BC: fraction of episodes held out for validation accuracy."""
     torch_threads: int = 1
     """Torch intra-op threads (1 is fastest for small MLPs on few cores)."""
+    scenario: str = "highway-fast"
+    """DAgger: scenario preset to drive in."""
+    expert: str = "scripted"
+    """DAgger: the labelling expert."""
+    set: Annotated[tuple[str, ...], Repeatable] = ()
+    """DAgger: scenario config override KEY=VALUE (repeatable)."""
+    rounds: int = 5
+    """DAgger: rounds of collect-aggregate-retrain (round 0 is the expert driving)."""
+    episodes_per_round: int = 20
+    """DAgger: episodes collected per round."""
+    rampdown_rounds: int = 3
+    """DAgger: beta (probability the expert's action is applied) falls linearly from 1 to 0
+    over this many rounds."""
+    epochs_per_round: int = 20
+    """DAgger: BC epochs over the aggregate after each round."""
+    first_seed: int = 5_000
+    """DAgger: round r's env is seeded with FIRST_SEED + r (keep below evaluation seeds)."""
     overwrite: bool = False
     """Replace an existing run directory."""
 
@@ -124,17 +142,20 @@ class Train:
         return config
 
     def run(self) -> None:
-        from testbed.demos import load_demos
         from testbed.outputs import check_output_dir
+
+        config = self.config()
+        if self.algo == "dagger":
+            return self._run_dagger(config)
+        from testbed.demos import check_spaces, load_demos
         from testbed.scenarios import Scenario
         from testbed.training import save_clone, train_bc
 
-        config = self.config()
+        if self.demos is None:
+            raise TestbedError("--demos is required with --algo bc")
         check_output_dir(self.out, overwrite=self.overwrite)
         demos = load_demos(self.demos)
         # The demos' own scenario record must still describe the spaces stored beside it.
-        from testbed.demos import check_spaces
-
         check_spaces(demos.metadata, Scenario.from_dict(demos.metadata["scenario"]), what=f"demonstrations at {self.demos}")
         start = time.perf_counter()
         result = train_bc(demos, config, progress=True)
@@ -144,6 +165,35 @@ class Train:
             f"trained BC for {config.n_epochs} epochs on {len(result.train_episodes)} episodes in "
             f"{time.perf_counter() - start:.1f} s: train accuracy {last['train/accuracy']:.3f}, "
             f"validation accuracy {last['val/accuracy']:.3f} -> {self.out}"
+        )
+
+    def _run_dagger(self, config) -> None:
+        from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
+        from testbed.experts import make_expert
+        from testbed.outputs import check_output_dir
+        from testbed.training import save_clone
+
+        if self.demos is not None:
+            raise TestbedError("--demos is for --algo bc; DAgger collects its own data (round 0 is the expert driving)")
+        scenario = _scenario(self.scenario, self.set)
+        make_expert(self.expert)
+        dagger = DAggerConfig(
+            n_rounds=self.rounds, episodes_per_round=self.episodes_per_round, rampdown_rounds=self.rampdown_rounds,
+            epochs_per_round=self.epochs_per_round, first_seed=self.first_seed,
+        )
+        dagger.validate()
+        check_output_dir(self.out, overwrite=self.overwrite)
+        start = time.perf_counter()
+        result = train_dagger(scenario, self.expert, config, dagger, progress=True)
+        data = as_demonstrations(result, scenario, self.expert)
+        save_clone(
+            self.out, result, demos=data, demos_path="(collected by DAgger)", config=config, algorithm="dagger",
+            extra={"dagger": dataclasses.asdict(dagger)}, overwrite=self.overwrite,
+        )
+        last = result.log.iloc[-1]
+        print(
+            f"trained DAgger for {dagger.n_rounds} rounds ({int(last['n_labels'])} expert labels) in "
+            f"{time.perf_counter() - start:.1f} s: train accuracy {last['train/accuracy']:.3f} -> {self.out}"
         )
 
 
@@ -397,7 +447,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS, prog="testbed", args=args, description="Behavioral-cloning testbed on highway-env."
     )
     try:
-        _quiet_libraries()
         command.run()
     except TestbedError as e:
         print(f"testbed: error: {e}", file=sys.stderr)

@@ -69,6 +69,7 @@ def collect(
     seed: int,
     n_workers: int = 1,
     pool: Any = None,
+    noise: float = 0.0,
     progress: bool = False,
 ) -> Demonstrations:
     """Drive ``n_episodes`` episodes with an expert and keep them as demonstrations.
@@ -80,13 +81,20 @@ def collect(
         seed: first episode seed.
         n_workers: rollout worker processes (results do not depend on it).
         pool: an open :class:`testbed.rollout.RolloutPool` to use instead.
+        noise: DART-style noise injection: with this probability a uniformly random action
+            is applied instead of the expert's, while the recorded label stays the expert's
+            clean action (the applied one is in each step's ``applied_action`` info).
         progress: show a progress bar.
     """
     from testbed.rollout import rollouts
 
     spec = PolicySpec.parse(f"expert:{expert}")
     seeds = episode_seeds(seed, n_episodes)
-    records = rollouts(scenario, spec, seeds, n_workers=n_workers, pool=pool, progress=progress, desc="collect")
+    if not 0.0 <= noise <= 1.0:
+        raise TestbedError(f"--noise must be a probability in [0, 1], got {noise}")
+    records = rollouts(
+        scenario, spec, seeds, n_workers=n_workers, pool=pool, noise=noise, progress=progress, desc="collect"
+    )
     from testbed.experts import make_expert
 
     trajectories = [r.trajectory for r in records]
@@ -95,6 +103,7 @@ def collect(
         "scenario": scenario.to_dict(),
         **describe_spaces(scenario),
         "expert": {"name": expert, "params": make_expert(expert).params()},
+        "noise": {"type": "uniform random action (DART-style)", "probability": noise} if noise > 0 else None,
         "seeds": seeds,
         "n_episodes": len(trajectories),
         "n_transitions": int(sum(len(t.acts) for t in trajectories)),
@@ -104,10 +113,18 @@ def collect(
     return Demonstrations(trajectories, metadata)
 
 
+def quiet_datasets() -> None:
+    """Turn off the progress bars ``datasets`` prints on every save (imitation's serialize)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
 def save_demos(demos: Demonstrations, path: str | pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
     """Write ``demos`` to a new directory, atomically."""
     from imitation.data import serialize
 
+    quiet_datasets()
     with atomic_output_dir(path, overwrite=overwrite) as tmp:
         serialize.save(tmp / TRAJECTORIES, list(demos.trajectories))
         write_json(tmp / METADATA, demos.metadata)

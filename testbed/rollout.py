@@ -41,7 +41,8 @@ class EpisodeRecord:
     ``speed`` [m/s], ``crashed``, ``x``/``y`` ego position [m], ``heading`` [rad], ``lane``
     (lane id, larger is further right), ``rightmost``, ``on_road``, ``lane_change`` (the
     lane id changed on the same road segment during the step), ``distance_m`` (path length
-    driven during the step [m]) and ``t`` (time after the step [s])."""
+    driven during the step [m]), ``t`` (time after the step [s]) and ``applied_action`` (the
+    action applied, which differs from ``acts`` only under injected noise)."""
     labels: np.ndarray | None = None
     """The labeller's action at each visited state (T,), when a labeller was given."""
     executed: np.ndarray | None = None
@@ -124,6 +125,7 @@ def run_episode(
                 "lane_change": bool(new_road == road_id and new_lane != lane),
                 "distance_m": float(np.linalg.norm(new_position - position)),
                 "t": float(base.time),
+                "applied_action": applied,
             }
         )
         position, road_id, lane = new_position, new_road, new_lane

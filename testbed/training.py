@@ -271,20 +271,38 @@ def save_clone(
     demos: Demonstrations,
     demos_path: str,
     config: TrainConfig,
+    algorithm: str = "bc",
+    extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Write a run directory (policy, per-epoch log, metadata) atomically."""
-    demo_seeds = demos.seeds
+    """Write a run directory (policy, training log, metadata) atomically.
+
+    Args:
+        path: run directory to create.
+        result: what the trainer returned.
+        demos: the data trained on; for BC, ``result``'s episode indices refer to it.
+        demos_path: where that data lives (recorded only).
+        config: BC hyperparameters.
+        algorithm: ``bc`` or ``dagger``.
+        extra: more metadata (e.g. the DAgger schedule).
+        overwrite: replace an existing directory.
+    """
+    if algorithm == "bc":
+        train_seeds = [demos.seeds[i] for i in result.train_episodes]
+        val_seeds = [demos.seeds[i] for i in result.val_episodes]
+    else:  # the data's own seed record (DAgger: round seeds)
+        train_seeds, val_seeds = list(demos.seeds), []
     metadata = {
-        "algorithm": "bc",
+        "algorithm": algorithm,
         "config": {**dataclasses.asdict(config), "net_arch": list(config.net_arch)},
+        **(extra or {}),
         "demos": {
             "path": str(demos_path),
             "expert": demos.metadata.get("expert"),
             "n_episodes": len(demos.trajectories),
             "n_transitions": demos.n_transitions,
-            "train_seeds": [demo_seeds[i] for i in result.train_episodes],
-            "val_seeds": [demo_seeds[i] for i in result.val_episodes],
+            "train_seeds": train_seeds,
+            "val_seeds": val_seeds,
         },
         "scenario": demos.metadata["scenario"],
         "observation_space": demos.metadata["observation_space"],

@@ -1,0 +1,207 @@
+"""DAgger with imitation's trainer and a privileged expert as the labeller.
+
+imitation's ``SimpleDAggerTrainer`` expects an observation-only expert policy. Ours reads the
+simulator, so we drive imitation's lower-level API ourselves: a ``DummyVecEnv`` keeps the
+environments in this process, and at every step the expert labels each env's *current
+simulator state* (``venv.envs[i].unwrapped``) before the ``InteractiveTrajectoryCollector``
+decides (with probability beta) whether the expert's or the learner's action is applied. The
+saved label is always the expert's. Training is ``DAggerTrainer.extend_and_update``: BC on
+the aggregate of all rounds.
+
+Expert queries are counted per labelled transition, so BC and DAgger can be compared at equal
+numbers of expert labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from testbed.demos import Demonstrations, quiet_datasets
+from testbed.errors import TestbedError
+from testbed.scenarios import Scenario, describe_spaces, space_from_dict
+from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_policy, set_torch_threads
+
+
+@dataclasses.dataclass(frozen=True)
+class DAggerConfig:
+    """DAgger schedule; the BC hyperparameters come from a :class:`TrainConfig`."""
+
+    n_rounds: int = 5
+    """Rounds of (collect, aggregate, retrain). Round 0 is pure expert driving (beta = 1)."""
+    episodes_per_round: int = 20
+    """Episodes collected per round."""
+    rampdown_rounds: int = 3
+    """beta falls linearly from 1 at round 0 to 0 at this round (imitation's
+    ``LinearBetaSchedule``)."""
+    epochs_per_round: int = 20
+    """BC epochs over the aggregated data after each round."""
+    first_seed: int = 5_000
+    """Round r's environment is seeded with ``first_seed + r`` (subsequent episodes of the
+    round continue that env's generator). Keep it below the evaluation seeds (10000..)."""
+
+    def validate(self) -> None:
+        """Raise :class:`TestbedError` on nonsense values."""
+        for name in ("n_rounds", "episodes_per_round", "rampdown_rounds", "epochs_per_round"):
+            if getattr(self, name) < 1:
+                raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.first_seed < 0:
+            raise TestbedError(f"DAgger seeds must be non-negative, got {self.first_seed}")
+
+
+@dataclasses.dataclass
+class DAggerResult(TrainResult):
+    """A :class:`TrainResult` whose log has one row per round, plus the aggregated data."""
+
+    trajectories: Sequence[Any] = ()
+    """All labelled trajectories of all rounds (expert labels)."""
+    round_seeds: list[int] = dataclasses.field(default_factory=list)
+    """The env seed of each round."""
+
+
+def _expert_labels(venv: Any, experts: Sequence[Any]) -> np.ndarray:
+    return np.array([expert.act(env.unwrapped) for expert, env in zip(experts, venv.envs)], dtype=np.int64)
+
+
+def train_dagger(
+    scenario: Scenario,
+    expert: str,
+    config: TrainConfig,
+    dagger: DAggerConfig,
+    *,
+    progress: bool = False,
+) -> DAggerResult:
+    """Train a policy with DAgger, the privileged expert labelling every visited state.
+
+    Args:
+        scenario: where to drive.
+        expert: expert name.
+        config: BC hyperparameters (``n_epochs`` is ignored: ``dagger.epochs_per_round``).
+        dagger: round schedule.
+        progress: print one line per round.
+
+    Returns:
+        Policy, per-round log (``round``, ``beta``, ``n_labels``, ``n_episodes``,
+        ``train/loss``, ``train/accuracy``, ``crash_rate`` of the round's episodes), the
+        aggregated labelled trajectories and the round seeds.
+    """
+    import torch
+    from imitation.algorithms import bc
+    from imitation.algorithms.dagger import DAggerTrainer, LinearBetaSchedule
+    from imitation.data import rollout as im_rollout
+    from imitation.data.wrappers import RolloutInfoWrapper
+    from imitation.util import logger as im_logger
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from testbed.experts import make_expert
+    from testbed.scenarios import make_env
+
+    config.validate()
+    dagger.validate()
+    quiet_datasets()  # imitation saves every DAgger episode through `datasets`
+    set_torch_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+    spaces = describe_spaces(scenario)
+    obs_space, act_space = space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"])
+    policy = make_policy(obs_space, act_space, config)
+    venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env(scenario))])
+    labeller = make_expert(expert)
+    rows: list[dict[str, float]] = []
+    seeds: list[int] = []
+    with tempfile.TemporaryDirectory(prefix="testbed-dagger-") as scratch:
+        logger = im_logger.configure(scratch + "/log", format_strs=[])
+        trainer = bc.BC(
+            observation_space=obs_space,
+            action_space=act_space,
+            rng=np.random.default_rng(config.seed),
+            policy=policy,
+            batch_size=config.batch_size,
+            optimizer_kwargs={"lr": config.learning_rate},
+            ent_weight=config.ent_weight,
+            l2_weight=config.l2_weight,
+            device="cpu",
+            custom_logger=logger,
+        )
+        dagger_trainer = DAggerTrainer(
+            venv=venv,
+            scratch_dir=scratch + "/dagger",
+            rng=np.random.default_rng(config.seed),
+            beta_schedule=LinearBetaSchedule(dagger.rampdown_rounds),
+            bc_trainer=trainer,
+            custom_logger=logger,
+        )
+        for round_num in range(dagger.n_rounds):
+            collector = dagger_trainer.create_trajectory_collector()
+            seed = dagger.first_seed + round_num
+            seeds.append(seed)
+            collector.seed(seed)
+            collector.reset()
+            labeller.reset(venv.envs[0].unwrapped)
+            finished, crashes = 0, 0
+            while finished < dagger.episodes_per_round:
+                _, _, dones, infos = collector.step(_expert_labels(venv, [labeller]))
+                if dones[0]:
+                    finished += 1
+                    crashes += bool(infos[0].get("crashed", False))
+                    labeller.reset(venv.envs[0].unwrapped)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
+                dagger_trainer.extend_and_update(
+                    {"n_epochs": dagger.epochs_per_round, "progress_bar": False, "log_rollouts_venv": None}
+                )
+            trajectories = list(dagger_trainer._all_demos)  # imitation keeps the aggregate here
+            obs = np.concatenate([np.asarray(t.obs[:-1]) for t in trajectories])
+            acts = np.concatenate([np.asarray(t.acts) for t in trajectories])
+            loss, accuracy = evaluate_fit(trainer, obs, acts)
+            rows.append(
+                {
+                    "round": round_num,
+                    "beta": float(collector.beta),
+                    "n_labels": int(len(acts)),
+                    "n_episodes": len(trajectories),
+                    "train/loss": loss,
+                    "train/accuracy": accuracy,
+                    "crash_rate": crashes / finished,
+                }
+            )
+            if progress:
+                r = rows[-1]
+                print(
+                    f"dagger round {round_num}: beta {r['beta']:.2f}, {r['n_labels']} expert labels, "
+                    f"train accuracy {accuracy:.3f}, crash rate while collecting {r['crash_rate']:.2f}",
+                    flush=True,
+                )
+    venv.close()
+    policy.set_training_mode(False)
+    return DAggerResult(
+        policy=policy,
+        log=pd.DataFrame(rows),
+        train_episodes=list(range(len(trajectories))),
+        val_episodes=[],
+        trajectories=trajectories,
+        round_seeds=seeds,
+    )
+
+
+def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> Demonstrations:
+    """The aggregated DAgger data as a :class:`Demonstrations` record (for saving and for
+    the run's metadata); ``seeds`` lists the round seeds."""
+    from testbed.experts import make_expert
+
+    return Demonstrations(
+        list(result.trajectories),
+        {
+            "scenario": scenario.to_dict(),
+            **describe_spaces(scenario),
+            "expert": {"name": expert, "params": make_expert(expert).params()},
+            "seeds": list(result.round_seeds),
+            "n_episodes": len(result.trajectories),
+            "n_transitions": int(sum(len(t.acts) for t in result.trajectories)),
+            "note": "DAgger aggregate: episode seeds continue each round's env generator from its round seed",
+        },
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,6 +74,7 @@ def train_dagger(
     config: TrainConfig,
     dagger: DAggerConfig,
     *,
+    on_round_end: Callable[[int, Any, int], None] | None = None,
     progress: bool = False,
 ) -> DAggerResult:
     """Train a policy with DAgger, the privileged expert labelling every visited state.
@@ -83,6 +84,8 @@ def train_dagger(
         expert: expert name.
         config: BC hyperparameters (``n_epochs`` is ignored: ``dagger.epochs_per_round``).
         dagger: round schedule.
+        on_round_end: called after each round's training with (round, policy, number of
+            expert labels so far), e.g. to snapshot the policy for a learning curve.
         progress: print one line per round.
 
     Returns:
@@ -169,6 +172,8 @@ def train_dagger(
                     "crash_rate": crashes / finished,
                 }
             )
+            if on_round_end is not None:
+                on_round_end(round_num, policy, int(len(acts)))
             if progress:
                 r = rows[-1]
                 print(

@@ -33,3 +33,21 @@ def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"] == {"first": 10_000, "n_episodes": 4}
     assert config["cases"][3]["scenario"]["config"]["vehicles_density"] == 1.5
+
+
+def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("compounding_error")
+    out = tmp_path / "ce"
+    res = module.main(module.Args(fast=True, out=str(out), workers=2))
+    drift = res["drift"].set_index("policy")
+    # The expert against itself is the built-in zero check.
+    assert drift.loc["expert:scripted", "eps_on"] == 0 and drift.loc["expert:scripted", "p_diverged"] == 0
+    assert set(res["methods"]["method"]) == {"bc", "dart", "dagger"}
+    for f in ("drift/drift.png", "drift/twin_steps.csv", "drift/survival.csv", "labels.csv", "labels.png",
+              "methods.csv", "open_vs_closed.csv", "open_vs_closed.png", "horizon.csv", "horizon_slopes.csv",
+              "horizon.png", "config.json"):
+        assert (out / f).is_file(), f
+    horizon = pd.read_csv(out / "horizon.csv")
+    assert sorted(set(horizon["T_s"])) == [5, 10]
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"]["eval"][0] == 10_000 and config["provenance"]["git_commit"]

@@ -47,9 +47,11 @@ class DAggerConfig:
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
-        for name in ("n_rounds", "episodes_per_round", "rampdown_rounds", "epochs_per_round"):
+        flags = {"n_rounds": "--rounds", "episodes_per_round": "--episodes-per-round",
+                 "rampdown_rounds": "--rampdown-rounds", "epochs_per_round": "--epochs-per-round"}
+        for name, flag in flags.items():
             if getattr(self, name) < 1:
-                raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise TestbedError(f"{flag} must be at least 1, got {getattr(self, name)}")
         if self.first_seed < 0:
             raise TestbedError(f"DAgger seeds must be non-negative, got {self.first_seed}")
 

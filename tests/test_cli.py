@@ -124,3 +124,39 @@ def test_evaluate_writes_summary(capsys, tmp_path: pathlib.Path, clone_dir: path
     assert list(summary["policy"]) == ["idle", f"clone:{clone_dir}"]
     assert {"return_ci_low", "crashed_ci_high", "return_diff"} <= set(summary.columns)
     assert not (out / "summary.png").exists()
+
+
+def test_drift_command(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
+    out = tmp_path / "drift"
+    args = ["drift", "--out", str(out), "--policy", "expert:scripted", "--policy", f"clone:{clone_dir}",
+            "--episodes", "2", "--workers", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "eps_on" in printed and f"clone:{clone_dir}" in printed
+    summary = pd.read_csv(out / "drift_summary.csv").set_index("policy")
+    assert summary.loc["expert:scripted", "eps_on"] == 0.0
+    assert summary.loc["expert:scripted", "max_position_error_m"] == 0.0
+    for f in ("drift.png", "twin_steps.csv", "audit_steps.csv", "survival.csv", "config.json"):
+        assert (out / f).is_file()
+    _fails(capsys, ["drift", "--out", str(tmp_path / "d2"), "--policy", "idle", "--threshold-m", "0"], "--threshold-m")
+    _fails(capsys, ["drift", "--out", str(tmp_path / "d2")], "at least one --policy")
+
+
+def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
+    run = tmp_path / "dagger"
+    args = ["train", "--algo", "dagger", "--out", str(run), "--rounds", "2", "--episodes-per-round", "2",
+            "--epochs-per-round", "2", "--batch-size", "16"]
+    assert main(args) == 0
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["algorithm"] == "dagger" and meta["dagger"]["n_rounds"] == 2
+    log = pd.read_csv(run / "train_log.csv")
+    assert list(log["round"]) == [0, 1] and log["beta"].iloc[0] == 1.0
+    assert log["n_labels"].is_monotonic_increasing
+    _fails(capsys, ["train", "--algo", "dagger", "--out", str(tmp_path / "x"), "--rounds", "0"], "--rounds")
+    _fails(capsys, ["train", "--algo", "bc", "--out", str(tmp_path / "x")], "--demos is required")
+
+    demos = tmp_path / "noisy"
+    assert main(["collect", "--out", str(demos), "--episodes", "2", "--noise", "0.5", "--workers", "1"]) == 0
+    meta = json.loads((demos / "metadata.json").read_text())
+    assert meta["noise"]["probability"] == 0.5
+    _fails(capsys, ["collect", "--out", str(tmp_path / "n2"), "--noise", "1.5"], "--noise")

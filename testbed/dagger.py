@@ -25,7 +25,7 @@ import pandas as pd
 from testbed.demos import Demonstrations, quiet_datasets
 from testbed.errors import TestbedError
 from testbed.scenarios import Scenario, describe_spaces, space_from_dict
-from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_policy, set_torch_threads
+from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_bc_trainer, make_policy, set_torch_threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +96,8 @@ def train_dagger(
         aggregated labelled trajectories and the round seeds.
     """
     import torch
-    from imitation.algorithms import bc
     from imitation.algorithms.dagger import DAggerTrainer, LinearBetaSchedule
-    from imitation.data import rollout as im_rollout
     from imitation.data.wrappers import RolloutInfoWrapper
-    from imitation.util import logger as im_logger
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from testbed.experts import make_expert
@@ -119,26 +116,14 @@ def train_dagger(
     rows: list[dict[str, float]] = []
     seeds: list[int] = []
     with tempfile.TemporaryDirectory(prefix="testbed-dagger-") as scratch:
-        logger = im_logger.configure(scratch + "/log", format_strs=[])
-        trainer = bc.BC(
-            observation_space=obs_space,
-            action_space=act_space,
-            rng=np.random.default_rng(config.seed),
-            policy=policy,
-            batch_size=config.batch_size,
-            optimizer_kwargs={"lr": config.learning_rate},
-            ent_weight=config.ent_weight,
-            l2_weight=config.l2_weight,
-            device="cpu",
-            custom_logger=logger,
-        )
+        trainer = make_bc_trainer(policy, config, log_dir=scratch + "/log")
         dagger_trainer = DAggerTrainer(
             venv=venv,
             scratch_dir=scratch + "/dagger",
             rng=np.random.default_rng(config.seed),
             beta_schedule=LinearBetaSchedule(dagger.rampdown_rounds),
             bc_trainer=trainer,
-            custom_logger=logger,
+            custom_logger=trainer.logger,
         )
         for round_num in range(dagger.n_rounds):
             collector = dagger_trainer.create_trajectory_collector()

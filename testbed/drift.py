@@ -292,7 +292,7 @@ def write_drift(result: DriftResult, directory, *, title: str = "") -> dict[str,
 
 def format_drift(summary: pd.DataFrame) -> str:
     """Fixed-width table of the headline drift measures."""
-    from testbed.metrics import Interval
+    from testbed.metrics import Interval, fixed_width
 
     cols = {
         "eps_off": "eps_off", "eps_on": "eps_on", "eps_gap": "eps_on - eps_off",
@@ -305,7 +305,4 @@ def format_drift(summary: pd.DataFrame) -> str:
         for key in cols:
             cells.append("-" if pd.isna(r[key]) else Interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"]).format(2))
         body.append(cells)
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *body]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return fixed_width(header, body)

@@ -161,6 +161,11 @@ def format_summary(summary: pd.DataFrame, *, columns: Mapping[str, str] | None =
             digits = 1 if key in ("distance_m",) else 2
             cells.append(Interval(row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]).format(digits))
         body.append(cells)
+    return fixed_width(header, body)
+
+
+def fixed_width(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Left-aligned text table with a dashed rule under the header."""
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -154,6 +154,27 @@ def save_policy(policy: Any, path: str | pathlib.Path) -> None:
     torch.save({"state_dict": policy.state_dict(), "data": data}, str(path))
 
 
+def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstrations: Any = None) -> Any:
+    """imitation's ``BC`` trainer for ``policy`` with ``config``'s hyperparameters, on the
+    CPU, logging silently into ``log_dir``."""
+    from imitation.algorithms import bc
+    from imitation.util import logger as im_logger
+
+    return bc.BC(
+        observation_space=policy.observation_space,
+        action_space=policy.action_space,
+        rng=np.random.default_rng(config.seed),
+        policy=policy,
+        demonstrations=demonstrations,
+        batch_size=config.batch_size,
+        optimizer_kwargs={"lr": config.learning_rate},
+        ent_weight=config.ent_weight,
+        l2_weight=config.l2_weight,
+        device="cpu",
+        custom_logger=im_logger.configure(log_dir, format_strs=[]),
+    )
+
+
 def set_torch_threads(n: int) -> None:
     """Set torch's intra-op threads (and inter-op, the first time it is possible)."""
     import torch
@@ -177,9 +198,7 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
         TestbedError: invalid config, or too little data for one batch.
     """
     import torch
-    from imitation.algorithms import bc
     from imitation.data import rollout as im_rollout
-    from imitation.util import logger as im_logger
 
     config.validate()
     set_torch_threads(config.torch_threads)
@@ -199,19 +218,7 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="testbed-bc-log-") as log_dir:
-        trainer = bc.BC(
-            observation_space=obs_space,
-            action_space=act_space,
-            rng=np.random.default_rng(config.seed),
-            policy=policy,
-            demonstrations=transitions,
-            batch_size=config.batch_size,
-            optimizer_kwargs={"lr": config.learning_rate},
-            ent_weight=config.ent_weight,
-            l2_weight=config.l2_weight,
-            device="cpu",
-            custom_logger=im_logger.configure(log_dir, format_strs=[]),
-        )
+        trainer = make_bc_trainer(policy, config, log_dir=log_dir, demonstrations=transitions)
 
         def on_epoch_end() -> None:
             train_loss, train_acc = evaluate_fit(trainer, train_obs, train_acts)

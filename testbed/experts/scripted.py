@@ -19,7 +19,9 @@ constant-velocity 2D distance test. Before entering a roundabout ring the ego yi
 action is unsafe if, holding its speed, the ego would occupy the entry point within a time
 buffer of a ring vehicle passing it, unless the braking fallback still stops before the
 entry. Among safe actions the expert keeps the fastest speed, moves to a lane whose traffic
-allows a clearly higher speed, and otherwise drifts right; while a ramp vehicle nearby still
+allows a clearly higher sustained speed (a lane with a vehicle slower than the ego's lowest
+target speed ahead is penalised: the ego would get stuck behind it, often boxed in), and
+otherwise drifts right; while a ramp vehicle nearby still
 has to merge, the rightmost lane is penalised so the ego moves out of its way early.
 """
 
@@ -60,9 +62,9 @@ class ScriptedParams:
     """Distance ahead within which vehicles are considered [m]."""
     lookbehind: float = 60.0
     """Distance behind within which vehicles are considered [m]."""
-    catch_up_time: float = 4.0
-    """Lane-speed estimate: a free gap of ``g`` metres is worth ``g / catch_up_time`` m/s above
-    the speed of the vehicle ahead [s]."""
+    utility_horizon: float = 10.0
+    """Lane-speed estimate: the mean speed the ego could sustain over this time behind the
+    traffic ahead in a lane, each vehicle ahead holding its speed [s]."""
     lane_change_gain: float = 2.0
     """Minimum lane-speed advantage to change lanes [m/s]."""
     right_lane_bonus: float = 1.5
@@ -71,10 +73,11 @@ class ScriptedParams:
     """Braking assumed of a vehicle on a ramp lane beside the ego's lane, about to merge [m/s^2]."""
     lane_change_time: float = 1.0
     """Time during which a lane change still needs room in the lane being left [s]."""
-    trap_time: float = 10.0
-    """A lane whose leader is slower than the ego's lowest target speed is a trap if the ego
-    would reach it within this time at that speed [s]."""
-    trap_penalty: float = 1.0
+    trap_time: float = 60.0
+    """A lane with a vehicle ahead slower than the ego's lowest target speed is a trap (the ego
+    cannot follow it and will have to leave, possibly boxed in) if the ego would reach it
+    within this time at that lowest speed [s]."""
+    trap_penalty: float = 0.5
     """Utility loss per second by which the trap is closer than ``trap_time`` [m/s per s]."""
     crossing_horizon: float = 3.0
     """Look-ahead of the 2D check for vehicles crossing the ego's path [s]."""
@@ -164,6 +167,8 @@ class ScriptedExpert(Expert):
         self._cross: list | None = None
         self._ego_path: tuple | None = None
         self._ring: tuple | None = None
+        self._net: Any = None
+        self._net_has_ring = False
 
     def params(self) -> dict[str, Any]:
         """The rule parameters, for provenance."""
@@ -238,7 +243,7 @@ class ScriptedExpert(Expert):
             best = max(ttv, key=lambda a: (ttv[a], a in (_LANE_LEFT, _LANE_RIGHT), a == _SLOWER))
             return int(idx[best])
 
-        if side_frames and safe.get(_IDLE):
+        if side_frames and (safe.get(_IDLE) or safe.get(_SLOWER)):
             ramp = self._ramp_active(net, ego, others)
 
             def lane_bonus(index: tuple) -> float:
@@ -444,7 +449,7 @@ class ScriptedExpert(Expert):
                 # Ahead: ego follows the braking fallback; the leader keeps speed or brakes.
                 t_end = min(until, brake[-1][0])
                 v_low = max(u.speed + u.accel * p.front_brake_time, 0.0)
-                v_top = max(brake[0][2], brake[1][2])
+                v_top = max(v for _, _, v in brake)
                 if u.s - half - p.min_gap_front > max(v_top - v_low, 0.0) * t_end:
                     continue  # cannot be caught up within the horizon
                 for t, s, v_e in brake:
@@ -480,20 +485,22 @@ class ScriptedExpert(Expert):
         return first
 
     def _lane_utility(self, frame: dict, v_min: float, v_max: float) -> float:
-        """Speed the traffic ahead in a frame lets the ego sustain [m/s], minus a penalty for
-        a lane whose leader is slower than the ego can drive (a trap it will soon have to leave).
+        """Value of a lane [m/s]: the mean speed the ego could sustain in it over
+        ``utility_horizon`` behind the vehicles ahead (each holding its speed), minus a
+        penalty if it is a trap (a vehicle ahead slower than ``v_min``: the ego could not
+        follow it and would have to leave the lane again).
         """
         p = self.p
-        best = v_max
-        penalty = 0.0
+        h = p.utility_horizon
+        reach = v_max * h
+        t_trap = math.inf
         for u in frame["users"]:
             if u.s > 0:
-                gap = u.s - (frame["ego_len"] + u.length) / 2
-                best = min(best, u.speed + max(gap - 10.0, 0.0) / p.catch_up_time)
+                gap = u.s - (frame["ego_len"] + u.length) / 2 - p.min_gap_front
+                reach = min(reach, gap + u.speed * h)
                 if u.speed < v_min:
-                    t_trap = max(gap - p.min_gap_front, 0.0) / (v_min - u.speed)
-                    penalty = max(penalty, p.trap_penalty * max(p.trap_time - t_trap, 0.0))
-        return best - penalty
+                    t_trap = min(t_trap, max(gap, 0.0) / (v_min - u.speed))
+        return max(reach, 0.0) / h - p.trap_penalty * max(p.trap_time - t_trap, 0.0)
 
     def _crossing_ttv(self, env: Any, ego: Any, others: list, hold: list) -> float:
         """Constant-velocity 2D check against road users not following any examined lane.
@@ -539,7 +546,11 @@ class ScriptedExpert(Expert):
             that will pass that point, the time interval [s] during which it occupies it.
         """
         net = env.road.network
-        if type(net.get_lane(ego.lane_index)).__name__ == "CircularLane":
+        if net is not self._net:  # cache whether the map has a ring at all (highway: no)
+            self._net = net
+            self._net_has_ring = any(type(lane).__name__ == "CircularLane"
+                                     for ends in net.graph.values() for lanes in ends.values() for lane in lanes)
+        if not self._net_has_ring or type(net.get_lane(ego.lane_index)).__name__ == "CircularLane":
             return None
         chain, s0 = self._route_chain(env, ego)
         entry = next((c for c in chain if type(c[0]).__name__ == "CircularLane"), None)

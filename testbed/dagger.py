@@ -25,7 +25,16 @@ import pandas as pd
 from testbed.demos import Demonstrations, quiet_datasets
 from testbed.errors import TestbedError
 from testbed.scenarios import Scenario, describe_spaces, space_from_dict
-from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_bc_trainer, make_policy, set_torch_threads
+from testbed.training import (
+    TrainConfig,
+    TrainResult,
+    evaluate_fit,
+    make_bc_trainer,
+    make_policy,
+    observation_statistics,
+    set_observation_statistics,
+    set_torch_threads,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +73,14 @@ class DAggerResult(TrainResult):
     """All labelled trajectories of all rounds (expert labels)."""
     round_seeds: list[int] = dataclasses.field(default_factory=list)
     """The env seed of each round."""
+
+
+def _round_demos(trainer: Any, round_num: int) -> list[Any]:
+    """Trajectories the collector saved for ``round_num`` (imitation's on-disk layout)."""
+    from imitation.data import serialize
+
+    directory = trainer._demo_dir_path_for_round(round_num)
+    return [serialize.load(p)[0] for p in sorted(directory.glob("*.npz"))]
 
 
 def _expert_labels(venv: Any, experts: Sequence[Any]) -> np.ndarray:
@@ -139,6 +156,11 @@ def train_dagger(
                     finished += 1
                     crashes += bool(infos[0].get("crashed", False))
                     labeller.reset(venv.envs[0].unwrapped)
+            if round_num == 0:
+                # Input standardisation from the first round, which the expert drove alone
+                # (beta = 1, so the learner was never asked to act before this).
+                round0 = np.concatenate([np.asarray(t.obs) for t in _round_demos(dagger_trainer, 0)])
+                set_observation_statistics(policy, *observation_statistics(round0))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
                 dagger_trainer.extend_and_update(

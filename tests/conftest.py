@@ -8,8 +8,8 @@ import pytest
 
 from testbed.scenarios import Scenario, get_scenario
 
-DEMO_EPISODES = 20
-"""Enough highway-fast expert episodes (~600 transitions) for a clone that clearly beats random."""
+DEMO_EPISODES = 30
+"""Enough highway-fast expert episodes (~850 transitions) for a clone that clearly beats random."""
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def test_evaluate_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.
     _fails(capsys, ["evaluate", "--out", out, "--policy", "wizard"], "bad policy spec")
     _fails(capsys, ["evaluate", "--out", out, "--policy", "clone:/no/such/run"], "not found")
     _fails(capsys, ["evaluate", "--out", out, "--policy", "idle", "--episodes", "0"], "--episodes")
-    # Demonstration seeds 0..19 must never be evaluation seeds.
+    # Demonstration seeds 0..29 must never be evaluation seeds.
     _fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--seed", "5"], "overlap")
     # A clone from another observation space.
     _fails(

@@ -46,7 +46,7 @@ def test_training_log_and_metadata(clone_dir: pathlib.Path) -> None:
     meta = read_clone_metadata(clone_dir)
     assert meta["algorithm"] == "bc" and meta["config"]["n_epochs"] == 60
     train_seeds, val_seeds = meta["demos"]["train_seeds"], meta["demos"]["val_seeds"]
-    assert len(val_seeds) == 4 and not set(train_seeds) & set(val_seeds)
+    assert len(val_seeds) == 6 and not set(train_seeds) & set(val_seeds)
 
 
 def test_training_is_deterministic(demos_dir: pathlib.Path) -> None:
@@ -123,7 +123,7 @@ def test_bad_configs(demos_dir: pathlib.Path) -> None:
 def test_clone_beats_random(scenario, clone_dir: pathlib.Path) -> None:
     """Statistical learning test: the clone's paired return advantage over uniform random
     actions has a 95% CI entirely above zero on held-out seeds."""
-    seeds = list(range(10_000, 10_020))
+    seeds = list(range(10_000, 10_030))
     specs = [PolicySpec.parse(f"clone:{clone_dir}"), PolicySpec.parse("random")]
     with RolloutPool(2) as pool:
         records = [r for spec in specs for r in pool.run(scenario, spec, seeds)]

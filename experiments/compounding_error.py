@@ -303,7 +303,7 @@ def main(args: Args) -> dict[str, Any]:
         config = {
             "args": dataclasses.asdict(args),
             "scenario": scenario.to_dict(),
-            "train_config": {**dataclasses.asdict(base), "net_arch": list(base.net_arch)},
+            "train_config": base.to_dict(),
             "dagger": dataclasses.asdict(dagger_cfg),
             "seeds": {
                 "clean_demos": [0, args.demo_episodes - 1], "noisy_demos": [args.dart_seed, args.dart_seed + args.demo_episodes - 1],

@@ -349,7 +349,7 @@ class Pipeline:
                     "command": "pipeline",
                     "args": dataclasses.asdict(self),
                     "scenario": scenario.to_dict(),
-                    "train_config": {**dataclasses.asdict(config), "net_arch": list(config.net_arch)},
+                    "train_config": config.to_dict(),
                     "demo_seeds": {"first": self.demo_seed, "n_episodes": self.demo_episodes},
                     "eval_seeds": {"first": self.eval_seed, "n_episodes": self.eval_episodes},
                     "wall_time_s": {k: round(v, 1) for k, v in times.items()},
@@ -397,24 +397,20 @@ class Drift:
     def run(self) -> None:
         from testbed.demos import episode_seeds
         from testbed.drift import format_drift, measure_drift, write_drift
-        from testbed.evaluation import check_held_out
+        from testbed.evaluation import check_policies
         from testbed.experts import make_expert
         from testbed.outputs import atomic_output_dir, check_output_dir, write_json
-        from testbed.policies import PolicySpec, build_agent
+        from testbed.policies import PolicySpec
         from testbed.provenance import provenance
         from testbed.rollout import RolloutPool
 
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
         specs = [PolicySpec.parse(p) for p in self.policy]
-        if not specs:
-            raise TestbedError("give at least one --policy")
         if not self.threshold_m > 0:
             raise TestbedError(f"--threshold-m must be > 0, got {self.threshold_m}")
         seeds = episode_seeds(self.seed, self.episodes)
-        check_held_out(specs, seeds)
-        for spec in specs:
-            build_agent(spec, scenario)
+        check_policies(scenario, specs, seeds)
         check_output_dir(self.out, overwrite=self.overwrite)
         with RolloutPool(_check_workers(self.workers)) as pool:
             result = measure_drift(

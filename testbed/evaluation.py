@@ -60,6 +60,24 @@ def check_held_out(specs: Sequence[PolicySpec], seeds: Sequence[int]) -> None:
             )
 
 
+def check_policies(scenario: Scenario, specs: Sequence[PolicySpec], seeds: Sequence[int]) -> None:
+    """Everything that can be wrong with the policies of a run, checked before any simulation:
+    none given, a clone evaluated on its own demonstration seeds (:func:`check_held_out`), or
+    a clone that does not load or does not fit ``scenario``.
+
+    Raises:
+        TestbedError: on the first problem found.
+    """
+    from testbed.policies import build_agent
+
+    if not specs:
+        raise TestbedError("give at least one --policy")
+    check_held_out(specs, seeds)
+    for spec in specs:
+        if spec.kind == "clone":
+            build_agent(spec, scenario)
+
+
 def evaluate(
     scenario: Scenario,
     specs: Sequence[PolicySpec],
@@ -79,20 +97,14 @@ def evaluate(
         TestbedError: no policies, duplicate policies, bad counts, clones that do not fit the
             scenario or whose demonstrations used these seeds.
     """
-    from testbed.policies import build_agent
     from testbed.rollout import RolloutPool
     from testbed.training import read_clone_metadata
 
-    if not specs:
-        raise TestbedError("give at least one --policy")
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise TestbedError(f"a policy is listed twice: {labels}")
     seeds = episode_seeds(seed, n_episodes)
-    check_held_out(specs, seeds)
-    for spec in specs:  # fail on a bad clone before any simulation
-        if spec.kind == "clone":
-            build_agent(spec, scenario)
+    check_policies(scenario, specs, seeds)
     records = []
     with contextlib.nullcontext(pool) if pool is not None else RolloutPool(n_workers) as workers:
         for spec in specs:

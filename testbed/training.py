@@ -59,6 +59,10 @@ class TrainConfig:
     torch_threads: int = 1
     """Torch intra-op threads. On 2 cores the default of 2 makes a small MLP ~10x slower."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, recorded with every run."""
+        return {**dataclasses.asdict(self), "net_arch": list(self.net_arch)}
+
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
         if self.n_epochs < 1:
@@ -327,7 +331,7 @@ def save_clone(
         train_seeds, val_seeds = list(demos.seeds), []
     metadata = {
         "algorithm": algorithm,
-        "config": {**dataclasses.asdict(config), "net_arch": list(config.net_arch)},
+        "config": config.to_dict(),
         **(extra or {}),
         "demos": {
             "path": str(demos_path),

@@ -116,3 +116,41 @@ def plot_drift(curves: dict[str, pd.DataFrame], survival: pd.DataFrame, summary:
     fig.suptitle(title or "Compounding error: means with 95% CIs over episodes", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_matrix(
+    panels: dict[str, np.ndarray],
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    column_notes: Sequence[str] | None = None,
+    title: str = "",
+    row_label: str = "",
+    column_label: str = "",
+):
+    """Heatmaps of (rows x columns) matrices, one panel per entry, each cell annotated.
+
+    Args:
+        panels: panel title -> array of shape (len(rows), len(columns)).
+        rows: row names (top to bottom).
+        columns: column names (left to right).
+        column_notes: optional second line under each column name (e.g. a reference value).
+        title: figure title.
+        row_label: y-axis label.
+        column_label: x-axis label.
+    """
+    fig, axes = _figure(len(panels), width_per_panel=1.3 * len(columns) + 2.0, height=1.0 * len(rows) + 2.4)
+    ticks = [f"{c}\n{n}" for c, n in zip(columns, column_notes)] if column_notes else list(columns)
+    for ax, (name, values) in zip(axes[0], panels.items()):
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < np.nanmean(values) else "k", fontsize=8)
+        ax.set_xticks(range(len(columns)), ticks, fontsize=7)
+        ax.set_yticks(range(len(rows)), rows)
+        ax.set_title(name)
+        ax.set_xlabel(column_label)
+        ax.set_ylabel(row_label)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

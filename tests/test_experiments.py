@@ -51,3 +51,22 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
     assert sorted(set(horizon["T_s"])) == [5, 10]
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"]["eval"][0] == 10_000 and config["provenance"]["git_commit"]
+
+
+def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("distribution_shift")
+    out = tmp_path / "ds"
+    cells = module.main(module.Args(fast=True, out=str(out), workers=2))
+    assert len(cells) == 2 * 3
+    assert set(cells["train_case"]) == {"highway-fast", "merge"}
+    assert cells["in_distribution"].sum() == 2
+    # The expert reference is the same in every row of a column (same seeds, same scenario).
+    assert (cells.groupby("test_case")["expert_return"].nunique() == 1).all()
+    assert (out / "distribution_shift.png").stat().st_size > 0
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert len(episodes) == 3 * 3 * 3  # test cases x (expert + 2 clones) x episodes
+    config = json.loads((out / "config.json").read_text())
+    # Every case observes the same way, so every clone fits every column.
+    observations = {json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()}
+    assert len(observations) == 1
+    assert config["seeds"]["eval"]["first"] == 10_000

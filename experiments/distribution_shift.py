@@ -1,0 +1,196 @@
+"""Distribution shift: clones trained in one scenario, driven in every other.
+
+A train-scenario x test-scenario matrix. For each training scenario the expert's
+demonstrations (seeds 0..) train one BC clone; the clone and the expert then drive the same
+held-out seeds (10000..) of every test scenario. Each cell reports the clone's and the expert's
+return and crash rate with 95% CIs and the clone-minus-expert return paired by seed, so a cell
+says how much of the clone's loss comes from the shift and how much the expert itself finds the
+test scenario harder.
+
+Every case shares highway-fast's Kinematics observation (5 vehicles, relative, normalised), so
+a clone can be fed any case: roundabout's preset observes absolute coordinates, so its case
+here swaps in the relative observation (the clone trained on it is a roundabout clone with the
+highway observation). Writes results/distribution_shift/: cells.csv, episodes.csv, config.json,
+distribution_shift.png.
+
+    python experiments/distribution_shift.py           # ~12 min on 2 cores
+    python experiments/distribution_shift.py --fast    # tiny, used by the tests
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tyro
+
+from testbed.demos import collect
+from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate
+from testbed.metrics import Interval
+from testbed.outputs import atomic_output_dir, write_json
+from testbed.policies import PolicySpec
+from testbed.provenance import provenance
+from testbed.rollout import RolloutPool, default_workers
+from testbed.scenarios import Scenario, get_scenario, parse_overrides
+from testbed.training import TrainConfig, save_clone, train_bc
+
+CASES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "highway-fast": ("highway-fast", ()),
+    "dense": ("highway-fast", ("vehicles_density=1.5",)),
+    "4-lanes": ("highway-fast", ("lanes_count=4",)),
+    "merge": ("merge", ()),
+    "roundabout": ("roundabout", ()),
+    "highway": ("highway", ()),
+}
+"""Case name -> (scenario preset, config overrides). ``highway`` (highway-v0) simulates ~10x
+slower than highway-fast, so it is a test column only on request (``--test-cases``)."""
+
+
+@dataclasses.dataclass
+class Args:
+    """Train BC in some scenarios, evaluate clone and expert in all of them."""
+
+    train_cases: tuple[str, ...] = ("highway-fast", "merge", "roundabout")
+    """Cases a clone is trained in (rows of the matrix); names from CASES."""
+    test_cases: tuple[str, ...] = ("highway-fast", "dense", "4-lanes", "merge", "roundabout")
+    """Cases every clone and the expert drive in (columns); names from CASES."""
+    expert: str = "scripted"
+    """Expert that demonstrates and serves as the per-cell reference."""
+    demo_episodes: int = 100
+    """Demonstration episodes per training case (seeds 0..)."""
+    epochs: int = 100
+    """BC epochs."""
+    batch_size: int = 64
+    """BC batch size."""
+    train_seed: int = 0
+    """BC training seed."""
+    eval_episodes: int = 50
+    """Held-out episodes per cell (seeds from ``eval_seed``)."""
+    eval_seed: int = DEFAULT_EVAL_SEED
+    """First held-out seed."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes."""
+    out: str = "results/distribution_shift"
+    """Output directory (replaced)."""
+    fast: bool = False
+    """Tiny preset for tests."""
+
+    def resolved(self) -> "Args":
+        unknown = sorted(set(self.train_cases + self.test_cases) - set(CASES))
+        if unknown:
+            from testbed.errors import TestbedError
+
+            raise TestbedError(f"unknown case(s) {unknown}; choose from: {', '.join(CASES)}")
+        if not self.fast:
+            return self
+        return dataclasses.replace(
+            self, train_cases=("highway-fast", "merge"), test_cases=("highway-fast", "merge", "roundabout"),
+            demo_episodes=4, epochs=3, batch_size=16, eval_episodes=3,
+        )
+
+
+def case_scenario(case: str) -> Scenario:
+    """The scenario of a case, observing through highway-fast's Kinematics config."""
+    preset, overrides = CASES[case]
+    scenario = get_scenario(preset, parse_overrides(overrides))
+    shared = get_scenario("highway-fast").config["observation"]
+    if scenario.config["observation"] != shared:
+        scenario = dataclasses.replace(
+            scenario, name=f"{scenario.name}+relative-obs", config={**scenario.config, "observation": dict(shared)}
+        )
+    return dataclasses.replace(scenario, name=f"{scenario.name}[{case}]" if overrides else scenario.name)
+
+
+def main(args: Args) -> pd.DataFrame:
+    args = args.resolved()
+    start = time.perf_counter()
+    config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, seed=args.train_seed)
+    scenarios = {c: case_scenario(c) for c in dict.fromkeys(args.train_cases + args.test_cases)}
+    expert = PolicySpec("expert", args.expert)
+    rows: list[dict[str, Any]] = []
+    episodes = []
+    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
+        clones: dict[str, PolicySpec] = {}
+        for case in args.train_cases:
+            demos = collect(scenarios[case], args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
+            path = out / "runs" / case
+            save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
+            clones[case] = PolicySpec("clone", str(path))
+        for test in args.test_cases:
+            # Clones are checked against the scenario they drive in; the shared observation
+            # config makes every clone fit every case.
+            ev = evaluate(scenarios[test], [expert, *clones.values()], n_episodes=args.eval_episodes,
+                          seed=args.eval_seed, pool=pool, progress=True)
+            by_label = {s.label: train for train, s in clones.items()}
+            episodes.append(ev.episodes.assign(test_case=test, train_case=ev.episodes["policy"].map(by_label)))
+            summary = ev.summary.set_index("policy")
+            ref = summary.loc[expert.label]
+            for train, spec in clones.items():
+                row = summary.loc[spec.label]
+                rows.append({
+                    "train_case": train, "test_case": test, "in_distribution": train == test,
+                    "n_episodes": int(row["n_episodes"]),
+                    **{f"clone_{m}{s}": row[f"{m}{s}"] for m in ("return", "crashed") for s in ("", "_ci_low", "_ci_high")},
+                    **{f"expert_{m}{s}": ref[f"{m}{s}"] for m in ("return", "crashed") for s in ("", "_ci_low", "_ci_high")},
+                    **{f"return_diff{s}": row[f"return_diff{s}"] for s in ("", "_ci_low", "_ci_high")},
+                })
+        cells = pd.DataFrame(rows)
+        cells.to_csv(out / "cells.csv", index=False)
+        pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
+        write_json(out / "config.json", {
+            "args": dataclasses.asdict(args),
+            "cases": {c: {"preset": CASES[c][0], "overrides": list(CASES[c][1]), "scenario": s.to_dict()}
+                      for c, s in scenarios.items()},
+            "train": config.to_dict(),
+            "seeds": {"demonstrations": {"first": 0, "n_episodes": args.demo_episodes},
+                      "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes}},
+            "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+            "expert paired by seed",
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "provenance": provenance(),
+        })
+        _plot(cells, args, out / "distribution_shift.png")
+    print(table(cells))
+    return cells
+
+
+def table(cells: pd.DataFrame) -> str:
+    """Markdown: one row per (train, test) cell."""
+    lines = ["| train \\ test | test | clone return | expert return | clone - expert | clone crash | expert crash |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in cells.iterrows():
+        def f(m: str) -> str:
+            return Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2)
+        lines.append(f"| {r['train_case']} | {r['test_case']} | {f('clone_return')} | {f('expert_return')} | "
+                     f"{f('return_diff')} | {f('clone_crashed')} | {f('expert_crashed')} |")
+    return "\n".join(lines)
+
+
+def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from testbed.plotting import plot_matrix
+
+    def grid(column: str) -> np.ndarray:
+        return cells.pivot(index="train_case", columns="test_case", values=column).loc[
+            list(args.train_cases), list(args.test_cases)].to_numpy()
+
+    expert = cells.drop_duplicates("test_case").set_index("test_case").loc[list(args.test_cases)]
+    fig = plot_matrix(
+        {"clone crash rate": grid("clone_crashed"), "clone - expert return (paired)": grid("return_diff")},
+        rows=list(args.train_cases), columns=list(args.test_cases),
+        column_notes=[f"expert crash {c:.2f}" for c in expert["expert_crashed"]],
+        title=f"BC under distribution shift ({args.demo_episodes} demos per training case, "
+        f"{args.eval_episodes} held-out seeds per cell)",
+        row_label="trained in", column_label="driven in",
+    )
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

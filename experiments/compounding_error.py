@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import pathlib
 import time
 from typing import Any
@@ -250,7 +251,7 @@ def main(args: Args) -> dict[str, Any]:
         for frame in (drift.twin_steps, drift.twin_episodes, drift.audit_steps, drift.survival, drift.summary):
             frame["policy"] = frame["policy"].replace(names)
         (out / "drift").mkdir()
-        write_drift(drift, out / "drift", title=f"{scenario.name}: BC, DART and DAgger vs expert, {len(eval_seeds)} episodes")
+        write_drift(drift, out / "drift", title=_drift_title(scenario.name, len(eval_seeds)))
         timings["drift_s"] = time.perf_counter() - t0
 
         # --- DART vs BC at equal data size, on the drift episodes' closed-loop outcomes.
@@ -323,6 +324,30 @@ def main(args: Args) -> dict[str, Any]:
     print(slopes.to_string(index=False))
     print(f"total {time.perf_counter() - start:.0f} s -> {args.out}")
     return {"drift": drift.summary, "methods": pd.DataFrame(comp), "corr": corr, "slopes": slopes, "sweep": sweep}
+
+
+def _drift_title(scenario: str, n_episodes: int) -> str:
+    return f"{scenario}: BC, DART and DAgger vs expert, {n_episodes} episodes"
+
+
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw every figure from the CSVs an earlier run wrote into ``out``."""
+    import matplotlib.pyplot as plt
+
+    from testbed.plotting import plot_drift
+
+    out = pathlib.Path(out)
+    sweep = pd.read_csv(out / "labels.csv")
+    _plots(out, sweep, pd.read_csv(out / "horizon.csv"), sweep[sweep["algorithm"] == "bc"])
+    d = out / "drift"
+    curves = {"position": pd.read_csv(d / "twin_position_curve.csv"), "disagreement": pd.read_csv(d / "disagreement_curve.csv")}
+    n = pd.read_csv(d / "drift_episodes.csv").groupby("policy").size().max()
+    scenario = json.loads((out / "config.json").read_text())["scenario"]["name"]
+    fig = plot_drift(curves, pd.read_csv(d / "survival.csv"), pd.read_csv(d / "drift_summary.csv"),
+                     title=_drift_title(scenario, n))
+    fig.savefig(d / "drift.png", dpi=120)
+    plt.close(fig)
+    return [out / "labels.png", out / "open_vs_closed.png", out / "horizon.png", d / "drift.png"]
 
 
 def _plots(out: pathlib.Path, sweep: pd.DataFrame, horizon: pd.DataFrame, bc_rows: pd.DataFrame) -> None:

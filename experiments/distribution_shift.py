@@ -158,6 +158,17 @@ def main(args: Args) -> pd.DataFrame:
     return cells
 
 
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw the figure from ``cells.csv`` and ``config.json`` of an earlier run in ``out``."""
+    from testbed.outputs import read_json
+
+    out = pathlib.Path(out)
+    saved = read_json(out / "config.json", what="experiment config")["args"]
+    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    _plot(pd.read_csv(out / "cells.csv"), args, out / "distribution_shift.png")
+    return [out / "distribution_shift.png"]
+
+
 def table(cells: pd.DataFrame) -> str:
     """Markdown: one row per (train, test) cell."""
     lines = ["| train \\ test | test | clone return | expert return | clone - expert | clone crash | expert crash |",

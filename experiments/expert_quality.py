@@ -86,6 +86,16 @@ def main(args: Args) -> pd.DataFrame:
     return summary
 
 
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw the figure from the CSV and config an earlier run wrote into ``out``."""
+    from testbed.outputs import read_json
+
+    out = pathlib.Path(out)
+    n = read_json(out / "config.json", what="experiment config")["seeds"]["n_episodes"]
+    _plot(pd.read_csv(out / "summary.csv"), out / "expert_quality.png", n)
+    return [out / "expert_quality.png"]
+
+
 def _table(summary: pd.DataFrame) -> str:
     from testbed.metrics import Interval
 

@@ -433,7 +433,35 @@ class Drift:
         print(f"-> {self.out}")
 
 
-COMMANDS = {"collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline}
+@dataclasses.dataclass
+class Reproduce:
+    """Rebuild every result under results/ (each experiment script, then its figures)."""
+
+    fast: bool = False
+    """Tiny presets of every experiment (minutes, not an hour); writes under runs/reproduce-fast/ unless --out-root."""
+    plot_only: bool = False
+    """Only redraw the figures from the CSVs already in the output root (offline, seconds)."""
+    only: Annotated[tuple[str, ...], Repeatable] = ()
+    """Rebuild only this step (repeatable); default: all. Steps: pipeline, expert_quality, experts,
+    compounding_error, data_scaling, distribution_shift, sensors, leaderboard."""
+    out_root: str | None = None
+    """Root of the result directories (default: results/, or runs/reproduce-fast/ with --fast)."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes."""
+
+    def run(self) -> None:
+        from testbed.reproduce import reproduce, select_steps
+
+        steps = select_steps(self.only)
+        root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
+        times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=_check_workers(self.workers))
+        print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
+
+
+COMMANDS = {
+    "collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline,
+    "reproduce": Reproduce,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

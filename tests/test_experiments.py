@@ -70,3 +70,36 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     observations = {json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()}
     assert len(observations) == 1
     assert config["seeds"]["eval"]["first"] == 10_000
+
+
+def test_experts_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("experts")
+    out = tmp_path / "ex"
+    cells = module.main(module.Args(fast=True, out=str(out), workers=2))
+    assert list(cells["scenario"]) == ["highway-fast", "merge"]
+    # Every clone saw exactly the same number of demonstration pairs.
+    assert (cells["n_transitions"] == 60).all()
+    assert (cells["expert_ms_per_decision"] > 0).all()
+    for role in ("expert", "clone"):
+        assert ((cells[f"{role}_crashed_ci_low"] <= cells[f"{role}_crashed"]) & (cells[f"{role}_crashed"] <= cells[f"{role}_crashed_ci_high"])).all()
+    assert len(pd.read_csv(out / "episodes.csv")) == 2 * 2 * 3
+    assert (out / "experts.png").stat().st_size > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"]["eval"]["first"] == 10_000 and config["provenance"]["git_commit"]
+
+
+def test_first_transitions_cuts_the_last_episode() -> None:
+    module = _load("experts")
+    import numpy as np
+    from imitation.data.types import TrajectoryWithRew
+
+    from testbed.demos import Demonstrations
+
+    def traj(n: int) -> TrajectoryWithRew:
+        return TrajectoryWithRew(obs=np.zeros((n + 1, 2), np.float32), acts=np.arange(n), infos=np.array([{}] * n),
+                                 terminal=True, rews=np.ones(n, np.float32))
+
+    demos = Demonstrations([traj(5), traj(5), traj(5)], {"seeds": [0, 1, 2]})
+    cut = module.first_transitions(demos, 7)
+    assert cut.n_transitions == 7 and [len(t.acts) for t in cut.trajectories] == [5, 2]
+    assert cut.trajectories[1].terminal is False and cut.seeds == [0, 1]

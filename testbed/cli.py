@@ -434,6 +434,87 @@ class Drift:
 
 
 @dataclasses.dataclass
+class Drive:
+    """Drive yourself with the arrow keys in a pygame window; each episode is saved as a
+    demonstration whose labels are exactly the actions applied (keys drawn on screen)."""
+
+    out: str
+    """Output directory (same format as `testbed collect`; refused if it exists, unless --overwrite)."""
+    scenario: str = "highway-fast"
+    """Scenario preset; its action type decides the keys (--set action.type=ContinuousAction
+    for steering/acceleration)."""
+    episodes: int = 1
+    """Episodes to drive; episode i uses seed SEED + i. Esc/Q ends the session early."""
+    seed: int = 0
+    """First episode seed (keep below the evaluation seeds, 10000..)."""
+    set: Annotated[tuple[str, ...], Repeatable] = ()
+    """Scenario config override KEY=VALUE (repeatable), e.g. --set duration=20."""
+    realtime: bool = True
+    """Pace decisions at the scenario's policy frequency (--no-realtime: as fast as keys are read)."""
+    start_paused: bool = True
+    """Each episode waits for P before its first decision."""
+    accel_rate_per_s: float = 2.0
+    """Continuous: change of the acceleration command per second of holding Up/Down."""
+    steer_rate_per_s: float = 1.0
+    """Continuous: change of the steering command per second of holding Left/Right."""
+    max_steering: float = 0.5
+    """Continuous: largest steering command (1 = the env's full steering range)."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+    def run(self) -> None:
+        from testbed import human
+        from testbed.demos import episode_seeds, save_demos
+        from testbed.outputs import check_output_dir
+
+        scenario = _scenario(self.scenario, self.set)
+        seeds = episode_seeds(self.seed, self.episodes)
+        check_output_dir(self.out, overwrite=self.overwrite)
+        params = dict(
+            accel_rate_per_s=self.accel_rate_per_s, steer_rate_per_s=self.steer_rate_per_s, max_steering=self.max_steering
+        )
+        human.ContinuousKeyMapper(**params)  # validate before opening a window
+        window = human.PygameWindow(int(scenario.config["screen_width"]), int(scenario.config["screen_height"]))
+        try:
+            demos, episodes = human.drive(
+                scenario, seeds=seeds, events=human.PygameEvents(), display=window, realtime=self.realtime,
+                start_paused=self.start_paused, mapper_params=params,
+                progress=lambda e: print(
+                    f"seed {e.seed}: {e.end} after {0 if e.trajectory is None else len(e.trajectory.acts)} steps"
+                    f"{'' if e.keep else ' (dropped)'}"
+                ),
+            )
+        finally:
+            window.close()
+        if demos is None:
+            raise TestbedError("no episode was kept; nothing written")
+        save_demos(demos, self.out, overwrite=self.overwrite)
+        m = demos.metadata
+        print(f"saved {m['n_episodes']} episodes ({m['n_transitions']} transitions, {m['n_crashed']} crashed) -> {self.out}")
+
+
+@dataclasses.dataclass
+class VerifyDemos:
+    """Re-simulate every episode of a demonstration directory from its seed and applied
+    actions; the observations and rewards must match exactly."""
+
+    demos: tyro.conf.Positional[str]
+    """Demonstration directory (from `testbed collect` or `testbed drive`)."""
+
+    def run(self) -> None:
+        from testbed.verify import verify_demos
+
+        checks = verify_demos(self.demos, progress=lambda c: print(c.line()))
+        bad = [c for c in checks if not c.ok]
+        if bad:
+            raise TestbedError(
+                f"{len(bad)} of {len(checks)} episodes in {self.demos} do not replay exactly "
+                f"(first: {bad[0].line()})"
+            )
+        print(f"all {len(checks)} episodes replay exactly ({sum(c.n_steps for c in checks)} steps)")
+
+
+@dataclasses.dataclass
 class Reproduce:
     """Rebuild every result under results/ (each experiment script, then its figures)."""
 
@@ -460,7 +541,7 @@ class Reproduce:
 
 COMMANDS = {
     "collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline,
-    "reproduce": Reproduce,
+    "drive": Drive, "verify-demos": VerifyDemos, "reproduce": Reproduce,
 }
 
 

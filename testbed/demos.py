@@ -113,6 +113,43 @@ def collect(
     return Demonstrations(trajectories, metadata)
 
 
+def human_demonstrations(
+    scenario: Scenario,
+    trajectories: Sequence[TrajectoryWithRew],
+    seeds: Sequence[int],
+    *,
+    mapper: dict[str, Any],
+    driving: dict[str, Any],
+) -> Demonstrations:
+    """Episodes a person drove (:mod:`testbed.human`), with the same metadata as :func:`collect`.
+
+    Args:
+        scenario: where they were driven.
+        trajectories: the kept episodes; ``acts`` are the applied actions.
+        seeds: each episode's seed, aligned with ``trajectories``.
+        mapper: the key mapping's parameters (recorded as the "expert"'s).
+        driving: pacing and every driven episode, kept or not (seed, steps, how it ended).
+    """
+    if len(trajectories) != len(seeds):
+        raise ValueError("one seed per trajectory")
+    return Demonstrations(
+        list(trajectories),
+        {
+            "format_version": FORMAT_VERSION,
+            "scenario": scenario.to_dict(),
+            **describe_spaces(scenario),
+            "expert": {"name": "human", "params": mapper},
+            "noise": None,
+            "seeds": [int(s) for s in seeds],
+            "n_episodes": len(trajectories),
+            "n_transitions": int(sum(len(t.acts) for t in trajectories)),
+            "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
+            "driving": driving,
+            "provenance": provenance(),
+        },
+    )
+
+
 def quiet_datasets() -> None:
     """Turn off the progress bars ``datasets`` prints on every save (imitation's serialize)."""
     import datasets

@@ -14,9 +14,11 @@ they ran on.
 
 A policy that cannot run on a scenario (a clone or model made for other observation or action
 spaces) is found before any simulation (:func:`testbed.policies.build_agent` refuses it) and
-reported as ``n/a`` there, with the reason; its mean is over the scenarios it ran on and the
-``scenarios`` column says how many. A policy that fits none of the suite's scenarios is an
-error. User policies (``MODULE:FUNCTION``) that declare no spaces are assumed to fit.
+reported as ``n/a`` there (status ``unfit`` in ``scenarios.csv``, with the reason); its mean
+is over the scenarios it ran on and the ``scenarios`` column says how many. A policy that fits
+none of the suite's scenarios is an error. User policies (``MODULE:FUNCTION``) that declare no
+spaces are assumed to fit. A scenario where the expert does not beat random on mean return
+(possible only in shortened test runs) has no normalized score and is left out of every mean.
 
 Statistics: 95% percentile-bootstrap intervals over episodes (:func:`testbed.metrics.mean_ci`).
 The normalized score's interval resamples seeds jointly for the policy, random and the expert
@@ -194,10 +196,11 @@ class Leaderboard:
     """Everything :func:`run_benchmark` computes."""
 
     ranking: pd.DataFrame
-    """One row per policy, best first: ``rank``, ``policy``, ``n_scenarios``,
+    """One row per policy, best first: ``rank``, ``policy``, ``n_scenarios`` (in its mean),
     ``normalized_score`` (+ ``_ci_low``/``_ci_high``) and ``normalized_score/<scenario>``."""
     scenarios: pd.DataFrame
-    """One row per (scenario, policy): ``status`` (``ok`` or ``n/a``), ``note``, ``n_episodes``
+    """One row per (scenario, policy): ``status`` (``ok``, or ``unfit``: not run, the reason in
+    ``note``), ``n_episodes``
     and mean with CI of ``normalized_score``, ``return``, ``crash_rate``, ``mean_speed_mps``,
     ``twin_error_m``."""
     episodes: pd.DataFrame
@@ -258,7 +261,7 @@ def run_benchmark(
         for spec in specs:
             label = spec.label
             if label not in runs:
-                summary_rows.append({"scenario": name, "policy": label, "status": "n/a", "note": unfit[(label, name)]})
+                summary_rows.append({"scenario": name, "policy": label, "status": "unfit", "note": unfit[(label, name)]})
                 continue
             s = summary.loc[label]
             twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
@@ -284,6 +287,9 @@ def run_benchmark(
         "references": {"expert": expert_label, "random": random_label},
         "twin_horizon_s": horizon_s,
         "not_applicable": [{"policy": p, "scenario": n, "reason": why} for (p, n), why in unfit.items()],
+        "undefined_scale": [
+            n for n in scenarios if not _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)
+        ],
         "metrics": {**METRICS, "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
                     f"after {horizon_s:g} s (or at the end of the shorter run)"},
         "statistics": "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
@@ -306,8 +312,9 @@ def _rank(
     random_label: str,
 ) -> pd.DataFrame:
     rows = []
+    scaled = [n for n in names if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
     for spec in specs:
-        ran = [n for n in names if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
+        ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
 
         def returns(label: str) -> list[np.ndarray]:
             out = []
@@ -316,7 +323,10 @@ def _rank(
                 out.append(g["return"].to_numpy())
             return out
 
-        score = normalized_score(returns(spec.label), returns(random_label), returns(expert_label))
+        score = (
+            normalized_score(returns(spec.label), returns(random_label), returns(expert_label))
+            if ran else Interval(np.nan, np.nan, np.nan)
+        )
         row: dict[str, Any] = {"policy": spec.label, "n_scenarios": len(ran), **_interval("normalized_score", score)}
         for n in names:
             cell = per_scenario[(per_scenario["scenario"] == n) & (per_scenario["policy"] == spec.label)].iloc[0]
@@ -327,6 +337,12 @@ def _rank(
     ranking = ranking.sort_values("normalized_score", ascending=False, kind="stable", na_position="last")
     ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
     return ranking.reset_index(drop=True)
+
+
+def _scale_defined(episodes: pd.DataFrame, expert_label: str, random_label: str) -> bool:
+    """Whether the expert's mean return beats random's, so that the normalized score exists."""
+    mean = episodes.groupby("policy")["return"].mean()
+    return bool(mean[expert_label] > mean[random_label])
 
 
 def _cell(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
@@ -374,7 +390,7 @@ def format_markdown(board: Leaderboard) -> str:
         ]
         frame = board.scenarios[board.scenarios["scenario"] == name].set_index("policy").loc[order]
         for policy, r in frame.iterrows():
-            if r["status"] != "ok":
+            if r["status"] == "unfit":
                 lines.append(f"| `{policy}` | n/a | n/a | n/a | n/a | n/a |")
                 continue
             lines.append(
@@ -392,6 +408,11 @@ def format_markdown(board: Leaderboard) -> str:
     ]
     for item in board.config["not_applicable"]:
         lines.append(f"- n/a: `{item['policy']}` on {item['scenario']}: {item['reason']}")
+    for name in board.config["undefined_scale"]:
+        lines.append(
+            f"- {name}: `{refs['expert']}` did not beat `{refs['random']}` on mean return, so no normalized score "
+            "there; the scenario is left out of every policy's mean."
+        )
     prov = board.config["provenance"]
     lines.append(f"- Written {prov['created_utc']} at commit {prov['git_commit']}.")
     return "\n".join(lines) + "\n"

@@ -407,7 +407,8 @@ def format_markdown(board: Leaderboard) -> str:
         "policy and both references.",
     ]
     for item in board.config["not_applicable"]:
-        lines.append(f"- n/a: `{item['policy']}` on {item['scenario']}: {item['reason']}")
+        reason = item["reason"] if len(item["reason"]) <= 160 else item["reason"][:160] + "… (full reason in config.json)"
+        lines.append(f"- n/a: `{item['policy']}` on {item['scenario']}: {reason}")
     for name in board.config["undefined_scale"]:
         lines.append(
             f"- {name}: `{refs['expert']}` did not beat `{refs['random']}` on mean return, so no normalized score "

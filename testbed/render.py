@@ -292,10 +292,13 @@ def render_comparison(
     from testbed.provenance import provenance
 
     threshold_m = DIVERGENCE_THRESHOLD_M if threshold_m is None else threshold_m
-    if not threshold_m > 0:
-        raise TestbedError(f"--threshold-m must be > 0, got {threshold_m}")
+    for name, value in (("--threshold-m", threshold_m), ("--scale", scale), ("--fps", fps)):
+        if not value > 0:
+            raise TestbedError(f"{name} must be > 0, got {value}")
+    if frame_skip < 1:
+        raise TestbedError(f"--frame-skip must be at least 1, got {frame_skip}")
     if pathlib.Path(out).suffix.lower() != ".gif":
-        raise TestbedError(f"--out must be a .gif file, got {out}")
+        raise TestbedError(f"--out must be a .gif file (MP4 is not supported), got {out}")
     ref_record, ref_frames = record_frames(scenario, reference, seed)
     pol_record, pol_frames = record_frames(scenario, policy, seed)
     divergence = Divergence.of(pol_record, ref_record, threshold_m=threshold_m)

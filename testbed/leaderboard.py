@@ -261,12 +261,15 @@ def run_benchmark(
         for spec in specs:
             label = spec.label
             if label not in runs:
-                summary_rows.append({"scenario": name, "policy": label, "status": "unfit", "note": unfit[(label, name)]})
+                note = unfit[(label, name)]
+                summary_rows.append({"scenario": name, "policy": label, "status": "unfit", "note": note})
                 continue
             s = summary.loc[label]
             twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
             score = normalized_score([returns[label]], [returns[random_label]], [returns[expert_label]])
-            row: dict[str, Any] = {"scenario": name, "policy": label, "status": "ok", "note": "", "n_episodes": int(s["n_episodes"])}
+            row: dict[str, Any] = {
+                "scenario": name, "policy": label, "status": "ok", "note": "", "n_episodes": int(s["n_episodes"])
+            }
             row.update(_interval("normalized_score", score))
             for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
                 row.update(_interval(out, Interval(s[key], s[f"{key}_ci_low"], s[f"{key}_ci_high"])))
@@ -407,7 +410,9 @@ def format_markdown(board: Leaderboard) -> str:
         "policy and both references.",
     ]
     for item in board.config["not_applicable"]:
-        reason = item["reason"] if len(item["reason"]) <= 160 else item["reason"][:160] + "… (full reason in config.json)"
+        reason = item["reason"]
+        if len(reason) > 160:
+            reason = reason[:160] + "… (full reason in config.json)"
         lines.append(f"- n/a: `{item['policy']}` on {item['scenario']}: {reason}")
     for name in board.config["undefined_scale"]:
         lines.append(

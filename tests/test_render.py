@@ -6,7 +6,6 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 
 from testbed.cli import main
 from testbed.drift import twin_episode

@@ -539,9 +539,124 @@ class Reproduce:
         print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
 
 
+@dataclasses.dataclass
+class Benchmark:
+    """Leaderboard: policies on a fixed scenario suite and held-out seeds, normalized between
+    random (0) and the expert (1), with 95% CIs; writes leaderboard.md/.csv."""
+
+    out: str
+    """Output directory for leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv, config.json."""
+    policy: Annotated[tuple[str, ...], Repeatable] = ()
+    """Policy spec (repeatable): expert:NAME, clone:RUN_DIR, idle, random or MODULE:FUNCTION.
+    random and the reference expert are always added."""
+    suite: str = "standard"
+    """Scenario suite (standard: highway-fast, highway-fast-dense, merge, roundabout)."""
+    scenarios: tuple[str, ...] = ()
+    """Run only these scenarios of the suite (default: all)."""
+    episodes: int = 100
+    """Episodes per policy and scenario (seeds 10000 onwards, the same for every policy)."""
+    expert: str = "scripted"
+    """Reference expert (normalized score 1; twin of the drift measure)."""
+    horizon_s: float = 10.0
+    """Time [s] at which the twin position error against the expert is read."""
+    set: Annotated[tuple[str, ...], Repeatable] = ()
+    """Config override KEY=VALUE applied to every scenario (repeatable; for quick runs, e.g.
+    --set duration=5). A full leaderboard uses none."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes (results do not depend on it)."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+    def run(self) -> None:
+        from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
+        from testbed.outputs import atomic_output_dir, check_output_dir
+        from testbed.policies import PolicySpec
+        from testbed.rollout import RolloutPool
+        from testbed.scenarios import parse_overrides
+
+        entries = suite_scenarios(self.suite, self.scenarios)
+        specs = [PolicySpec.parse(p) for p in self.policy]
+        overrides = parse_overrides(self.set)
+        workers = _check_workers(self.workers)
+        check_output_dir(self.out, overwrite=self.overwrite)
+        start = time.perf_counter()
+        with RolloutPool(workers) as pool:
+            board = run_benchmark(
+                entries, specs, n_episodes=self.episodes, expert=self.expert, horizon_s=self.horizon_s,
+                overrides=overrides, pool=pool, suite=self.suite, progress=True,
+            )
+        board.config["args"] = dataclasses.asdict(self)
+        board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
+        with atomic_output_dir(self.out, overwrite=self.overwrite) as tmp:
+            write_leaderboard(board, tmp)
+        print(format_markdown(board).split("\n\n## ")[0])
+        print(f"wall time {board.config['wall_time_s']:.0f} s -> {self.out}/leaderboard.md")
+
+
+
+@dataclasses.dataclass
+class Render:
+    """Side-by-side GIF of a reference (the expert) and a policy driving the same seed, the
+    policy's panel marked from the moment the two part (orange: actions differ; red: positions
+    more than --threshold-m apart) and crash frames marked."""
+
+    policy: str
+    """Policy spec: clone:RUN_DIR, idle, random, expert:NAME or MODULE:FUNCTION."""
+    out: str
+    """Output .gif file (refused if it exists, unless --overwrite)."""
+    reference: str = "expert:scripted"
+    """Reference policy spec (left panel; the twin the divergence is measured against)."""
+    scenario: str = "highway-fast"
+    """Scenario preset."""
+    seed: int = 10_000
+    """Episode seed (both runs)."""
+    set: Annotated[tuple[str, ...], Repeatable] = ()
+    """Scenario config override KEY=VALUE (repeatable)."""
+    threshold_m: float = 1.0
+    """Position error [m] past which the twins count as diverged (as in testbed drift)."""
+    scale: float = 0.5
+    """Resize factor of highway-env's frames."""
+    frame_skip: int = 1
+    """Keep every n-th decision frame (the last frame is always kept)."""
+    fps: float = 2.0
+    """Frames per second of the GIF (one frame per decision: 2.0 plays highway-fast at 2x)."""
+    overwrite: bool = False
+    """Replace an existing output file."""
+
+    def run(self) -> None:
+        from testbed.policies import PolicySpec
+        from testbed.render import render_comparison
+
+        scenario = _scenario(self.scenario, self.set)
+        policy, reference = PolicySpec.parse(self.policy), PolicySpec.parse(self.reference)
+        from testbed.evaluation import check_policies
+
+        check_policies(scenario, [reference, policy], [self.seed])
+        out = pathlib.Path(self.out)
+        if out.exists() and not self.overwrite:
+            raise TestbedError(f"output file exists: {out} (pass --overwrite to replace it)")
+        if self.seed < 0:
+            raise TestbedError(f"--seed must be non-negative, got {self.seed}")
+        info = render_comparison(
+            scenario, policy, reference, self.seed, out, threshold_m=self.threshold_m, scale=self.scale,
+            frame_skip=self.frame_skip, fps=self.fps,
+        )
+        hz = scenario.policy_frequency_hz
+        parts = [f"{info['n_frames']} frames"]
+        if info["first_disagreement_step"] is not None:
+            parts.append(f"actions differ from t={(info['first_disagreement_step'] - 1) / hz:g} s")
+        if info["divergence_step"] is not None:
+            parts.append(f"diverged >{self.threshold_m:g} m at t={info['divergence_step'] / hz:g} s")
+        for who in ("reference", "policy"):
+            if info[f"{who}_crashed"]:
+                parts.append(f"{who} crashed at t={info[f'{who}_steps'] / hz:g} s")
+        print(f"{scenario.name}, seed {self.seed}, {reference.label} vs {policy.label}: {'; '.join(parts)} -> {out}")
+
+
+
 COMMANDS = {
-    "collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline,
-    "drive": Drive, "verify-demos": VerifyDemos, "reproduce": Reproduce,
+    "collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline, "drive":
+    Drive, "verify-demos": VerifyDemos, "reproduce": Reproduce, "benchmark": Benchmark, "render": Render
 }
 
 

@@ -5,7 +5,12 @@ Specs (the same strings the command line takes):
 - ``expert:NAME`` — a privileged expert from :mod:`testbed.experts` (``expert:scripted``);
 - ``clone:RUN_DIR`` — a policy written by ``testbed train``;
 - ``idle`` — always the IDLE meta-action (keep lane and speed);
-- ``random`` — uniform random actions, from a generator seeded by the episode seed.
+- ``random`` — uniform random actions, from a generator seeded by the episode seed;
+- ``MODULE:FUNCTION`` — a user's Python policy (:class:`PythonAgent`), e.g.
+  ``my_policies:keep_right``: a callable ``f(obs) -> action``, or a factory ``f()`` returning
+  an object with ``predict(obs)`` (stable-baselines3's ``PolicyPredictor``), an
+  :class:`Agent`, or a callable ``g(obs) -> action``. The module is imported as ``python -m``
+  would (current directory first on ``sys.path``), in each worker process.
 
 A spec is a small picklable value; each worker process turns it into an :class:`Agent` once.
 Experts read the simulator; clones and baselines read only the observation.
@@ -37,13 +42,15 @@ class PolicySpec:
     """A parsed policy spec."""
 
     kind: str
-    """One of ``expert``, ``clone``, ``idle``, ``random``."""
+    """One of ``expert``, ``clone``, ``idle``, ``random``, ``python``."""
     arg: str = ""
-    """Expert name or clone run directory; empty for baselines."""
+    """Expert name, clone run directory or ``MODULE:FUNCTION``; empty for baselines."""
 
     @property
     def label(self) -> str:
         """The spec as written, used as the policy's name in tables."""
+        if self.kind == "python":
+            return self.arg
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
     @classmethod
@@ -66,7 +73,12 @@ class PolicySpec:
             if not pathlib.Path(arg).is_dir():
                 raise TestbedError(f"clone run directory not found: {arg}")
             return cls(kind, arg)
-        raise TestbedError(f"bad policy spec {text!r}; use expert:NAME, clone:RUN_DIR, idle or random")
+        if kind and kind not in ("expert", "clone", "idle", "random") and arg and ":" not in arg:
+            import_policy_callable(text)
+            return cls("python", text)
+        raise TestbedError(
+            f"bad policy spec {text!r}; use expert:NAME, clone:RUN_DIR, idle, random or MODULE:FUNCTION"
+        )
 
 
 class ExpertAgent:
@@ -119,6 +131,135 @@ class ClonePolicyAgent:
         return int(action)
 
 
+def import_policy_callable(text: str) -> Any:
+    """The object named by ``MODULE:FUNCTION``, imported with the current directory on
+    ``sys.path`` (as ``python -m`` has it; spawned workers inherit the path).
+
+    Raises:
+        TestbedError: the module cannot be imported or has no such callable.
+    """
+    import importlib
+    import os
+    import sys
+
+    module_name, _, name = text.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):
+            raise TestbedError(
+                f"bad policy spec {text!r}: no module named {e.name!r} (use expert:NAME, clone:RUN_DIR, idle, "
+                "random or MODULE:FUNCTION with MODULE importable from the current directory)"
+            ) from None
+        raise TestbedError(f"policy module {module_name!r} failed to import: {e}") from None
+    except Exception as e:  # the user's module raised while importing
+        raise TestbedError(f"policy module {module_name!r} failed to import: {type(e).__name__}: {e}") from None
+    target: Any = module
+    for part in name.split("."):
+        if not hasattr(target, part):
+            raise TestbedError(f"bad policy spec {text!r}: module {module_name!r} has no {name!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise TestbedError(f"bad policy spec {text!r}: {name!r} is not callable")
+    return target
+
+
+def _required_positional(fn: Any) -> int | None:
+    """Number of positional parameters ``fn`` requires, or None if it has no signature."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for p in params if p.kind in kinds and p.default is inspect.Parameter.empty)
+
+
+class PythonAgent:
+    """Drives with a user's Python policy (spec ``MODULE:FUNCTION``).
+
+    ``FUNCTION`` is either the policy itself, ``f(obs) -> action`` (one required argument),
+    or a factory ``f()`` (no required argument) called once per worker, returning an
+    :class:`Agent` (``reset(env, seed)`` and ``act(obs, env)``), an object with
+    ``predict(obs)`` returning an action or stable-baselines3's ``(action, state)`` (called
+    with ``deterministic=True`` when it accepts that), or a callable ``g(obs) -> action``.
+    Actions outside the env's discrete action space are an error.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.label = text
+        target = import_policy_callable(text)
+        self._agent: Any = None
+        self._fn: Any = None
+        if _required_positional(target) == 0:
+            try:
+                made = target()
+            except Exception as e:
+                raise TestbedError(f"policy factory {text!r} raised {type(e).__name__}: {e}") from None
+        else:
+            made = target
+        self.policy = made
+        if hasattr(made, "act") and hasattr(made, "reset"):
+            self._agent = made
+        elif hasattr(made, "predict"):
+            import inspect
+
+            try:
+                takes_flag = "deterministic" in inspect.signature(made.predict).parameters
+            except (TypeError, ValueError):
+                takes_flag = False
+            self._fn = (lambda obs: made.predict(obs, deterministic=True)) if takes_flag else made.predict
+        elif callable(made):
+            self._fn = made
+        else:
+            raise TestbedError(
+                f"policy {text!r} gave a {type(made).__name__}, which has neither act/reset nor predict "
+                "and is not callable"
+            )
+
+    def reset(self, env: Any, seed: int) -> None:
+        self._n = int(env.action_space.n)
+        if self._agent is not None:
+            self._agent.reset(env, seed)
+
+    def act(self, obs: np.ndarray, env: Any) -> int:
+        raw = self._agent.act(obs, env) if self._agent is not None else self._fn(obs)
+        if isinstance(raw, tuple):  # SB3's predict returns (action, state)
+            raw = raw[0]
+        try:
+            action = int(np.asarray(raw).item())
+        except (TypeError, ValueError):
+            raise TestbedError(f"policy {self.label!r} returned {raw!r}, not a discrete action") from None
+        if not 0 <= action < self._n:
+            raise TestbedError(f"policy {self.label!r} returned action {action}, outside Discrete({self._n})")
+        return action
+
+
+def _check_declared_spaces(policy: Any, scenario: Any, *, what: str) -> None:
+    """If ``policy`` declares ``observation_space``/``action_space`` (as SB3 models and
+    policies do), refuse a scenario whose spaces differ."""
+    from testbed.scenarios import describe_spaces, space_to_dict
+
+    declared = {k: getattr(policy, k, None) for k in ("observation_space", "action_space")}
+    if all(v is None for v in declared.values()):
+        return
+    expected = describe_spaces(scenario)
+    for key, space in declared.items():
+        if space is None:
+            continue
+        try:
+            mine = space_to_dict(space)
+        except TestbedError:
+            continue
+        if mine != expected[key]:
+            raise TestbedError(
+                f"{what} was made for a different {key.replace('_', ' ')} than scenario {scenario.name!r}"
+            )
+
+
 def build_agent(spec: PolicySpec, scenario: Any) -> Agent:
     """Turn a spec into an agent for ``scenario`` (loads clone weights, checks spaces).
 
@@ -137,4 +278,8 @@ def build_agent(spec: PolicySpec, scenario: Any) -> Agent:
         from testbed.training import load_clone
 
         return ClonePolicyAgent(load_clone(spec.arg, scenario=scenario))
+    if spec.kind == "python":
+        agent = PythonAgent(spec.arg)
+        _check_declared_spaces(agent.policy, scenario, what=f"policy {spec.label!r}")
+        return agent
     raise TestbedError(f"unknown policy kind {spec.kind!r}")

@@ -1,0 +1,438 @@
+"""A leaderboard: any policies on a fixed suite of scenarios, normalized between random and the expert.
+
+Every policy drives the same held-out seeds (from :data:`SUITE_SEED`) on every scenario of a
+suite (:data:`SUITES`, the one place suites are defined). Per scenario the leaderboard reports
+return, crash rate, the **normalized score**
+
+    (mean return of the policy - mean return of random) / (mean return of the expert - mean return of random)
+
+(1 for the reference expert and 0 for ``random`` by construction, so both always run), and the
+**twin error**: the ego position error [m] against the expert's run from the same seed after
+``horizon_s`` seconds (:func:`testbed.drift.twin_steps`), or at the end of the shorter run when
+either ended earlier. Policies are ranked by their normalized score averaged over the scenarios
+they ran on.
+
+A policy that cannot run on a scenario (a clone or model made for other observation or action
+spaces) is found before any simulation (:func:`testbed.policies.build_agent` refuses it) and
+reported as ``n/a`` there (status ``unfit`` in ``scenarios.csv``, with the reason); its mean
+is over the scenarios it ran on and the ``scenarios`` column says how many. A policy that fits
+none of the suite's scenarios is an error. User policies (``MODULE:FUNCTION``) that declare no
+spaces are assumed to fit. A scenario where the expert does not beat random on mean return
+(possible only in shortened test runs) has no normalized score and is left out of every mean.
+
+Statistics: 95% percentile-bootstrap intervals over episodes (:func:`testbed.metrics.mean_ci`).
+The normalized score's interval resamples seeds jointly for the policy, random and the expert
+(a paired bootstrap of the ratio), independently per scenario for the mean over scenarios.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from testbed.errors import TestbedError
+from testbed.evaluation import DEFAULT_EVAL_SEED
+from testbed.metrics import BOOTSTRAP_SEED, CONFIDENCE, N_RESAMPLES, Interval, mean_ci
+from testbed.policies import PolicySpec
+from testbed.rollout import EpisodeRecord, RolloutPool
+from testbed.scenarios import Scenario
+
+
+@dataclasses.dataclass(frozen=True)
+class SuiteScenario:
+    """One column of a leaderboard: a scenario preset with fixed overrides."""
+
+    name: str
+    """Column name, e.g. ``"highway-fast-dense"``."""
+    preset: str
+    """Scenario preset (:data:`testbed.scenarios.PRESETS`)."""
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Config overrides, as ``--set`` would give them."""
+
+    def resolve(self, extra: Mapping[str, Any] | None = None) -> Scenario:
+        """The scenario, with ``extra`` overrides on top (quick runs: ``duration=5``)."""
+        from testbed.scenarios import get_scenario
+
+        return get_scenario(self.preset, {**self.overrides, **(extra or {})})
+
+
+SUITES: dict[str, tuple[SuiteScenario, ...]] = {
+    "standard": (
+        SuiteScenario("highway-fast", "highway-fast"),
+        SuiteScenario("highway-fast-dense", "highway-fast", {"vehicles_density": 1.5}),
+        SuiteScenario("merge", "merge"),
+        SuiteScenario("roundabout", "roundabout"),
+    ),
+}
+"""Suite name -> its scenarios, in column order."""
+
+SUITE_SEED = DEFAULT_EVAL_SEED
+"""First seed of every suite scenario: episode ``i`` uses seed ``SUITE_SEED + i`` (held out)."""
+
+DEFAULT_EPISODES = 100
+"""Episodes per policy and scenario of a full leaderboard run."""
+
+DEFAULT_HORIZON_S = 10.0
+"""Time [s] at which the twin position error is read."""
+
+REFERENCE_RANDOM = PolicySpec("random")
+
+
+def suite_scenarios(suite: str, only: Sequence[str] = ()) -> tuple[SuiteScenario, ...]:
+    """The scenarios of ``suite``, restricted to the names in ``only`` when given.
+
+    Raises:
+        TestbedError: unknown suite or scenario name.
+    """
+    if suite not in SUITES:
+        raise TestbedError(f"unknown suite {suite!r}; choose from: {', '.join(sorted(SUITES))}")
+    entries = SUITES[suite]
+    names = [e.name for e in entries]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise TestbedError(f"suite {suite!r} has no scenario {unknown[0]!r}; choose from: {', '.join(names)}")
+    return tuple(e for e in entries if not only or e.name in only)
+
+
+def with_references(specs: Sequence[PolicySpec], expert: str) -> list[PolicySpec]:
+    """``specs`` (duplicates dropped) followed by the references random and ``expert:NAME`` if absent."""
+    out: dict[str, PolicySpec] = {}
+    for spec in [*specs, PolicySpec("expert", expert), REFERENCE_RANDOM]:
+        out.setdefault(spec.label, spec)
+    return list(out.values())
+
+
+def fit_matrix(specs: Sequence[PolicySpec], scenarios: Mapping[str, Scenario]) -> dict[tuple[str, str], str]:
+    """Which policy cannot run where, found by building each agent once (no simulation).
+
+    Returns:
+        ``(policy label, scenario name) -> reason`` for every pair that does not fit.
+
+    Raises:
+        TestbedError: a policy that fits none of the scenarios (with the first reason).
+    """
+    from testbed.policies import build_agent
+
+    unfit: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        for name, scenario in scenarios.items():
+            try:
+                build_agent(spec, scenario)
+            except TestbedError as e:
+                unfit[(spec.label, name)] = str(e)
+        reasons = [unfit.get((spec.label, n)) for n in scenarios]
+        if all(reasons):
+            raise TestbedError(f"{spec.label} cannot run on any scenario of the suite: {reasons[0]}")
+    return unfit
+
+
+def twin_error_at(policy: EpisodeRecord, expert: EpisodeRecord, step: int) -> float:
+    """Twin position error [m] after ``step`` decisions, or at the last step both runs reached."""
+    from testbed.drift import twin_steps
+
+    errors = twin_steps(policy, expert)["position_error_m"].to_numpy()
+    return float(errors[min(step, len(errors)) - 1])
+
+
+def normalized_score(
+    policy: Sequence[np.ndarray], random: Sequence[np.ndarray], expert: Sequence[np.ndarray]
+) -> Interval:
+    """Mean over scenarios of ``(mean(policy) - mean(random)) / (mean(expert) - mean(random))``.
+
+    Args:
+        policy, random, expert: per scenario, the episode returns of each, paired by seed
+            (same length and seed order within a scenario).
+
+    Returns:
+        The score with a 95% percentile-bootstrap interval: seeds are resampled jointly for
+        the three policies within a scenario and independently across scenarios. NaN when the
+        expert does not beat random on some scenario (the scale is undefined there).
+    """
+    p = [np.asarray(a, dtype=np.float64) for a in policy]
+    r = [np.asarray(a, dtype=np.float64) for a in random]
+    e = [np.asarray(a, dtype=np.float64) for a in expert]
+    if not p or any(not (len(a) == len(b) == len(c) > 0) for a, b, c in zip(p, r, e, strict=True)):
+        raise ValueError("need paired, non-empty returns for every scenario")
+    if any(c.mean() - b.mean() <= 0 for b, c in zip(r, e)):
+        return Interval(float("nan"), float("nan"), float("nan"))
+
+    def statistic(*indices: np.ndarray, axis: int = -1) -> np.ndarray:
+        scores = []
+        for idx, a, b, c in zip(indices, p, r, e):
+            idx = np.asarray(idx, dtype=np.int64)
+            mp, mr, me = a[idx].mean(axis=axis), b[idx].mean(axis=axis), c[idx].mean(axis=axis)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scores.append((mp - mr) / (me - mr))
+        return np.mean(scores, axis=0)
+
+    indices = tuple(np.arange(len(a)) for a in p)
+    point = float(statistic(*indices))
+    if all(len(a) == 1 for a in p):
+        return Interval(point, point, point)
+    from scipy import stats
+
+    res = stats.bootstrap(
+        indices,
+        statistic,
+        paired=False,
+        vectorized=True,
+        confidence_level=CONFIDENCE,
+        n_resamples=N_RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if point in (0.0, 1.0) and np.isnan(low):  # constant statistic (a reference policy)
+        low = high = point
+    return Interval(point, low, high)
+
+
+@dataclasses.dataclass
+class Leaderboard:
+    """Everything :func:`run_benchmark` computes."""
+
+    ranking: pd.DataFrame
+    """One row per policy, best first: ``rank``, ``policy``, ``n_scenarios`` (in its mean),
+    ``normalized_score`` (+ ``_ci_low``/``_ci_high``) and ``normalized_score/<scenario>``."""
+    scenarios: pd.DataFrame
+    """One row per (scenario, policy): ``status`` (``ok``, or ``unfit``: not run, the reason in
+    ``note``), ``n_episodes``
+    and mean with CI of ``normalized_score``, ``return``, ``crash_rate``, ``mean_speed_mps``,
+    ``twin_error_m``."""
+    episodes: pd.DataFrame
+    """One row per (scenario, policy, seed): :data:`testbed.metrics.METRICS` and ``twin_error_m``."""
+    config: dict[str, Any]
+    """Suite, scenario configs, seeds, policies, reference policies, horizon and provenance."""
+
+
+def run_benchmark(
+    entries: Sequence[SuiteScenario],
+    specs: Sequence[PolicySpec],
+    *,
+    n_episodes: int = DEFAULT_EPISODES,
+    expert: str = "scripted",
+    horizon_s: float = DEFAULT_HORIZON_S,
+    overrides: Mapping[str, Any] | None = None,
+    pool: RolloutPool,
+    suite: str = "",
+    progress: bool = False,
+) -> Leaderboard:
+    """Evaluate ``specs`` (plus random and ``expert:NAME``) on every scenario of ``entries``.
+
+    Raises:
+        TestbedError: bad counts or horizon, a clone evaluated on its demonstration seeds, a
+            policy that fits none of the scenarios.
+    """
+    from testbed.demos import episode_seeds
+    from testbed.evaluation import check_held_out
+    from testbed.experts import make_expert
+    from testbed.metrics import METRICS, episodes_table, summarize
+    from testbed.provenance import provenance
+    from testbed.training import read_clone_metadata
+
+    if not horizon_s > 0:
+        raise TestbedError(f"--horizon-s must be > 0, got {horizon_s}")
+    make_expert(expert)
+    seeds = episode_seeds(SUITE_SEED, n_episodes)
+    specs = with_references(specs, expert)
+    expert_label, random_label = PolicySpec("expert", expert).label, REFERENCE_RANDOM.label
+    check_held_out(specs, seeds)
+    scenarios = {e.name: e.resolve(overrides) for e in entries}
+    unfit = fit_matrix(specs, scenarios)
+
+    episode_frames, summary_rows = [], []
+    for name, scenario in scenarios.items():
+        runs: dict[str, list[EpisodeRecord]] = {}
+        for spec in specs:
+            if (spec.label, name) not in unfit:
+                runs[spec.label] = pool.run(scenario, spec, seeds, progress=progress, desc=f"{name}: {spec.label}")
+        step = max(1, int(round(horizon_s * scenario.policy_frequency_hz)))
+        expert_runs = {r.seed: r for r in runs[expert_label]}
+        table = episodes_table((r.policy, r.seed, r.trajectory) for rs in runs.values() for r in rs)
+        table["twin_error_m"] = [twin_error_at(r, expert_runs[r.seed], step) for rs in runs.values() for r in rs]
+        table.insert(0, "scenario", name)
+        episode_frames.append(table)
+        summary = summarize(table.drop(columns="scenario"), reference=expert_label).set_index("policy")
+        returns = {p: g.sort_values("seed")["return"].to_numpy() for p, g in table.groupby("policy")}
+        for spec in specs:
+            label = spec.label
+            if label not in runs:
+                note = unfit[(label, name)]
+                summary_rows.append({"scenario": name, "policy": label, "status": "unfit", "note": note})
+                continue
+            s = summary.loc[label]
+            twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
+            score = normalized_score([returns[label]], [returns[random_label]], [returns[expert_label]])
+            row: dict[str, Any] = {
+                "scenario": name, "policy": label, "status": "ok", "note": "", "n_episodes": int(s["n_episodes"])
+            }
+            row.update(_interval("normalized_score", score))
+            for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
+                row.update(_interval(out, Interval(s[key], s[f"{key}_ci_low"], s[f"{key}_ci_high"])))
+            row.update(_interval("twin_error_m", twin))
+            summary_rows.append(row)
+    episodes = pd.concat(episode_frames, ignore_index=True)
+    per_scenario = pd.DataFrame(summary_rows)
+    ranking = _rank(specs, list(scenarios), episodes, per_scenario, expert_label, random_label)
+    config = {
+        "suite": suite,
+        "scenarios": {n: {"suite_overrides": dict(e.overrides), "scenario": scenarios[e.name].to_dict()}
+                      for n, e in zip(scenarios, entries)},
+        "extra_overrides": dict(overrides or {}),
+        "seeds": {"first": seeds[0], "n_episodes": len(seeds)},
+        "policies": [
+            {"spec": s.label, **({"clone": read_clone_metadata(s.arg)} if s.kind == "clone" else {})} for s in specs
+        ],
+        "references": {"expert": expert_label, "random": random_label},
+        "twin_horizon_s": horizon_s,
+        "not_applicable": [{"policy": p, "scenario": n, "reason": why} for (p, n), why in unfit.items()],
+        "undefined_scale": [
+            n for n in scenarios if not _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)
+        ],
+        "metrics": {**METRICS, "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
+                    f"after {horizon_s:g} s (or at the end of the shorter run)"},
+        "statistics": "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
+        "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean",
+        "provenance": provenance(),
+    }
+    return Leaderboard(ranking=ranking, scenarios=per_scenario, episodes=episodes, config=config)
+
+
+def _interval(name: str, ci: Interval) -> dict[str, float]:
+    return {name: ci.mean, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high}
+
+
+def _rank(
+    specs: Sequence[PolicySpec],
+    names: Sequence[str],
+    episodes: pd.DataFrame,
+    per_scenario: pd.DataFrame,
+    expert_label: str,
+    random_label: str,
+) -> pd.DataFrame:
+    rows = []
+    scaled = [n for n in names if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
+    for spec in specs:
+        ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
+
+        def returns(label: str) -> list[np.ndarray]:
+            out = []
+            for n in ran:
+                g = episodes[(episodes["scenario"] == n) & (episodes["policy"] == label)].sort_values("seed")
+                out.append(g["return"].to_numpy())
+            return out
+
+        score = (
+            normalized_score(returns(spec.label), returns(random_label), returns(expert_label))
+            if ran else Interval(np.nan, np.nan, np.nan)
+        )
+        row: dict[str, Any] = {"policy": spec.label, "n_scenarios": len(ran), **_interval("normalized_score", score)}
+        for n in names:
+            cell = per_scenario[(per_scenario["scenario"] == n) & (per_scenario["policy"] == spec.label)].iloc[0]
+            row[f"normalized_score/{n}"] = cell.get("normalized_score", np.nan) if cell["status"] == "ok" else np.nan
+        rows.append(row)
+    ranking = pd.DataFrame(rows)
+    # Best first; a NaN score (expert not beating random somewhere) sorts last; ties keep input order.
+    ranking = ranking.sort_values("normalized_score", ascending=False, kind="stable", na_position="last")
+    ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
+    return ranking.reset_index(drop=True)
+
+
+def _scale_defined(episodes: pd.DataFrame, expert_label: str, random_label: str) -> bool:
+    """Whether the expert's mean return beats random's, so that the normalized score exists."""
+    mean = episodes.groupby("policy")["return"].mean()
+    return bool(mean[expert_label] > mean[random_label])
+
+
+def _cell(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
+    value = row.get(key, np.nan)
+    if value is None or pd.isna(value):
+        return "n/a"
+    return Interval(value, row[f"{key}_ci_low"], row[f"{key}_ci_high"]).format(digits)
+
+
+def format_markdown(board: Leaderboard) -> str:
+    """The leaderboard as markdown: ranking, one table per scenario, notes."""
+    names = list(dict.fromkeys(board.scenarios["scenario"]))
+    seeds = board.config["seeds"]
+    horizon = board.config["twin_horizon_s"]
+    refs = board.config["references"]
+    last = seeds["first"] + seeds["n_episodes"] - 1
+    lines = [
+        f"# Leaderboard{' — suite `' + board.config['suite'] + '`' if board.config['suite'] else ''}",
+        "",
+        f"Every policy on the same {seeds['n_episodes']} held-out seeds ({seeds['first']}–{last}) per scenario. "
+        f"Normalized score = (return − `{refs['random']}`) / (`{refs['expert']}` − `{refs['random']}`), "
+        "mean over the scenarios the policy ran on; mean [95% CI].",
+        "",
+        "| rank | policy | normalized score | scenarios | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for _, r in board.ranking.iterrows():
+        cells = ["n/a" if pd.isna(r[f"normalized_score/{n}"]) else f"{r[f'normalized_score/{n}']:.2f}" for n in names]
+        lines.append(
+            f"| {r['rank']} | `{r['policy']}` | {_cell(r, 'normalized_score')} | {r['n_scenarios']}/{len(names)} | "
+            + " | ".join(cells) + " |"
+        )
+    order = list(board.ranking["policy"])
+    for name in names:
+        scenario = board.config["scenarios"][name]["scenario"]
+        extra = board.config["scenarios"][name]["suite_overrides"]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"`{scenario['env_id']}`" + (f", {', '.join(f'`{k}={v}`' for k, v in extra.items())}" if extra else ""),
+            "",
+            f"| policy | normalized score | return | crash rate | speed [m/s] | twin error at {horizon:g} s [m] |",
+            "|---|---|---|---|---|---|",
+        ]
+        frame = board.scenarios[board.scenarios["scenario"] == name].set_index("policy").loc[order]
+        for policy, r in frame.iterrows():
+            if r["status"] == "unfit":
+                lines.append(f"| `{policy}` | n/a | n/a | n/a | n/a | n/a |")
+                continue
+            lines.append(
+                f"| `{policy}` | {_cell(r, 'normalized_score')} | {_cell(r, 'return')} | {_cell(r, 'crash_rate')} | "
+                f"{_cell(r, 'mean_speed_mps', 1)} | {_cell(r, 'twin_error_m', 1)} |"
+            )
+    lines += [
+        "",
+        "## Notes",
+        "",
+        f"- Twin error: distance [m] between the policy's ego and `{refs['expert']}`'s ego driving the same seed, "
+        f"{horizon:g} s into the episode, or at the end of the shorter run when either ended earlier.",
+        "- Intervals: percentile bootstrap over episodes; the normalized score resamples seeds jointly for the "
+        "policy and both references.",
+    ]
+    for item in board.config["not_applicable"]:
+        reason = item["reason"]
+        if len(reason) > 160:
+            reason = reason[:160] + "… (full reason in config.json)"
+        lines.append(f"- n/a: `{item['policy']}` on {item['scenario']}: {reason}")
+    for name in board.config["undefined_scale"]:
+        lines.append(
+            f"- {name}: `{refs['expert']}` did not beat `{refs['random']}` on mean return, so no normalized score "
+            "there; the scenario is left out of every policy's mean."
+        )
+    prov = board.config["provenance"]
+    lines.append(f"- Written {prov['created_utc']} at commit {prov['git_commit']}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``scenarios.csv``, ``episodes.csv`` and
+    ``config.json`` into ``directory``."""
+    from testbed.outputs import write_json
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "leaderboard.md").write_text(format_markdown(board))
+    board.ranking.to_csv(directory / "leaderboard.csv", index=False)
+    board.scenarios.to_csv(directory / "scenarios.csv", index=False)
+    board.episodes.to_csv(directory / "episodes.csv", index=False)
+    write_json(directory / "config.json", board.config)

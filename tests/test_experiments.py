@@ -103,3 +103,17 @@ def test_first_transitions_cuts_the_last_episode() -> None:
     cut = module.first_transitions(demos, 7)
     assert cut.n_transitions == 7 and [len(t.acts) for t in cut.trajectories] == [5, 2]
     assert cut.trajectories[1].terminal is False and cut.seeds == [0, 1]
+
+
+def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("leaderboard")
+    out = tmp_path / "lb"
+    ranking = module.main(module.Args(fast=True, out=str(out), workers=2))
+    assert set(ranking["policy"]) == {"expert:scripted", "random", "idle"}
+    assert list(ranking["rank"]) == [1, 2, 3]
+    for f in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "config.json"):
+        assert (out / f).is_file(), f
+    png = (out / "leaderboard.png").read_bytes()
+    (out / "leaderboard.png").unlink()
+    module.replot(out)
+    assert (out / "leaderboard.png").read_bytes() == png

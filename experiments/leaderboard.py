@@ -1,0 +1,117 @@
+"""Our leaderboard: every shipped expert, the committed clones and the baselines on the
+standard suite (the same code path as ``testbed benchmark``).
+
+Writes results/leaderboard/: leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv,
+config.json and leaderboard.png (normalized score per policy with 95% CIs).
+
+    python experiments/leaderboard.py           # ~15 min on 2 cores
+    python experiments/leaderboard.py --fast    # tiny, used by the tests
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import pandas as pd
+import tyro
+
+from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
+from testbed.outputs import atomic_output_dir
+from testbed.policies import PolicySpec
+from testbed.rollout import RolloutPool, default_workers
+from testbed.scenarios import parse_overrides
+
+POLICIES: tuple[str, ...] = (
+    "expert:planner",
+    "expert:sb3:results/experts/rl/highway-fast-dqn/model.zip",
+    "clone:results/pipeline/highway-fast/clone",
+    "idle",
+)
+"""Ranked besides the references (random and expert:scripted, always added)."""
+
+
+@dataclasses.dataclass
+class Args:
+    """Benchmark our experts, clones and baselines on the standard suite."""
+
+    policies: tuple[str, ...] = POLICIES
+    """Policy specs to rank (random and the reference expert are added)."""
+    suite: str = "standard"
+    """Scenario suite."""
+    scenarios: tuple[str, ...] = ()
+    """Only these scenarios of the suite (default: all)."""
+    episodes: int = 100
+    """Held-out episodes per policy and scenario."""
+    expert: str = "scripted"
+    """Reference expert (normalized score 1)."""
+    set: tuple[str, ...] = ()
+    """Config overrides applied to every scenario (quick runs only)."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes."""
+    out: str = "results/leaderboard"
+    """Output directory (replaced)."""
+    fast: bool = False
+    """Tiny preset for tests: highway-fast only, 2 episodes of 5 s, policies that need no trained files."""
+
+    def resolved(self) -> "Args":
+        if not self.fast:
+            return self
+        return dataclasses.replace(
+            self, policies=("idle",), scenarios=("highway-fast",), episodes=2, set=("duration=5",)
+        )
+
+
+def main(args: Args) -> pd.DataFrame:
+    args = args.resolved()
+    start = time.perf_counter()
+    specs = [PolicySpec.parse(p) for p in args.policies]
+    with RolloutPool(args.workers) as pool:
+        board = run_benchmark(
+            suite_scenarios(args.suite, args.scenarios), specs, n_episodes=args.episodes, expert=args.expert,
+            overrides=parse_overrides(args.set), pool=pool, suite=args.suite, progress=True,
+        )
+    board.config["args"] = dataclasses.asdict(args)
+    board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
+    with atomic_output_dir(args.out, overwrite=True) as out:
+        write_leaderboard(board, out)
+        _plot(board.ranking, out / "leaderboard.png", args)
+    print(format_markdown(board).split("\n\n## ")[0])
+    return board.ranking
+
+
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw the figure from ``leaderboard.csv`` and ``config.json`` of an earlier run in ``out``."""
+    from testbed.outputs import read_json
+
+    out = pathlib.Path(out)
+    saved = read_json(out / "config.json", what="leaderboard config")["args"]
+    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    _plot(pd.read_csv(out / "leaderboard.csv"), out / "leaderboard.png", args)
+    return [out / "leaderboard.png"]
+
+
+def _plot(ranking: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = ranking.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(r) + 1.5))
+    v = r["normalized_score"].to_numpy(dtype=float)
+    ax.barh(range(len(r)), v, xerr=[v - r["normalized_score_ci_low"], r["normalized_score_ci_high"] - v], capsize=3)
+    ax.set_yticks(range(len(r)), [f"{p[-45:]} ({n} sc.)" for p, n in zip(r["policy"], r["n_scenarios"])], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(1, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("normalized score: (policy - random) / (expert - random), mean over scenarios")
+    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} held-out seeds per scenario (95% CIs)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -86,7 +86,8 @@ class Args:
     executor: Literal["local", "ray"] = "local"
     """Where cells run: local spawn processes, or Ray."""
     address: str | None = None
-    """Ray cluster address (e.g. auto); default: a local Ray instance."""
+    """Ray cluster address (e.g. auto; the output directory must then be on a filesystem all
+    nodes share); default: a local Ray instance of --workers CPUs."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Parallel cells (local processes, or the CPUs of a local Ray instance); also the
     collection workers."""
@@ -259,7 +260,7 @@ def main(args: Args) -> dict[str, Any]:
         if out.is_dir() and any(out.iterdir()) and not (out / "sweep" / "config.json").is_file():
             raise TestbedError(f"--overwrite refuses to delete {out}: it is not a data-scaling output")
         shutil.rmtree(out)
-    demos_dir = out / "demos"
+    demos_dir = out.absolute() / "demos"  # absolute: cells may run in Ray workers elsewhere
     eval_seeds = tuple(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     ctx = Context(scenario.to_dict(), args.expert, str(demos_dir), args.pool_episodes, args.epochs, args.batch_size, eval_seeds)
     sweep_config = {"context": ctx.to_dict(), "val_episodes": args.val_episodes, "subset_key": SUBSET_KEY}
@@ -324,6 +325,7 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     summary, cells = tables["summary"], tables["cells"]
     bc = summary[summary["policy"] == "bc"]
@@ -339,6 +341,8 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
             for i, (policy, row) in enumerate(refs.iterrows()):
                 ax.axhline(row[col], ls="--", lw=1, color=f"C{i + 1}", label=policy)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(list(args.data_sizes), [str(n) for n in args.data_sizes])
         ax.set_xlabel("demonstration episodes")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")

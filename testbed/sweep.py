@@ -141,7 +141,8 @@ class Sweep:
     def __init__(self, out: str | pathlib.Path, cells: Sequence[Any], fn: CellFn, *, config: Any = None) -> None:
         if not cells:
             raise TestbedError("a sweep needs at least one cell")
-        self.out = pathlib.Path(out)
+        # Absolute: Ray workers need not share this process's working directory.
+        self.out = pathlib.Path(out).absolute()
         self.cells = list(cells)
         self.fn = fn
         self.ids = [cell_id(c) for c in self.cells]
@@ -168,7 +169,7 @@ class Sweep:
             raise TestbedError(f"sweep output path exists and is not a directory: {self.out}")
         path = self.out / CONFIG
         if not path.exists():
-            if self.out.is_dir() and any(self.out.iterdir()):
+            if self.out.is_dir() and any(not p.name.startswith(".") for p in self.out.iterdir()):
                 raise TestbedError(f"{self.out} exists and is not a sweep directory (no {CONFIG}); choose another one")
             return
         old = read_json(path, what="sweep config")
@@ -191,7 +192,7 @@ class Sweep:
         ]
 
     def _prepare(self) -> None:
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / CONFIG
         if path.exists():
             record = read_json(path, what="sweep config")
@@ -199,6 +200,7 @@ class Sweep:
         else:
             record = {"sweep": self.spec, "provenance": provenance()}
         _write_json_atomic(path, record)
+        self.cells_dir.mkdir(exist_ok=True)
         # Leftovers of a killed run: temporary cell directories, and (defensively) cell
         # directories without a result.
         known = set(self.ids)

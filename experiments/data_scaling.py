@@ -23,9 +23,14 @@ wall times, provenance), ``cells.csv`` (one row per clone), ``baselines.csv``,
 training seeds; baselines: over episodes), ``data_scaling.png``; the sweep itself in
 ``sweep/`` and the demonstrations in ``demos/``.
 
-    python experiments/data_scaling.py                      # full study (see README for wall time)
+    python experiments/data_scaling.py                      # full study, ~20 min on 2 idle cores
     python experiments/data_scaling.py --executor ray --address auto
     python experiments/data_scaling.py --fast               # ~1 min, used by the tests
+
+Wall time, extrapolated from a mid-size run (sizes 1/10/50, 2 seeds, 50+20 demonstration and
+20 evaluation episodes: 260 s of CPU) by its work (BC sample-epochs, episodes driven): the full
+study is ~2400 s of CPU, ~20 min with ``--workers 2`` on an otherwise idle 2-core machine.
+Every cell records its wall and CPU time in ``sweep/cells/*/timing.json``.
 """
 
 from __future__ import annotations
@@ -355,4 +360,10 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    import sys
+
+    try:
+        main(tyro.cli(Args))
+    except TestbedError as e:
+        print(f"data_scaling: error: {e}", file=sys.stderr)
+        sys.exit(2)

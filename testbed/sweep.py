@@ -17,7 +17,8 @@ Resuming: a cell directory appears by an atomic rename only once its function ha
 skips the finished cells, deletes half-written temporary directories and redoes the rest;
 the final results equal an uninterrupted run's as long as the cell function is a pure
 function of its cell. A directory made by a different sweep (other function, config or
-cells) is refused.
+cells) is refused. One run at a time per directory (a second one would delete the first's
+temporary cell directories).
 
 Parallelism: cells run in parallel (``workers`` spawn processes locally, or one Ray task of
 ``num_cpus=1`` each), and a cell should run its own rollouts in-process (one rollout

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
 import sys
 
 import pandas as pd
+import pytest
+
+from testbed.errors import TestbedError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -117,3 +121,37 @@ def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
     (out / "leaderboard.png").unlink()
     module.replot(out)
     assert (out / "leaderboard.png").read_bytes() == png
+
+
+def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("data_scaling")
+    out = tmp_path / "ds"
+    args = module.Args(fast=True, out=str(out), workers=1)
+    res = module.main(args)
+    fast = args.resolved()
+    cells = res["cells"]
+    assert sorted(zip(cells["n_demo_episodes"], cells["train_seed"])) == [(1, 0), (1, 1), (3, 0), (3, 1)]
+    summary = res["summary"].set_index("policy")
+    assert summary.loc["expert:scripted", "normalized_score"] == 1 and summary.loc["random", "normalized_score"] == 0
+    ref = res["baselines"].set_index("policy")["return"]
+    expected = (cells["return"] - ref["random"]) / (ref["expert:scripted"] - ref["random"])
+    assert list(cells["normalized_score"]) == list(expected)
+    # Subsets: training seeds draw different episodes; all demonstration seeds are below the
+    # held-out evaluation seeds, and validation episodes are never trained on.
+    seeds = {(r["n_demo_episodes"], r["train_seed"]): r["demo_seeds"]
+             for r in (json.loads(p.read_text()) for p in out.glob("sweep/cells/kind=bc*/result.json"))}
+    assert set(seeds[(1, 0)]) <= set(seeds[(3, 0)]) and set(seeds[(1, 1)]) <= set(seeds[(3, 1)])
+    assert all(max(s) < fast.pool_episodes for s in seeds.values())
+    assert module.subset_indices(200, 10, 0) != module.subset_indices(200, 10, 1)
+    assert set(module.subset_indices(200, 10, 0)) < set(module.subset_indices(200, 20, 0))
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert set(episodes["seed"]) == {10_000, 10_001, 10_002} and len(episodes) == (3 + 4) * 3
+    for f in ("cells.csv", "baselines.csv", "summary.csv", "data_scaling.png", "config.json"):
+        assert (out / f).is_file(), f
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"]["eval"] == [10_000, 10_002] and config["provenance"]["git_commit"]
+    # Rerunning resumes (every cell done) and reproduces the same tables.
+    again = module.main(args)
+    pd.testing.assert_frame_equal(again["summary"], res["summary"])
+    with pytest.raises(TestbedError, match="different sweep config"):
+        module.main(dataclasses.replace(args, set=("duration=20",)))

@@ -325,6 +325,16 @@ def main(args: Args) -> dict[str, Any]:
     return tables | {"config": config}
 
 
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw the figure from ``summary.csv``, ``cells.csv`` and ``config.json`` of an earlier run."""
+    out = pathlib.Path(out)
+    saved = read_json(out / "config.json", what="experiment config")["args"]
+    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("summary", "cells")}
+    _plot(out / "data_scaling.png", tables, args)
+    return [out / "data_scaling.png"]
+
+
 def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> None:
     import matplotlib
 

@@ -153,5 +153,8 @@ def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
     # Rerunning resumes (every cell done) and reproduces the same tables.
     again = module.main(args)
     pd.testing.assert_frame_equal(again["summary"], res["summary"])
+    png = (out / "data_scaling.png").read_bytes()
+    module.replot(out)
+    assert (out / "data_scaling.png").read_bytes() == png
     with pytest.raises(TestbedError, match="different sweep config"):
         module.main(dataclasses.replace(args, set=("duration=20",)))

@@ -3,6 +3,7 @@
 Specs (the same strings the command line takes):
 
 - ``expert:NAME`` — a privileged expert from :mod:`testbed.experts` (``expert:scripted``);
+- ``expert:sb3:PATH`` — a stable-baselines3 model file (DQN, PPO, A2C) driving from the observation;
 - ``clone:RUN_DIR`` — a policy written by ``testbed train``;
 - ``idle`` — always the IDLE meta-action (keep lane and speed);
 - ``random`` — uniform random actions, from a generator seeded by the episode seed.
@@ -48,7 +49,7 @@ class PolicySpec:
 
     @classmethod
     def parse(cls, text: str) -> "PolicySpec":
-        """Parse ``expert:NAME``, ``clone:DIR``, ``idle`` or ``random``.
+        """Parse ``expert:NAME``, ``expert:sb3:PATH``, ``clone:DIR``, ``idle`` or ``random``.
 
         Raises:
             TestbedError: anything else, or an unknown expert / missing run directory.
@@ -57,8 +58,11 @@ class PolicySpec:
         if kind in ("idle", "random") and not arg:
             return cls(kind)
         if kind == "expert" and arg:
-            from testbed.experts import expert_names
+            from testbed.experts import SB3_PREFIX, expert_names, make_expert
 
+            if arg.startswith(SB3_PREFIX):
+                make_expert(arg)  # fail now, not in a worker, on a missing or corrupt model file
+                return cls(kind, arg)
             if arg not in expert_names():
                 raise TestbedError(f"unknown expert {arg!r}; choose from: {', '.join(expert_names())}")
             return cls(kind, arg)
@@ -66,7 +70,7 @@ class PolicySpec:
             if not pathlib.Path(arg).is_dir():
                 raise TestbedError(f"clone run directory not found: {arg}")
             return cls(kind, arg)
-        raise TestbedError(f"bad policy spec {text!r}; use expert:NAME, clone:RUN_DIR, idle or random")
+        raise TestbedError(f"bad policy spec {text!r}; use expert:NAME, expert:sb3:MODEL_ZIP, clone:RUN_DIR, idle or random")
 
 
 class ExpertAgent:

@@ -64,7 +64,7 @@ class PolicySpec:
                 make_expert(arg)  # fail now, not in a worker, on a missing or corrupt model file
                 return cls(kind, arg)
             if arg not in expert_names():
-                raise TestbedError(f"unknown expert {arg!r}; choose from: {', '.join(expert_names())}")
+                raise TestbedError(f"unknown expert {arg!r}; choose from: {', '.join(expert_names())} or sb3:MODEL_ZIP")
             return cls(kind, arg)
         if kind == "clone" and arg:
             if not pathlib.Path(arg).is_dir():

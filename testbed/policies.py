@@ -3,6 +3,7 @@
 Specs (the same strings the command line takes):
 
 - ``expert:NAME`` — a privileged expert from :mod:`testbed.experts` (``expert:scripted``);
+- ``expert:sb3:PATH`` — a stable-baselines3 model file (DQN, PPO, A2C) driving from the observation;
 - ``clone:RUN_DIR`` — a policy written by ``testbed train``;
 - ``idle`` — always the IDLE meta-action (keep lane and speed);
 - ``random`` — uniform random actions, from a generator seeded by the episode seed;
@@ -55,7 +56,7 @@ class PolicySpec:
 
     @classmethod
     def parse(cls, text: str) -> "PolicySpec":
-        """Parse ``expert:NAME``, ``clone:DIR``, ``idle`` or ``random``.
+        """Parse ``expert:NAME``, ``expert:sb3:PATH``, ``clone:DIR``, ``idle`` or ``random``.
 
         Raises:
             TestbedError: anything else, or an unknown expert / missing run directory.
@@ -64,10 +65,13 @@ class PolicySpec:
         if kind in ("idle", "random") and not arg:
             return cls(kind)
         if kind == "expert" and arg:
-            from testbed.experts import expert_names
+            from testbed.experts import SB3_PREFIX, expert_names, make_expert
 
+            if arg.startswith(SB3_PREFIX):
+                make_expert(arg)  # fail now, not in a worker, on a missing or corrupt model file
+                return cls(kind, arg)
             if arg not in expert_names():
-                raise TestbedError(f"unknown expert {arg!r}; choose from: {', '.join(expert_names())}")
+                raise TestbedError(f"unknown expert {arg!r}; choose from: {', '.join(expert_names())} or sb3:MODEL_ZIP")
             return cls(kind, arg)
         if kind == "clone" and arg:
             if not pathlib.Path(arg).is_dir():
@@ -77,7 +81,8 @@ class PolicySpec:
             import_policy_callable(text)
             return cls("python", text)
         raise TestbedError(
-            f"bad policy spec {text!r}; use expert:NAME, clone:RUN_DIR, idle, random or MODULE:FUNCTION"
+            f"bad policy spec {text!r}; use expert:NAME, expert:sb3:MODEL_ZIP, clone:RUN_DIR, idle, random "
+            "or MODULE:FUNCTION"
         )
 
 

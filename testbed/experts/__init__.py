@@ -23,17 +23,25 @@ def expert_names() -> list[str]:
     return sorted(EXPERTS)
 
 
+SB3_PREFIX = "sb3:"
+"""``sb3:PATH`` names a stable-baselines3 model file served by :class:`testbed.experts.sb3.SB3Expert`."""
+
+
 def make_expert(name: str) -> Expert:
-    """Build the expert registered under ``name``.
+    """Build the expert registered under ``name``, or serve the SB3 model file ``sb3:PATH``.
 
     Raises:
-        TestbedError: unknown name.
+        TestbedError: unknown name; missing, corrupt or unsupported SB3 model file.
     """
+    if name.startswith(SB3_PREFIX):
+        from testbed.experts.sb3 import SB3Expert
+
+        return SB3Expert(name[len(SB3_PREFIX):])
     try:
         factory = EXPERTS[name]
     except KeyError:
-        raise TestbedError(f"unknown expert {name!r}; choose from: {', '.join(expert_names())}") from None
+        raise TestbedError(f"unknown expert {name!r}; choose from: {', '.join(expert_names())} or sb3:MODEL_ZIP") from None
     return factory()
 
 
-__all__ = ["Expert", "EXPERTS", "expert_names", "make_expert"]
+__all__ = ["Expert", "EXPERTS", "SB3_PREFIX", "expert_names", "make_expert"]

@@ -184,3 +184,27 @@ def test_benchmark_is_deterministic() -> None:
     pd.testing.assert_frame_equal(a.ranking, b.ranking)
     pd.testing.assert_frame_equal(a.scenarios, b.scenarios)
     pd.testing.assert_frame_equal(a.episodes, b.episodes)
+
+
+def test_user_sb3_model_file_is_ranked_next_to_ours(tmp_path: pathlib.Path) -> None:
+    """A model a user trained with plain stable-baselines3 and saved with model.save ranks beside
+    our expert, clone baselines and references."""
+    from stable_baselines3 import PPO
+
+    from testbed.scenarios import get_scenario, make_env
+
+    env = make_env(get_scenario("highway-fast", {"duration": 5}))
+    model = PPO("MlpPolicy", env, n_steps=32, batch_size=16, n_epochs=1, seed=0, policy_kwargs={"net_arch": [16]})
+    model.learn(64)
+    model.save(tmp_path / "users_model")
+    env.close()
+    out = tmp_path / "board"
+    spec = f"expert:sb3:{tmp_path / 'users_model.zip'}"
+    args = ["benchmark", "--scenarios", "highway-fast", "--policy", spec, "--policy", "idle", "--out", str(out), *QUICK]
+    assert main(args) == 0
+    ranking = pd.read_csv(out / "leaderboard.csv")
+    assert set(ranking["policy"]) == {spec, "idle", "expert:scripted", "random"}
+    row = ranking.set_index("policy").loc[spec]
+    assert row["n_scenarios"] == 1 and np.isfinite(row["normalized_score"])
+    assert sorted(ranking["rank"]) == [1, 2, 3, 4]
+    assert spec in (out / "leaderboard.md").read_text()

@@ -64,7 +64,8 @@ def test_expert_keeps_lane_and_beats_baselines(env, scenario) -> None:
     for record in runs["expert:continuous"]:
         infos = list(record.trajectory.infos)
         assert not infos[-1]["crashed"] and all(i["on_road"] for i in infos)
-        assert len(record.trajectory.acts) == 100  # 20 s at 5 Hz, to the time limit
+        # 20 s at 5 Hz, to the time limit (highway-env sums 0.2 s steps: 100 or 101 decisions).
+        assert len(record.trajectory.acts) >= 100
     returns = {p: np.array([r.trajectory.rews.sum() for r in rs]) for p, rs in runs.items()}
     assert returns["expert:continuous"].min() > returns["random"].max() + 20
     # The zero action drives straight at 25 m/s and only loses by crashing; random leaves the road.

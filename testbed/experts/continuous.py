@@ -48,15 +48,15 @@ class ContinuousParams:
     """IDM comfortable deceleration [m/s^2]."""
     min_spacing: float = 5.0
     """IDM jam distance, bumper to bumper [m]."""
-    time_headway: float = 1.5
+    time_headway: float = 1.0
     """IDM desired time headway [s]."""
     delta: float = 4.0
     """IDM acceleration exponent."""
     politeness: float = 0.1
     """MOBIL politeness factor."""
-    change_threshold: float = 0.3
+    change_threshold: float = 0.1
     """MOBIL acceleration gain needed to change lanes [m/s^2]."""
-    keep_right_bias: float = 0.3
+    keep_right_bias: float = 0.2
     """MOBIL bias for a change to the right (against one to the left) [m/s^2]."""
     safe_decel: float = 3.0
     """Largest braking a lane change may impose on the new follower [m/s^2]."""
@@ -64,7 +64,7 @@ class ContinuousParams:
     """Smallest bumper-to-bumper gap to the new leader for a lane change [m]."""
     min_gap_rear: float = 5.0
     """Smallest bumper-to-bumper gap to the new follower for a lane change [m]."""
-    change_interval: float = 3.0
+    change_interval: float = 2.0
     """Minimum time between lane-change decisions [s]."""
     lateral_time: float = 1.0
     """Time constant of the lateral-offset loop [s]."""

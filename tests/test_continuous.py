@@ -91,8 +91,9 @@ def test_expert_tracks_lane_centre(env, scenario) -> None:
 
 
 def test_determinism_and_noise(env, scenario) -> None:
-    a = _episode(env, scenario, "expert:continuous", 11, labeller="idle")
-    b = _episode(env, scenario, "expert:continuous", 11, labeller="idle")
+    idle = build_agent(PolicySpec("idle"), scenario)
+    a = _episode(env, scenario, "expert:continuous", 11, labeller=idle)
+    b = _episode(env, scenario, "expert:continuous", 11, labeller=idle)
     np.testing.assert_array_equal(a.trajectory.acts, b.trajectory.acts)
     np.testing.assert_array_equal(a.trajectory.obs, b.trajectory.obs)
     assert a.trajectory.acts.dtype == np.float32 and a.trajectory.acts.shape == (len(a.trajectory.rews), 2)

@@ -161,10 +161,11 @@ class Train:
         result = train_bc(demos, config, progress=True)
         save_clone(self.out, result, demos=demos, demos_path=self.demos, config=config, overwrite=self.overwrite)
         last = result.log.iloc[-1]
+        fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
         print(
             f"trained BC for {config.n_epochs} epochs on {len(result.train_episodes)} episodes in "
-            f"{time.perf_counter() - start:.1f} s: train accuracy {last['train/accuracy']:.3f}, "
-            f"validation accuracy {last['val/accuracy']:.3f} -> {self.out}"
+            f"{time.perf_counter() - start:.1f} s: train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f}, "
+            f"validation {fit.replace('_', ' ')} {last[f'val/{fit}']:.3f} -> {self.out}"
         )
 
     def _run_dagger(self, config) -> None:

@@ -127,6 +127,10 @@ def train_dagger(
     torch.manual_seed(config.seed)
     spaces = describe_spaces(scenario)
     obs_space, act_space = space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"])
+    if spaces["action_space"]["type"] != "Discrete":
+        # imitation's InteractiveTrajectoryCollector mixes expert and learner actions with a
+        # per-env mask that does not broadcast over Box actions, and the labels below are ints.
+        raise TestbedError(f"DAgger supports discrete-action scenarios only; {scenario.name!r} has continuous actions")
     policy = make_policy(obs_space, act_space, config)
     venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env(scenario))])
     labeller = make_expert(expert)

@@ -83,7 +83,9 @@ def collect(
         pool: an open :class:`testbed.rollout.RolloutPool` to use instead.
         noise: DART-style noise injection: with this probability a uniformly random action
             is applied instead of the expert's, while the recorded label stays the expert's
-            clean action (the applied one is in each step's ``applied_action`` info).
+            clean action (the applied one is in each step's ``applied_action`` info). In a
+            continuous-action scenario every applied action gets Gaussian noise of standard
+            deviation ``noise`` times the action range instead (clipped to the Box).
         progress: show a progress bar.
     """
     from testbed.rollout import rollouts
@@ -92,6 +94,11 @@ def collect(
     seeds = episode_seeds(seed, n_episodes)
     if not 0.0 <= noise <= 1.0:
         raise TestbedError(f"--noise must be a probability in [0, 1], got {noise}")
+    from testbed.experts import make_expert
+    from testbed.policies import check_expert_fits
+
+    check_expert_fits(make_expert(expert), scenario)
+    continuous = scenario.config["action"]["type"] == "ContinuousAction"
     records = rollouts(
         scenario, spec, seeds, n_workers=n_workers, pool=pool, noise=noise, progress=progress, desc="collect"
     )
@@ -103,7 +110,11 @@ def collect(
         "scenario": scenario.to_dict(),
         **describe_spaces(scenario),
         "expert": {"name": expert, "params": make_expert(expert).params()},
-        "noise": {"type": "uniform random action (DART-style)", "probability": noise} if noise > 0 else None,
+        "noise": (
+            {"type": "uniform random action (DART-style)", "probability": noise}
+            if not continuous
+            else {"type": "Gaussian, std = noise * (high - low) per component, clipped (DART-style)", "noise": noise}
+        ) if noise > 0 else None,
         "seeds": seeds,
         "n_episodes": len(trajectories),
         "n_transitions": int(sum(len(t.acts) for t in trajectories)),

@@ -16,6 +16,13 @@ BC's cost can grow as T^2 * eps with horizon T). These measures make that visibl
 
 Both runs of a twin come from one call each to the harness: the policy driving with the
 expert labelling, and the expert driving with the policy labelling.
+
+**Continuous actions** (Box action spaces) have no "same action". There the per-step
+disagreement is the *action error* ``|a_policy - a_expert| / (high - low)`` averaged over the
+action's components (0 = identical, 1 = opposite ends of the range), so ``eps_on`` and
+``eps_off`` are mean normalised action errors rather than rates of differing actions; a
+twin's first disagreement is the first step whose error exceeds
+:data:`CONTINUOUS_TOLERANCE`. The discrete measures are unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +40,30 @@ from testbed.scenarios import Scenario
 
 DIVERGENCE_THRESHOLD_M = 1.0
 """Position error [m] past which the twins count as diverged."""
+
+CONTINUOUS_TOLERANCE = 0.02
+"""Normalised action error (fraction of the action range, averaged over components) above
+which two continuous actions count as different for ``first_disagreement_step``; 0.02 of
+highway-fast-continuous's ranges is 0.2 m/s^2 of acceleration or 0.6 deg of steering."""
+
+
+def action_error(a: np.ndarray, b: np.ndarray, action_range: np.ndarray | None = None) -> np.ndarray:
+    """Per-step difference of two action sequences of equal length.
+
+    Discrete actions (shape (T,)): 0/1, 1 where they differ. Continuous actions (shape
+    (T, act_dim)): ``mean_i |a_i - b_i| / action_range_i`` in [0, 1].
+
+    Args:
+        a: actions (T,) or (T, act_dim).
+        b: actions of the same shape.
+        action_range: per-component ``high - low`` of the Box (default 2, highway-env's
+            [-1, 1]); ignored for discrete actions.
+    """
+    a_, b_ = np.asarray(a), np.asarray(b)
+    if a_.ndim == 1:
+        return (a_ != b_).astype(float)
+    scale = np.full(a_.shape[1:], 2.0) if action_range is None else np.asarray(action_range, dtype=float)
+    return np.mean(np.abs(a_.astype(float) - b_.astype(float)) / scale, axis=tuple(range(1, a_.ndim)))
 
 
 def _positions(record: EpisodeRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -81,16 +112,25 @@ def first_index(mask: np.ndarray) -> float:
     return float(hits[0] + 1) if hits.size else float("nan")
 
 
-def twin_episode(policy: EpisodeRecord, expert: EpisodeRecord, *, threshold_m: float = DIVERGENCE_THRESHOLD_M) -> dict[str, float]:
+def twin_episode(
+    policy: EpisodeRecord,
+    expert: EpisodeRecord,
+    *,
+    threshold_m: float = DIVERGENCE_THRESHOLD_M,
+    action_range: np.ndarray | None = None,
+) -> dict[str, float]:
     """Per-episode divergence summary of a twin pair.
 
     ``first_disagreement_step``: the first decision (1-based) at which the two runs chose
-    different actions (NaN if they never did while both ran). ``divergence_step``: the first
+    different actions (NaN if they never did while both ran; continuous actions: an
+    :func:`action_error` above :data:`CONTINUOUS_TOLERANCE`). ``divergence_step``: the first
     step at which the position error exceeded ``threshold_m`` (NaN if never).
     """
     steps = twin_steps(policy, expert)
     n = min(len(policy.trajectory.acts), len(expert.trajectory.acts))
     differ = policy.trajectory.acts[:n] != expert.trajectory.acts[:n]
+    if np.ndim(policy.trajectory.acts) > 1:
+        differ = action_error(policy.trajectory.acts[:n], expert.trajectory.acts[:n], action_range) > CONTINUOUS_TOLERANCE
     return {
         "first_disagreement_step": first_index(differ),
         "divergence_step": first_index(steps["position_error_m"].to_numpy() > threshold_m),
@@ -100,10 +140,13 @@ def twin_episode(policy: EpisodeRecord, expert: EpisodeRecord, *, threshold_m: f
     }
 
 
-def disagreement(record: EpisodeRecord) -> np.ndarray:
-    """Per-step 0/1 disagreement between the driver's actions and the labeller's."""
+def disagreement(record: EpisodeRecord, *, action_range: np.ndarray | None = None) -> np.ndarray:
+    """Per-step 0/1 disagreement between the driver's actions and the labeller's (for
+    continuous actions the normalised :func:`action_error`)."""
     if record.labels is None:
         raise ValueError("record has no labels: run it with a labeller")
+    if np.ndim(record.trajectory.acts) > 1:
+        return action_error(record.trajectory.acts, record.labels, action_range)
     return (record.labels != record.trajectory.acts).astype(float)
 
 
@@ -183,6 +226,7 @@ def measure_drift(
     labelling (off-policy error, expert twin).
     """
     expert_spec = PolicySpec("expert", expert)
+    action_range = _action_range(scenario)
     twin_rows, episode_rows, audit_rows = [], [], []
     survival = []
     expert_runs: list[EpisodeRecord] | None = None
@@ -193,7 +237,7 @@ def measure_drift(
         for p, e in zip(on, off):
             steps = twin_steps(p, e).assign(policy=spec.label, seed=p.seed)
             twin_rows.append(steps)
-            eps = disagreement(p)
+            eps = disagreement(p, action_range=action_range)
             audit_rows.append(
                 pd.DataFrame({"policy": spec.label, "seed": p.seed, "step": np.arange(1, len(eps) + 1), "disagree": eps})
             )
@@ -201,9 +245,9 @@ def measure_drift(
                 {
                     "policy": spec.label,
                     "seed": p.seed,
-                    **twin_episode(p, e, threshold_m=threshold_m),
+                    **twin_episode(p, e, threshold_m=threshold_m, action_range=action_range),
                     "eps_on": float(eps.mean()),
-                    "eps_off": float(disagreement(e).mean()),
+                    "eps_off": float(disagreement(e, action_range=action_range).mean()),
                     "crashed": float(p.trajectory.infos[-1]["crashed"]),
                 }
             )
@@ -228,6 +272,16 @@ def measure_drift(
         survival=pd.concat(survival, ignore_index=True),
         summary=summarize_drift(episodes),
     )
+
+
+def _action_range(scenario: Scenario) -> np.ndarray | None:
+    """``high - low`` of a Box action space, None for a discrete one."""
+    from testbed.scenarios import describe_spaces
+
+    if scenario.config.get("action", {}).get("type") != "ContinuousAction":
+        return None
+    space = describe_spaces(scenario)["action_space"]
+    return np.asarray(space["high"], dtype=float) - np.asarray(space["low"], dtype=float)
 
 
 def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:

@@ -60,10 +60,11 @@ def plot_training_log(log: pd.DataFrame, *, title: str = "BC training"):
     ax_loss.plot(log["epoch"], log["val/loss"], label="validation")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("BC loss")
-    ax_acc.plot(log["epoch"], log["train/accuracy"], label="train")
-    ax_acc.plot(log["epoch"], log["val/accuracy"], label="validation")
+    fit = "accuracy" if "train/accuracy" in log else "action_mae"  # action_mae: continuous actions
+    ax_acc.plot(log["epoch"], log[f"train/{fit}"], label="train")
+    ax_acc.plot(log["epoch"], log[f"val/{fit}"], label="validation")
     ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("action accuracy")
+    ax_acc.set_ylabel("action accuracy" if fit == "accuracy" else "mean abs. action error")
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)

@@ -37,16 +37,20 @@ class EpisodeRecord:
     seed: int
     """Seed the env (and the policy's own randomness) was reset with."""
     trajectory: TrajectoryWithRew
-    """Observations (T+1, ...), actions (T,), rewards (T,) and per-step infos (T,):
+    """Observations (T+1, ...), actions (T,) — (T, act_dim) floats for a Box action space —,
+    rewards (T,) and per-step infos (T,):
     ``speed`` [m/s], ``crashed``, ``x``/``y`` ego position [m], ``heading`` [rad], ``lane``
     (lane id, larger is further right), ``rightmost``, ``on_road``, ``lane_change`` (the
     lane id changed on the same road segment during the step), ``distance_m`` (path length
     driven during the step [m]), ``t`` (time after the step [s]) and ``applied_action`` (the
-    action applied, which differs from ``acts`` only under injected noise)."""
+    action applied, which differs from ``acts`` only under injected noise). In a
+    continuous-action scenario ``crashed`` is also true when the episode ended because the
+    ego left the road (``offroad_terminal``), ``collided`` is the collision flag alone, and
+    ``applied_action`` is a list of floats."""
     labels: np.ndarray | None = None
-    """The labeller's action at each visited state (T,), when a labeller was given."""
+    """The labeller's action at each visited state (T,) or (T, act_dim), when a labeller was given."""
     executed: np.ndarray | None = None
-    """Actions actually applied (T,) when action noise was injected; ``trajectory.acts``
+    """Actions actually applied (T,) or (T, act_dim) when action noise was injected; ``trajectory.acts``
     then holds the driver's clean actions (the labels a DART-style dataset keeps)."""
 
 
@@ -79,7 +83,9 @@ def run_episode(
         noise: probability of applying a uniformly random action instead of the driver's
             (DART-style noise injection); the record keeps the driver's clean action in
             ``acts`` and the applied ones in ``executed``. The noise generator is seeded by
-            the episode seed.
+            the episode seed. For a Box action space every applied action gets Gaussian
+            noise instead, with standard deviation ``noise`` times the range
+            ``high - low`` of each component, clipped to the Box.
 
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
@@ -90,7 +96,11 @@ def run_episode(
     if labeller is not None:
         labeller.reset(base, seed)
     noise_rng = np.random.default_rng([seed, 0xDA27])
-    n_actions = int(env.action_space.n)
+    box = _box(env.action_space)
+    if box is None:
+        n_actions = int(env.action_space.n)
+    else:
+        return _run_continuous(env, agent, seed, obs, box, noise_rng, policy_label=policy_label, labeller=labeller, noise=noise)
     executed: list[int] = []
     observations = [obs]
     actions: list[int] = []
@@ -145,6 +155,95 @@ def run_episode(
         trajectory=trajectory,
         labels=np.asarray(labels, dtype=np.int64) if labeller is not None else None,
         executed=np.asarray(executed, dtype=np.int64) if noise > 0 else None,
+    )
+
+
+def _box(space: Any) -> Any:
+    """``space`` if it is a Box action space, else None."""
+    import gymnasium as gym
+
+    return space if isinstance(space, gym.spaces.Box) else None
+
+
+def _run_continuous(
+    env: Any,
+    agent: Agent,
+    seed: int,
+    obs: np.ndarray,
+    box: Any,
+    noise_rng: np.random.Generator,
+    *,
+    policy_label: str,
+    labeller: Agent | None,
+    noise: float,
+) -> EpisodeRecord:
+    """:func:`run_episode` for a Box action space (the env is already reset; actions are
+    float32 arrays of the Box's shape; Gaussian noise as documented there)."""
+    base = env.unwrapped
+    low, high = box.low.astype(np.float64), box.high.astype(np.float64)
+    noise_std = noise * (high - low)
+
+    def as_action(a: Any) -> np.ndarray:
+        return np.asarray(a, dtype=np.float32).reshape(box.shape)
+
+    executed: list[np.ndarray] = []
+    observations = [obs]
+    actions: list[np.ndarray] = []
+    rewards: list[float] = []
+    infos: list[dict[str, Any]] = []
+    labels: list[np.ndarray] = []
+    position = np.array(base.vehicle.position, dtype=float)
+    road_id, lane, _ = _lane_state(base.vehicle, base)
+    terminated = truncated = False
+    while not (terminated or truncated):
+        if labeller is not None:
+            labels.append(as_action(labeller.act(obs, base)))
+        action = as_action(agent.act(obs, base))
+        applied = action
+        if noise > 0:
+            applied = as_action(np.clip(action + noise_rng.normal(0.0, noise_std), low, high))
+        executed.append(applied)
+        obs, reward, terminated, truncated, info = env.step(applied)
+        vehicle = base.vehicle
+        new_position = np.array(vehicle.position, dtype=float)
+        new_road, new_lane, rightmost = _lane_state(vehicle, base)
+        infos.append(
+            {
+                "speed": float(vehicle.speed),
+                # An episode ended by leaving the road (offroad_terminal) is a failure like a
+                # collision: count it as a crash; ``collided`` keeps the simulator's own flag.
+                "crashed": bool(vehicle.crashed or (terminated and not vehicle.on_road)),
+                "collided": bool(vehicle.crashed),
+                "x": float(new_position[0]),
+                "y": float(new_position[1]),
+                "heading": float(vehicle.heading),
+                "lane": new_lane,
+                "rightmost": bool(rightmost),
+                "on_road": bool(vehicle.on_road),
+                "lane_change": bool(new_road == road_id and new_lane != lane),
+                "distance_m": float(np.linalg.norm(new_position - position)),
+                "t": float(base.time),
+                "applied_action": [float(x) for x in applied.ravel()],
+            }
+        )
+        position, road_id, lane = new_position, new_road, new_lane
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+    shape = (len(actions), *box.shape)
+    trajectory = TrajectoryWithRew(
+        obs=np.asarray(observations, dtype=np.float32),
+        acts=np.asarray(actions, dtype=np.float32).reshape(shape),
+        infos=np.asarray(infos, dtype=object),
+        terminal=bool(terminated),
+        rews=np.asarray(rewards, dtype=np.float32),
+    )
+    return EpisodeRecord(
+        policy=policy_label,
+        seed=int(seed),
+        trajectory=trajectory,
+        labels=np.asarray(labels, dtype=np.float32).reshape(shape) if labeller is not None else None,
+        executed=np.asarray(executed, dtype=np.float32).reshape(shape) if noise > 0 else None,
     )
 
 
@@ -308,7 +407,8 @@ def rollouts(
         n_workers: worker processes when no pool is given; 1 runs in this process.
         pool: an open :class:`RolloutPool` to reuse.
         labeller: agent (spec, or expert name) whose action is recorded at every visited state.
-        noise: probability of applying a random action instead of the driver's.
+        noise: probability of applying a random action instead of the driver's (for a Box
+            action space: Gaussian noise of std ``noise`` times the action range).
         progress: show a progress bar.
         desc: progress bar label.
     """

@@ -118,6 +118,35 @@ PRESETS: dict[str, _Preset] = {
         max_episode_steps=1000,
         description="Single-lane-entry roundabout with incoming traffic, 11 s.",
     ),
+    "highway-fast-continuous": _Preset(
+        env_id="highway-fast-v0",
+        overrides={
+            "observation": _KINEMATICS,
+            "action": {
+                "type": "ContinuousAction",
+                # Action in [-1, 1]^2 = [acceleration, steering], mapped linearly to these ranges.
+                "acceleration_range": [-5.0, 5.0],
+                # +-15 deg instead of highway-env's +-45 deg: at 25 m/s lane keeping needs about
+                # 1 deg, so the default range leaves the useful steering in 2% of the action
+                # range, where a clone's small regression errors become large yaw rates.
+                "steering_range": [-np.pi / 12, np.pi / 12],
+                # Never reverse (the kinematic Vehicle's own range is -40..40 m/s).
+                "speed_range": [0.0, 40.0],
+                "longitudinal": True,
+                "lateral": True,
+                "dynamical": False,
+                "clip": True,
+            },
+            # Steering held for 1 s at highway speed cannot keep a lane: decide at 5 Hz, i.e.
+            # once per simulation frame of highway-fast (simulation_frequency 5).
+            "policy_frequency": 5,
+            # A continuous driver can leave the road; highway-env then zeroes the reward but
+            # lets the episode run on. End it instead, as a crash ends it.
+            "offroad_terminal": True,
+        },
+        max_episode_steps=1000,
+        description="highway-fast with continuous [acceleration, steering] actions at 5 Hz; ends off-road.",
+    ),
 }
 
 

@@ -21,6 +21,7 @@ import tempfile
 import warnings
 from typing import Any, Sequence
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 
@@ -114,7 +115,9 @@ class TrainResult:
     """The trained ``ActorCriticPolicy``."""
     log: pd.DataFrame
     """One row per epoch: ``epoch``, ``train/loss``, ``train/accuracy``, ``val/loss``,
-    ``val/accuracy`` (NaN without a validation split)."""
+    ``val/accuracy`` (NaN without a validation split). For a Box action space the accuracy
+    columns are replaced by ``train/action_mae`` and ``val/action_mae`` (see
+    :func:`evaluate_fit`)."""
     train_episodes: list[int]
     """Indices (into the demonstrations) of training episodes."""
     val_episodes: list[int]
@@ -246,6 +249,7 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     mean, std = observation_statistics(train_obs)  # training episodes only: no leak
     policy = make_policy(obs_space, act_space, config, obs_mean=mean, obs_std=std)
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
+    fit = "accuracy" if not isinstance(act_space, gym.spaces.Box) else "action_mae"
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="testbed-bc-log-") as log_dir:
         trainer = make_bc_trainer(policy, config, log_dir=log_dir, demonstrations=transitions)
@@ -257,9 +261,9 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
                 {
                     "epoch": len(rows) + 1,
                     "train/loss": train_loss,
-                    "train/accuracy": train_acc,
+                    f"train/{fit}": train_acc,
                     "val/loss": val_loss,
-                    "val/accuracy": val_acc,
+                    f"val/{fit}": val_acc,
                 }
             )
 
@@ -275,7 +279,12 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
 
 def evaluate_fit(trainer: Any, obs: np.ndarray, acts: np.ndarray) -> tuple[float, float]:
     """BC loss (imitation's, with its entropy and L2 terms) and action accuracy of the
-    trainer's policy on the given samples; NaNs when there are none."""
+    trainer's policy on the given samples; NaNs when there are none.
+
+    For a Box action space accuracy means nothing; the second value is then the mean
+    absolute error of the policy's deterministic action (the Gaussian mean, clipped to the
+    Box) against the recorded one, averaged over samples and action components, in action
+    units (highway-env's continuous actions span [-1, 1])."""
     import torch
 
     if len(acts) == 0:
@@ -287,6 +296,9 @@ def evaluate_fit(trainer: Any, obs: np.ndarray, acts: np.ndarray) -> tuple[float
         loss = trainer.loss_calculator(policy, obs, acts).loss.item()
         predicted = policy._predict(torch.as_tensor(obs), deterministic=True).cpu().numpy()
     policy.set_training_mode(was_training)
+    if isinstance(policy.action_space, gym.spaces.Box):
+        predicted = np.clip(predicted, policy.action_space.low, policy.action_space.high)
+        return float(loss), float(np.mean(np.abs(predicted - acts)))
     return float(loss), float(np.mean(predicted == acts))
 
 

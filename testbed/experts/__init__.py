@@ -14,7 +14,13 @@ def _scripted() -> Expert:
     return ScriptedExpert()
 
 
-EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted}
+def _continuous() -> Expert:
+    from testbed.experts.continuous import ContinuousExpert
+
+    return ContinuousExpert()
+
+
+EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted, "continuous": _continuous}
 """Expert name -> factory. Factories import lazily so the registry has no import cost."""
 
 

@@ -332,6 +332,12 @@ def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, senso
         _check_numbers(key, value)
         config[key] = value
     _check_observation(config["observation"], name)
+    expected = (SENSORS[named_sensor] or preset.overrides["observation"])["type"]
+    if config["observation"]["type"] != expected:
+        raise TestbedError(
+            f"scenario {name!r} observes with {expected}; choose another sensor with a suffix on the scenario "
+            f"name (e.g. {base}-lidar), not by replacing the observation config"
+        )
     return Scenario(
         name=name,
         env_id=preset.env_id,

@@ -62,6 +62,7 @@ def test_sensor_configs_are_validated() -> None:
         (("highway-fast-camera", {"observation.observation_shape": [16, 16]}), "at least 36"),
         (("highway-fast-camera", {"observation.stack_size": "4"}), "observation.stack_size"),
         (("highway-fast-camera", {"observation": {"type": "GrayscaleObservation", "stack": 4}}), "unknown observation key"),
+        (("highway-fast", {"observation": {"type": "LidarObservation", "cells": 8}}), "suffix"),
     ]
     for (name, overrides), fragment in cases:
         with pytest.raises(TestbedError, match=fragment):

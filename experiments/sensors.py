@@ -17,7 +17,9 @@ import dataclasses
 import pathlib
 import shutil
 import time
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import tyro
 
@@ -46,8 +48,8 @@ class Args:
     """BC epochs for the vector sensors (MLP)."""
     camera_epochs: int = 20
     """BC epochs for the camera (CNN; ~10 s per epoch on one busy core at 50 episodes)."""
-    timing_steps: int = 60
-    """env.step calls timed per sensor (IDLE, seeds 20000..)."""
+    timing_steps: int = 30
+    """env.step calls timed per sensor and round (IDLE, seeds 20000..; 3 rounds)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE."""
     out: str = "results/sensors"
@@ -56,22 +58,29 @@ class Args:
     """Tiny preset for tests."""
 
 
-def step_ms(scenario, n_steps: int) -> float:
-    """Mean wall time of one ``env.step`` (IDLE) [ms], resets excluded."""
-    env = make_env(scenario)
-    total, n, seed = 0.0, 0, 20_000
-    while n < n_steps:
-        env.reset(seed=seed)
-        seed += 1
-        done = False
-        while not done and n < n_steps:
-            start = time.perf_counter()
-            _, _, terminated, truncated, _ = env.step(1)
-            total += time.perf_counter() - start
-            n += 1
-            done = terminated or truncated
-    env.close()
-    return 1000 * total / n
+def step_ms(scenarios: dict[str, Any], n_steps: int, *, rounds: int = 3) -> dict[str, float]:
+    """Median over ``rounds`` of the mean wall time of one ``env.step`` (IDLE) [ms] per
+    sensor, resets excluded. Sensors take turns within each round, so a changing load on the
+    machine hits them alike."""
+    envs = {name: make_env(scenario) for name, scenario in scenarios.items()}
+    per_round: dict[str, list[float]] = {name: [] for name in envs}
+    for _ in range(rounds):
+        for name, env in envs.items():
+            total, n, seed = 0.0, 0, 20_000
+            while n < n_steps:
+                env.reset(seed=seed)
+                seed += 1
+                done = False
+                while not done and n < n_steps:
+                    start = time.perf_counter()
+                    _, _, terminated, truncated, _ = env.step(1)
+                    total += time.perf_counter() - start
+                    n += 1
+                    done = terminated or truncated
+            per_round[name].append(1000 * total / n)
+    for env in envs.values():
+        env.close()
+    return {name: float(np.median(values)) for name, values in per_round.items()}
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -84,10 +93,12 @@ def main(args: Args) -> pd.DataFrame:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    scenarios = {s: get_scenario(args.scenario, parse_overrides(args.set), sensor=s) for s in args.sensors}
+    timing = step_ms(scenarios, args.timing_steps)
     rows = []
     for sensor in args.sensors:
-        scenario = get_scenario(args.scenario, parse_overrides(args.set), sensor=sensor)
-        ms = step_ms(scenario, args.timing_steps)
+        scenario = scenarios[sensor]
+        ms = timing[sensor]
         start = time.perf_counter()
         demos = collect(scenario, "scripted", n_episodes=args.demo_episodes, seed=0)
         collect_s = time.perf_counter() - start

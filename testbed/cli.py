@@ -40,7 +40,8 @@ class Collect:
     out: str
     """Output directory (refused if it exists, unless --overwrite)."""
     scenario: str = "highway-fast"
-    """Scenario preset: highway-fast, highway, merge or roundabout."""
+    """Scenario preset: highway-fast, highway, merge or roundabout; a suffix -lidar, -grid or
+    -camera changes what the clone observes (highway-fast-camera), not how the expert drives."""
     expert: str = "scripted"
     """Expert driver."""
     episodes: int = 100

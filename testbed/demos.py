@@ -200,7 +200,18 @@ def load_demos(path: str | pathlib.Path, *, scenario: Scenario | None = None) ->
         )
     if scenario is not None:
         check_spaces(metadata, scenario, what=f"demonstrations at {root}")
-    return Demonstrations(trajectories, metadata)
+    return Demonstrations(_as_recorded_dtype(trajectories, metadata["observation_space"]), metadata)
+
+
+def _as_recorded_dtype(trajectories: list[TrajectoryWithRew], space: Any) -> list[TrajectoryWithRew]:
+    """Give observations back their recorded dtype: imitation's serialize reads uint8 camera
+    frames as int64 (8x the memory)."""
+    import numpy as np
+
+    dtype = np.dtype(space.get("dtype", "float32")) if isinstance(space, dict) else None
+    if dtype is None or all(t.obs.dtype == dtype for t in trajectories):
+        return trajectories
+    return [dataclasses.replace(t, obs=np.asarray(t.obs, dtype=dtype)) for t in trajectories]
 
 
 def _load_trajectories(path: pathlib.Path) -> list[TrajectoryWithRew]:

@@ -10,6 +10,14 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 
+CNN_FEATURES = 256
+"""Output size of the image policies' feature extractor, SB3's ``NatureCNN`` (Mnih et al.
+2015: 8x8/4, 4x4/2, 3x3/1 convolutions, then one linear layer). On the camera sensor's
+(4, 128, 64) frames its last convolution leaves 64 x 12 x 4 values; 256 features (instead of
+SB3's default 512) halve the largest layer. Images smaller than 36 px per side leave the
+convolutions nothing, which :mod:`testbed.scenarios` refuses."""
+
+
 class StandardizedFlattenExtractor(BaseFeaturesExtractor):
     """Flatten the observation and standardise each feature with fixed statistics.
 

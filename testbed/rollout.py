@@ -143,7 +143,8 @@ def run_episode(
         actions.append(int(action))
         rewards.append(float(reward))
     trajectory = TrajectoryWithRew(
-        obs=np.asarray(observations, dtype=np.float32),
+        # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
+        obs=np.asarray(observations, dtype=env.observation_space.dtype),
         acts=np.asarray(actions, dtype=np.int64),
         infos=np.asarray(infos, dtype=object),
         terminal=bool(terminated),

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import io
 import json
+import os
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
@@ -150,9 +151,73 @@ PRESETS: dict[str, _Preset] = {
 }
 
 
+# What the clone observes. The expert is privileged (it reads the simulator), so a sensor
+# changes only the observation recorded in demonstrations and fed to clones. Each config
+# lists every constructor argument of its highway-env observation class, so outputs record
+# exactly what was observed. A scenario with a sensor other than kinematics is named
+# ``BASE-SENSOR`` (``highway-fast-camera``).
+SENSORS: dict[str, Mapping[str, Any] | None] = {
+    # The preset's own Kinematics config (roundabout's uses absolute coordinates).
+    "kinematics": None,
+    # 16 rays (22.5 deg each) of distance to the nearest vehicle and its closing speed, both
+    # divided by the 60 m range. Sees vehicles only, not lane markings or road edges.
+    "lidar": {"type": "LidarObservation", "cells": 16, "maximum_range": 60.0, "normalize": True},
+    # World-aligned grid around the ego: 16 cells of 5 m along the road (27.5 m behind to
+    # 52.5 m ahead) by 7 cells of 4 m across it, so that lanes (4 m apart) fall on cell
+    # centres, not edges. Layers: presence, relative vx and vy (mapped from +-80 m/s, highway-
+    # env's default range, to +-1) and on-road. Shape (4, 16, 7).
+    "grid": {
+        "type": "OccupancyGrid",
+        "features": ["presence", "vx", "vy", "on_road"],
+        "grid_size": [[-27.5, 52.5], [-14.0, 14.0]],
+        "grid_step": [5.0, 4.0],
+        "features_range": {"vx": [-80.0, 80.0], "vy": [-80.0, 80.0]},
+        "absolute": False,
+        "align_to_vehicle_axes": False,
+        "clip": True,
+        "as_image": False,
+    },
+    # Top-down grayscale render of the last 4 decisions, 128 x 64 px at 1.75 px/m (73 m x
+    # 37 m, the ego at 30% of the width): highway-env's documented CNN example. The
+    # observation is uint8 in [0, 255] with shape (stack, width, height) = (4, 128, 64).
+    "camera": {
+        "type": "GrayscaleObservation",
+        "observation_shape": [128, 64],
+        "stack_size": 4,
+        "weights": [0.2989, 0.587, 0.114],
+        "scaling": 1.75,
+        "centering_position": [0.3, 0.5],
+    },
+}
+DEFAULT_SENSOR = "kinematics"
+
+
 def scenario_names() -> list[str]:
-    """Names of the shipped presets."""
+    """Names of the shipped presets (each also takes a sensor suffix, see :data:`SENSORS`)."""
     return sorted(PRESETS)
+
+
+def sensor_names() -> list[str]:
+    """Names of the sensors a scenario can give the clone."""
+    return list(SENSORS)
+
+
+def split_scenario_name(name: str) -> tuple[str, str]:
+    """``"highway-fast-camera"`` -> ``("highway-fast", "camera")``; a bare preset name has
+    the default sensor (kinematics).
+
+    Raises:
+        TestbedError: neither a preset nor ``PRESET-SENSOR``.
+    """
+    if name in PRESETS:
+        return name, DEFAULT_SENSOR
+    base, _, sensor = name.rpartition("-")
+    if base in PRESETS and sensor in SENSORS and sensor != DEFAULT_SENSOR:
+        return base, sensor
+    raise TestbedError(
+        f"unknown scenario {name!r}; choose from: {', '.join(scenario_names())}, optionally with a sensor "
+        f"suffix: {', '.join('-' + s for s in SENSORS if s != DEFAULT_SENSOR)} (e.g. highway-fast-camera)"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -254,22 +319,34 @@ def _check_numbers(key: str, value: Any) -> None:
         raise TestbedError(f"config key {key!r} must be > 0, got {value}")
 
 
-def get_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> Scenario:
+def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, sensor: str | None = None) -> Scenario:
     """Resolve a preset, applying validated overrides.
 
     Args:
-        name: one of :func:`scenario_names`.
-        overrides: top-level config keys to change, e.g. ``{"vehicles_density": 1.5}``.
+        name: one of :func:`scenario_names`, optionally with a sensor suffix
+            (``highway-fast-lidar``).
+        overrides: top-level config keys to change, e.g. ``{"vehicles_density": 1.5}``, or
+            keys of the observation/action config (``{"observation.cells": 32}``).
+        sensor: one of :func:`sensor_names`; the same as the name's suffix (giving both is
+            allowed only when they agree). The resolved scenario's name carries the suffix.
 
     Raises:
-        TestbedError: unknown scenario, unknown key (the message lists the valid ones) or a
-            value of the wrong type.
+        TestbedError: unknown scenario or sensor, unknown key (the message lists the valid
+            ones) or a value of the wrong type.
     """
-    if name not in PRESETS:
-        raise TestbedError(f"unknown scenario {name!r}; choose from: {', '.join(scenario_names())}")
-    preset = PRESETS[name]
+    base, named_sensor = split_scenario_name(name)
+    if sensor is not None:
+        if sensor not in SENSORS:
+            raise TestbedError(f"unknown sensor {sensor!r}; choose from: {', '.join(SENSORS)}")
+        if name != base and sensor != named_sensor:
+            raise TestbedError(f"scenario {name!r} has sensor {named_sensor!r}, not {sensor!r}")
+        named_sensor = sensor
+    name = base if named_sensor == DEFAULT_SENSOR else f"{base}-{named_sensor}"
+    preset = PRESETS[base]
     config = default_config(preset.env_id)
     config.update(copy.deepcopy(dict(preset.overrides)))
+    if SENSORS[named_sensor] is not None:
+        config["observation"] = copy.deepcopy(dict(SENSORS[named_sensor]))
     for key, value in (overrides or {}).items():
         top, dot, sub = key.partition(".")
         if dot and top in ("observation", "action"):
@@ -283,6 +360,13 @@ def get_scenario(name: str, overrides: Mapping[str, Any] | None = None) -> Scena
         value = _coerce(key, value, config[key])
         _check_numbers(key, value)
         config[key] = value
+    _check_observation(config["observation"], name)
+    expected = (SENSORS[named_sensor] or preset.overrides["observation"])["type"]
+    if config["observation"]["type"] != expected:
+        raise TestbedError(
+            f"scenario {name!r} observes with {expected}; choose another sensor with a suffix on the scenario "
+            f"name (e.g. {base}-lidar), not by replacing the observation config"
+        )
     return Scenario(
         name=name,
         env_id=preset.env_id,
@@ -311,7 +395,54 @@ def _type_params(kind: str, type_name: str) -> set[str]:
     return params
 
 
+def _check_observation(obs: Any, name: str) -> None:
+    """Refuse an observation config highway-env would misread (it ignores unknown keys)."""
+    if not isinstance(obs, Mapping) or obs.get("type") not in _OBSERVATION_TYPES:
+        raise TestbedError(
+            f"scenario {name!r}: observation type must be one of {', '.join(_OBSERVATION_TYPES)} "
+            f"(choose it with a sensor suffix, e.g. highway-fast-lidar), got {obs}"
+        )
+    unknown = set(obs) - {"type"} - _type_params("observation", obs["type"])
+    if unknown:
+        raise TestbedError(f"scenario {name!r}: unknown observation key(s) {', '.join(sorted(unknown))} for {obs['type']}")
+    for key in ("stack_size", "cells"):
+        if key in obs and not (_is_int(obs[key]) and obs[key] >= 1):
+            raise TestbedError(f"config key 'observation.{key}' must be a positive integer, got {json.dumps(obs[key])}")
+    if "maximum_range" in obs and not (_is_number(obs["maximum_range"]) and obs["maximum_range"] > 0):
+        raise TestbedError(f"config key 'observation.maximum_range' must be > 0, got {json.dumps(obs['maximum_range'])}")
+    shape = obs.get("observation_shape", [_MIN_IMAGE_PX] * 2)
+    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v >= _MIN_IMAGE_PX for v in shape)):
+        raise TestbedError(
+            f"config key 'observation.observation_shape' must be [width, height] in pixels, each at least "
+            f"{_MIN_IMAGE_PX} (the CNN's smallest input), got {json.dumps(shape)}"
+        )
+    step = obs.get("grid_step", [1.0, 1.0])
+    if not (isinstance(step, list) and len(step) == 2 and all(_is_number(v) and v > 0 for v in step)):
+        raise TestbedError(f"config key 'observation.grid_step' must be two cell sizes > 0 [m], got {json.dumps(step)}")
+
+
+_MIN_IMAGE_PX = 36  # SB3's NatureCNN (kernels 8/4, 4/2, 3/1) needs 36 px to leave one output cell
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+# Observation types a clone can use (single-agent, one array); keys are highway-env's names.
+_OBSERVATION_TYPES = ("Kinematics", "LidarObservation", "OccupancyGrid", "GrayscaleObservation")
+
+
 def _set_nested(config: dict[str, Any], top: str, sub: str, value: Any, name: str) -> None:
+    if top == "observation" and sub == "type":
+        raise TestbedError(
+            f"choose the observation type with a sensor suffix on the scenario name "
+            f"({', '.join(f'{split_scenario_name(name)[0]}-{s}' for s in SENSORS if s != DEFAULT_SENSOR)}), "
+            "not --set observation.type"
+        )
     nested = dict(config[top])
     valid = set(nested) | _type_params(top, str(nested.get("type")))
     if sub not in valid:
@@ -342,11 +473,51 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
     of ``step`` silenced. The underlying highway-env object is ``env.unwrapped``.
     """
     cls = _env_class(scenario.env_id)
-    with contextlib.redirect_stdout(io.StringIO()):
-        base = cls(config=copy.deepcopy(dict(scenario.config)), render_mode=render_mode)
+    config = copy.deepcopy(dict(scenario.config))
+    observation = dict(config["observation"])
+    if observation.get("type") == "GrayscaleObservation":
+        # highway-env concatenates (stack_size,) + observation_shape: it must be a tuple.
+        observation["observation_shape"] = tuple(observation["observation_shape"])
+        config["observation"] = observation
+        _offscreen_video()
+    # The constructor resets the env once (the Lidar quirk of _CastObservation applies).
+    with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
+        base = cls(config=config, render_mode=render_mode)
     base.spec = gym.spec(scenario.env_id)
     env: gym.Env = _QuietStep(base)
+    if observation.get("type") == "LidarObservation":
+        env = _CastObservation(env)
     return gym.wrappers.TimeLimit(env, max_episode_steps=scenario.max_episode_steps)
+
+
+def _offscreen_video() -> None:
+    """Let pygame render without a display, in this process and the workers it spawns.
+
+    highway-env's viewer draws nothing when ``SDL_VIDEODRIVER`` is ``dummy`` (the usual
+    headless advice: every camera frame would be blank), so use SDL's ``offscreen`` driver.
+    """
+    if os.environ.get("SDL_VIDEODRIVER") in (None, "", "dummy"):
+        os.environ["SDL_VIDEODRIVER"] = "offscreen"
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+class _CastObservation(gym.ObservationWrapper):
+    """Fix two quirks of highway-env 1.9.1's LidarObservation: it returns float64 arrays under
+    a float32 space (which ``observation_space.contains`` rejects), and its ray casting
+    divides by zero for rays parallel to a vehicle's side (the infinities it then compares
+    are intended), printing a RuntimeWarning on most steps."""
+
+    def step(self, action):  # type: ignore[override]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return super().step(action)
+
+    def reset(self, **kwargs):  # type: ignore[override]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return super().reset(**kwargs)
+
+    def observation(self, observation):  # type: ignore[override]
+        return np.asarray(observation, dtype=self.observation_space.dtype)
 
 
 def describe_spaces(scenario: Scenario) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from testbed.demos import Demonstrations, check_spaces
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, space_from_dict
+from testbed.scenarios import Scenario, space_from_dict, space_to_dict
 
 POLICY_FILE = "policy.pt"
 LOG_FILE = "train_log.csv"
@@ -139,10 +139,22 @@ def zero_schedule(progress_remaining: float) -> float:
 
 
 def observation_statistics(observations: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-feature mean and std (floored at 1e-3, so constant features pass through) of a
-    batch of observations, flattened."""
+    """Per-feature mean and std of a batch of observations, flattened.
+
+    The std is floored at 1e-3; a feature that never changed in the data gets std 1, so
+    that a value it takes only later (a lidar ray that always read the full range, an
+    occupancy cell never occupied) enters the network shifted, not multiplied by 1000."""
     flat = np.asarray(observations, dtype=np.float64).reshape(len(observations), -1)
-    return flat.mean(axis=0).tolist(), np.maximum(flat.std(axis=0), 1e-3).tolist()
+    std = flat.std(axis=0)
+    return flat.mean(axis=0).tolist(), np.where(std == 0, 1.0, np.maximum(std, 1e-3)).tolist()
+
+
+def is_image_space(space: Any) -> bool:
+    """Whether observations are uint8 images in [0, 255] (the camera sensor), which go
+    through a CNN instead of the standardised MLP input."""
+    from stable_baselines3.common.preprocessing import is_image_space as sb3_is_image_space
+
+    return sb3_is_image_space(space, check_channels=False)
 
 
 def make_policy(
@@ -153,24 +165,39 @@ def make_policy(
     obs_mean: list[float] | None = None,
     obs_std: list[float] | None = None,
 ) -> Any:
-    """A fresh SB3 ``ActorCriticPolicy`` MLP for BC, with standardised inputs."""
+    """A fresh SB3 ``ActorCriticPolicy`` for BC: an MLP on standardised inputs, or, for image
+    observations, an MLP on the features of SB3's ``NatureCNN`` (SB3 divides the uint8
+    pixels by 255 before the CNN; the mean and std are then unused)."""
     from stable_baselines3.common.policies import ActorCriticPolicy
 
-    from testbed.networks import StandardizedFlattenExtractor
+    from testbed.networks import CNN_FEATURES, StandardizedFlattenExtractor
 
+    if is_image_space(observation_space):
+        from stable_baselines3.common.torch_layers import NatureCNN
+
+        extractor: dict[str, Any] = {
+            "features_extractor_class": NatureCNN,
+            "features_extractor_kwargs": {"features_dim": CNN_FEATURES},
+        }
+    else:
+        extractor = {
+            "features_extractor_class": StandardizedFlattenExtractor,
+            "features_extractor_kwargs": {"mean": obs_mean, "std": obs_std},
+        }
     return ActorCriticPolicy(
         observation_space=observation_space,
         action_space=action_space,
         lr_schedule=zero_schedule,
         net_arch=list(config.net_arch),
-        features_extractor_class=StandardizedFlattenExtractor,
-        features_extractor_kwargs={"mean": obs_mean, "std": obs_std},
+        **extractor,
     )
 
 
 def set_observation_statistics(policy: Any, mean: list[float], std: list[float]) -> None:
     """Set a policy's input standardisation (buffers and the constructor record that
-    :func:`save_policy` stores)."""
+    :func:`save_policy` stores); a no-op for image policies, which have none."""
+    if not hasattr(policy.features_extractor, "set_statistics"):
+        return
     policy.features_extractor.set_statistics(mean, std)
     policy.features_extractor_kwargs = {"mean": list(mean), "std": list(std)}
 
@@ -183,6 +210,10 @@ def save_policy(policy: Any, path: str | pathlib.Path) -> None:
 
     data = policy._get_constructor_parameters()
     data["lr_schedule"] = zero_schedule
+    # Fresh spaces: one that has been sampled (NatureCNN samples the observation space to
+    # size its linear layer) pickles its numpy Generator, which the safe loader refuses.
+    for key in ("observation_space", "action_space"):
+        data[key] = space_from_dict(space_to_dict(data[key]))
     torch.save({"state_dict": policy.state_dict(), "data": data}, str(path))
 
 
@@ -246,7 +277,7 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     obs_space = space_from_dict(demos.metadata["observation_space"])
     act_space = space_from_dict(demos.metadata["action_space"])
     train_obs, train_acts = _stack(demos.trajectories, train_idx)
-    mean, std = observation_statistics(train_obs)  # training episodes only: no leak
+    mean, std = (None, None) if is_image_space(obs_space) else observation_statistics(train_obs)  # training only: no leak
     policy = make_policy(obs_space, act_space, config, obs_mean=mean, obs_std=std)
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     fit = "accuracy" if not isinstance(act_space, gym.spaces.Box) else "action_mae"

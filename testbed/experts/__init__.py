@@ -14,7 +14,13 @@ def _scripted() -> Expert:
     return ScriptedExpert()
 
 
-EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted}
+def _planner() -> Expert:
+    from testbed.experts.planner import PlannerExpert
+
+    return PlannerExpert()
+
+
+EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted, "planner": _planner}
 """Expert name -> factory. Factories import lazily so the registry has no import cost."""
 
 

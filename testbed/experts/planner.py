@@ -53,11 +53,11 @@ class PlannerParams:
     """Return lost by a predicted collision, in units of the env's per-step reward."""
     min_time_gap_s: float = 1.0
     """Time gap to the vehicle ahead (bumper gap / ego speed) below which a step is penalised [s]."""
-    gap_penalty: float = 0.5
+    gap_penalty: float = 0.25
     """Penalty per second of time gap missing below ``min_time_gap_s`` [reward units / s]."""
-    ahead_m: float = 110.0
+    ahead_m: float = 80.0
     """Road users further ahead than this are left out of the copy [m]."""
-    behind_m: float = 50.0
+    behind_m: float = 40.0
     """Road users further behind than this are left out of the copy [m]."""
     sim_frequency_hz: float = 5.0
     """Internal simulation frequency [Hz]; the env's own when it is lower."""

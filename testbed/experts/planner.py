@@ -10,17 +10,24 @@ Each decision:
 1. The ego and the road users within a window around it (``ahead_m`` / ``behind_m``) are
    deep-copied onto a fresh :class:`~highway_env.road.road.Road` that shares the (read-only)
    lane network and holds a *copy* of the env's random generator, so the real env's state and
-   RNG are never touched.
-2. For every available meta-action, the copy is stepped one decision with that action, then
-   ``horizon - 1`` more decisions under each *continuation*: ``follow`` (a closed-loop cruise
-   control in the current lane: brake if the time gap to the vehicle ahead is short, speed up
-   if it is long) and ``brake`` (SLOWER at every decision).
+   RNG are never touched. A copied vehicle whose leader was left out holds its present speed
+   (otherwise it would speed up into the empty road the cut leaves ahead of it).
+2. For every available meta-action (``get_available_actions``), the copy is stepped one
+   decision with that action, then ``horizon - 1`` more decisions under each *continuation*
+   (default ``follow``: a closed-loop cruise control in the current lane, SLOWER if the time
+   gap to the vehicle ahead is short, FASTER if it is long; ``brake`` and ``idle`` also exist).
 3. A simulated trajectory scores the env's own per-step reward (its ``_reward`` evaluated on
-   the copy), discounted by ``gamma``; a collision ends it with ``-crash_penalty``; and every
-   step whose time gap to the vehicle ahead in the ego's lane is below ``min_time_gap_s``
-   costs ``gap_penalty`` per second missing (a margin for what the copy does not model).
-   An action's value is its best continuation; the best action wins, ties going to the
-   earlier action in the preference order IDLE, FASTER, LANE_RIGHT, LANE_LEFT, SLOWER.
+   the copy), discounted by ``gamma``; a collision ends it with ``-crash_penalty``; every step
+   whose time gap to the vehicle ahead is below ``min_time_gap_s`` costs ``gap_penalty`` per
+   second missing (a margin for what the copy does not model); and the leaf pays a *trap*
+   penalty if it ends behind a vehicle slower than the ego's lowest target speed, the sooner
+   reached the larger (the horizon is too short to see the ego boxed in behind it). An
+   action's value is its best continuation; ties go to the earlier action in the order IDLE,
+   FASTER, LANE_RIGHT, LANE_LEFT, SLOWER.
+
+Costs: (available actions) x horizon x (continuations) decisions of simulation on ~5-8
+vehicles, at most ``sim_frequency_hz`` frames per simulated second (merge and roundabout run
+at 15 Hz; the copy steps them at 5 Hz, which makes their prediction approximate).
 
 The expert is stateless and deterministic: the same simulator state gives the same action.
 """

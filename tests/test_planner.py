@@ -38,8 +38,8 @@ def test_registered() -> None:
 
 
 def test_deterministic_and_available_actions() -> None:
-    first = _drive("highway-fast", 20_011)
-    second = _drive("highway-fast", 20_011)
+    first = _drive("highway-fast", 20_011, {"vehicles_count": 10})
+    second = _drive("highway-fast", 20_011, {"vehicles_count": 10})
     assert first == second
     assert len(first) == SHORT["duration"]
 
@@ -90,7 +90,7 @@ def _stopped_car_ahead(seed: int):
     """highway-fast with the ego's lane blocked by an obstacle 45 m ahead; few other vehicles."""
     from highway_env.vehicle.objects import Obstacle
 
-    env = make_env(get_scenario("highway-fast", {"duration": 5, "vehicles_count": 3}))
+    env = make_env(get_scenario("highway-fast", {"duration": 4, "vehicles_count": 3}))
     env.reset(seed=seed)
     base = env.unwrapped
     ego = base.vehicle

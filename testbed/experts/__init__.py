@@ -20,7 +20,13 @@ def _continuous() -> Expert:
     return ContinuousExpert()
 
 
-EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted, "continuous": _continuous}
+def _planner() -> Expert:
+    from testbed.experts.planner import PlannerExpert
+
+    return PlannerExpert()
+
+
+EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted, "planner": _planner, "continuous": _continuous}
 """Expert name -> factory. Factories import lazily so the registry has no import cost."""
 
 

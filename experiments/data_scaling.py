@@ -72,11 +72,11 @@ class Args:
     """Scenario config overrides KEY=VALUE, e.g. duration=20."""
     expert: str = "scripted"
     """Expert to clone (also the top reference line)."""
-    data_sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 200)
+    data_sizes: tuple[int, ...] = (1, 5, 20, 50, 100)
     """Numbers of demonstration episodes to train on."""
     train_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """BC training seeds per data size (each also draws its own subset of the pool)."""
-    pool_episodes: int = 200
+    pool_episodes: int = 100
     """Demonstration pool (episodes, seeds 0..pool-1); at least the largest data size."""
     val_episodes: int = 20
     """Extra expert episodes (seeds after the pool) no clone trains on: validation accuracy."""
@@ -84,7 +84,7 @@ class Args:
     """BC epochs (passes over each clone's own subset)."""
     batch_size: int = 64
     """BC batch size (capped at a subset's transitions)."""
-    eval_episodes: int = 50
+    eval_episodes: int = 30
     """Held-out evaluation episodes per clone and per baseline."""
     eval_seed: int = 10_000
     """First held-out evaluation seed."""

@@ -60,7 +60,7 @@ class Args:
     """Cases every clone and the expert drive in (columns); names from CASES."""
     expert: str = "scripted"
     """Expert that demonstrates and serves as the per-cell reference."""
-    demo_episodes: int = 100
+    demo_episodes: int = 50
     """Demonstration episodes per training case (seeds 0..)."""
     epochs: int = 100
     """BC epochs."""
@@ -68,7 +68,7 @@ class Args:
     """BC batch size."""
     train_seed: int = 0
     """BC training seed."""
-    eval_episodes: int = 50
+    eval_episodes: int = 30
     """Held-out episodes per cell (seeds from ``eval_seed``)."""
     eval_seed: int = DEFAULT_EVAL_SEED
     """First held-out seed."""

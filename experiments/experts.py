@@ -55,7 +55,7 @@ class Args:
     """Cells as EXPERT@SCENARIO (expert as in expert:NAME)."""
     human_demos: tuple[str, ...] = ()
     """Demonstration directories recorded with `testbed drive` (their scenario is read from them)."""
-    n_transitions: int = 1500
+    n_transitions: int = 1000
     """Demonstration (observation, action) pairs each clone is trained on."""
     epochs: int = 100
     """BC epochs."""

@@ -42,7 +42,7 @@ class Args:
     """Scenario suite."""
     scenarios: tuple[str, ...] = ()
     """Only these scenarios of the suite (default: all)."""
-    episodes: int = 100
+    episodes: int = 50
     """Held-out episodes per policy and scenario."""
     expert: str = "scripted"
     """Reference expert (normalized score 1)."""

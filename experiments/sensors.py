@@ -5,10 +5,11 @@ policy), demonstration size on disk [MB per episode], and a BC clone of the scri
 trained on DEMO_EPISODES episodes (seeds 0..) evaluated on held-out seeds (10000..).
 The expert is privileged, so its demonstrations are the same driving for every sensor; only
 what the clone sees changes. Writes results/sensors/: summary.csv, config.json and one
-subdirectory per sensor (demos' metadata, clone, evaluation).
+subdirectory per sensor (demos' metadata, clone, evaluation), episodes.csv and sensors.png.
+The expert drives the same held-out seeds as the reference.
 
-    python experiments/sensors.py                   # 50 demos, 30 eval seeds: ~30 min on a busy 2-core machine
-    python experiments/sensors.py --fast            # 2 demos, 2 eval seeds, short episodes, for tests
+    python experiments/sensors.py            # 50 demos, 50 eval seeds per sensor
+    python experiments/sensors.py --fast     # 2 demos, 2 eval seeds, short episodes, for tests
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import tyro
 
 from testbed.demos import collect, save_demos
 from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate, write_evaluation
-from testbed.outputs import write_json
+from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
+from testbed.rollout import RolloutPool, default_workers
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
 from testbed.training import TrainConfig, save_clone, train_bc
 
@@ -52,8 +54,12 @@ class Args:
     """env.step calls timed per sensor and round (IDLE, seeds 20000..; 3 rounds)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE."""
+    expert: str = "scripted"
+    """Expert that demonstrates (privileged: the same driving whatever the sensor)."""
+    workers: int = dataclasses.field(default_factory=default_workers)
+    """Worker processes."""
     out: str = "results/sensors"
-    """Output directory (rewritten)."""
+    """Output directory (replaced)."""
     fast: bool = False
     """Tiny preset for tests."""
 
@@ -89,64 +95,113 @@ def main(args: Args) -> pd.DataFrame:
             args, demo_episodes=2, eval_episodes=2, epochs=2, camera_epochs=1, timing_steps=4,
             set=(*args.set, "duration=4"),
         )
-    out = pathlib.Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    start_all = time.perf_counter()
     scenarios = {s: get_scenario(args.scenario, parse_overrides(args.set), sensor=s) for s in args.sensors}
     timing = step_ms(scenarios, args.timing_steps)
-    rows = []
-    for sensor in args.sensors:
-        scenario = scenarios[sensor]
-        ms = timing[sensor]
-        start = time.perf_counter()
-        demos = collect(scenario, "scripted", n_episodes=args.demo_episodes, seed=0)
-        collect_s = time.perf_counter() - start
-        demo_dir = save_demos(demos, out / sensor / "demos")
-        traj_mb = sum(f.stat().st_size for f in (demo_dir / "trajectories").iterdir()) / 1e6
-        meta_mb = (demo_dir / "metadata.json").stat().st_size / 1e6
-        config = TrainConfig(
-            n_epochs=args.camera_epochs if sensor == "camera" else args.epochs, batch_size=4 if args.fast else 64
-        )
-        start = time.perf_counter()
-        result = train_bc(demos, config)
-        train_s = time.perf_counter() - start
-        clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(demo_dir), config=config)
-        start = time.perf_counter()
-        evaluation = evaluate(scenario, [PolicySpec("clone", str(clone))], n_episodes=args.eval_episodes,
-                              seed=DEFAULT_EVAL_SEED)
-        eval_s = time.perf_counter() - start
-        write_evaluation(evaluation, out / sensor / "eval")
-        # The trajectories are rebuildable with this script; keep only their record.
-        shutil.rmtree(demo_dir / "trajectories")
-        s = evaluation.summary.iloc[0]
-        last = result.log.iloc[-1]
-        rows.append({
-            "sensor": sensor, "scenario": scenario.name,
-            "obs_shape": "x".join(map(str, demos.trajectories[0].obs.shape[1:])),
-            "obs_dtype": str(demos.trajectories[0].obs.dtype),
-            "env_step_ms": round(ms, 1),
-            "collect_ms_per_step": round(1000 * collect_s / demos.n_transitions, 1),
-            "demo_mb_per_episode": round(traj_mb / args.demo_episodes, 3),
-            "metadata_mb": round(meta_mb, 3),
-            "epochs": config.n_epochs, "train_s": round(train_s, 1),
-            "train_accuracy": round(float(last["train/accuracy"]), 3),
-            "val_accuracy": round(float(last["val/accuracy"]), 3),
-            "eval_ms_per_step": round(1000 * eval_s / evaluation.episodes["length"].sum(), 1),
-            **{f"clone_{k}": round(float(s[k]), 3) for k in ("return", "return_ci_low", "return_ci_high",
-                                                                "crashed", "crashed_ci_low", "crashed_ci_high")},
+    rows, episodes = [], []
+    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
+        for sensor in args.sensors:
+            scenario = scenarios[sensor]
+            start = time.perf_counter()
+            demos = collect(scenario, args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
+            collect_s = time.perf_counter() - start
+            demo_dir = save_demos(demos, out / sensor / "demos")
+            traj_mb = sum(f.stat().st_size for f in (demo_dir / "trajectories").iterdir()) / 1e6
+            meta_mb = (demo_dir / "metadata.json").stat().st_size / 1e6
+            config = TrainConfig(
+                n_epochs=args.camera_epochs if sensor == "camera" else args.epochs, batch_size=4 if args.fast else 64
+            )
+            start = time.perf_counter()
+            result = train_bc(demos, config)
+            train_s = time.perf_counter() - start
+            clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(demo_dir), config=config)
+            start = time.perf_counter()
+            specs = [PolicySpec("expert", args.expert), PolicySpec("clone", str(clone))]
+            evaluation = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=DEFAULT_EVAL_SEED, pool=pool,
+                                  progress=True)
+            eval_s = time.perf_counter() - start
+            write_evaluation(evaluation, out / sensor / "eval")
+            # The trajectories are rebuildable with this script; keep only their record.
+            shutil.rmtree(demo_dir / "trajectories")
+            episodes.append(evaluation.episodes.assign(sensor=sensor))
+            expert, s = evaluation.summary.iloc[0], evaluation.summary.iloc[1]
+            last = result.log.iloc[-1]
+            rows.append({
+                "sensor": sensor, "scenario": scenario.name,
+                "obs_shape": "x".join(map(str, demos.trajectories[0].obs.shape[1:])),
+                "obs_dtype": str(demos.trajectories[0].obs.dtype),
+                "env_step_ms": round(timing[sensor], 1),
+                "collect_ms_per_step": round(1000 * collect_s / demos.n_transitions, 1),
+                "demo_mb_per_episode": round(traj_mb / args.demo_episodes, 3),
+                "metadata_mb": round(meta_mb, 3),
+                "epochs": config.n_epochs, "train_s": round(train_s, 1),
+                "train_accuracy": round(float(last["train/accuracy"]), 3),
+                "val_accuracy": round(float(last["val/accuracy"]), 3),
+                "eval_ms_per_step": round(1000 * eval_s / evaluation.episodes["length"].sum(), 1),
+                **{f"clone_{k}": float(s[k]) for k in METRIC_COLUMNS},
+                **{f"expert_{k}": float(expert[k]) for k in METRIC_COLUMNS},
+                **{k: float(s[k]) for k in ("return_diff", "return_diff_ci_low", "return_diff_ci_high")},
+            })
+            print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
+        summary = pd.DataFrame(rows)
+        summary.to_csv(out / "summary.csv", index=False)
+        pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
+        write_json(out / "config.json", {
+            "args": dataclasses.asdict(args),
+            "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
+            "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
+            "eval_seeds": {"first": DEFAULT_EVAL_SEED, "n_episodes": args.eval_episodes},
+            "timing_seeds": {"first": 20_000},
+            "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+            "expert paired by seed",
+            "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
+            "wall_time_s": round(time.perf_counter() - start_all, 1),
+            "provenance": provenance(),
         })
-        pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-        print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
-    write_json(out / "config.json", {
-        "args": dataclasses.asdict(args),
-        "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
-        "eval_seeds": {"first": DEFAULT_EVAL_SEED, "n_episodes": args.eval_episodes},
-        "notes": "env_step_ms: bare env.step (IDLE) on this machine while other jobs shared its 2 cores; "
-                 "ratios between sensors are the meaningful part",
-        "provenance": provenance(),
-    })
-    return pd.DataFrame(rows)
+        _plot(summary, out / "sensors.png", args)
+    return summary
+
+
+METRIC_COLUMNS = ("return", "return_ci_low", "return_ci_high", "crashed", "crashed_ci_low", "crashed_ci_high")
+
+
+def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
+    """Redraw the figure from ``summary.csv`` and ``config.json`` of an earlier run in ``out``."""
+    from testbed.outputs import read_json
+
+    out = pathlib.Path(out)
+    saved = read_json(out / "config.json", what="experiment config")["args"]
+    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    _plot(pd.read_csv(out / "summary.csv"), out / "sensors.png", args)
+    return [out / "sensors.png"]
+
+
+def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(summary))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    for ax, metric, name in zip(axes[:2], ("return", "crashed"), ("return", "crash rate")):
+        for k, (role, offset) in enumerate((("expert", -0.2), ("clone", 0.2))):
+            v = summary[f"{role}_{metric}"].to_numpy(dtype=float)
+            err = np.vstack([v - summary[f"{role}_{metric}_ci_low"], summary[f"{role}_{metric}_ci_high"] - v])
+            ax.bar(x + offset, v, width=0.4, yerr=err, capsize=3, label=role, color=f"C{k}")
+        ax.set_xticks(x, summary["sensor"])
+        ax.set_ylabel(name)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[2].bar(x, summary["env_step_ms"], color="C2")
+    axes[2].set_xticks(x, summary["sensor"])
+    axes[2].set_ylabel("env.step [ms]")
+    axes[2].grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
+                 f"{args.eval_episodes} held-out seeds; 95% CIs)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,18 @@ def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
     assert (out / "data_scaling.png").read_bytes() == png
     with pytest.raises(TestbedError, match="different sweep config"):
         module.main(dataclasses.replace(args, set=("duration=20",)))
+
+
+def test_sensors_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("sensors")
+    out = tmp_path / "se"
+    summary = module.main(module.Args(fast=True, out=str(out), workers=1))
+    assert list(summary["sensor"]) == ["kinematics", "lidar", "grid", "camera"]
+    # The expert is privileged: every sensor's demonstrations and reference are the same driving.
+    assert summary["expert_return"].nunique() == 1
+    assert summary.set_index("sensor").loc["camera", "obs_dtype"] == "uint8"
+    assert (summary["env_step_ms"] > 0).all()
+    png = (out / "sensors.png").read_bytes()
+    module.replot(out)
+    assert (out / "sensors.png").read_bytes() == png
+    assert not (out / "camera" / "demos" / "trajectories").exists()

@@ -35,7 +35,7 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
-from testbed.rollout import _lane_state
+from testbed.rollout import EgoTracker
 
 ARROWS = ("left", "right", "up", "down")
 
@@ -416,28 +416,6 @@ class DrivenEpisode:
         return self.end == "quit"
 
 
-def _step_info(base: Any, position: np.ndarray, road_id: Any, lane: int, applied: Any) -> tuple[dict[str, Any], Any]:
-    # The same per-step infos as testbed.rollout.run_episode, so metrics work on human data.
-    vehicle = base.vehicle
-    new_position = np.array(vehicle.position, dtype=float)
-    new_road, new_lane, rightmost = _lane_state(vehicle, base)
-    info = {
-        "speed": float(vehicle.speed),
-        "crashed": bool(vehicle.crashed),
-        "x": float(new_position[0]),
-        "y": float(new_position[1]),
-        "heading": float(vehicle.heading),
-        "lane": new_lane,
-        "rightmost": bool(rightmost),
-        "on_road": bool(vehicle.on_road),
-        "lane_change": bool(new_road == road_id and new_lane != lane),
-        "distance_m": float(np.linalg.norm(new_position - position)),
-        "t": float(base.time),
-        "applied_action": applied,
-    }
-    return info, (new_position, new_road, new_lane)
-
-
 def drive_episode(
     env: Any,
     seed: int,
@@ -477,8 +455,8 @@ def drive_episode(
     paused = start_paused
     previous = mapper.neutral()
     observations, actions, rewards, infos = [obs], [], [], []
-    position = np.array(base.vehicle.position, dtype=float)
-    road_id, lane, _ = _lane_state(base.vehicle, base)
+    # The same per-step infos as testbed.rollout.run_episode, so metrics work on human data.
+    tracker = EgoTracker(base, offroad_is_crash=np.ndim(mapper.neutral()) > 0)
 
     def status(extra: str = "") -> list[str]:
         head = f"{title}  step {len(actions)}  t={float(base.time):.1f} s  speed {float(base.vehicle.speed):.1f} m/s"
@@ -522,7 +500,7 @@ def drive_episode(
         action = mapper.action(keyboard.take(), previous)
         applied = int(action) if np.ndim(action) == 0 else [float(a) for a in np.asarray(action).ravel()]
         obs, reward, terminated, truncated, _ = env.step(action)
-        info, (position, road_id, lane) = _step_info(base, position, road_id, lane, applied)
+        info = tracker.step(applied, terminated)
         observations.append(obs)
         actions.append(action)
         rewards.append(float(reward))

@@ -61,6 +61,47 @@ def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
     return road_id, lane, lane == n_side - 1
 
 
+class EgoTracker:
+    """Builds the per-step infos of :class:`EpisodeRecord` from the ego vehicle, one call per
+    ``env.step`` (lane changes and distance need the previous step's state)."""
+
+    def __init__(self, base: Any, *, offroad_is_crash: bool = False) -> None:
+        """Args:
+            base: the unwrapped env, just reset.
+            offroad_is_crash: count an episode ended by leaving the road (``offroad_terminal``,
+                continuous control) as a crash, and keep the simulator's own collision flag in
+                ``collided``.
+        """
+        self.base = base
+        self.offroad_is_crash = offroad_is_crash
+        self.position = np.array(base.vehicle.position, dtype=float)
+        self.road_id, self.lane, _ = _lane_state(base.vehicle, base)
+
+    def step(self, applied: Any, terminated: bool) -> dict[str, Any]:
+        """Infos after a step that applied ``applied`` (stored as given)."""
+        vehicle = self.base.vehicle
+        new_position = np.array(vehicle.position, dtype=float)
+        new_road, new_lane, rightmost = _lane_state(vehicle, self.base)
+        info: dict[str, Any] = {"speed": float(vehicle.speed), "crashed": bool(vehicle.crashed)}
+        if self.offroad_is_crash:
+            info["crashed"] = bool(vehicle.crashed or (terminated and not vehicle.on_road))
+            info["collided"] = bool(vehicle.crashed)
+        info.update({
+            "x": float(new_position[0]),
+            "y": float(new_position[1]),
+            "heading": float(vehicle.heading),
+            "lane": new_lane,
+            "rightmost": bool(rightmost),
+            "on_road": bool(vehicle.on_road),
+            "lane_change": bool(new_road == self.road_id and new_lane != self.lane),
+            "distance_m": float(np.linalg.norm(new_position - self.position)),
+            "t": float(self.base.time),
+            "applied_action": applied,
+        })
+        self.position, self.road_id, self.lane = new_position, new_road, new_lane
+        return info
+
+
 def run_episode(
     env: Any,
     agent: Agent,
@@ -107,8 +148,7 @@ def run_episode(
     rewards: list[float] = []
     infos: list[dict[str, Any]] = []
     labels: list[int] = []
-    position = np.array(base.vehicle.position, dtype=float)
-    road_id, lane, _ = _lane_state(base.vehicle, base)
+    tracker = EgoTracker(base)
     terminated = truncated = False
     while not (terminated or truncated):
         if labeller is not None:
@@ -119,26 +159,7 @@ def run_episode(
             applied = int(noise_rng.integers(n_actions))
         executed.append(applied)
         obs, reward, terminated, truncated, info = env.step(applied)
-        vehicle = base.vehicle
-        new_position = np.array(vehicle.position, dtype=float)
-        new_road, new_lane, rightmost = _lane_state(vehicle, base)
-        infos.append(
-            {
-                "speed": float(vehicle.speed),
-                "crashed": bool(vehicle.crashed),
-                "x": float(new_position[0]),
-                "y": float(new_position[1]),
-                "heading": float(vehicle.heading),
-                "lane": new_lane,
-                "rightmost": bool(rightmost),
-                "on_road": bool(vehicle.on_road),
-                "lane_change": bool(new_road == road_id and new_lane != lane),
-                "distance_m": float(np.linalg.norm(new_position - position)),
-                "t": float(base.time),
-                "applied_action": applied,
-            }
-        )
-        position, road_id, lane = new_position, new_road, new_lane
+        infos.append(tracker.step(applied, terminated))
         observations.append(obs)
         actions.append(int(action))
         rewards.append(float(reward))
@@ -193,8 +214,7 @@ def _run_continuous(
     rewards: list[float] = []
     infos: list[dict[str, Any]] = []
     labels: list[np.ndarray] = []
-    position = np.array(base.vehicle.position, dtype=float)
-    road_id, lane, _ = _lane_state(base.vehicle, base)
+    tracker = EgoTracker(base, offroad_is_crash=True)
     terminated = truncated = False
     while not (terminated or truncated):
         if labeller is not None:
@@ -205,29 +225,7 @@ def _run_continuous(
             applied = as_action(np.clip(action + noise_rng.normal(0.0, noise_std), low, high))
         executed.append(applied)
         obs, reward, terminated, truncated, info = env.step(applied)
-        vehicle = base.vehicle
-        new_position = np.array(vehicle.position, dtype=float)
-        new_road, new_lane, rightmost = _lane_state(vehicle, base)
-        infos.append(
-            {
-                "speed": float(vehicle.speed),
-                # An episode ended by leaving the road (offroad_terminal) is a failure like a
-                # collision: count it as a crash; ``collided`` keeps the simulator's own flag.
-                "crashed": bool(vehicle.crashed or (terminated and not vehicle.on_road)),
-                "collided": bool(vehicle.crashed),
-                "x": float(new_position[0]),
-                "y": float(new_position[1]),
-                "heading": float(vehicle.heading),
-                "lane": new_lane,
-                "rightmost": bool(rightmost),
-                "on_road": bool(vehicle.on_road),
-                "lane_change": bool(new_road == road_id and new_lane != lane),
-                "distance_m": float(np.linalg.norm(new_position - position)),
-                "t": float(base.time),
-                "applied_action": [float(x) for x in applied.ravel()],
-            }
-        )
-        position, road_id, lane = new_position, new_road, new_lane
+        infos.append(tracker.step([float(x) for x in applied.ravel()], terminated))
         observations.append(obs)
         actions.append(action)
         rewards.append(float(reward))

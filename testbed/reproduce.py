@@ -37,6 +37,7 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("pipeline", None, "quick pipeline: expert -> demos -> BC -> paired evaluation (highway-fast)"),
+    Step("divergence_gif", "divergence_gif", "side-by-side GIF of expert and the pipeline's clone, divergence marked"),
     Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case"),
     Step("experts", "experts", "expert zoo x scenarios, and BC clones of each expert"),
     Step("compounding_error", "compounding_error", "drift, BC vs DART vs DAgger, horizon scaling"),

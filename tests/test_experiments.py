@@ -173,3 +173,15 @@ def test_sensors_fast(tmp_path: pathlib.Path) -> None:
     module.replot(out)
     assert (out / "sensors.png").read_bytes() == png
     assert not (out / "camera" / "demos" / "trajectories").exists()
+
+
+def test_divergence_gif_fast(tmp_path: pathlib.Path) -> None:
+    from PIL import Image
+
+    module = _load("divergence_gif")
+    out = tmp_path / "gif"
+    info = module.main(module.Args(fast=True, out=str(out)))
+    with Image.open(out / "expert_vs_clone.gif") as gif:
+        assert gif.n_frames == info["n_frames"] > 1
+    record = json.loads((out / "render.json").read_text())
+    assert record["args"]["policy"] == "idle" and record["provenance"]["git_commit"]

@@ -193,9 +193,10 @@ class Train:
             extra={"dagger": dataclasses.asdict(dagger)}, overwrite=self.overwrite,
         )
         last = result.log.iloc[-1]
+        fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
         print(
             f"trained DAgger for {dagger.n_rounds} rounds ({int(last['n_labels'])} expert labels) in "
-            f"{time.perf_counter() - start:.1f} s: train accuracy {last['train/accuracy']:.3f} -> {self.out}"
+            f"{time.perf_counter() - start:.1f} s: train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f} -> {self.out}"
         )
 
 

@@ -83,8 +83,9 @@ def _round_demos(trainer: Any, round_num: int) -> list[Any]:
     return [serialize.load(p)[0] for p in sorted(directory.glob("*.npz"))]
 
 
-def _expert_labels(venv: Any, experts: Sequence[Any]) -> np.ndarray:
-    return np.array([expert.act(env.unwrapped) for expert, env in zip(experts, venv.envs)], dtype=np.int64)
+def _expert_labels(venv: Any, experts: Sequence[Any], *, continuous: bool) -> np.ndarray:
+    labels = [expert.act(env.unwrapped) for expert, env in zip(experts, venv.envs)]
+    return np.array(labels, dtype=np.float32 if continuous else np.int64)
 
 
 def train_dagger(
@@ -109,7 +110,8 @@ def train_dagger(
 
     Returns:
         Policy, per-round log (``round``, ``beta``, ``n_labels``, ``n_episodes``,
-        ``train/loss``, ``train/accuracy``, ``crash_rate`` of the round's episodes), the
+        ``train/loss``, ``train/accuracy`` (``train/action_mae`` for continuous actions),
+        ``crash_rate`` of the round's episodes), the
         aggregated labelled trajectories and the round seeds.
     """
     import torch
@@ -127,10 +129,12 @@ def train_dagger(
     torch.manual_seed(config.seed)
     spaces = describe_spaces(scenario)
     obs_space, act_space = space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"])
-    if spaces["action_space"]["type"] != "Discrete":
-        # imitation's InteractiveTrajectoryCollector mixes expert and learner actions with a
-        # per-env mask that does not broadcast over Box actions, and the labels below are ints.
-        raise TestbedError(f"DAgger supports discrete-action scenarios only; {scenario.name!r} has continuous actions")
+    # Box actions work as they are: imitation's collector swaps whole rows of the (n_envs,
+    # act_dim) action array, and BC fits the Gaussian policy to the float labels.
+    continuous = spaces["action_space"]["type"] != "Discrete"
+    from testbed.policies import check_expert_fits
+
+    check_expert_fits(make_expert(expert), scenario)
     policy = make_policy(obs_space, act_space, config)
     venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env(scenario))])
     labeller = make_expert(expert)
@@ -155,7 +159,7 @@ def train_dagger(
             labeller.reset(venv.envs[0].unwrapped)
             finished, crashes = 0, 0
             while finished < dagger.episodes_per_round:
-                _, _, dones, infos = collector.step(_expert_labels(venv, [labeller]))
+                _, _, dones, infos = collector.step(_expert_labels(venv, [labeller], continuous=continuous))
                 if dones[0]:
                     finished += 1
                     crashes += bool(infos[0].get("crashed", False))
@@ -181,7 +185,7 @@ def train_dagger(
                     "n_labels": int(len(acts)),
                     "n_episodes": len(trajectories),
                     "train/loss": loss,
-                    "train/accuracy": accuracy,
+                    "train/action_mae" if continuous else "train/accuracy": accuracy,
                     "crash_rate": crashes / finished,
                 }
             )
@@ -191,7 +195,8 @@ def train_dagger(
                 r = rows[-1]
                 print(
                     f"dagger round {round_num}: beta {r['beta']:.2f}, {r['n_labels']} expert labels, "
-                    f"train accuracy {accuracy:.3f}, crash rate while collecting {r['crash_rate']:.2f}",
+                    f"train {'action MAE' if continuous else 'accuracy'} {accuracy:.3f}, "
+                    f"crash rate while collecting {r['crash_rate']:.2f}",
                     flush=True,
                 )
     venv.close()

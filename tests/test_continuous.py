@@ -160,6 +160,17 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     assert 0.0 < summary.loc[f"clone:{clone}", "eps_off"] < 1.0
     assert summary.loc[f"clone:{clone}", "first_disagreement_step"] >= 1
 
-    assert main(["train", "--algo", "dagger", "--out", str(tmp_path / "dg"), "--scenario", SCENARIO,
-                 "--expert", "continuous"]) == 2
-    assert "discrete-action scenarios only" in capsys.readouterr().err
+    # DAgger with the continuous expert labelling the learner's states.
+    dg = tmp_path / "dg"
+    assert main(["train", "--algo", "dagger", "--out", str(dg), "--scenario", SCENARIO, "--expert", "continuous",
+                 "--rounds", "2", "--episodes-per-round", "1", "--epochs-per-round", "2", "--batch-size", "8",
+                 "--set", "duration=4"]) == 0
+    log = pd.read_csv(dg / "train_log.csv")
+    assert list(log["round"]) == [0, 1] and (log["n_labels"].diff().dropna() > 0).all()
+    assert (log["train/action_mae"] > 0).all()
+    assert main(["evaluate", "--out", str(tmp_path / "dg_ev"), "--policy", f"clone:{dg}",
+                 "--episodes", "1", "--no-plot", *short]) == 0
+    # The discrete expert cannot label continuous states.
+    assert main(["train", "--algo", "dagger", "--out", str(tmp_path / "dg2"), "--scenario", SCENARIO,
+                 "--expert", "scripted", "--set", "duration=4"]) == 2
+    assert "ContinuousAction" in capsys.readouterr().err

@@ -28,7 +28,8 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The checkout's commit, suffixed ``-dirty`` when tracked files have changes; or
+    """The checkout's commit, suffixed ``-dirty`` when tracked files outside ``results/`` have
+    changes; or
     ``unknown`` outside a git checkout."""
     root = pathlib.Path(__file__).resolve().parent.parent
     try:
@@ -36,7 +37,9 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # Committed results are outputs, not code: a rerun rewriting them is not a change
+            # to what produced them.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=root, capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

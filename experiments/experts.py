@@ -41,7 +41,7 @@ CELLS: tuple[tuple[str, str], ...] = (
     ("planner", "highway-fast"),
     ("planner", "merge"),
     ("planner", "roundabout"),
-    ("sb3:results/experts/rl/highway-fast-dqn/model.zip", "highway-fast"),
+    ("sb3:results/rl_expert/highway-fast-dqn/model.zip", "highway-fast"),
     ("continuous", "highway-fast-continuous"),
 )
 """(expert name as in ``expert:NAME``, scenario preset) pairs."""

@@ -25,7 +25,7 @@ from testbed.scenarios import parse_overrides
 
 POLICIES: tuple[str, ...] = (
     "expert:planner",
-    "expert:sb3:results/experts/rl/highway-fast-dqn/model.zip",
+    "expert:sb3:results/rl_expert/highway-fast-dqn/model.zip",
     "clone:results/pipeline/highway-fast/clone",
     "idle",
 )

@@ -251,7 +251,10 @@ def _plot(cells: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{e.rsplit('/', 1)[-1]}\n{s}" for e, s in zip(cells["expert"], cells["scenario"])]
+    def short(expert: str) -> str:  # sb3:.../highway-fast-dqn/model.zip -> sb3 dqn
+        return f"sb3 {pathlib.Path(expert[4:]).parent.name.rsplit('-', 1)[-1]}" if expert.startswith("sb3:") else expert
+
+    labels = [short(e) + "\n" + s.replace("-continuous", "-\ncontinuous") for e, s in zip(cells["expert"], cells["scenario"])]
     x = np.arange(len(cells))
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(cells) + 3), 4.2))
     for ax, metric, name in zip(axes, ("return", "crashed"), ("return", "crash rate")):

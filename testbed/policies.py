@@ -290,7 +290,8 @@ def _is_box(space: Any) -> bool:
 
 
 def check_expert_fits(expert: Any, scenario: Any) -> None:
-    """Refuse an expert built for another kind of action than the scenario's.
+    """Refuse an expert built for another kind of action (or, if it reads the observation,
+    another observation) than the scenario's.
 
     Experts may declare ``action_types`` (names of highway-env action types they drive
     with); one without it is taken to drive discrete meta-actions.
@@ -305,6 +306,10 @@ def check_expert_fits(expert: Any, scenario: Any) -> None:
             f"expert {getattr(expert, 'name', expert)!r} drives with {', '.join(supported)} actions; "
             f"scenario {scenario.name!r} has {kind} actions"
         )
+    # Experts that read the observation (SB3 models) also check it before any simulation.
+    check_scenario = getattr(expert, "check_scenario", None)
+    if check_scenario is not None:
+        check_scenario(scenario)
 
 
 def build_agent(spec: PolicySpec, scenario: Any) -> Agent:

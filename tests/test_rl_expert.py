@@ -103,6 +103,12 @@ def test_space_and_observation_mismatch(tiny_run: pathlib.Path, capsys: pytest.C
     absolute = get_scenario("highway-fast", {"observation.absolute": True, "duration": 2})
     with pytest.raises(TestbedError, match="observation config"):
         rollouts(absolute, spec, [10_000])
+    # Both are caught before any simulation, where agents are built (the leaderboard's n/a).
+    from testbed.policies import build_agent
+
+    for scenario in (wider, absolute, get_scenario("roundabout")):
+        with pytest.raises(TestbedError, match="SB3 model"):
+            build_agent(spec, scenario)
     import gymnasium as gym
 
     expert = make_expert(f"sb3:{tiny_run / 'model.zip'}")

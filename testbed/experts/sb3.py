@@ -245,19 +245,35 @@ class SB3Expert(Expert):
                     f"{describe_space(theirs)}"
                 )
 
+    def check_scenario(self, scenario: Any) -> None:
+        """Fail, before any simulation, unless the model fits ``scenario`` (spaces and, for a
+        model from ``testbed train-expert``, observation config).
+
+        Raises:
+            TestbedError: one line naming what differs.
+        """
+        from testbed.scenarios import describe_spaces, space_from_dict
+
+        spaces = describe_spaces(scenario)
+        self.check_spaces(space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"]),
+                          where=f"scenario {scenario.name!r}")
+        observation = scenario.to_dict()["config"].get("observation")
+        self._check_observation_config(observation, where=f"scenario {scenario.name!r}")
+
     def _check_env(self, env: Any) -> None:
+        from testbed.scenarios import _jsonable
+
         if id(env) in self._checked:
             return
         name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
         self.check_spaces(env.observation_space, env.action_space, where=f"env {name}")
-        self._check_observation_config(env)
+        observation = _jsonable(dict(env.config.get("observation", {}))) if hasattr(env, "config") else None
+        self._check_observation_config(observation, where="the env")
         self._checked.add(id(env))
 
-    def _check_observation_config(self, env: Any) -> None:
+    def _check_observation_config(self, ours: Any, *, where: str) -> None:
         """If ``testbed train-expert`` wrote this model, its observation config must match
-        the env's too: same shape is not enough (relative vs absolute Kinematics)."""
-        from testbed.scenarios import _jsonable
-
+        ``ours`` too: same shape is not enough (relative vs absolute Kinematics)."""
         meta_path = self.model.path.parent / "metadata.json"
         try:
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
@@ -266,11 +282,10 @@ class SB3Expert(Expert):
         if not isinstance(meta, dict) or meta.get("model_file") != self.model.path.name:
             return
         theirs = meta.get("scenario", {}).get("config", {}).get("observation")
-        ours = _jsonable(dict(env.config.get("observation", {}))) if hasattr(env, "config") else None
         if theirs is not None and ours is not None and theirs != ours:
             raise TestbedError(
                 f"SB3 model {self.model.path} was trained with observation config {theirs}, "
-                f"but the env uses {ours}"
+                f"but {where} uses {ours}"
             )
 
     def reset(self, env: Any) -> None:

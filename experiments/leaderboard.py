@@ -4,7 +4,7 @@ standard suite (the same code path as ``testbed benchmark``).
 Writes results/leaderboard/: leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv,
 config.json and leaderboard.png (normalized score per policy with 95% CIs).
 
-    python experiments/leaderboard.py           # ~15 min on 2 cores
+    python experiments/leaderboard.py           # ~10 min on 2 cores
     python experiments/leaderboard.py --fast    # tiny, used by the tests
 """
 
@@ -42,7 +42,7 @@ class Args:
     """Scenario suite."""
     scenarios: tuple[str, ...] = ()
     """Only these scenarios of the suite (default: all)."""
-    episodes: int = 50
+    episodes: int = 30
     """Held-out episodes per policy and scenario."""
     expert: str = "scripted"
     """Reference expert (normalized score 1)."""

@@ -50,7 +50,7 @@ import tyro
 from testbed.demos import Demonstrations, collect, load_demos, save_demos
 from testbed.errors import TestbedError
 from testbed.metrics import episodes_table, mean_ci
-from testbed.outputs import read_json, write_json
+from testbed.outputs import read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool, default_workers
@@ -328,8 +328,7 @@ def main(args: Args) -> dict[str, Any]:
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw the figure from ``summary.csv``, ``cells.csv`` and ``config.json`` of an earlier run."""
     out = pathlib.Path(out)
-    saved = read_json(out / "config.json", what="experiment config")["args"]
-    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    args = read_args(out / "config.json", Args)
     tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("summary", "cells")}
     _plot(out / "data_scaling.png", tables, args)
     return [out / "data_scaling.png"]

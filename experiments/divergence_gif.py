@@ -63,10 +63,10 @@ def main(args: Args) -> dict:
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Render the GIF again from the arguments recorded in ``out`` (a few seconds of simulation)."""
-    from testbed.outputs import read_json
+    from testbed.outputs import read_args
 
-    saved = read_json(pathlib.Path(out) / "render.json", what="render record")["args"]
-    main(Args(**{**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}, "out": str(out)}))
+    args = read_args(pathlib.Path(out) / "render.json", Args, what="render record")
+    main(dataclasses.replace(args, out=str(out)))
     return [pathlib.Path(out) / "expert_vs_clone.gif"]
 
 

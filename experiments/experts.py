@@ -236,11 +236,10 @@ def table(cells: pd.DataFrame) -> str:
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw the figure from ``cells.csv`` and ``config.json`` of an earlier run in ``out``."""
-    from testbed.outputs import read_json
+    from testbed.outputs import read_args
 
     out = pathlib.Path(out)
-    saved = read_json(out / "config.json", what="experiment config")["args"]
-    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    args = read_args(out / "config.json", Args)
     _plot(pd.read_csv(out / "cells.csv"), out / "experts.png", args)
     return [out / "experts.png"]
 

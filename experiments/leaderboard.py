@@ -83,11 +83,10 @@ def main(args: Args) -> pd.DataFrame:
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw the figure from ``leaderboard.csv`` and ``config.json`` of an earlier run in ``out``."""
-    from testbed.outputs import read_json
+    from testbed.outputs import read_args
 
     out = pathlib.Path(out)
-    saved = read_json(out / "config.json", what="leaderboard config")["args"]
-    args = Args(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    args = read_args(out / "config.json", Args)
     _plot(pd.read_csv(out / "leaderboard.csv"), out / "leaderboard.png", args)
     return [out / "leaderboard.png"]
 

@@ -63,3 +63,17 @@ def read_json(path: str | pathlib.Path, *, what: str) -> Any:
         return json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TestbedError(f"{what} is corrupt ({p}): {e}") from None
+
+
+def read_args(path: str | pathlib.Path, cls: type, *, what: str = "experiment config") -> Any:
+    """Rebuild a script's arguments dataclass from the ``args`` a run recorded in ``path``
+    (a ``config.json``); JSON lists become the tuples the dataclasses declare.
+
+    Raises:
+        TestbedError: missing or corrupt file, or arguments the dataclass does not take.
+    """
+    saved = read_json(path, what=what).get("args", {})
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    except TypeError as e:
+        raise TestbedError(f"{path}: recorded arguments do not fit {cls.__name__}: {e}") from None

@@ -163,10 +163,25 @@ def run_episode(
         observations.append(obs)
         actions.append(int(action))
         rewards.append(float(reward))
+    # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
+    return _record(policy_label, seed, observations, env.observation_space.dtype, actions, np.int64, (len(actions),),
+                   infos, terminated, rewards, labels if labeller is not None else None, executed if noise > 0 else None)
+
+
+def _record(
+    policy_label: str, seed: int, observations: list, obs_dtype: Any, actions: list, act_dtype: Any,
+    act_shape: tuple[int, ...], infos: list, terminated: bool, rewards: list, labels: list | None,
+    executed: list | None,
+) -> EpisodeRecord:
+    """Stack one episode's per-step lists into an :class:`EpisodeRecord` (actions, labels and
+    executed actions share ``act_dtype`` and ``act_shape``)."""
+
+    def acts(values: list) -> np.ndarray:
+        return np.asarray(values, dtype=act_dtype).reshape(act_shape)
+
     trajectory = TrajectoryWithRew(
-        # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
-        obs=np.asarray(observations, dtype=env.observation_space.dtype),
-        acts=np.asarray(actions, dtype=np.int64),
+        obs=np.asarray(observations, dtype=obs_dtype),
+        acts=acts(actions),
         infos=np.asarray(infos, dtype=object),
         terminal=bool(terminated),
         rews=np.asarray(rewards, dtype=np.float32),
@@ -175,8 +190,8 @@ def run_episode(
         policy=policy_label,
         seed=int(seed),
         trajectory=trajectory,
-        labels=np.asarray(labels, dtype=np.int64) if labeller is not None else None,
-        executed=np.asarray(executed, dtype=np.int64) if noise > 0 else None,
+        labels=acts(labels) if labels is not None else None,
+        executed=acts(executed) if executed is not None else None,
     )
 
 
@@ -229,21 +244,8 @@ def _run_continuous(
         observations.append(obs)
         actions.append(action)
         rewards.append(float(reward))
-    shape = (len(actions), *box.shape)
-    trajectory = TrajectoryWithRew(
-        obs=np.asarray(observations, dtype=np.float32),
-        acts=np.asarray(actions, dtype=np.float32).reshape(shape),
-        infos=np.asarray(infos, dtype=object),
-        terminal=bool(terminated),
-        rews=np.asarray(rewards, dtype=np.float32),
-    )
-    return EpisodeRecord(
-        policy=policy_label,
-        seed=int(seed),
-        trajectory=trajectory,
-        labels=np.asarray(labels, dtype=np.float32).reshape(shape) if labeller is not None else None,
-        executed=np.asarray(executed, dtype=np.float32).reshape(shape) if noise > 0 else None,
-    )
+    return _record(policy_label, seed, observations, np.float32, actions, np.float32, (len(actions), *box.shape),
+                   infos, terminated, rewards, labels if labeller is not None else None, executed if noise > 0 else None)
 
 
 # Per-process caches, so that a worker builds each env and each agent once however many

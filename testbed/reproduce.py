@@ -133,12 +133,20 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
 
 
 def reproduce(steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_only: bool, workers: int) -> dict[str, float]:
-    """Run ``steps`` in order; returns each step's wall time [s]."""
+    """Run ``steps`` in order; returns each step's wall time [s].
+
+    The steps share one :func:`testbed.rollout.reuse_episodes` block: an expert or baseline
+    episode that an earlier step already ran (same config, policy, seed) is not simulated
+    again, which changes no number and saves a good part of the full rebuild.
+    """
+    from testbed.rollout import reuse_episodes
+
     times: dict[str, float] = {}
-    for step in steps:
-        print(f"== {step.name}: {step.description}", flush=True)
-        start = time.perf_counter()
-        run_step(step, out_root, fast=fast, plot_only=plot_only, workers=workers)
-        times[step.name] = time.perf_counter() - start
-        print(f"== {step.name} done in {times[step.name]:.0f} s", flush=True)
+    with reuse_episodes():
+        for step in steps:
+            print(f"== {step.name}: {step.description}", flush=True)
+            start = time.perf_counter()
+            run_step(step, out_root, fast=fast, plot_only=plot_only, workers=workers)
+            times[step.name] = time.perf_counter() - start
+            print(f"== {step.name} done in {times[step.name]:.0f} s", flush=True)
     return times

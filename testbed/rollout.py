@@ -13,6 +13,7 @@ class inside each worker instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
@@ -321,6 +322,45 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_REUSED: dict[tuple, EpisodeRecord] | None = None
+_REUSABLE_KINDS = ("expert", "idle", "random")
+
+
+@contextlib.contextmanager
+def reuse_episodes() -> Iterator[None]:
+    """Within this block, an episode already run in this process is not run again.
+
+    Experiments often replay the same episode: the expert on the held-out seeds, the same
+    demonstration seeds, the baselines. An episode is a deterministic function of the
+    scenario's resolved config, the driving and labelling policies, the noise and the seed,
+    so when all of those are equal the earlier :class:`EpisodeRecord` is returned instead.
+    Only policies named by what they are (experts, ``idle``, ``random``) are reused — a
+    clone is a file that may be rewritten under the same path — and camera scenarios are
+    never kept (about 1 MB per episode). ``testbed reproduce`` runs all its steps inside one
+    such block; records live in memory and end with it.
+    """
+    global _REUSED
+    outer = _REUSED
+    _REUSED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
+def _reusable(task: "_Task | None") -> bool:
+    if task is None or task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation":
+        return False
+    return task.spec.kind in _REUSABLE_KINDS and (task.labeller is None or task.labeller.kind in _REUSABLE_KINDS)
+
+
+def _task_key(task: "_Task") -> tuple:
+    scenario = {k: v for k, v in task.scenario.to_dict().items() if k != "name"}
+    labeller = task.labeller.label if task.labeller is not None else None
+    return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
+
+
+
 class RolloutPool:
     """Worker processes that run episodes of any (scenario, policy) sent to them.
 
@@ -360,12 +400,24 @@ class RolloutPool:
             raise TestbedError(f"noise must be a probability in [0, 1], got {noise}")
         labeller = _as_spec(labeller)
         tasks = [_Task(scenario, spec, labeller, float(noise), int(s)) for s in seeds]
+        memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
+        keys = [_task_key(t) for t in tasks] if memo is not None else []
+        hits = [k in memo for k in keys] if memo is not None else [False] * len(tasks)
+        fresh = self._map([t for t, hit in zip(tasks, hits) if not hit])
+        for i, hit in enumerate(hits):
+            if hit:
+                yield memo[keys[i]]  # type: ignore[index]
+                continue
+            record = next(fresh)
+            if memo is not None:
+                memo[keys[i]] = record
+            yield record
+
+    def _map(self, tasks: list["_Task"]) -> Iterator[EpisodeRecord]:
         if self._pool is None:
-            for task in tasks:
-                yield _run_task(task)
-            return
+            return map(_run_task, tasks)
         chunksize = max(1, len(tasks) // (8 * self.n_workers))
-        yield from self._pool.imap(_run_task, tasks, chunksize=chunksize)
+        return self._pool.imap(_run_task, tasks, chunksize=chunksize)
 
     def run(
         self,

@@ -73,3 +73,24 @@ def test_noise_keeps_clean_labels(scenario: Scenario) -> None:
     clean = rollouts(scenario, spec, [13])[0]
     assert clean.executed is None
     assert np.any(noisy.executed != noisy.trajectory.acts)  # P(no perturbation) ~ 0.6**len
+
+
+def test_reuse_episodes_returns_earlier_records_only_for_identical_inputs(scenario: Scenario, clone_dir) -> None:
+    import dataclasses
+
+    from testbed.rollout import reuse_episodes
+
+    expert, clone = PolicySpec.parse("expert:scripted"), PolicySpec.parse(f"clone:{clone_dir}")
+    denser = dataclasses.replace(scenario, config={**scenario.config, "vehicles_density": 1.5})
+    with RolloutPool(1) as pool:
+        with reuse_episodes():
+            first = pool.run(scenario, expert, [5, 6])
+            mixed = pool.run(scenario, expert, [7, 6, 5])  # hits and a miss, in the order asked
+            assert mixed[1] is first[1] and mixed[2] is first[0] and mixed[0].seed == 7
+            assert pool.run(denser, expert, [5])[0] is not first[0]  # another config
+            assert pool.run(scenario, expert, [5], noise=0.2)[0] is not first[0]  # other noise
+            assert pool.run(scenario, expert, [5], labeller="scripted")[0] is not first[0]  # a labeller
+            c1, c2 = pool.run(scenario, clone, [5]), pool.run(scenario, clone, [5])
+            assert c1[0] is not c2[0]  # clones are files: never reused
+        assert pool.run(scenario, expert, [5])[0] is not first[0]  # the block is over
+        _same(mixed, pool.run(scenario, expert, [7, 6, 5]))  # a reused record equals a fresh one

@@ -84,7 +84,7 @@ class Args:
     """BC epochs (passes over each clone's own subset)."""
     batch_size: int = 64
     """BC batch size (capped at a subset's transitions)."""
-    eval_episodes: int = 30
+    eval_episodes: int = 20
     """Held-out evaluation episodes per clone and per baseline."""
     eval_seed: int = 10_000
     """First held-out evaluation seed."""

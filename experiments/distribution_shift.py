@@ -68,7 +68,7 @@ class Args:
     """BC batch size."""
     train_seed: int = 0
     """BC training seed."""
-    eval_episodes: int = 30
+    eval_episodes: int = 20
     """Held-out episodes per cell (seeds from ``eval_seed``)."""
     eval_seed: int = DEFAULT_EVAL_SEED
     """First held-out seed."""

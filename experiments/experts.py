@@ -63,7 +63,7 @@ class Args:
     """BC batch size."""
     train_seed: int = 0
     """BC training seed."""
-    eval_episodes: int = 100
+    eval_episodes: int = 50
     """Held-out episodes per expert and clone."""
     eval_seed: int = DEFAULT_EVAL_SEED
     """First held-out seed."""
@@ -181,7 +181,9 @@ def main(args: Args) -> pd.DataFrame:
             save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
             specs = ([PolicySpec("expert", expert)] if human is None else []) + [PolicySpec("clone", str(path))]
             ev = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True)
-            episodes.append(ev.episodes.assign(**cell))
+            # The clone is trained in the output's temporary directory; label it by where it ends up.
+            final = f"clone:{pathlib.Path(args.out) / path.relative_to(out)}"
+            episodes.append(ev.episodes.assign(**cell).replace({"policy": {specs[-1].label: final}}))
             by_policy = {p: g for p, g in ev.episodes.groupby("policy")}
             row: dict[str, Any] = {**cell, "n_transitions": demos.n_transitions, "n_demo_episodes": len(demos.trajectories)}
             for role, spec in zip(("expert", "clone") if human is None else ("clone",), specs):

@@ -249,6 +249,7 @@ def measure_drift(
                     "eps_on": float(eps.mean()),
                     "eps_off": float(disagreement(e, action_range=action_range).mean()),
                     "crashed": float(p.trajectory.infos[-1]["crashed"]),
+                    "return": float(np.sum(p.trajectory.rews)),
                 }
             )
         horizon = max(len(r.trajectory.acts) for r in [*on, *off])

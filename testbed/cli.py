@@ -8,6 +8,7 @@ to a temporary directory and renamed into place only when complete.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import sys
 import time
@@ -540,6 +541,15 @@ class Reproduce:
         root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
         times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=_check_workers(self.workers))
         print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
+        if not self.only and not self.plot_only:  # a complete rebuild records how long it took
+            from testbed.outputs import write_json
+            from testbed.provenance import provenance
+
+            write_json(root / "reproduce.json", {
+                "command": "testbed reproduce" + (" --fast" if self.fast else ""), "workers": self.workers,
+                "cpu_count": os.cpu_count(), "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+                "total_s": round(sum(times.values()), 1), "provenance": provenance(),
+            })
 
 
 @dataclasses.dataclass

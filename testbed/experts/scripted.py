@@ -73,7 +73,7 @@ class ScriptedParams:
     """Braking assumed of a vehicle on a ramp lane beside the ego's lane, about to merge [m/s^2]."""
     lane_change_time: float = 1.0
     """Time during which a lane change still needs room in the lane being left [s]."""
-    mobil_window: tuple[float, float] = (-10.0, 60.0)
+    mobil_window: tuple[float, float] = (-5.0, 40.0)
     """Vehicles beside a lane within these longitudinal offsets from the ego (behind, ahead)
     are asked whether their lane-change model (MOBIL) would move them into it now; if so they
     count as in it [m]."""
@@ -256,9 +256,11 @@ class ScriptedExpert(Expert):
             # No speed keeps the current lane safe. Rank the actions by the time to actual
             # contact (no gap margins): a margin already violated in the current lane (a
             # leader barely slower than the ego's lowest speed) is no reason to cut into an
-            # occupied side lane. Ties keep the lane and brake.
+            # occupied side lane. Among contact-free actions a fully safe one (a lane change)
+            # comes first; remaining ties keep the lane and brake.
             ttc = all_ttv(contact=True)
-            best = max(ttc, key=lambda a: (min(ttc[a], p.horizon), a not in (_LANE_LEFT, _LANE_RIGHT), ttv[a], a == _SLOWER))
+            best = max(ttc, key=lambda a: (min(ttc[a], p.horizon), ttv[a] >= p.horizon,
+                                           a not in (_LANE_LEFT, _LANE_RIGHT), ttv[a], a == _SLOWER))
             return int(idx[best])
 
         if side_frames and (safe.get(_IDLE) or safe.get(_SLOWER)):
@@ -305,6 +307,21 @@ class ScriptedExpert(Expert):
             if abs(x - ex) < r and abs(y - ey) < r:
                 out.append((v, x, y))
         return out
+
+    @staticmethod
+    def _may_gain(v: Any) -> bool:
+        """Whether MOBIL (politeness 0) could find a lane-change gain for ``v``: its predicted
+        acceleration in any lane is at most its free-road acceleration, so if it already
+        accelerates within the required gain of that, it has nothing to gain (cheap filter
+        before the full MOBIL query)."""
+        try:
+            if float(v.POLITENESS) != 0.0:
+                return True
+            target = float(v.target_speed)
+            a_free = float(v.COMFORT_ACC_MAX) * (1 - (max(float(v.speed), 0.0) / max(abs(target), 1e-3)) ** float(v.DELTA))
+            return a_free - float(v.action.get("acceleration", 0.0)) >= float(v.LANE_CHANGE_MIN_ACC_GAIN)
+        except (AttributeError, TypeError, ValueError):
+            return True
 
     def _ramp_active(self, net: Any, ego: Any, others: list) -> bool:
         """Whether a vehicle on a forbidden (ramp) lane is within ``ramp_window`` of the ego."""
@@ -405,8 +422,7 @@ class ScriptedExpert(Expert):
                         index is not None and li is not None and li[:2] == index[:2]
                         and abs(li[2] - index[2]) == 1 and p.mobil_window[0] < ds < p.mobil_window[1]
                         and hasattr(v, "mobil") and float(v.speed) >= 1
-                        # at its desired speed a vehicle has nothing to gain by changing
-                        and float(v.speed) < float(getattr(v, "target_speed", 0.0)) - 0.5
+                        and self._may_gain(v)
                     ):
                         key = (id(v), index)
                         if key not in self._mobil:

@@ -73,6 +73,10 @@ class ScriptedParams:
     """Braking assumed of a vehicle on a ramp lane beside the ego's lane, about to merge [m/s^2]."""
     lane_change_time: float = 1.0
     """Time during which a lane change still needs room in the lane being left [s]."""
+    mobil_window: tuple[float, float] = (-5.0, 40.0)
+    """Vehicles beside a lane within these longitudinal offsets from the ego (behind, ahead)
+    are asked whether their lane-change model (MOBIL) would move them into it now; if so they
+    count as in it [m]."""
     trap_time: float = 60.0
     """A lane with a vehicle ahead slower than the ego's lowest target speed is a trap (the ego
     cannot follow it and will have to leave, possibly boxed in) if the ego would reach it
@@ -164,6 +168,7 @@ class ScriptedExpert(Expert):
         self.p = params or ScriptedParams()
         self._framed_ids: set[int] = set()
         self._aligned_ids: set[int] = set()
+        self._mobil: dict[tuple, bool] = {}
         self._cross: list | None = None
         self._ego_path: tuple | None = None
         self._ring: tuple | None = None
@@ -206,41 +211,56 @@ class ScriptedExpert(Expert):
 
         self._framed_ids = set()
         self._aligned_ids = set()
+        self._mobil = {}
         self._cross = None
         self._ring = self._ring_conflicts(env, ego, others)
         changing = ego.lane_index != ego.target_lane_index
         frames = self._chain_frames(env, ego, others)
         if changing:
-            frames.append(self._frame(net.get_lane(ego.lane_index), ego, others, entering=False))
+            frames.append(self._frame(net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index))
         side_frames = {}
         if not changing:
             for action, delta in ((_LANE_LEFT, -1), (_LANE_RIGHT, 1)):
                 side = self._side_lane(net, ego, delta) if action in idx else None
                 if side is not None:
-                    side_frames[action] = (side, self._frame(net.get_lane(side), ego, others, entering=True))
+                    side_frames[action] = (side, self._frame(net.get_lane(side), ego, others, entering=True, index=side))
 
-        def speed_ttv(k: int, frames_: list, until: float = math.inf) -> float:
+        def speed_ttv(k: int, frames_: list, until: float = math.inf, contact: bool = False) -> float:
             brake, hold = profiles[k]
-            ttv = min((self._frame_ttv(fr, brake, hold, until) for fr in frames_), default=math.inf)
+            ttv = min((self._frame_ttv(fr, brake, hold, until, contact) for fr in frames_), default=math.inf)
             ttv = min(ttv, self._yield_ttv(brake, hold))
             return min(ttv, self._crossing_ttv(env, ego, others, hold))
 
-        ttv = {a: speed_ttv(k, frames) for a, k in cands.items()}
-        for action, (side, fr) in side_frames.items():
-            k = cands[_IDLE]
-            ttv[action] = min(speed_ttv(k, [fr]), speed_ttv(k, frames[:1], until=p.lane_change_time))
+        back_frame = None
         if changing:
-            # Aborting returns to the lane still under the ego's centre.
-            back = _LANE_LEFT if ego.target_lane_index[2] > ego.lane_index[2] else _LANE_RIGHT
-            if back in idx:
+            back_frame = self._frame(net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index)
+
+        def all_ttv(contact: bool = False) -> dict[str, float]:
+            out = {a: speed_ttv(k, frames, contact=contact) for a, k in cands.items()}
+            for action, (side, fr) in side_frames.items():
                 k = cands[_IDLE]
-                ttv[back] = speed_ttv(k, [self._frame(net.get_lane(ego.lane_index), ego, others, entering=False)])
+                out[action] = min(speed_ttv(k, [fr], contact=contact),
+                                  speed_ttv(k, frames[:1], until=p.lane_change_time, contact=contact))
+            if changing:
+                # Aborting returns to the lane still under the ego's centre.
+                back = _LANE_LEFT if ego.target_lane_index[2] > ego.lane_index[2] else _LANE_RIGHT
+                if back in idx:
+                    out[back] = speed_ttv(cands[_IDLE], [back_frame], contact=contact)
+            return out
+
+        ttv = all_ttv()
         safe = {a: t >= p.horizon for a, t in ttv.items()}
         v_min, v_max = speeds[0], speeds[-1]
 
         if not any(safe.get(a) for a in cands):
-            # No speed keeps the current lane safe: take whatever leaves the most time.
-            best = max(ttv, key=lambda a: (ttv[a], a in (_LANE_LEFT, _LANE_RIGHT), a == _SLOWER))
+            # No speed keeps the current lane safe. Rank the actions by the time to actual
+            # contact (no gap margins): a margin already violated in the current lane (a
+            # leader barely slower than the ego's lowest speed) is no reason to cut into an
+            # occupied side lane. Among contact-free actions a fully safe one (a lane change)
+            # comes first; remaining ties keep the lane and brake.
+            ttc = all_ttv(contact=True)
+            best = max(ttc, key=lambda a: (min(ttc[a], p.horizon), ttv[a] >= p.horizon,
+                                           a not in (_LANE_LEFT, _LANE_RIGHT), ttv[a], a == _SLOWER))
             return int(idx[best])
 
         if side_frames and (safe.get(_IDLE) or safe.get(_SLOWER)):
@@ -288,6 +308,21 @@ class ScriptedExpert(Expert):
                 out.append((v, x, y))
         return out
 
+    @staticmethod
+    def _may_gain(v: Any) -> bool:
+        """Whether MOBIL (politeness 0) could find a lane-change gain for ``v``: its predicted
+        acceleration in any lane is at most its free-road acceleration, so if it already
+        accelerates within the required gain of that, it has nothing to gain (cheap filter
+        before the full MOBIL query)."""
+        try:
+            if float(v.POLITENESS) != 0.0:
+                return True
+            target = float(v.target_speed)
+            a_free = float(v.COMFORT_ACC_MAX) * (1 - (max(float(v.speed), 0.0) / max(abs(target), 1e-3)) ** float(v.DELTA))
+            return a_free - float(v.action.get("acceleration", 0.0)) >= float(v.LANE_CHANGE_MIN_ACC_GAIN)
+        except (AttributeError, TypeError, ValueError):
+            return True
+
     def _ramp_active(self, net: Any, ego: Any, others: list) -> bool:
         """Whether a vehicle on a forbidden (ramp) lane is within ``ramp_window`` of the ego."""
         lane = net.get_lane(ego.target_lane_index)
@@ -314,7 +349,7 @@ class ScriptedExpert(Expert):
         net = env.road.network
         index = ego.target_lane_index
         lane = net.get_lane(index)
-        frames = [self._frame(lane, ego, others, entering=False)]
+        frames = [self._frame(lane, ego, others, entering=False, index=index)]
         s_ego, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
         dist = lane.length - s_ego
         route = list(ego.route) if ego.route else None
@@ -330,12 +365,13 @@ class ScriptedExpert(Expert):
                 break
             index, lane = nxt, net.get_lane(nxt)
             if not _same_geometry(last, lane):
-                frames.append(self._frame(lane, ego, others, entering=True, offset=dist))
+                frames.append(self._frame(lane, ego, others, entering=True, offset=dist, index=index))
                 last = lane
             dist += lane.length
         return frames
 
-    def _frame(self, lane: Any, ego: Any, others: list, entering: bool, offset: float | None = None) -> dict:
+    def _frame(self, lane: Any, ego: Any, others: list, entering: bool, offset: float | None = None,
+               index: tuple | None = None) -> dict:
         """Project the nearby road users on a lane's extended geometry.
 
         Args:
@@ -345,6 +381,9 @@ class ScriptedExpert(Expert):
             entering: whether the ego would be entering this lane (rear vehicles matter).
             offset: distance the ego still has to drive before the lane starts; ``None`` if
                 the ego is beside or on the lane.
+            index: the lane's index; if given, a vehicle in a neighbouring lane of the same road
+                that has not announced a change counts as entering this lane when its own
+                lane-change model (MOBIL) recommends the change now.
         """
         p = self.p
         ex, ey = float(ego.position[0]), float(ego.position[1])
@@ -379,6 +418,16 @@ class ScriptedExpert(Expert):
                         cx, cy = tl.position(ts, 0)
                         _, tlat = _local(lane, float(cx), float(cy))
                         inside = abs(tlat) < lane.width_at(0) / 2
+                    elif (
+                        index is not None and li is not None and li[:2] == index[:2]
+                        and abs(li[2] - index[2]) == 1 and p.mobil_window[0] < ds < p.mobil_window[1]
+                        and hasattr(v, "mobil") and float(v.speed) >= 1
+                        and self._may_gain(v)
+                    ):
+                        key = (id(v), index)
+                        if key not in self._mobil:
+                            self._mobil[key] = bool(v.mobil(index))
+                        inside = self._mobil[key]
                 except (KeyError, IndexError):
                     pass
             if not inside:
@@ -430,7 +479,7 @@ class ScriptedExpert(Expert):
                 out.append((f * dt, s, v))
         return out
 
-    def _frame_ttv(self, frame: dict, brake: list, hold: list, until: float = math.inf) -> float:
+    def _frame_ttv(self, frame: dict, brake: list, hold: list, until: float = math.inf, contact: bool = False) -> float:
         """First predicted time a gap in a frame is violated (``inf`` if none) [s].
 
         Args:
@@ -438,8 +487,10 @@ class ScriptedExpert(Expert):
             brake: ego profile with the braking fallback (checked against vehicles ahead).
             hold: ego profile holding its target (checked against vehicles behind).
             until: ignore violations after this time [s].
+            contact: if true, the time of actual contact (gap margins zero) instead.
         """
         p = self.p
+        gap_front, gap_rear = (0.0, 0.0) if contact else (p.min_gap_front, p.min_gap_rear)
         ego_len = frame["ego_len"]
         offset = frame["offset"]
         first = math.inf
@@ -450,7 +501,7 @@ class ScriptedExpert(Expert):
                 t_end = min(until, brake[-1][0])
                 v_low = max(u.speed + u.accel * p.front_brake_time, 0.0)
                 v_top = max(v for _, _, v in brake)
-                if u.s - half - p.min_gap_front > max(v_top - v_low, 0.0) * t_end:
+                if u.s - half - gap_front > max(v_top - v_low, 0.0) * t_end:
                     continue  # cannot be caught up within the horizon
                 for t, s, v_e in brake:
                     if t >= first or t > until:
@@ -461,7 +512,7 @@ class ScriptedExpert(Expert):
                         s_u = u.s + u.speed * u.speed / (-2 * u.accel)
                     else:
                         s_u = u.s + u.speed * tb + 0.5 * u.accel * tb * tb + v_end * (t - tb)
-                    if s_u - s - half < p.min_gap_front:
+                    if s_u - s - half < gap_front:
                         first = t
                         break
             elif frame["entering"]:
@@ -479,7 +530,7 @@ class ScriptedExpert(Expert):
                     if t_in is not None and t - t_in >= p.rear_reaction and v_u > v_e:
                         v_u = max(v_u - p.rear_decel * dt, v_e)
                     s_u += v_u * dt
-                    if entered and abs(s - s_u) - half < (p.min_gap_rear if s_u < s else p.min_gap_front):
+                    if entered and abs(s - s_u) - half < (gap_rear if s_u < s else gap_front):
                         first = t
                         break
         return first

@@ -139,8 +139,14 @@ def decision_ms(scenario: Scenario, expert: str, seeds: list[int]) -> np.ndarray
 
 
 def _enough_demos(scenario: Scenario, expert: str, n: int, pool: RolloutPool) -> Demonstrations:
-    """Collect episodes (seeds 0..) until they hold at least ``n`` transitions."""
-    demos = collect(scenario, expert, n_episodes=max(2, n // 25), seed=0, pool=pool, progress=True)
+    """Collect episodes (seeds 0..) until they hold at least ``n`` transitions.
+
+    The first batch is the fewest full-length episodes that could hold ``n`` (a 5 Hz
+    continuous episode is 150 decisions, a highway-fast one 30); later batches top up from
+    the observed mean length, so few episodes are simulated only to be cut away.
+    """
+    full = scenario.config.get("duration", 25) * scenario.policy_frequency_hz
+    demos = collect(scenario, expert, n_episodes=max(2, int(np.ceil(n / max(full, 1.0)))), seed=0, pool=pool, progress=True)
     while demos.n_transitions < n:
         per_episode = demos.n_transitions / len(demos.trajectories)
         more = int(np.ceil((n - demos.n_transitions) / max(per_episode, 1.0) * 1.2)) + 1

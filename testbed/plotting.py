@@ -73,6 +73,35 @@ def plot_training_log(log: pd.DataFrame, *, title: str = "BC training"):
     return fig
 
 
+def plot_binned_curve(
+    bins: pd.DataFrame,
+    *,
+    metrics: Sequence[tuple[str, str]],
+    title: str = "",
+):
+    """Means with 95% CI bands over consecutive blocks of training steps, one panel per metric.
+
+    Args:
+        bins: one row per block: ``timesteps_from``, ``timesteps_to`` and, per metric ``m``,
+            ``m``, ``m_ci_low``, ``m_ci_high`` (e.g. ``experiments/rl_expert.training_bins``).
+        metrics: (column, axis label) pairs.
+        title: figure title.
+    """
+    fig, axes = _figure(len(metrics))
+    x = (bins["timesteps_from"].to_numpy(float) + bins["timesteps_to"].to_numpy(float)) / 2
+    for ax, (column, label) in zip(axes[0], metrics):
+        ax.plot(x, bins[column], marker="o")
+        ax.fill_between(x, bins[f"{column}_ci_low"], bins[f"{column}_ci_high"], alpha=0.2)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if column == "crashed":
+            ax.set_ylim(0, 1.05)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_drift(curves: dict[str, pd.DataFrame], survival: pd.DataFrame, summary: pd.DataFrame, *, title: str = ""):
     """Four panels: twin position error by step, on-policy disagreement by step, survival,
     and eps_on vs eps_off per policy.

@@ -39,6 +39,7 @@ STEPS: tuple[Step, ...] = (
     Step("pipeline", None, "quick pipeline: expert -> demos -> BC -> paired evaluation (highway-fast)"),
     Step("divergence_gif", "divergence_gif", "side-by-side GIF of expert and the pipeline's clone, divergence marked"),
     Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case"),
+    Step("rl_expert", "rl_expert", "SB3 DQN expert trained on highway-fast, evaluated beside the scripted expert"),
     Step("experts", "experts", "expert zoo x scenarios, and BC clones of each expert"),
     Step("compounding_error", "compounding_error", "drift, BC vs DART vs DAgger, horizon scaling"),
     Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations"),

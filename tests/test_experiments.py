@@ -185,3 +185,25 @@ def test_divergence_gif_fast(tmp_path: pathlib.Path) -> None:
         assert gif.n_frames == info["n_frames"] > 1
     record = json.loads((out / "render.json").read_text())
     assert record["args"]["policy"] == "idle" and record["provenance"]["git_commit"]
+
+
+def test_rl_expert_fast_trains_evaluates_and_replots(tmp_path: pathlib.Path) -> None:
+    module = _load("rl_expert")
+    out = tmp_path / "rl"
+    summary = module.main(module.Args(fast=True, out=str(out), workers=1))
+    model = out / module.MODEL_DIR / "model.zip"
+    assert list(summary["policy"]) == ["expert:scripted", f"expert:sb3:{model}"]  # the final path, not a temp one
+    assert (summary["n_episodes"] == 2).all()
+    curve = pd.read_csv(out / module.MODEL_DIR / "training_curve.csv")
+    bins = pd.read_csv(out / "training_bins.csv")
+    assert bins["n_episodes"].sum() == len(curve) and (bins["timesteps_to"] <= 300 + 100).all()
+    config = json.loads((out / "config.json").read_text())
+    assert config["rl_config"]["n_timesteps"] == 300 and config["provenance"]["git_commit"]
+    assert ".tmp-" not in (out / "eval" / "config.json").read_text()
+    # The model serves as an expert from where it was written.
+    from testbed.policies import PolicySpec, build_agent
+    from testbed.scenarios import get_scenario
+
+    build_agent(PolicySpec.parse(f"expert:sb3:{model}"), get_scenario("highway-fast"))
+    for png in module.replot(out):
+        assert png.stat().st_size > 0

@@ -4,7 +4,9 @@ For every number of expert demonstration episodes n (1 ... 200) and every traini
 BC clone is trained and driven on held-out seeds; expert, idle and random are driven on the
 same seeds as reference lines. Every (n, seed) clone and every baseline is one cell of a
 resumable sweep (:mod:`testbed.sweep`): rerunning after an interruption finishes the missing
-cells, and ``--executor ray`` spreads the cells over a Ray cluster.
+cells (the code's git commit is part of the sweep config, so cells are only resumed by the
+code that made them; ``testbed reproduce`` always starts afresh), and ``--executor ray``
+spreads the cells over a Ray cluster.
 
 Data. The expert drives one pool of ``pool_episodes`` demonstration episodes (seeds
 0..pool-1), collected once, plus ``val_episodes`` more (the seeds after the pool) that no clone
@@ -52,7 +54,7 @@ from testbed.errors import TestbedError
 from testbed.metrics import episodes_table, mean_ci
 from testbed.outputs import read_args, read_json, write_json
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
+from testbed.provenance import git_commit, provenance
 from testbed.rollout import RolloutPool, default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.sweep import CellResult, Sweep
@@ -268,7 +270,10 @@ def main(args: Args) -> dict[str, Any]:
     demos_dir = out.absolute() / "demos"  # absolute: cells may run in Ray workers elsewhere
     eval_seeds = tuple(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     ctx = Context(scenario.to_dict(), args.expert, str(demos_dir), args.pool_episodes, args.epochs, args.batch_size, eval_seeds)
-    sweep_config = {"context": ctx.to_dict(), "val_episodes": args.val_episodes, "subset_key": SUBSET_KEY}
+    # The code's commit is part of the config: finished cells are resumed only by the code that
+    # made them (a resume across commits would mix results of two versions of the expert or BC).
+    sweep_config = {"context": ctx.to_dict(), "val_episodes": args.val_episodes, "subset_key": SUBSET_KEY,
+                    "code": git_commit()}
     # Checks that out/sweep is this study's (or new) before any simulation.
     sweep = Sweep(out / "sweep", _cells(args), functools.partial(run_cell, ctx), config=sweep_config)
     timings: dict[str, float] = {}

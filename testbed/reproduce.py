@@ -130,7 +130,12 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
     if step.script is None:
         return _pipeline_run(out, fast=fast, workers=workers)
     module = load_script(step.script)
-    return module.main(module.Args(fast=fast, out=str(out), workers=workers))
+    args = module.Args(fast=fast, out=str(out), workers=workers)
+    if any(f.name == "overwrite" for f in dataclasses.fields(args)):
+        # A script that resumes an existing output by default (a sweep) starts afresh: a
+        # rebuild must not keep cells that earlier code computed.
+        args = dataclasses.replace(args, overwrite=True)
+    return module.main(args)
 
 
 def reproduce(steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_only: bool, workers: int) -> dict[str, float]:

@@ -158,6 +158,14 @@ def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
     assert (out / "data_scaling.png").read_bytes() == png
     with pytest.raises(TestbedError, match="different sweep config"):
         module.main(dataclasses.replace(args, set=("duration=20",)))
+    # Cells made by other code are not resumed.
+    config_path = out / "sweep" / "config.json"
+    sweep_config = json.loads(config_path.read_text())
+    assert sweep_config["sweep"]["config"]["code"] == config["provenance"]["git_commit"]
+    sweep_config["sweep"]["config"]["code"] = "0" * 40
+    config_path.write_text(json.dumps(sweep_config))
+    with pytest.raises(TestbedError, match="different sweep config"):
+        module.main(args)
 
 
 def test_sensors_fast(tmp_path: pathlib.Path) -> None:

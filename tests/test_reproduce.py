@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import shutil
 
@@ -57,3 +58,13 @@ def test_fast_pipeline_step_then_plot_only(tmp_path: pathlib.Path) -> None:
     (run / "summary.png").unlink()
     assert main(["reproduce", "--plot-only", "--only", "pipeline", "--out-root", str(tmp_path)]) == 0
     assert np.array_equal(before, _pixels(run / "summary.png"))
+
+
+def test_a_rebuild_replaces_a_resumable_output_instead_of_resuming_it(tmp_path: pathlib.Path) -> None:
+    # A data-scaling output left by other code (its sweep refuses to resume) is rebuilt.
+    stale = tmp_path / "data_scaling"
+    shutil.copytree(RESULTS / "data_scaling" / "sweep", stale / "sweep", ignore=shutil.ignore_patterns("cells"))
+    (stale / "summary.csv").write_text("stale\n")
+    assert main(["reproduce", "--fast", "--only", "data_scaling", "--out-root", str(tmp_path), "--workers", "2"]) == 0
+    assert (stale / "summary.csv").read_text() != "stale\n"
+    assert json.loads((stale / "sweep" / "config.json").read_text())["sweep"]["config"]["context"]["epochs"] == 3

@@ -70,7 +70,7 @@ class Args:
     """DAgger episodes per round."""
     dagger_epochs_per_round: int = 30
     """DAgger BC epochs per round."""
-    eval_episodes: int = 50
+    eval_episodes: int = 100
     """Held-out episodes for drift and for the DAgger/BC/DART comparison."""
     sweep_eval_episodes: int = 30
     """Held-out episodes per clone in the labels and open/closed-loop sweeps."""

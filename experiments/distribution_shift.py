@@ -54,7 +54,7 @@ slower than highway-fast, so it is a test column only on request (``--test-cases
 class Args:
     """Train BC in some scenarios, evaluate clone and expert in all of them."""
 
-    train_cases: tuple[str, ...] = ("highway-fast", "merge", "roundabout")
+    train_cases: tuple[str, ...] = ("highway-fast", "dense", "4-lanes", "merge", "roundabout")
     """Cases a clone is trained in (rows of the matrix); names from CASES."""
     test_cases: tuple[str, ...] = ("highway-fast", "dense", "4-lanes", "merge", "roundabout")
     """Cases every clone and the expert drive in (columns); names from CASES."""
@@ -68,7 +68,7 @@ class Args:
     """BC batch size."""
     train_seed: int = 0
     """BC training seed."""
-    eval_episodes: int = 20
+    eval_episodes: int = 30
     """Held-out episodes per cell (seeds from ``eval_seed``)."""
     eval_seed: int = DEFAULT_EVAL_SEED
     """First held-out seed."""

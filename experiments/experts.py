@@ -63,7 +63,7 @@ class Args:
     """BC batch size."""
     train_seed: int = 0
     """BC training seed."""
-    eval_episodes: int = 50
+    eval_episodes: int = 100
     """Held-out episodes per expert and clone."""
     eval_seed: int = DEFAULT_EVAL_SEED
     """First held-out seed."""

@@ -29,7 +29,7 @@ from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate, write_evaluation
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool, default_workers, fresh_episodes
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
 from testbed.training import TrainConfig, save_clone, train_bc
 
@@ -99,7 +99,9 @@ def main(args: Args) -> pd.DataFrame:
     scenarios = {s: get_scenario(args.scenario, parse_overrides(args.set), sensor=s) for s in args.sensors}
     timing = step_ms(scenarios, args.timing_steps)
     rows, episodes = [], []
-    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
+    # Collection and evaluation costs per step are measurements: every episode is simulated here,
+    # none is taken from an earlier step of ``testbed reproduce``.
+    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool, fresh_episodes():
         for sensor in args.sensors:
             scenario = scenarios[sensor]
             start = time.perf_counter()

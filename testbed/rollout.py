@@ -348,6 +348,19 @@ def reuse_episodes() -> Iterator[None]:
         _REUSED = outer
 
 
+@contextlib.contextmanager
+def fresh_episodes() -> Iterator[None]:
+    """Within this block every episode is simulated, even inside :func:`reuse_episodes`: for
+    code that times its rollouts (a reused episode costs nothing and would read as free)."""
+    global _REUSED
+    outer = _REUSED
+    _REUSED = None
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
 def _reusable(task: "_Task | None") -> bool:
     if task is None or task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation":
         return False
@@ -358,7 +371,6 @@ def _task_key(task: "_Task") -> tuple:
     scenario = {k: v for k, v in task.scenario.to_dict().items() if k != "name"}
     labeller = task.labeller.label if task.labeller is not None else None
     return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
-
 
 
 class RolloutPool:

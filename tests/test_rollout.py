@@ -78,7 +78,7 @@ def test_noise_keeps_clean_labels(scenario: Scenario) -> None:
 def test_reuse_episodes_returns_earlier_records_only_for_identical_inputs(scenario: Scenario, clone_dir) -> None:
     import dataclasses
 
-    from testbed.rollout import reuse_episodes
+    from testbed.rollout import fresh_episodes, reuse_episodes
 
     expert, clone = PolicySpec.parse("expert:scripted"), PolicySpec.parse(f"clone:{clone_dir}")
     denser = dataclasses.replace(scenario, config={**scenario.config, "vehicles_density": 1.5})
@@ -92,5 +92,8 @@ def test_reuse_episodes_returns_earlier_records_only_for_identical_inputs(scenar
             assert pool.run(scenario, expert, [5], labeller="scripted")[0] is not first[0]  # a labeller
             c1, c2 = pool.run(scenario, clone, [5]), pool.run(scenario, clone, [5])
             assert c1[0] is not c2[0]  # clones are files: never reused
+            with fresh_episodes():  # timing code opts out
+                assert pool.run(scenario, expert, [5])[0] is not first[0]
+            assert pool.run(scenario, expert, [5])[0] is first[0]  # and back in
         assert pool.run(scenario, expert, [5])[0] is not first[0]  # the block is over
         _same(mixed, pool.run(scenario, expert, [7, 6, 5]))  # a reused record equals a fresh one

@@ -102,6 +102,9 @@ def main(args: Args) -> pd.DataFrame:
     # Collection and evaluation costs per step are measurements: every episode is simulated here,
     # none is taken from an earlier step of ``testbed reproduce``.
     with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool, fresh_episodes():
+        # Start the workers (imports, first env) before anything is timed: one IDLE episode per
+        # worker on tuning seeds, so that the first sensor does not pay the pool's start-up.
+        pool.run(scenarios[args.sensors[0]], PolicySpec("idle"), [20_000 + i for i in range(pool.n_workers)])
         for sensor in args.sensors:
             scenario = scenarios[sensor]
             start = time.perf_counter()

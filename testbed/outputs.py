@@ -26,17 +26,26 @@ def check_output_dir(path: str | pathlib.Path, *, overwrite: bool) -> pathlib.Pa
     return out
 
 
+TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt")
+"""Files whose recorded paths :func:`atomic_output_dir` moves with the directory."""
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
     """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
 
-    On any exception the temporary directory is deleted and ``path`` is left as it was.
+    Whatever the block recorded about paths inside the temporary directory (a clone trained
+    there and evaluated as ``clone:<tmp>/run``, a demonstrations path in a clone's metadata) is
+    rewritten to the final path in every text file (:data:`TEXT_SUFFIXES`) before the rename:
+    the temporary name is unique, so the rewrite touches nothing else. On any exception the
+    temporary directory is deleted and ``path`` is left as it was.
     """
     out = check_output_dir(path, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         yield tmp
+        _relocate_paths(tmp, out.name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -47,6 +56,17 @@ def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> I
         shutil.rmtree(trash, ignore_errors=True)
     else:
         tmp.rename(out)
+
+
+def _relocate_paths(tmp: pathlib.Path, final_name: str) -> None:
+    """Replace the temporary directory's name by its final one in the text files under it
+    (both are children of the same parent, so relative and absolute paths both follow)."""
+    for file in tmp.rglob("*"):
+        if file.suffix not in TEXT_SUFFIXES or not file.is_file():
+            continue
+        text = file.read_text(errors="surrogateescape")
+        if tmp.name in text:
+            file.write_text(text.replace(tmp.name, final_name), errors="surrogateescape")
 
 
 def write_json(path: str | pathlib.Path, data: Any) -> None:

@@ -69,6 +69,8 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     assert (out / "distribution_shift.png").stat().st_size > 0
     episodes = pd.read_csv(out / "episodes.csv")
     assert len(episodes) == 3 * 3 * 3  # test cases x (expert + 2 clones) x episodes
+    # Clones are named by where they ended up, not by the temporary directory they were made in.
+    assert {p for p in episodes["policy"] if p.startswith("clone:")} == {f"clone:{out}/runs/{c}" for c in ("highway-fast", "merge")}
     config = json.loads((out / "config.json").read_text())
     # Every case observes the same way, so every clone fits every column.
     observations = {json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()}
@@ -181,6 +183,7 @@ def test_sensors_fast(tmp_path: pathlib.Path) -> None:
     module.replot(out)
     assert (out / "sensors.png").read_bytes() == png
     assert not (out / "camera" / "demos" / "trajectories").exists()
+    assert f"clone:{out}/camera/clone" in set(pd.read_csv(out / "episodes.csv")["policy"])
 
 
 def test_divergence_gif_fast(tmp_path: pathlib.Path) -> None:

@@ -13,7 +13,7 @@ provenance):
 5. horizon.csv/png — expert-minus-clone return gap and crash-probability gap against the
    episode horizon T, with fitted log-log slopes (bootstrap CIs) for BC and DAgger.
 
-    python experiments/compounding_error.py           # ~25 min on 2 cores
+    python experiments/compounding_error.py           # ~15 min on 2 cores (774–956 s in `testbed reproduce`)
     python experiments/compounding_error.py --fast    # ~2 min, used by the tests
 """
 

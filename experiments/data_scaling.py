@@ -1,6 +1,6 @@
 """Data scaling of behavioral cloning: clone quality against the number of demonstrations.
 
-For every number of expert demonstration episodes n (1 ... 200) and every training seed, one
+For every number of expert demonstration episodes n (1, 5, 20, 50, 100 by default) and every training seed, one
 BC clone is trained and driven on held-out seeds; expert, idle and random are driven on the
 same seeds as reference lines. Every (n, seed) clone and every baseline is one cell of a
 resumable sweep (:mod:`testbed.sweep`): rerunning after an interruption finishes the missing
@@ -25,13 +25,13 @@ wall times, provenance), ``cells.csv`` (one row per clone), ``baselines.csv``,
 training seeds; baselines: over episodes), ``data_scaling.png``; the sweep itself in
 ``sweep/`` and the demonstrations in ``demos/``.
 
-    python experiments/data_scaling.py                      # full study, ~20 min on 2 idle cores
+    python experiments/data_scaling.py                      # full study, ~5 min on 2 idle cores
     python experiments/data_scaling.py --executor ray --address auto
     python experiments/data_scaling.py --fast               # ~1 min, used by the tests
 
-Wall time, extrapolated from a mid-size run (sizes 1/10/50, 2 seeds, 50+20 demonstration and
-20 evaluation episodes: 260 s of CPU) by its work (BC sample-epochs, episodes driven): the full
-study is ~2400 s of CPU, ~20 min with ``--workers 2`` on an otherwise idle 2-core machine.
+Wall time of the default study in ``testbed reproduce`` on 2 cores: 264–324 s (the 25 clone
+cells and 3 baselines take 470–575 s of CPU over 2 workers; the demonstration pool is reused
+from the quick pipeline's episodes there, ~40 s more when run alone).
 Every cell records its wall and CPU time in ``sweep/cells/*/timing.json``.
 """
 

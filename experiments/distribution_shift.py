@@ -13,7 +13,7 @@ here swaps in the relative observation (the clone trained on it is a roundabout 
 highway observation). Writes results/distribution_shift/: cells.csv, episodes.csv, config.json,
 distribution_shift.png.
 
-    python experiments/distribution_shift.py           # ~12 min on 2 cores
+    python experiments/distribution_shift.py           # ~4 min on 2 cores (222–264 s in `testbed reproduce`)
     python experiments/distribution_shift.py --fast    # tiny, used by the tests
 """
 

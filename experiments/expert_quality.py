@@ -4,7 +4,7 @@ Writes results/expert_quality/: episodes.csv, summary.csv (means with 95% bootst
 scenario and policy), config.json (full scenario configs, seeds, provenance) and
 expert_quality.png.
 
-    python experiments/expert_quality.py            # 100 seeds per scenario, ~6 min on 2 cores
+    python experiments/expert_quality.py            # 100 seeds per scenario, 79–103 s in `testbed reproduce`
     python experiments/expert_quality.py --fast     # 4 seeds, for tests
 """
 

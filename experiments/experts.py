@@ -9,7 +9,7 @@ Human demonstrations (recorded with ``testbed drive``) join the clone columns wi
 evaluated). Writes results/experts/: cells.csv, episodes.csv, timing.csv, config.json,
 experts.png.
 
-    python experiments/experts.py           # ~25 min on 2 cores
+    python experiments/experts.py           # ~18 min on 2 cores (998–1111 s in `testbed reproduce`)
     python experiments/experts.py --fast    # tiny, used by the tests
 """
 

@@ -1,12 +1,12 @@
 """Data scaling of behavioral cloning: clone quality against the number of demonstrations.
 
-For every number of expert demonstration episodes n (1, 5, 20, 50, 100 by default) and every training seed, one
-BC clone is trained and driven on held-out seeds; expert, idle and random are driven on the
-same seeds as reference lines. Every (n, seed) clone and every baseline is one cell of a
-resumable sweep (:mod:`testbed.sweep`): rerunning after an interruption finishes the missing
-cells (the code's git commit is part of the sweep config, so cells are only resumed by the
-code that made them; ``testbed reproduce`` always starts afresh), and ``--executor ray``
-spreads the cells over a Ray cluster.
+For every number of expert demonstration episodes n (1, 5, 20, 50, 100 by default) and every
+training seed, one BC clone is trained and driven on held-out seeds; expert, idle and random
+are driven on the same seeds as reference lines. Every (n, seed) clone and every baseline is
+one cell of a resumable sweep (:mod:`testbed.sweep`): rerunning after an interruption
+finishes the missing cells (the code's git commit is part of the sweep config, so cells are
+only resumed by the code that made them; ``testbed reproduce`` always starts afresh), and
+``--executor ray`` spreads the cells over a Ray cluster.
 
 Data. The expert drives one pool of ``pool_episodes`` demonstration episodes (seeds
 0..pool-1), collected once, plus ``val_episodes`` more (the seeds after the pool) that no clone

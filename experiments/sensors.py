@@ -33,6 +33,9 @@ from testbed.rollout import RolloutPool, default_workers, fresh_episodes
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
 from testbed.training import TrainConfig, save_clone, train_bc
 
+TIMING_SEED = 20_000
+"""First tuning seed of the timed IDLE episodes and of the pool warm-up (never a held-out seed)."""
+
 
 @dataclasses.dataclass
 class Args:
@@ -72,7 +75,7 @@ def step_ms(scenarios: dict[str, Any], n_steps: int, *, rounds: int = 3) -> dict
     per_round: dict[str, list[float]] = {name: [] for name in envs}
     for _ in range(rounds):
         for name, env in envs.items():
-            total, n, seed = 0.0, 0, 20_000
+            total, n, seed = 0.0, 0, TIMING_SEED
             while n < n_steps:
                 env.reset(seed=seed)
                 seed += 1
@@ -104,7 +107,7 @@ def main(args: Args) -> pd.DataFrame:
     with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool, fresh_episodes():
         # Start the workers (imports, first env) before anything is timed: one IDLE episode per
         # worker on tuning seeds, so that the first sensor does not pay the pool's start-up.
-        pool.run(scenarios[args.sensors[0]], PolicySpec("idle"), [20_000 + i for i in range(pool.n_workers)])
+        pool.run(scenarios[args.sensors[0]], PolicySpec("idle"), [TIMING_SEED + i for i in range(pool.n_workers)])
         for sensor in args.sensors:
             scenario = scenarios[sensor]
             start = time.perf_counter()
@@ -156,7 +159,7 @@ def main(args: Args) -> pd.DataFrame:
             "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
             "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
             "eval_seeds": {"first": DEFAULT_EVAL_SEED, "n_episodes": args.eval_episodes},
-            "timing_seeds": {"first": 20_000},
+            "timing_seeds": {"first": TIMING_SEED},
             "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
             "expert paired by seed",
             "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",

@@ -339,22 +339,24 @@ def reuse_episodes() -> Iterator[None]:
     never kept (about 1 MB per episode). ``testbed reproduce`` runs all its steps inside one
     such block; records live in memory and end with it.
     """
-    global _REUSED
-    outer = _REUSED
-    _REUSED = {} if outer is None else outer
-    try:
+    with _episode_store({} if _REUSED is None else _REUSED):
         yield
-    finally:
-        _REUSED = outer
 
 
 @contextlib.contextmanager
 def fresh_episodes() -> Iterator[None]:
     """Within this block every episode is simulated, even inside :func:`reuse_episodes`: for
     code that times its rollouts (a reused episode costs nothing and would read as free)."""
+    with _episode_store(None):
+        yield
+
+
+@contextlib.contextmanager
+def _episode_store(store: dict[tuple, EpisodeRecord] | None) -> Iterator[None]:
+    """Use ``store`` (``None``: no reuse) as the reused-episode memo within the block, then
+    restore the enclosing one."""
     global _REUSED
-    outer = _REUSED
-    _REUSED = None
+    outer, _REUSED = _REUSED, store
     try:
         yield
     finally:

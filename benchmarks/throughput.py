@@ -167,9 +167,9 @@ def plain_expert_loop(env: Any, driver: Any, seeds: Sequence[int]) -> dict[str, 
     start = time.perf_counter()
     for seed in seeds:
         t0 = time.perf_counter()
-        env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         t1 = time.perf_counter()
-        driver.reset(base)
+        driver.reset(base, seed)
         t2 = time.perf_counter()
         sim_s += t1 - t0
         expert_s += t2 - t1
@@ -178,9 +178,9 @@ def plain_expert_loop(env: Any, driver: Any, seeds: Sequence[int]) -> dict[str, 
         done = False
         while not done:
             t0 = time.perf_counter()
-            action = int(driver.act(base))
+            action = int(driver.act(obs, base))
             t1 = time.perf_counter()
-            _, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(action)
             t2 = time.perf_counter()
             expert_s += t1 - t0
             sim_s += t2 - t1
@@ -238,7 +238,7 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
     """
     import resource
 
-    from testbed.demos import episode_seeds
+    from testbed.seeds import episode_seeds
     from testbed.experts import make_expert
     from testbed.policies import PolicySpec
     from testbed.rollout import RolloutPool
@@ -303,21 +303,14 @@ def same_records(a: Sequence[EpisodeRecord], b: Sequence[EpisodeRecord]) -> int:
 def as_demonstrations(records: Sequence[EpisodeRecord], scenario: Scenario, expert: str) -> Demonstrations:
     """Wrap harness records as :class:`testbed.demos.Demonstrations`, with the metadata
     :func:`testbed.demos.collect` would write for them."""
-    from testbed.demos import FORMAT_VERSION, Demonstrations
+    from testbed.demos import DemoMetadata, Demonstrations
     from testbed.experts import make_expert
-    from testbed.scenarios import describe_spaces
 
     trajectories = [r.trajectory for r in records]
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "scenario": scenario.to_dict(),
-        **describe_spaces(scenario),
-        "expert": {"name": expert, "params": make_expert(expert).params()},
-        "seeds": [r.seed for r in records],
-        "n_episodes": len(trajectories),
-        "n_transitions": _n_steps(records),
-        "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
-    }
+    metadata = DemoMetadata.describe(
+        scenario, trajectories, [r.seed for r in records],
+        expert={"name": expert, "params": make_expert(expert).params()},
+    )
     return Demonstrations(trajectories, metadata)
 
 
@@ -359,8 +352,8 @@ def time_plain(
     """
     import torch
 
-    from testbed.scenarios import space_from_dict
-    from testbed.training import make_policy
+    from testbed.spaces import space_from_dict
+    from testbed.clone_io import make_policy
 
     torch.set_num_threads(n_threads)
     start = time.perf_counter()
@@ -368,9 +361,9 @@ def time_plain(
     acts_np = np.concatenate([np.asarray(demos.trajectories[i].acts) for i in train_episodes])
     torch.manual_seed(config.seed)
     policy = make_policy(
-        space_from_dict(demos.metadata["observation_space"]),
-        space_from_dict(demos.metadata["action_space"]),
-        config,
+        space_from_dict(demos.metadata.observation_space),
+        space_from_dict(demos.metadata.action_space),
+        config.net_arch,
     )
     policy.set_training_mode(True)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate)
@@ -447,7 +440,7 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Take every measurement and return the figures, ratios and table lines."""
     import torch
 
-    from testbed.demos import episode_seeds
+    from testbed.seeds import episode_seeds
     from testbed.scenarios import get_scenario
     from testbed.training import TrainConfig
 

@@ -30,14 +30,17 @@ import numpy as np
 import pandas as pd
 import tyro
 
+from testbed.seeds import EVAL_SEED
 from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
-from testbed.demos import Demonstrations, collect
+from testbed.demos import Demonstrations
+from testbed.collect import collect
 from testbed.drift import format_drift, measure_drift, write_drift
 from testbed.metrics import episodes_table, mean_ci
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario
 from testbed.training import TrainConfig, TrainResult, save_clone, train_bc
 
@@ -78,7 +81,7 @@ class Args:
     """Episode durations T [s] for horizon scaling (highway-fast decides at 1 Hz)."""
     horizon_episodes: int = 30
     """Held-out episodes per horizon and policy."""
-    eval_seed: int = 10_000
+    eval_seed: int = EVAL_SEED
     """First held-out seed."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""
@@ -97,16 +100,11 @@ class Args:
         )
 
 
-def _subset(demos: Demonstrations, n: int) -> Demonstrations:
-    meta = {**demos.metadata, "seeds": demos.seeds[:n], "n_episodes": n}
-    return Demonstrations(list(demos.trajectories[:n]), meta)
-
-
 def _equal_size(noisy: Demonstrations, n_transitions: int) -> Demonstrations:
     """The first noisy episodes whose transitions come closest to ``n_transitions``."""
     lengths = np.cumsum([len(t.acts) for t in noisy.trajectories])
     n = int(np.argmin(np.abs(lengths - n_transitions))) + 1
-    return _subset(noisy, n)
+    return noisy.first(n)
 
 
 def _train(demos: Demonstrations, path: pathlib.Path, config: TrainConfig) -> tuple[PolicySpec, TrainResult]:
@@ -187,7 +185,7 @@ def main(args: Args) -> dict[str, Any]:
         main_bc: PolicySpec | None = None
         for n in args.data_sizes:
             for seed in args.train_seeds:
-                demos = _subset(clean, n)
+                demos = clean.first(n)
                 spec, result = _train(demos, runs / f"bc_n{n}_s{seed}", dataclasses.replace(base, seed=seed))
                 if n == max(args.data_sizes) and seed == args.train_seeds[0]:
                     main_bc = spec

@@ -49,13 +49,16 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import Demonstrations, collect, load_demos, save_demos
+from testbed.seeds import EVAL_SEED
+from testbed.demos import load_demos, save_demos
+from testbed.collect import collect
 from testbed.errors import TestbedError
 from testbed.metrics import episodes_table, mean_ci
 from testbed.outputs import read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import git_commit, provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.sweep import CellResult, Sweep
 
@@ -88,7 +91,7 @@ class Args:
     """BC batch size (capped at a subset's transitions)."""
     eval_episodes: int = 20
     """Held-out evaluation episodes per clone and per baseline."""
-    eval_seed: int = 10_000
+    eval_seed: int = EVAL_SEED
     """First held-out evaluation seed."""
     executor: Literal["local", "ray"] = "local"
     """Where cells run: local spawn processes, or Ray."""
@@ -164,11 +167,6 @@ def subset_indices(pool_episodes: int, n: int, train_seed: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def _subset(demos: Demonstrations, indices: list[int]) -> Demonstrations:
-    seeds = [demos.seeds[i] for i in indices]
-    return Demonstrations([demos.trajectories[i] for i in indices], {**demos.metadata, "seeds": seeds, "n_episodes": len(seeds)})
-
-
 def _evaluate(scenario: Scenario, spec: PolicySpec, seeds: tuple[int, ...], name: str, cell_dir: pathlib.Path) -> dict[str, float]:
     from testbed.rollout import rollouts
 
@@ -192,7 +190,7 @@ def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict
         return {"policy": cell["policy"], **_evaluate(scenario, PolicySpec.parse(cell["policy"]), ctx.eval_seeds, cell["policy"], cell_dir)}
     n, seed = int(cell["n_demo_episodes"]), int(cell["train_seed"])
     everything = load_demos(ctx.demos_dir, scenario=scenario)
-    demos = _subset(everything, subset_indices(ctx.pool_episodes, n, seed))
+    demos = everything.subset(subset_indices(ctx.pool_episodes, n, seed))
     validation = everything.trajectories[ctx.pool_episodes:]
     config = TrainConfig(
         n_epochs=ctx.epochs, batch_size=min(ctx.batch_size, demos.n_transitions), seed=seed, val_fraction=0.0
@@ -285,7 +283,7 @@ def main(args: Args) -> dict[str, Any]:
             demos = collect(scenario, args.expert, n_episodes=n_demos, seed=0, pool=pool, progress=True)
         save_demos(demos, demos_dir)
     demos = load_demos(demos_dir, scenario=scenario)
-    if demos.seeds != list(range(n_demos)) or demos.metadata["expert"]["name"] != args.expert:
+    if demos.seeds != list(range(n_demos)) or demos.metadata.expert.get("name") != args.expert:
         raise TestbedError(f"{demos_dir} holds other demonstrations; use --overwrite")
     timings["collect_s"] = time.perf_counter() - t0
 

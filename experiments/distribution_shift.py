@@ -28,13 +28,15 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import collect
-from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate
+from testbed.collect import collect
+from testbed.seeds import EVAL_SEED
+from testbed.evaluation import evaluate
 from testbed.metrics import Interval
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.training import TrainConfig, save_clone, train_bc
 
@@ -70,7 +72,7 @@ class Args:
     """BC training seed."""
     eval_episodes: int = 30
     """Held-out episodes per cell (seeds from ``eval_seed``)."""
-    eval_seed: int = DEFAULT_EVAL_SEED
+    eval_seed: int = EVAL_SEED
     """First held-out seed."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""

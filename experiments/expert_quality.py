@@ -17,11 +17,13 @@ import time
 import pandas as pd
 import tyro
 
-from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate
+from testbed.seeds import EVAL_SEED
+from testbed.evaluation import evaluate
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
 
 CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -41,7 +43,7 @@ class Args:
     """Expert to measure."""
     episodes: int = 100
     """Held-out episodes per case."""
-    seed: int = DEFAULT_EVAL_SEED
+    seed: int = EVAL_SEED
     """First held-out seed (demonstrations use seeds below 10000)."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""

@@ -24,14 +24,17 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import Demonstrations, collect, load_demos
+from testbed.demos import Demonstrations, load_demos
+from testbed.collect import collect
 from testbed.errors import TestbedError
-from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate
+from testbed.seeds import EVAL_SEED, TUNING_SEED
+from testbed.evaluation import evaluate
 from testbed.metrics import Interval, mean_ci
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, make_env, parse_overrides
 
 CELLS: tuple[tuple[str, str], ...] = (
@@ -65,7 +68,7 @@ class Args:
     """BC training seed."""
     eval_episodes: int = 100
     """Held-out episodes per expert and clone."""
-    eval_seed: int = DEFAULT_EVAL_SEED
+    eval_seed: int = EVAL_SEED
     """First held-out seed."""
     timing_episodes: int = 3
     """Episodes (tuning seeds 20000..) over which the cost per decision is timed, in this process."""
@@ -92,29 +95,6 @@ def parse_cell(text: str) -> tuple[str, Scenario]:
         raise TestbedError(f"bad cell {text!r}; use EXPERT@SCENARIO, e.g. scripted@highway-fast")
     PolicySpec.parse(f"expert:{expert}")
     return expert, get_scenario(scenario, parse_overrides(()))
-
-
-def first_transitions(demos: Demonstrations, n: int) -> Demonstrations:
-    """The first ``n`` (observation, action) pairs, in episode order; the last episode used is
-    cut short (and marked non-terminal).
-
-    Raises:
-        TestbedError: fewer than ``n`` transitions available.
-    """
-    from imitation.data.types import TrajectoryWithRew
-
-    if demos.n_transitions < n:
-        raise TestbedError(f"only {demos.n_transitions} demonstration transitions, {n} requested")
-    kept, left = [], n
-    for t in demos.trajectories:
-        if left <= 0:
-            break
-        k = min(left, len(t.acts))
-        kept.append(t if k == len(t.acts) else TrajectoryWithRew(
-            obs=t.obs[: k + 1], acts=t.acts[:k], infos=t.infos[:k], terminal=False, rews=t.rews[:k]))
-        left -= k
-    meta = {**demos.metadata, "seeds": demos.seeds[: len(kept)], "n_episodes": len(kept), "n_transitions": n}
-    return Demonstrations(kept, meta)
 
 
 def decision_ms(scenario: Scenario, expert: str, seeds: list[int]) -> np.ndarray:
@@ -151,8 +131,7 @@ def _enough_demos(scenario: Scenario, expert: str, n: int, pool: RolloutPool) ->
         per_episode = demos.n_transitions / len(demos.trajectories)
         more = int(np.ceil((n - demos.n_transitions) / max(per_episode, 1.0) * 1.2)) + 1
         extra = collect(scenario, expert, n_episodes=more, seed=len(demos.trajectories), pool=pool, progress=True)
-        demos = Demonstrations([*demos.trajectories, *extra.trajectories],
-                               {**demos.metadata, "seeds": demos.seeds + extra.seeds})
+        demos = demos.concatenate(extra)
     return demos
 
 
@@ -175,14 +154,14 @@ def main(args: Args) -> pd.DataFrame:
     with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
         sources: list[tuple[str, Scenario, Demonstrations | None]] = [(e, s, None) for e, s in cells]
         for d, demos in zip(args.human_demos, humans):
-            sources.append((f"human:{pathlib.Path(d).name}", Scenario.from_dict(demos.metadata["scenario"]), demos))
+            sources.append((f"human:{pathlib.Path(d).name}", Scenario.from_dict(demos.metadata.scenario), demos))
         for expert, scenario, human in sources:
             scenarios[scenario.name] = scenario.to_dict()
             cell = {"expert": expert, "scenario": scenario.name}
             if human is None:
-                demos = first_transitions(_enough_demos(scenario, expert, args.n_transitions, pool), args.n_transitions)
+                demos = _enough_demos(scenario, expert, args.n_transitions, pool).first_transitions(args.n_transitions)
             else:
-                demos = first_transitions(human, min(args.n_transitions, human.n_transitions))
+                demos = human.first_transitions(min(args.n_transitions, human.n_transitions))
             path = out / "runs" / f"{expert.replace('/', '_').replace(':', '_')}@{scenario.name}"
             save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
             specs = ([PolicySpec("expert", expert)] if human is None else []) + [PolicySpec("clone", str(path))]
@@ -197,7 +176,7 @@ def main(args: Args) -> pd.DataFrame:
                 for m in ("return", "crashed", "mean_speed_mps"):
                     row.update(_ci(ep[m].to_numpy(), f"{role}_{m}"))
             if human is None:
-                ms = decision_ms(scenario, expert, list(range(20_000, 20_000 + args.timing_episodes)))
+                ms = decision_ms(scenario, expert, list(range(TUNING_SEED, TUNING_SEED + args.timing_episodes)))
                 row.update(_ci(ms, "expert_ms_per_decision"))
                 timing.append(pd.DataFrame({**cell, "ms": ms}))
                 ex, cl = by_policy[specs[0].label].set_index("seed"), by_policy[specs[1].label].set_index("seed")
@@ -213,7 +192,7 @@ def main(args: Args) -> pd.DataFrame:
             "scenarios": scenarios,
             "train": config.to_dict(),
             "seeds": {"demonstrations": "0.. (until n_transitions)", "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
-                      "timing": {"first": 20_000, "n_episodes": args.timing_episodes}},
+                      "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes}},
             "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions); return_diff is "
             "clone minus expert paired by seed",
             "wall_time_s": round(time.perf_counter() - start, 1),

@@ -21,7 +21,8 @@ import tyro
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import parse_overrides
 
 POLICIES: tuple[str, ...] = (

@@ -25,13 +25,15 @@ import time
 import pandas as pd
 import tyro
 
-from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate, write_evaluation
+from testbed.seeds import EVAL_SEED
+from testbed.evaluation import evaluate, write_evaluation
 from testbed.metrics import format_summary, mean_ci
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.rl import RLConfig, save_expert, train_expert
-from testbed.rollout import RolloutPool, default_workers
+from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
 
 MODEL_DIR = "highway-fast-dqn"
@@ -51,7 +53,7 @@ class Args:
     """Width of the blocks of ``training_bins.csv`` [environment steps]."""
     eval_episodes: int = 100
     """Held-out evaluation episodes."""
-    eval_seed: int = DEFAULT_EVAL_SEED
+    eval_seed: int = EVAL_SEED
     """First held-out seed (training seeds stay below 10000)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE (quick runs only)."""
@@ -134,7 +136,7 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 def _plot(out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
 
-    from testbed.cli import _save_summary_plot
+    from testbed.pipeline import save_summary_plot
     from testbed.outputs import read_json
     from testbed.plotting import plot_binned_curve
 
@@ -147,7 +149,7 @@ def _plot(out: pathlib.Path) -> list[pathlib.Path]:
     )
     fig.savefig(out / "training_curve.png", dpi=120)
     plt.close(fig)
-    _save_summary_plot(pd.read_csv(out / "eval" / "summary.csv"), out / "eval" / "summary.png", "highway-fast")
+    save_summary_plot(pd.read_csv(out / "eval" / "summary.csv"), out / "eval" / "summary.png", "highway-fast")
     return [out / "training_curve.png", out / "eval" / "summary.png"]
 
 

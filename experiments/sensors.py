@@ -24,16 +24,19 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import collect, save_demos
-from testbed.evaluation import DEFAULT_EVAL_SEED, evaluate, write_evaluation
+from testbed.collect import collect
+from testbed.demos import save_demos
+from testbed.seeds import EVAL_SEED, TUNING_SEED
+from testbed.evaluation import evaluate, write_evaluation
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.rollout import RolloutPool, default_workers, fresh_episodes
+from testbed.rollout import RolloutPool, fresh_episodes
+from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
 from testbed.training import TrainConfig, save_clone, train_bc
 
-TIMING_SEED = 20_000
+TIMING_SEED = TUNING_SEED
 """First tuning seed of the timed IDLE episodes and of the pool warm-up (never a held-out seed)."""
 
 
@@ -125,7 +128,7 @@ def main(args: Args) -> pd.DataFrame:
             clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(demo_dir), config=config)
             start = time.perf_counter()
             specs = [PolicySpec("expert", args.expert), PolicySpec("clone", str(clone))]
-            evaluation = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=DEFAULT_EVAL_SEED, pool=pool,
+            evaluation = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=EVAL_SEED, pool=pool,
                                   progress=True)
             eval_s = time.perf_counter() - start
             write_evaluation(evaluation, out / sensor / "eval")
@@ -158,7 +161,7 @@ def main(args: Args) -> pd.DataFrame:
             "args": dataclasses.asdict(args),
             "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
             "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
-            "eval_seeds": {"first": DEFAULT_EVAL_SEED, "n_episodes": args.eval_episodes},
+            "eval_seeds": {"first": EVAL_SEED, "n_episodes": args.eval_episodes},
             "timing_seeds": {"first": TIMING_SEED},
             "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
             "expert paired by seed",
@@ -212,7 +215,7 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
 
 
 if __name__ == "__main__":
-    from testbed.training import set_torch_threads
+    from testbed.runtime import set_torch_threads
 
     set_torch_threads(1)
     summary = main(tyro.cli(Args))

@@ -17,21 +17,53 @@ from typing import Annotated, Literal, Sequence
 import tyro
 
 from testbed.errors import TestbedError
-from testbed.rollout import default_workers
+from testbed.runtime import default_workers
+from testbed import human
+from testbed.collect import collect
+from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
+from testbed.demos import load_demos, save_demos
+from testbed.drift import format_drift, measure_drift, write_drift
+from testbed.evaluation import check_policies, evaluate, write_evaluation
+from testbed.experts import make_expert
+from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
+from testbed.metrics import format_summary
+from testbed.outputs import atomic_output_dir, check_output_dir, write_json
+from testbed.policies import PolicySpec
+from testbed.provenance import provenance
+from testbed.render import render_comparison
+from testbed.reproduce import reproduce, select_steps
+from testbed.rl import RLConfig, save_expert, train_expert
+from testbed.rollout import RolloutPool
+from testbed.scenarios import Scenario, check_spaces, get_scenario, parse_overrides
+from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
+from testbed.seeds import DAGGER_SEED, EVAL_SEED, episode_seeds
+from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
+from testbed.verify import verify_demos
 
-Repeatable = tyro.conf.UseAppendAction
 
 
-def _scenario(name: str, settings: Sequence[str]):
-    from testbed.scenarios import get_scenario, parse_overrides
-
+def _scenario(name: str, settings: Sequence[str]) -> Scenario:
     return get_scenario(name, parse_overrides(settings))
 
 
-def _check_workers(n: int) -> int:
-    if n < 1:
-        raise TestbedError(f"--workers must be at least 1, got {n}")
-    return n
+Settings = Annotated[
+    tuple[str, ...],
+    Repeatable,
+    tyro.conf.arg(help="Scenario config override KEY=VALUE (repeatable), e.g. --set vehicles_density=1.5."),
+]
+"""The ``--set`` option every simulating command shares."""
+Overwrite = Annotated[bool, tyro.conf.arg(help="Replace an existing output.")]
+"""The ``--overwrite`` option of every command that writes an output."""
+Workers = Annotated[int, tyro.conf.arg(help="Worker processes (results do not depend on it).")]
+"""The ``--workers`` option of every command that simulates in parallel."""
+ScenarioName = Annotated[
+    str,
+    tyro.conf.arg(
+        help="Scenario preset: highway-fast, highway, merge, roundabout or highway-fast-continuous; a suffix -lidar, "
+        "-grid or -camera changes what the clone observes (highway-fast-camera)."
+    ),
+]
+"""The ``--scenario`` option."""
 
 
 @dataclasses.dataclass
@@ -40,29 +72,21 @@ class Collect:
 
     out: str
     """Output directory (refused if it exists, unless --overwrite)."""
-    scenario: str = "highway-fast"
-    """Scenario preset: highway-fast, highway, merge or roundabout; a suffix -lidar, -grid or
-    -camera changes what the clone observes (highway-fast-camera), not how the expert drives."""
+    scenario: ScenarioName = "highway-fast"
     expert: str = "scripted"
     """Expert driver."""
     episodes: int = 100
     """Number of episodes; episode i uses seed SEED + i."""
     seed: int = 0
     """First episode seed (evaluation defaults to 10000 onwards, so keep demos below it)."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable), e.g. --set vehicles_density=1.5."""
+    set: Settings = ()
     noise: float = 0.0
     """DART-style noise: probability of applying a random action instead of the expert's;
     the recorded label is always the expert's clean action."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes (results do not depend on it)."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
+    workers: Workers = dataclasses.field(default_factory=default_workers)
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.demos import collect, episode_seeds, save_demos
-        from testbed.experts import make_expert
-        from testbed.outputs import check_output_dir
 
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
@@ -73,12 +97,12 @@ class Collect:
             raise TestbedError(f"--noise must be a probability in [0, 1], got {self.noise}")
         demos = collect(
             scenario, self.expert, n_episodes=self.episodes, seed=self.seed,
-            n_workers=_check_workers(self.workers), noise=self.noise, progress=True,
+            n_workers=check_workers(self.workers), noise=self.noise, progress=True,
         )
         save_demos(demos, self.out, overwrite=self.overwrite)
         m = demos.metadata
         print(
-            f"collected {m['n_episodes']} episodes ({m['n_transitions']} transitions, {m['n_crashed']} crashed) "
+            f"collected {m.n_episodes} episodes ({m.n_transitions} transitions, {m.n_crashed} crashed) "
             f"of expert:{self.expert} on {scenario.name} in {time.perf_counter() - start:.1f} s -> {self.out}"
         )
 
@@ -127,13 +151,11 @@ class Train:
     over this many rounds."""
     epochs_per_round: int = 20
     """DAgger: BC epochs over the aggregate after each round."""
-    first_seed: int = 5_000
+    first_seed: int = DAGGER_SEED
     """DAgger: round r's env is seeded with FIRST_SEED + r (keep below evaluation seeds)."""
-    overwrite: bool = False
-    """Replace an existing run directory."""
+    overwrite: Overwrite = False
 
     def config(self):
-        from testbed.training import TrainConfig, parse_net_arch
 
         config = TrainConfig(
             n_epochs=self.epochs, batch_size=self.batch_size, net_arch=parse_net_arch(self.net_arch),
@@ -144,21 +166,17 @@ class Train:
         return config
 
     def run(self) -> None:
-        from testbed.outputs import check_output_dir
 
         config = self.config()
         if self.algo == "dagger":
             return self._run_dagger(config)
-        from testbed.demos import check_spaces, load_demos
-        from testbed.scenarios import Scenario
-        from testbed.training import save_clone, train_bc
 
         if self.demos is None:
             raise TestbedError("--demos is required with --algo bc")
         check_output_dir(self.out, overwrite=self.overwrite)
         demos = load_demos(self.demos)
         # The demos' own scenario record must still describe the spaces stored beside it.
-        check_spaces(demos.metadata, Scenario.from_dict(demos.metadata["scenario"]), what=f"demonstrations at {self.demos}")
+        check_spaces(demos.metadata.to_dict(), Scenario.from_dict(demos.metadata.scenario), what=f"demonstrations at {self.demos}")
         start = time.perf_counter()
         result = train_bc(demos, config, progress=True)
         save_clone(self.out, result, demos=demos, demos_path=self.demos, config=config, overwrite=self.overwrite)
@@ -171,10 +189,6 @@ class Train:
         )
 
     def _run_dagger(self, config) -> None:
-        from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
-        from testbed.experts import make_expert
-        from testbed.outputs import check_output_dir
-        from testbed.training import save_clone
 
         if self.demos is not None:
             raise TestbedError("--demos is for --algo bc; DAgger collects its own data (round 0 is the expert driving)")
@@ -210,166 +224,33 @@ class Evaluate:
     policy: Annotated[tuple[str, ...], Repeatable] = ()
     """Policy spec (repeatable): expert:scripted, clone:RUN_DIR, idle or random. Differences
     are reported against the first."""
-    scenario: str = "highway-fast"
-    """Scenario preset."""
+    scenario: ScenarioName = "highway-fast"
     episodes: int = 100
     """Episodes per policy."""
-    seed: int = 10_000
+    seed: int = EVAL_SEED
     """First evaluation seed (must not overlap a clone's demonstration seeds)."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes (results do not depend on it)."""
+    set: Settings = ()
+    workers: Workers = dataclasses.field(default_factory=default_workers)
     plot: bool = True
     """Also write summary.png."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.evaluation import evaluate, write_evaluation
-        from testbed.metrics import format_summary
-        from testbed.outputs import atomic_output_dir, check_output_dir
-        from testbed.policies import PolicySpec
 
         scenario = _scenario(self.scenario, self.set)
         specs = [PolicySpec.parse(p) for p in self.policy]
         check_output_dir(self.out, overwrite=self.overwrite)
         evaluation = evaluate(
             scenario, specs, n_episodes=self.episodes, seed=self.seed,
-            n_workers=_check_workers(self.workers), progress=True,
+            n_workers=check_workers(self.workers), progress=True,
         )
         with atomic_output_dir(self.out, overwrite=self.overwrite) as tmp:
             write_evaluation(evaluation, tmp)
             if self.plot:
-                _save_summary_plot(evaluation.summary, tmp / "summary.png", scenario.name)
+                save_summary_plot(evaluation.summary, tmp / "summary.png", scenario.name)
         print(f"{scenario.name}, {self.episodes} paired episodes from seed {self.seed}; mean [95% CI]")
         print(format_summary(evaluation.summary))
         print(f"-> {self.out}")
-
-
-def _save_summary_plot(summary, path: pathlib.Path, scenario_name: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from testbed.plotting import plot_summary
-
-    n = int(summary["n_episodes"].max())
-    fig = plot_summary(summary, title=f"{scenario_name}: mean with 95% bootstrap CI over {n} paired episodes")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-@dataclasses.dataclass
-class Pipeline:
-    """Collect -> train -> evaluate (expert, clone, idle, random), print the table, plot it."""
-
-    scenario: str = "highway-fast"
-    """Scenario preset."""
-    expert: str = "scripted"
-    """Expert driver to clone."""
-    demo_episodes: int = 100
-    """Demonstration episodes (seeds DEMO_SEED ..)."""
-    demo_seed: int = 0
-    """First demonstration seed."""
-    eval_episodes: int = 100
-    """Evaluation episodes per policy (seeds EVAL_SEED ..)."""
-    eval_seed: int = 10_000
-    """First evaluation seed."""
-    epochs: int = 100
-    """BC epochs."""
-    batch_size: int = 64
-    """BC batch size."""
-    net_arch: str = "256,256"
-    """BC policy hidden layers."""
-    train_seed: int = 0
-    """BC seed."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
-    out: str | None = None
-    """Output directory (default: results/pipeline/SCENARIO)."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
-
-    def run(self) -> None:
-        from testbed.demos import collect, episode_seeds, save_demos
-        from testbed.evaluation import evaluate, write_evaluation
-        from testbed.experts import make_expert
-        from testbed.metrics import format_summary
-        from testbed.outputs import atomic_output_dir, check_output_dir, write_json
-        from testbed.policies import PolicySpec
-        from testbed.plotting import plot_training_log
-        from testbed.provenance import provenance
-        from testbed.rollout import RolloutPool
-        from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
-
-        scenario = _scenario(self.scenario, self.set)
-        make_expert(self.expert)
-        episode_seeds(self.demo_seed, self.demo_episodes)
-        episode_seeds(self.eval_seed, self.eval_episodes)
-        demo_range = set(range(self.demo_seed, self.demo_seed + self.demo_episodes))
-        if demo_range & set(range(self.eval_seed, self.eval_seed + self.eval_episodes)):
-            raise TestbedError("demonstration and evaluation seeds overlap; move --eval-seed or --demo-seed")
-        config = TrainConfig(
-            n_epochs=self.epochs, batch_size=self.batch_size, net_arch=parse_net_arch(self.net_arch), seed=self.train_seed
-        )
-        config.validate()
-        workers = _check_workers(self.workers)
-        out = pathlib.Path(self.out or f"results/pipeline/{scenario.name}")
-        check_output_dir(out, overwrite=self.overwrite)
-        times: dict[str, float] = {}
-        with atomic_output_dir(out, overwrite=self.overwrite) as tmp, RolloutPool(workers) as pool:
-            start = time.perf_counter()
-            demos = collect(
-                scenario, self.expert, n_episodes=self.demo_episodes, seed=self.demo_seed, pool=pool, progress=True
-            )
-            save_demos(demos, tmp / "demos")
-            times["collect_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            result = train_bc(demos, config, progress=True)
-            save_clone(tmp / "clone", result, demos=demos, demos_path=str(out / "demos"), config=config)
-            fig = plot_training_log(result.log, title=f"BC on {self.demo_episodes} expert episodes ({scenario.name})")
-            fig.savefig(tmp / "training.png", dpi=120)
-            times["train_s"] = time.perf_counter() - start
-            start = time.perf_counter()
-            specs = [
-                PolicySpec("expert", self.expert), PolicySpec("clone", str(tmp / "clone")),
-                PolicySpec("idle"), PolicySpec("random"),
-            ]
-            evaluation = evaluate(
-                scenario, specs, n_episodes=self.eval_episodes, seed=self.eval_seed, pool=pool, progress=True
-            )
-            # Name the clone by its final location, not the temporary one.
-            clone_label = f"clone:{out / 'clone'}"
-            for frame in (evaluation.episodes, evaluation.summary):
-                frame["policy"] = frame["policy"].replace(specs[1].label, clone_label)
-            evaluation.config["policies"][1]["spec"] = clone_label
-            write_evaluation(evaluation, tmp / "eval")
-            _save_summary_plot(evaluation.summary, tmp / "summary.png", scenario.name)
-            times["evaluate_s"] = time.perf_counter() - start
-            write_json(
-                tmp / "config.json",
-                {
-                    "command": "pipeline",
-                    "args": dataclasses.asdict(self),
-                    "scenario": scenario.to_dict(),
-                    "train_config": config.to_dict(),
-                    "demo_seeds": {"first": self.demo_seed, "n_episodes": self.demo_episodes},
-                    "eval_seeds": {"first": self.eval_seed, "n_episodes": self.eval_episodes},
-                    "wall_time_s": {k: round(v, 1) for k, v in times.items()},
-                    "provenance": provenance(),
-                },
-            )
-        print(
-            f"\n{scenario.name}: expert:{self.expert} cloned from {self.demo_episodes} episodes "
-            f"({demos.n_transitions} transitions); {self.eval_episodes} paired held-out episodes "
-            f"from seed {self.eval_seed}; mean [95% CI]"
-        )
-        print(format_summary(evaluation.summary))
-        print(
-            f"wall time: collect {times['collect_s']:.0f} s, train {times['train_s']:.0f} s, "
-            f"evaluate {times['evaluate_s']:.0f} s -> {out}/ (summary.png, eval/summary.csv)"
-        )
 
 
 @dataclasses.dataclass
@@ -381,32 +262,20 @@ class Drift:
     policy: Annotated[tuple[str, ...], Repeatable] = ()
     """Policy spec (repeatable): clone:RUN_DIR, idle, random or expert:NAME (the expert
     against itself must give exactly zero divergence)."""
-    scenario: str = "highway-fast"
-    """Scenario preset."""
+    scenario: ScenarioName = "highway-fast"
     expert: str = "scripted"
     """The reference expert (twin and labeller)."""
     episodes: int = 100
     """Episodes per policy."""
-    seed: int = 10_000
+    seed: int = EVAL_SEED
     """First evaluation seed (must not overlap a clone's demonstration seeds)."""
     threshold_m: float = 1.0
     """Position error [m] past which a twin pair counts as diverged."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
+    set: Settings = ()
+    workers: Workers = dataclasses.field(default_factory=default_workers)
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.demos import episode_seeds
-        from testbed.drift import format_drift, measure_drift, write_drift
-        from testbed.evaluation import check_policies
-        from testbed.experts import make_expert
-        from testbed.outputs import atomic_output_dir, check_output_dir, write_json
-        from testbed.policies import PolicySpec
-        from testbed.provenance import provenance
-        from testbed.rollout import RolloutPool
 
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
@@ -416,7 +285,7 @@ class Drift:
         seeds = episode_seeds(self.seed, self.episodes)
         check_policies(scenario, specs, seeds)
         check_output_dir(self.out, overwrite=self.overwrite)
-        with RolloutPool(_check_workers(self.workers)) as pool:
+        with RolloutPool(check_workers(self.workers)) as pool:
             result = measure_drift(
                 scenario, specs, seeds, expert=self.expert, pool=pool, threshold_m=self.threshold_m, progress=True
             )
@@ -444,15 +313,12 @@ class Drive:
 
     out: str
     """Output directory (same format as `testbed collect`; refused if it exists, unless --overwrite)."""
-    scenario: str = "highway-fast"
-    """Scenario preset; its action type decides the keys (--set action.type=ContinuousAction
-    for steering/acceleration)."""
+    scenario: ScenarioName = "highway-fast"
     episodes: int = 1
     """Episodes to drive; episode i uses seed SEED + i. Esc/Q ends the session early."""
     seed: int = 0
     """First episode seed (keep below the evaluation seeds, 10000..)."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable), e.g. --set duration=20."""
+    set: Settings = ()
     realtime: bool = True
     """Pace decisions at the scenario's policy frequency (--no-realtime: as fast as keys are read)."""
     start_paused: bool = True
@@ -463,13 +329,9 @@ class Drive:
     """Continuous: change of the steering command per second of holding Left/Right."""
     max_steering: float = 0.5
     """Continuous: largest steering command (1 = the env's full steering range)."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed import human
-        from testbed.demos import episode_seeds, save_demos
-        from testbed.outputs import check_output_dir
 
         scenario = _scenario(self.scenario, self.set)
         seeds = episode_seeds(self.seed, self.episodes)
@@ -494,7 +356,7 @@ class Drive:
             raise TestbedError("no episode was kept; nothing written")
         save_demos(demos, self.out, overwrite=self.overwrite)
         m = demos.metadata
-        print(f"saved {m['n_episodes']} episodes ({m['n_transitions']} transitions, {m['n_crashed']} crashed) -> {self.out}")
+        print(f"saved {m.n_episodes} episodes ({m.n_transitions} transitions, {m.n_crashed} crashed) -> {self.out}")
 
 
 @dataclasses.dataclass
@@ -506,7 +368,6 @@ class VerifyDemos:
     """Demonstration directory (from `testbed collect` or `testbed drive`)."""
 
     def run(self) -> None:
-        from testbed.verify import verify_demos
 
         checks = verify_demos(self.demos, progress=lambda c: print(c.line()))
         bad = [c for c in checks if not c.ok]
@@ -531,19 +392,15 @@ class Reproduce:
     experts, compounding_error, data_scaling, distribution_shift, sensors, leaderboard."""
     out_root: str | None = None
     """Root of the result directories (default: results/, or runs/reproduce-fast/ with --fast)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
+    workers: Workers = dataclasses.field(default_factory=default_workers)
 
     def run(self) -> None:
-        from testbed.reproduce import reproduce, select_steps
 
         steps = select_steps(self.only)
         root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
-        times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=_check_workers(self.workers))
+        times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=check_workers(self.workers))
         print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
         if not self.only and not self.plot_only:  # a complete rebuild records how long it took
-            from testbed.outputs import write_json
-            from testbed.provenance import provenance
 
             write_json(root / "reproduce.json", {
                 "command": "testbed reproduce" + (" --fast" if self.fast else ""), "workers": self.workers,
@@ -572,25 +429,16 @@ class Benchmark:
     """Reference expert (normalized score 1; twin of the drift measure)."""
     horizon_s: float = 10.0
     """Time [s] at which the twin position error against the expert is read."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Config override KEY=VALUE applied to every scenario (repeatable; for quick runs, e.g.
-    --set duration=5). A full leaderboard uses none."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes (results do not depend on it)."""
-    overwrite: bool = False
-    """Replace an existing output directory."""
+    set: Settings = ()
+    workers: Workers = dataclasses.field(default_factory=default_workers)
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
-        from testbed.outputs import atomic_output_dir, check_output_dir
-        from testbed.policies import PolicySpec
-        from testbed.rollout import RolloutPool
-        from testbed.scenarios import parse_overrides
 
         entries = suite_scenarios(self.suite, self.scenarios)
         specs = [PolicySpec.parse(p) for p in self.policy]
         overrides = parse_overrides(self.set)
-        workers = _check_workers(self.workers)
+        workers = check_workers(self.workers)
         check_output_dir(self.out, overwrite=self.overwrite)
         start = time.perf_counter()
         with RolloutPool(workers) as pool:
@@ -619,12 +467,10 @@ class Render:
     """Output .gif file (refused if it exists, unless --overwrite)."""
     reference: str = "expert:scripted"
     """Reference policy spec (left panel; the twin the divergence is measured against)."""
-    scenario: str = "highway-fast"
-    """Scenario preset."""
-    seed: int = 10_000
+    scenario: ScenarioName = "highway-fast"
+    seed: int = EVAL_SEED
     """Episode seed (both runs)."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable)."""
+    set: Settings = ()
     threshold_m: float = 1.0
     """Position error [m] past which the twins count as diverged (as in testbed drift)."""
     scale: float = 0.5
@@ -633,16 +479,12 @@ class Render:
     """Keep every n-th decision frame (the last frame is always kept)."""
     fps: float = 2.0
     """Frames per second of the GIF (one frame per decision: 2.0 plays highway-fast at 2x)."""
-    overwrite: bool = False
-    """Replace an existing output file."""
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.policies import PolicySpec
-        from testbed.render import render_comparison
 
         scenario = _scenario(self.scenario, self.set)
         policy, reference = PolicySpec.parse(self.policy), PolicySpec.parse(self.reference)
-        from testbed.evaluation import check_policies
 
         check_policies(scenario, [reference, policy], [self.seed])
         out = pathlib.Path(self.out)
@@ -675,10 +517,8 @@ class TrainExpert:
     """Run directory for model.zip (SB3's format), training_curve.csv and metadata.json."""
     algo: Literal["dqn", "ppo"] = "dqn"
     """dqn: highway-env's documented DQN setting for highway-fast. ppo: the analogous PPO one."""
-    scenario: str = "highway-fast"
-    """Scenario preset."""
-    set: Annotated[tuple[str, ...], Repeatable] = ()
-    """Scenario config override KEY=VALUE (repeatable)."""
+    scenario: ScenarioName = "highway-fast"
+    set: Settings = ()
     timesteps: int = 20_000
     """Environment steps (decisions) to train for."""
     seed: int = 0
@@ -692,13 +532,9 @@ class TrainExpert:
     """Hidden layer sizes, comma-separated (default: 256,256)."""
     torch_threads: int = 1
     """Torch intra-op threads (1 is fastest for small MLPs on few cores)."""
-    overwrite: bool = False
-    """Replace an existing run directory."""
+    overwrite: Overwrite = False
 
     def run(self) -> None:
-        from testbed.outputs import check_output_dir
-        from testbed.rl import RLConfig, save_expert, train_expert
-        from testbed.training import parse_net_arch
 
         scenario = _scenario(self.scenario, self.set)
         config = RLConfig(

@@ -22,19 +22,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from testbed.demos import Demonstrations, quiet_datasets
+from testbed.demos import DemoMetadata, Demonstrations, quiet_datasets
 from testbed.errors import TestbedError
-from testbed.scenarios import Scenario, describe_spaces, space_from_dict
-from testbed.training import (
-    TrainConfig,
-    TrainResult,
-    evaluate_fit,
-    make_bc_trainer,
-    make_policy,
-    observation_statistics,
-    set_observation_statistics,
-    set_torch_threads,
-)
+from testbed.seeds import DAGGER_SEED
+from testbed.scenarios import Scenario, describe_spaces
+from testbed.spaces import space_from_dict
+from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_bc_trainer, observation_statistics, set_observation_statistics
+from testbed.clone_io import make_policy
+from testbed.runtime import set_torch_threads
+from testbed.experts import make_expert
+from testbed.policies import check_expert_fits
+from testbed.scenarios import make_env
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +48,7 @@ class DAggerConfig:
     ``LinearBetaSchedule``)."""
     epochs_per_round: int = 20
     """BC epochs over the aggregated data after each round."""
-    first_seed: int = 5_000
+    first_seed: int = DAGGER_SEED
     """Round r's environment is seeded with ``first_seed + r`` (subsequent episodes of the
     round continue that env's generator). Keep it below the evaluation seeds (10000..)."""
 
@@ -84,7 +82,7 @@ def _round_demos(trainer: Any, round_num: int) -> list[Any]:
 
 
 def _expert_labels(venv: Any, experts: Sequence[Any], *, continuous: bool) -> np.ndarray:
-    labels = [expert.act(env.unwrapped) for expert, env in zip(experts, venv.envs)]
+    labels = [expert.act(None, env.unwrapped) for expert, env in zip(experts, venv.envs)]
     return np.array(labels, dtype=np.float32 if continuous else np.int64)
 
 
@@ -119,8 +117,6 @@ def train_dagger(
     from imitation.data.wrappers import RolloutInfoWrapper
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from testbed.experts import make_expert
-    from testbed.scenarios import make_env
 
     config.validate()
     dagger.validate()
@@ -132,10 +128,9 @@ def train_dagger(
     # Box actions work as they are: imitation's collector swaps whole rows of the (n_envs,
     # act_dim) action array, and BC fits the Gaussian policy to the float labels.
     continuous = spaces["action_space"]["type"] != "Discrete"
-    from testbed.policies import check_expert_fits
 
     check_expert_fits(make_expert(expert), scenario)
-    policy = make_policy(obs_space, act_space, config)
+    policy = make_policy(obs_space, act_space, config.net_arch)
     venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env(scenario))])
     labeller = make_expert(expert)
     rows: list[dict[str, float]] = []
@@ -156,14 +151,14 @@ def train_dagger(
             seeds.append(seed)
             collector.seed(seed)
             collector.reset()
-            labeller.reset(venv.envs[0].unwrapped)
+            labeller.reset(venv.envs[0].unwrapped, seed)
             finished, crashes = 0, 0
             while finished < dagger.episodes_per_round:
                 _, _, dones, infos = collector.step(_expert_labels(venv, [labeller], continuous=continuous))
                 if dones[0]:
                     finished += 1
                     crashes += bool(infos[0].get("crashed", False))
-                    labeller.reset(venv.envs[0].unwrapped)
+                    labeller.reset(venv.envs[0].unwrapped, seed)
             if round_num == 0:
                 # Input standardisation from the first round, which the expert drove alone
                 # (beta = 1, so the learner was never asked to act before this).
@@ -214,17 +209,10 @@ def train_dagger(
 def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> Demonstrations:
     """The aggregated DAgger data as a :class:`Demonstrations` record (for saving and for
     the run's metadata); ``seeds`` lists the round seeds."""
-    from testbed.experts import make_expert
-
-    return Demonstrations(
-        list(result.trajectories),
-        {
-            "scenario": scenario.to_dict(),
-            **describe_spaces(scenario),
-            "expert": {"name": expert, "params": make_expert(expert).params()},
-            "seeds": list(result.round_seeds),
-            "n_episodes": len(result.trajectories),
-            "n_transitions": int(sum(len(t.acts) for t in result.trajectories)),
-            "note": "DAgger aggregate: episode seeds continue each round's env generator from its round seed",
-        },
+    # One seed per round, not per episode: the record keeps the rounds' seeds.
+    meta = DemoMetadata.describe(
+        scenario, result.trajectories, [0] * len(result.trajectories),
+        expert={"name": expert, "params": make_expert(expert).params()},
+        note="DAgger aggregate: episode seeds continue each round's env generator from its round seed",
     )
+    return Demonstrations(list(result.trajectories), dataclasses.replace(meta, seeds=list(result.round_seeds)))

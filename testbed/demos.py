@@ -1,31 +1,175 @@
-"""Collect, save and load demonstrations.
+"""Demonstration datasets: imitation trajectories with a typed record of how they were made.
 
 A demonstration directory holds
 
 - ``trajectories/`` — imitation ``TrajectoryWithRew`` objects written by
   ``imitation.data.serialize.save`` (read them back with plain
   ``imitation.data.serialize.load(DIR / "trajectories")``);
-- ``metadata.json`` — scenario and full env config, expert and its parameters, seeds,
-  counts, observation/action spaces, package versions, git commit and creation time.
+- ``metadata.json`` — a :class:`DemoMetadata`: scenario and full env config, expert and its
+  parameters, noise, seeds, counts, observation/action spaces, package versions, git commit
+  and creation time.
+
+This module is pure data: collecting demonstrations is :mod:`testbed.collect`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
-from testbed.policies import PolicySpec
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, describe_spaces
+from testbed.scenarios import Scenario, check_spaces, describe_spaces
 
 TRAJECTORIES = "trajectories"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoMetadata:
+    """The record of a demonstration dataset (``metadata.json``).
+
+    Build one with :meth:`describe`, which derives every count from the trajectories, so the
+    record cannot disagree with the data it describes.
+    """
+
+    scenario: dict[str, Any]
+    """:meth:`testbed.scenarios.Scenario.to_dict` of where the episodes were driven."""
+    observation_space: dict[str, Any]
+    """Observation space (:func:`testbed.spaces.space_to_dict`)."""
+    action_space: dict[str, Any]
+    """Action space (:func:`testbed.spaces.space_to_dict`)."""
+    expert: dict[str, Any]
+    """``{"name": ..., "params": {...}}`` of the driver whose actions are the labels."""
+    seeds: list[int]
+    """Episode seeds, aligned with the trajectories."""
+    n_episodes: int
+    """Number of episodes."""
+    n_transitions: int
+    """Total (observation, action) pairs."""
+    n_crashed: int | None = None
+    """Episodes that ended in a crash (None in records that did not count them)."""
+    noise: dict[str, Any] | None = None
+    """The DART-style noise injected while collecting (None: none)."""
+    format_version: int | None = FORMAT_VERSION
+    """Version of this record's layout (None in records written before it was kept)."""
+    provenance: dict[str, Any] | None = None
+    """Package versions, git commit, creation time (:func:`testbed.provenance.provenance`)."""
+    driving: dict[str, Any] | None = None
+    """Human data: pacing and every driven episode, kept or not."""
+    note: str | None = None
+    """Free text on how the data were made (e.g. DAgger's aggregate)."""
+
+    @classmethod
+    def describe(
+        cls,
+        scenario: Scenario,
+        trajectories: Sequence[TrajectoryWithRew],
+        seeds: Sequence[int],
+        *,
+        expert: Mapping[str, Any],
+        noise: Mapping[str, Any] | None = None,
+        driving: Mapping[str, Any] | None = None,
+        note: str | None = None,
+        with_provenance: bool = True,
+    ) -> "DemoMetadata":
+        """The record of ``trajectories`` driven in ``scenario`` (counts derived from them)."""
+        if len(trajectories) != len(seeds):
+            raise ValueError("one seed per trajectory")
+        return cls(
+            scenario=scenario.to_dict(),
+            **describe_spaces(scenario),
+            expert=dict(expert),
+            noise=None if noise is None else dict(noise),
+            seeds=[int(s) for s in seeds],
+            n_episodes=len(trajectories),
+            n_transitions=int(sum(len(t.acts) for t in trajectories)),
+            n_crashed=_n_crashed(trajectories),
+            driving=None if driving is None else dict(driving),
+            note=note,
+            provenance=provenance() if with_provenance else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``driving`` and ``note`` only when set)."""
+        out: dict[str, Any] = {
+            "format_version": self.format_version,
+            "scenario": self.scenario,
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "expert": self.expert,
+            "noise": self.noise,
+            "seeds": list(self.seeds),
+            "n_episodes": self.n_episodes,
+            "n_transitions": self.n_transitions,
+            "n_crashed": self.n_crashed,
+        }
+        if self.driving is not None:
+            out["driving"] = self.driving
+        if self.note is not None:
+            out["note"] = self.note
+        out["provenance"] = self.provenance
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "demonstration metadata") -> "DemoMetadata":
+        """Read and type-check a record.
+
+        Raises:
+            TestbedError: a missing field or a field of the wrong type, naming it.
+        """
+        if not isinstance(data, dict):
+            raise TestbedError(f"{where} is not a JSON object")
+        required = ("scenario", "observation_space", "action_space", "seeds", "n_episodes")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise TestbedError(f"{where} is missing fields: {', '.join(missing)}")
+        for key in ("scenario", "observation_space", "action_space"):
+            _expect(isinstance(data[key], dict), where, key, "an object")
+        _expect(isinstance(data["scenario"].get("config"), dict), where, "scenario.config", "an object")
+        expert = data.get("expert") or {"name": "?", "params": {}}
+        _expect(isinstance(expert, dict), where, "expert", "an object")
+        seeds = data["seeds"]
+        _expect(isinstance(seeds, list) and all(_is_int(s) for s in seeds), where, "seeds", "a list of integers")
+        for key in ("n_episodes", "n_transitions", "n_crashed", "format_version"):
+            value = data.get(key)
+            _expect(value is None or _is_int(value), where, key, "an integer")
+        for key in ("noise", "provenance", "driving"):
+            _expect(data.get(key) is None or isinstance(data[key], dict), where, key, "an object or null")
+        n_transitions = data.get("n_transitions")
+        return cls(
+            scenario=data["scenario"],
+            observation_space=data["observation_space"],
+            action_space=data["action_space"],
+            expert=expert,
+            seeds=[int(s) for s in seeds],
+            n_episodes=int(data["n_episodes"]),
+            n_transitions=-1 if n_transitions is None else int(n_transitions),
+            n_crashed=data.get("n_crashed"),
+            noise=data.get("noise"),
+            format_version=data.get("format_version"),
+            provenance=data.get("provenance"),
+            driving=data.get("driving"),
+            note=data.get("note") if isinstance(data.get("note"), str) else None,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(ok: bool, where: str, key: str, kind: str) -> None:
+    if not ok:
+        raise TestbedError(f"{where}: field {key!r} must be {kind}")
+
+
+def _n_crashed(trajectories: Sequence[TrajectoryWithRew]) -> int:
+    return int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories if t.infos is not None and len(t.infos)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,94 +178,64 @@ class Demonstrations:
 
     trajectories: Sequence[TrajectoryWithRew]
     """One trajectory per episode, in seed order."""
-    metadata: dict[str, Any]
-    """Contents of ``metadata.json``."""
+    metadata: DemoMetadata
+    """The record of ``metadata.json``."""
 
     @property
     def seeds(self) -> list[int]:
         """Episode seeds, aligned with :attr:`trajectories`."""
-        return [int(s) for s in self.metadata["seeds"]]
+        return list(self.metadata.seeds)
 
     @property
     def n_transitions(self) -> int:
         """Total (observation, action) pairs."""
         return int(sum(len(t.acts) for t in self.trajectories))
 
+    def with_trajectories(self, trajectories: Sequence[TrajectoryWithRew], seeds: Sequence[int]) -> "Demonstrations":
+        """The same record for other episodes (counts recomputed from them)."""
+        if len(trajectories) != len(seeds):
+            raise ValueError("one seed per trajectory")
+        meta = dataclasses.replace(
+            self.metadata,
+            seeds=[int(s) for s in seeds],
+            n_episodes=len(trajectories),
+            n_transitions=int(sum(len(t.acts) for t in trajectories)),
+            n_crashed=_n_crashed(trajectories),
+        )
+        return Demonstrations(list(trajectories), meta)
 
-def episode_seeds(seed: int, n_episodes: int) -> list[int]:
-    """The seeds of ``n_episodes`` consecutive episodes starting at ``seed``.
+    def subset(self, indices: Sequence[int]) -> "Demonstrations":
+        """The episodes at ``indices`` (in that order), with a record that counts them."""
+        return self.with_trajectories([self.trajectories[i] for i in indices], [self.seeds[i] for i in indices])
 
-    Raises:
-        TestbedError: ``n_episodes < 1`` or a negative seed.
-    """
-    if n_episodes < 1:
-        raise TestbedError(f"--episodes must be at least 1, got {n_episodes}")
-    if seed < 0:
-        raise TestbedError(f"--seed must be non-negative, got {seed}")
-    return list(range(seed, seed + n_episodes))
+    def first(self, n_episodes: int) -> "Demonstrations":
+        """The first ``n_episodes`` episodes."""
+        return self.subset(range(min(n_episodes, len(self.trajectories))))
 
+    def concatenate(self, other: "Demonstrations") -> "Demonstrations":
+        """These episodes followed by ``other``'s (the record stays this one's, recounted)."""
+        return self.with_trajectories([*self.trajectories, *other.trajectories], self.seeds + other.seeds)
 
-def collect(
-    scenario: Scenario,
-    expert: str,
-    *,
-    n_episodes: int,
-    seed: int,
-    n_workers: int = 1,
-    pool: Any = None,
-    noise: float = 0.0,
-    progress: bool = False,
-) -> Demonstrations:
-    """Drive ``n_episodes`` episodes with an expert and keep them as demonstrations.
+    def first_transitions(self, n: int) -> "Demonstrations":
+        """The first ``n`` (observation, action) pairs, in episode order; the last episode used
+        is cut short (and marked non-terminal).
 
-    Args:
-        scenario: where the expert drives.
-        expert: expert name (``scripted``).
-        n_episodes: number of episodes; episode ``i`` uses seed ``seed + i``.
-        seed: first episode seed.
-        n_workers: rollout worker processes (results do not depend on it).
-        pool: an open :class:`testbed.rollout.RolloutPool` to use instead.
-        noise: DART-style noise injection: with this probability a uniformly random action
-            is applied instead of the expert's, while the recorded label stays the expert's
-            clean action (the applied one is in each step's ``applied_action`` info). In a
-            continuous-action scenario every applied action gets Gaussian noise of standard
-            deviation ``noise`` times the action range instead (clipped to the Box).
-        progress: show a progress bar.
-    """
-    from testbed.rollout import rollouts
-
-    spec = PolicySpec.parse(f"expert:{expert}")
-    seeds = episode_seeds(seed, n_episodes)
-    if not 0.0 <= noise <= 1.0:
-        raise TestbedError(f"--noise must be a probability in [0, 1], got {noise}")
-    from testbed.experts import make_expert
-    from testbed.policies import check_expert_fits
-
-    check_expert_fits(make_expert(expert), scenario)
-    continuous = scenario.config["action"]["type"] == "ContinuousAction"
-    records = rollouts(
-        scenario, spec, seeds, n_workers=n_workers, pool=pool, noise=noise, progress=progress, desc="collect"
-    )
-    from testbed.experts import make_expert
-
-    trajectories = [r.trajectory for r in records]
-    metadata = {
-        "format_version": FORMAT_VERSION,
-        "scenario": scenario.to_dict(),
-        **describe_spaces(scenario),
-        "expert": {"name": expert, "params": make_expert(expert).params()},
-        "noise": (
-            {"type": "uniform random action (DART-style)", "probability": noise}
-            if not continuous
-            else {"type": "Gaussian, std = noise * (high - low) per component, clipped (DART-style)", "noise": noise}
-        ) if noise > 0 else None,
-        "seeds": seeds,
-        "n_episodes": len(trajectories),
-        "n_transitions": int(sum(len(t.acts) for t in trajectories)),
-        "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
-        "provenance": provenance(),
-    }
-    return Demonstrations(trajectories, metadata)
+        Raises:
+            TestbedError: fewer than ``n`` transitions available.
+        """
+        if self.n_transitions < n:
+            raise TestbedError(f"only {self.n_transitions} demonstration transitions, {n} requested")
+        kept: list[TrajectoryWithRew] = []
+        left = n
+        for t in self.trajectories:
+            if left <= 0:
+                break
+            k = min(left, len(t.acts))
+            kept.append(t if k == len(t.acts) else TrajectoryWithRew(
+                obs=t.obs[: k + 1], acts=t.acts[:k], infos=t.infos[:k] if t.infos is not None else None,
+                terminal=False, rews=t.rews[:k]))
+            left -= k
+        return self.with_trajectories(kept, self.seeds[: len(kept)])
 
 
 def human_demonstrations(
@@ -132,7 +246,7 @@ def human_demonstrations(
     mapper: dict[str, Any],
     driving: dict[str, Any],
 ) -> Demonstrations:
-    """Episodes a person drove (:mod:`testbed.human`), with the same metadata as :func:`collect`.
+    """Episodes a person drove (:mod:`testbed.human`), with the same record as collected data.
 
     Args:
         scenario: where they were driven.
@@ -141,24 +255,10 @@ def human_demonstrations(
         mapper: the key mapping's parameters (recorded as the "expert"'s).
         driving: pacing and every driven episode, kept or not (seed, steps, how it ended).
     """
-    if len(trajectories) != len(seeds):
-        raise ValueError("one seed per trajectory")
-    return Demonstrations(
-        list(trajectories),
-        {
-            "format_version": FORMAT_VERSION,
-            "scenario": scenario.to_dict(),
-            **describe_spaces(scenario),
-            "expert": {"name": "human", "params": mapper},
-            "noise": None,
-            "seeds": [int(s) for s in seeds],
-            "n_episodes": len(trajectories),
-            "n_transitions": int(sum(len(t.acts) for t in trajectories)),
-            "n_crashed": int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories)),
-            "driving": driving,
-            "provenance": provenance(),
-        },
+    meta = DemoMetadata.describe(
+        scenario, trajectories, seeds, expert={"name": "human", "params": mapper}, driving=driving
     )
+    return Demonstrations(list(trajectories), meta)
 
 
 def quiet_datasets() -> None:
@@ -175,7 +275,7 @@ def save_demos(demos: Demonstrations, path: str | pathlib.Path, *, overwrite: bo
     quiet_datasets()
     with atomic_output_dir(path, overwrite=overwrite) as tmp:
         serialize.save(tmp / TRAJECTORIES, list(demos.trajectories))
-        write_json(tmp / METADATA, demos.metadata)
+        write_json(tmp / METADATA, demos.metadata.to_dict())
     return pathlib.Path(path)
 
 
@@ -188,19 +288,18 @@ def load_demos(path: str | pathlib.Path, *, scenario: Scenario | None = None) ->
     root = pathlib.Path(path)
     if not root.is_dir():
         raise TestbedError(f"demonstration directory not found: {root}")
-    metadata = read_json(root / METADATA, what="demonstration metadata")
-    required = ("scenario", "observation_space", "action_space", "seeds", "n_episodes")
-    if not isinstance(metadata, dict) or any(k not in metadata for k in required):
-        raise TestbedError(f"demonstration metadata is missing fields ({root / METADATA})")
+    metadata = DemoMetadata.from_dict(
+        read_json(root / METADATA, what="demonstration metadata"), where=f"demonstration metadata ({root / METADATA})"
+    )
     trajectories = _load_trajectories(root / TRAJECTORIES)
-    if len(trajectories) != metadata["n_episodes"] or len(metadata["seeds"]) != len(trajectories):
+    if len(trajectories) != metadata.n_episodes or len(metadata.seeds) != len(trajectories):
         raise TestbedError(
-            f"demonstrations at {root} are inconsistent: metadata says {metadata['n_episodes']} episodes, "
+            f"demonstrations at {root} are inconsistent: metadata says {metadata.n_episodes} episodes, "
             f"found {len(trajectories)}"
         )
     if scenario is not None:
-        check_spaces(metadata, scenario, what=f"demonstrations at {root}")
-    return Demonstrations(_as_recorded_dtype(trajectories, metadata["observation_space"]), metadata)
+        check_spaces(metadata.to_dict(), scenario, what=f"demonstrations at {root}")
+    return Demonstrations(_as_recorded_dtype(trajectories, metadata.observation_space), metadata)
 
 
 def _as_recorded_dtype(trajectories: list[TrajectoryWithRew], space: Any) -> list[TrajectoryWithRew]:
@@ -226,36 +325,3 @@ def _load_trajectories(path: pathlib.Path) -> list[TrajectoryWithRew]:
     if not trajectories:
         raise TestbedError(f"demonstrations at {path} contain no episodes")
     return trajectories
-
-
-def check_spaces(record: dict[str, Any], scenario: Scenario, *, what: str) -> None:
-    """Fail unless ``record``'s observation and action spaces equal ``scenario``'s.
-
-    Raises:
-        TestbedError: naming which space differs and the two scenarios.
-    """
-    expected = describe_spaces(scenario)
-    made_for = record.get("scenario", {}).get("name", "?")
-    for key in ("observation_space", "action_space"):
-        if record.get(key) != expected[key]:
-            raise TestbedError(
-                f"{what} were made for scenario {made_for!r} with a different {key.replace('_', ' ')} "
-                f"than scenario {scenario.name!r}: {_brief(record.get(key))} vs {_brief(expected[key])}"
-            )
-    # Same shape is not enough: Kinematics features in absolute vs relative coordinates, or
-    # in another order, would feed a clone numbers that mean something else.
-    theirs = record.get("scenario", {}).get("config", {}).get("observation")
-    ours = scenario.to_dict()["config"]["observation"]
-    if theirs != ours:
-        raise TestbedError(
-            f"{what} were made for scenario {made_for!r} whose observation config differs from "
-            f"scenario {scenario.name!r}'s: {theirs} vs {ours}"
-        )
-
-
-def _brief(space: Any) -> str:
-    if not isinstance(space, dict):
-        return repr(space)
-    if space.get("type") == "Discrete":
-        return f"Discrete({space.get('n')})"
-    return f"{space.get('type')}{tuple(space.get('shape', ()))}"

@@ -37,6 +37,9 @@ from testbed.metrics import mean_ci
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
 from testbed.scenarios import Scenario
+from testbed.metrics import Interval, fixed_width
+from testbed.plotting import plot_drift
+from testbed.scenarios import describe_spaces
 
 DIVERGENCE_THRESHOLD_M = 1.0
 """Position error [m] past which the twins count as diverged."""
@@ -277,7 +280,6 @@ def measure_drift(
 
 def _action_range(scenario: Scenario) -> np.ndarray | None:
     """``high - low`` of a Box action space, None for a discrete one."""
-    from testbed.scenarios import describe_spaces
 
     if scenario.config.get("action", {}).get("type") != "ContinuousAction":
         return None
@@ -329,7 +331,6 @@ def write_drift(result: DriftResult, directory, *, title: str = "") -> dict[str,
     """Write the drift tables as CSVs and ``drift.png`` into ``directory``; returns the curves."""
     import matplotlib.pyplot as plt
 
-    from testbed.plotting import plot_drift
 
     curves = drift_curves(result)
     result.twin_steps.to_csv(directory / "twin_steps.csv", index=False)
@@ -347,7 +348,6 @@ def write_drift(result: DriftResult, directory, *, title: str = "") -> dict[str,
 
 def format_drift(summary: pd.DataFrame) -> str:
     """Fixed-width table of the headline drift measures."""
-    from testbed.metrics import Interval, fixed_width
 
     cols = {
         "eps_off": "eps_off", "eps_on": "eps_on", "eps_gap": "eps_on - eps_off",

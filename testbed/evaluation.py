@@ -13,17 +13,17 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from testbed.demos import episode_seeds
+from testbed.seeds import EVAL_SEED, episode_seeds
 from testbed.errors import TestbedError
 from testbed.metrics import METRICS, episodes_table, summarize
 from testbed.outputs import write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.scenarios import Scenario
+from testbed.clone_io import read_clone_metadata
+from testbed.policies import build_agent
+from testbed.rollout import RolloutPool
 
-DEFAULT_EVAL_SEED = 10_000
-"""First evaluation seed. Demonstrations default to seeds 0.. and the command line refuses to
-evaluate a clone on any seed its demonstrations used."""
 
 
 @dataclasses.dataclass
@@ -44,7 +44,6 @@ def check_held_out(specs: Sequence[PolicySpec], seeds: Sequence[int]) -> None:
     Raises:
         TestbedError: naming the clone and the overlapping seeds.
     """
-    from testbed.training import read_clone_metadata
 
     wanted = set(seeds)
     for spec in specs:
@@ -68,7 +67,6 @@ def check_policies(scenario: Scenario, specs: Sequence[PolicySpec], seeds: Seque
     Raises:
         TestbedError: on the first problem found.
     """
-    from testbed.policies import build_agent
 
     if not specs:
         raise TestbedError("give at least one --policy")
@@ -83,7 +81,7 @@ def evaluate(
     specs: Sequence[PolicySpec],
     *,
     n_episodes: int,
-    seed: int = DEFAULT_EVAL_SEED,
+    seed: int = EVAL_SEED,
     n_workers: int = 1,
     pool: Any = None,
     progress: bool = False,
@@ -97,8 +95,6 @@ def evaluate(
         TestbedError: no policies, duplicate policies, bad counts, clones that do not fit the
             scenario or whose demonstrations used these seeds.
     """
-    from testbed.rollout import RolloutPool
-    from testbed.training import read_clone_metadata
 
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):

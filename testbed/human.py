@@ -36,6 +36,8 @@ from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
 from testbed.rollout import EgoTracker
+from testbed.demos import human_demonstrations
+from testbed.scenarios import make_env
 
 ARROWS = ("left", "right", "up", "down")
 
@@ -561,7 +563,6 @@ def make_drive_env(scenario: Any, *, render: bool = True) -> Any:
     (its ``EventHandler`` would apply key presses to the vehicle behind our back); it changes
     nothing in the simulation, and the dataset records the scenario's own config.
     """
-    from testbed.scenarios import make_env
 
     if not render:
         return make_env(scenario)
@@ -596,7 +597,6 @@ def drive(
         The :class:`testbed.demos.Demonstrations` of the kept episodes (``None`` if none was
         kept) and every driven episode.
     """
-    from testbed.demos import human_demonstrations
 
     env = make_drive_env(scenario, render=display is not None)
     episodes: list[DrivenEpisode] = []

@@ -35,11 +35,21 @@ import numpy as np
 import pandas as pd
 
 from testbed.errors import TestbedError
-from testbed.evaluation import DEFAULT_EVAL_SEED
+from testbed.seeds import EVAL_SEED
 from testbed.metrics import BOOTSTRAP_SEED, CONFIDENCE, N_RESAMPLES, Interval, mean_ci
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
 from testbed.scenarios import Scenario
+from testbed.clone_io import read_clone_metadata
+from testbed.drift import twin_steps
+from testbed.evaluation import check_held_out
+from testbed.experts import make_expert
+from testbed.metrics import METRICS, episodes_table, summarize
+from testbed.outputs import write_json
+from testbed.policies import build_agent
+from testbed.provenance import provenance
+from testbed.scenarios import get_scenario
+from testbed.seeds import episode_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +65,6 @@ class SuiteScenario:
 
     def resolve(self, extra: Mapping[str, Any] | None = None) -> Scenario:
         """The scenario, with ``extra`` overrides on top (quick runs: ``duration=5``)."""
-        from testbed.scenarios import get_scenario
 
         return get_scenario(self.preset, {**self.overrides, **(extra or {})})
 
@@ -70,7 +79,7 @@ SUITES: dict[str, tuple[SuiteScenario, ...]] = {
 }
 """Suite name -> its scenarios, in column order."""
 
-SUITE_SEED = DEFAULT_EVAL_SEED
+SUITE_SEED = EVAL_SEED
 """First seed of every suite scenario: episode ``i`` uses seed ``SUITE_SEED + i`` (held out)."""
 
 DEFAULT_EPISODES = 100
@@ -115,7 +124,6 @@ def fit_matrix(specs: Sequence[PolicySpec], scenarios: Mapping[str, Scenario]) -
     Raises:
         TestbedError: a policy that fits none of the scenarios (with the first reason).
     """
-    from testbed.policies import build_agent
 
     unfit: dict[tuple[str, str], str] = {}
     for spec in specs:
@@ -132,7 +140,6 @@ def fit_matrix(specs: Sequence[PolicySpec], scenarios: Mapping[str, Scenario]) -
 
 def twin_error_at(policy: EpisodeRecord, expert: EpisodeRecord, step: int) -> float:
     """Twin position error [m] after ``step`` decisions, or at the last step both runs reached."""
-    from testbed.drift import twin_steps
 
     errors = twin_steps(policy, expert)["position_error_m"].to_numpy()
     return float(errors[min(step, len(errors)) - 1])
@@ -227,12 +234,6 @@ def run_benchmark(
         TestbedError: bad counts or horizon, a clone evaluated on its demonstration seeds, a
             policy that fits none of the scenarios.
     """
-    from testbed.demos import episode_seeds
-    from testbed.evaluation import check_held_out
-    from testbed.experts import make_expert
-    from testbed.metrics import METRICS, episodes_table, summarize
-    from testbed.provenance import provenance
-    from testbed.training import read_clone_metadata
 
     if not horizon_s > 0:
         raise TestbedError(f"--horizon-s must be > 0, got {horizon_s}")
@@ -427,7 +428,6 @@ def format_markdown(board: Leaderboard) -> str:
 def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
     """Write ``leaderboard.md``, ``leaderboard.csv``, ``scenarios.csv``, ``episodes.csv`` and
     ``config.json`` into ``directory``."""
-    from testbed.outputs import write_json
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

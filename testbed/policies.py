@@ -25,15 +25,25 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import importlib
+import inspect
+import os
+import sys
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
+from testbed.clone_io import load_clone
 from testbed.errors import TestbedError
+from testbed.experts import SB3_PREFIX, Expert, expert_names, make_expert
+from testbed.scenarios import Scenario, describe_spaces
+from testbed.spaces import space_to_dict
 
 
 class Agent(Protocol):
-    """Anything the harness can drive with."""
+    """Anything the harness can drive with; experts (:class:`testbed.experts.Expert`) are
+    agents as they are."""
 
     def reset(self, env: Any, seed: int) -> None:
         """Start an episode. ``env`` is the unwrapped highway-env env, already reset."""
@@ -70,8 +80,6 @@ class PolicySpec:
         if kind in ("idle", "random") and not arg:
             return cls(kind)
         if kind == "expert" and arg:
-            from testbed.experts import SB3_PREFIX, expert_names, make_expert
-
             if arg.startswith(SB3_PREFIX):
                 make_expert(arg)  # fail now, not in a worker, on a missing or corrupt model file
                 return cls(kind, arg)
@@ -89,20 +97,6 @@ class PolicySpec:
             f"bad policy spec {text!r}; use expert:NAME, expert:sb3:MODEL_ZIP, clone:RUN_DIR, idle, random "
             "or MODULE:FUNCTION"
         )
-
-
-class ExpertAgent:
-    """Drives with a privileged expert."""
-
-    def __init__(self, expert: Any) -> None:
-        self.expert = expert
-
-    def reset(self, env: Any, seed: int) -> None:
-        self.expert.reset(env)
-
-    def act(self, obs: np.ndarray, env: Any) -> int | np.ndarray:
-        action = self.expert.act(env)
-        return int(action) if np.ndim(action) == 0 else np.asarray(action, dtype=np.float32)
 
 
 class IdleAgent:
@@ -161,10 +155,6 @@ def import_policy_callable(text: str) -> Any:
     Raises:
         TestbedError: the module cannot be imported or has no such callable.
     """
-    import importlib
-    import os
-    import sys
-
     module_name, _, name = text.partition(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -191,8 +181,6 @@ def import_policy_callable(text: str) -> Any:
 
 def _required_positional(fn: Any) -> int | None:
     """Number of positional parameters ``fn`` requires, or None if it has no signature."""
-    import inspect
-
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -228,8 +216,6 @@ class PythonAgent:
         if hasattr(made, "act") and hasattr(made, "reset"):
             self._agent = made
         elif hasattr(made, "predict"):
-            import inspect
-
             try:
                 takes_flag = "deterministic" in inspect.signature(made.predict).parameters
             except (TypeError, ValueError):
@@ -244,28 +230,47 @@ class PythonAgent:
             )
 
     def reset(self, env: Any, seed: int) -> None:
-        self._n = int(env.action_space.n)
+        self._space = env.action_space
         if self._agent is not None:
             self._agent.reset(env, seed)
 
-    def act(self, obs: np.ndarray, env: Any) -> int:
+    def act(self, obs: np.ndarray, env: Any) -> int | np.ndarray:
         raw = self._agent.act(obs, env) if self._agent is not None else self._fn(obs)
         if isinstance(raw, tuple):  # SB3's predict returns (action, state)
             raw = raw[0]
+        return checked_action(raw, self._space, who=f"policy {self.label!r}")
+
+
+def checked_action(raw: Any, space: gym.Space, *, who: str) -> int | np.ndarray:
+    """``raw`` as an action of ``space`` (an int for Discrete, a float32 array for a Box).
+
+    Raises:
+        TestbedError: ``raw`` is not an action of ``space`` (wrong type, shape, out of range,
+            not finite), naming ``who`` returned it.
+    """
+    if isinstance(space, gym.spaces.Box):
         try:
-            action = int(np.asarray(raw).item())
+            array = np.asarray(raw, dtype=np.float32)
         except (TypeError, ValueError):
-            raise TestbedError(f"policy {self.label!r} returned {raw!r}, not a discrete action") from None
-        if not 0 <= action < self._n:
-            raise TestbedError(f"policy {self.label!r} returned action {action}, outside Discrete({self._n})")
-        return action
+            raise TestbedError(f"{who} returned {raw!r}, not an action of {space}") from None
+        if array.size != int(np.prod(space.shape)):
+            raise TestbedError(f"{who} returned an action of shape {array.shape}, expected {space.shape}")
+        array = array.reshape(space.shape)
+        if not space.contains(array):
+            raise TestbedError(f"{who} returned action {array.tolist()}, outside {space}")
+        return array
+    try:
+        action = int(np.asarray(raw).item())
+    except (TypeError, ValueError):
+        raise TestbedError(f"{who} returned {raw!r}, not a discrete action") from None
+    if not space.contains(action):
+        raise TestbedError(f"{who} returned action {action}, outside {space}")
+    return action
 
 
-def _check_declared_spaces(policy: Any, scenario: Any, *, what: str) -> None:
+def _check_declared_spaces(policy: Any, scenario: Scenario, *, what: str) -> None:
     """If ``policy`` declares ``observation_space``/``action_space`` (as SB3 models and
     policies do), refuse a scenario whose spaces differ."""
-    from testbed.scenarios import describe_spaces, space_to_dict
-
     declared = {k: getattr(policy, k, None) for k in ("observation_space", "action_space")}
     if all(v is None for v in declared.values()):
         return
@@ -284,12 +289,10 @@ def _check_declared_spaces(policy: Any, scenario: Any, *, what: str) -> None:
 
 
 def _is_box(space: Any) -> bool:
-    import gymnasium as gym
-
     return isinstance(space, gym.spaces.Box)
 
 
-def check_expert_fits(expert: Any, scenario: Any) -> None:
+def check_expert_fits(expert: Expert, scenario: Scenario) -> None:
     """Refuse an expert built for another kind of action (or, if it reads the observation,
     another observation) than the scenario's.
 
@@ -312,25 +315,21 @@ def check_expert_fits(expert: Any, scenario: Any) -> None:
         check_scenario(scenario)
 
 
-def build_agent(spec: PolicySpec, scenario: Any) -> Agent:
+def build_agent(spec: PolicySpec, scenario: Scenario) -> Agent:
     """Turn a spec into an agent for ``scenario`` (loads clone weights, checks spaces).
 
     Raises:
         TestbedError: a clone trained for other spaces, or an unreadable policy file.
     """
     if spec.kind == "expert":
-        from testbed.experts import make_expert
-
         expert = make_expert(spec.arg)
         check_expert_fits(expert, scenario)
-        return ExpertAgent(expert)
+        return expert
     if spec.kind == "idle":
         return IdleAgent()
     if spec.kind == "random":
         return RandomAgent()
     if spec.kind == "clone":
-        from testbed.training import load_clone
-
         return ClonePolicyAgent(load_clone(spec.arg, scenario=scenario))
     if spec.kind == "python":
         agent = PythonAgent(spec.arg)

@@ -32,6 +32,11 @@ from testbed.errors import TestbedError
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord
 from testbed.scenarios import Scenario
+from testbed.drift import DIVERGENCE_THRESHOLD_M, twin_episode
+from testbed.policies import build_agent
+from testbed.provenance import provenance
+from testbed.rollout import run_episode
+from testbed.scenarios import make_env
 
 BORDER_PX = 4
 """Width of the border around each panel [px] (white unless marked)."""
@@ -60,7 +65,6 @@ class Divergence:
     @classmethod
     def of(cls, policy: EpisodeRecord, reference: EpisodeRecord, *, threshold_m: float) -> "Divergence":
         """Measured with :func:`testbed.drift.twin_episode`."""
-        from testbed.drift import twin_episode
 
         ep = twin_episode(policy, reference, threshold_m=threshold_m)
 
@@ -255,9 +259,6 @@ def record_frames(scenario: Scenario, spec: PolicySpec, seed: int) -> tuple[Epis
         The record (identical to the harness's for this seed) and frames 0..T.
     """
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    from testbed.policies import build_agent
-    from testbed.rollout import run_episode
-    from testbed.scenarios import make_env
 
     agent = _FrameGrabber(build_agent(spec, scenario))
     drawn = dataclasses.replace(scenario, config={**scenario.config, "offscreen_rendering": True})
@@ -288,8 +289,6 @@ def render_comparison(
         What the GIF shows (also stored as JSON in its comment): labels, seed, steps,
         crashes, :class:`Divergence` fields, frame count and provenance.
     """
-    from testbed.drift import DIVERGENCE_THRESHOLD_M
-    from testbed.provenance import provenance
 
     threshold_m = DIVERGENCE_THRESHOLD_M if threshold_m is None else threshold_m
     for name, value in (("--threshold-m", threshold_m), ("--scale", scale), ("--fps", fps)):

@@ -21,6 +21,10 @@ from types import ModuleType
 from typing import Any, Callable
 
 from testbed.errors import TestbedError
+from testbed.pipeline import Pipeline, save_summary_plot
+from testbed.outputs import read_json
+from testbed.plotting import plot_training_log
+from testbed.rollout import reuse_episodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +96,6 @@ def select_steps(only: tuple[str, ...]) -> list[Step]:
 
 
 def _pipeline_run(out: pathlib.Path, *, fast: bool, workers: int) -> None:
-    from testbed.cli import Pipeline
 
     sizes = dict(demo_episodes=10, eval_episodes=6, epochs=10, batch_size=16) if fast else {}
     Pipeline(out=str(out / "highway-fast"), overwrite=True, workers=workers, **sizes).run()
@@ -102,13 +105,10 @@ def _pipeline_replot(out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from testbed.cli import _save_summary_plot
-    from testbed.outputs import read_json
-    from testbed.plotting import plot_training_log
 
     run = out / "highway-fast"
     config = read_json(run / "config.json", what="pipeline config")
-    _save_summary_plot(pd.read_csv(run / "eval" / "summary.csv"), run / "summary.png", config["scenario"]["name"])
+    save_summary_plot(pd.read_csv(run / "eval" / "summary.csv"), run / "summary.png", config["scenario"]["name"])
     n = config["demo_seeds"]["n_episodes"]
     fig = plot_training_log(pd.read_csv(run / "clone" / "train_log.csv"),
                             title=f"BC on {n} expert episodes ({config['scenario']['name']})")
@@ -145,7 +145,6 @@ def reproduce(steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_onl
     episode that an earlier step already ran (same config, policy, seed) is not simulated
     again, which changes no number and saves a good part of the full rebuild.
     """
-    from testbed.rollout import reuse_episodes
 
     times: dict[str, float] = {}
     with reuse_episodes():

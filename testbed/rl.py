@@ -12,7 +12,7 @@ observation the clones see) and writes a run directory:
 
 Training episodes are seeded explicitly: episode ``k`` resets the env with seed
 ``(seed + k) mod 10000``, so training never sees a held-out evaluation seed (10000 onwards,
-:data:`testbed.evaluation.DEFAULT_EVAL_SEED`).
+:data:`testbed.evaluation.EVAL_SEED`).
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ import pandas as pd
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, make_env, space_to_dict
+from testbed.scenarios import Scenario, make_env
+from testbed.spaces import space_to_dict
+from testbed.runtime import set_torch_threads
+from testbed.seeds import EVAL_SEED
 
 MODEL_FILE = "model.zip"
 CURVE_FILE = "training_curve.csv"
 METADATA = "metadata.json"
 
-TRAIN_SEED_LIMIT = 10_000
+TRAIN_SEED_LIMIT = EVAL_SEED
 """Training env seeds stay below this, the first held-out evaluation seed."""
 
 Algo = Literal["dqn", "ppo"]
@@ -181,7 +184,6 @@ def train_expert(scenario: Scenario, config: RLConfig, *, progress: bool = False
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from testbed.training import set_torch_threads
 
     config.validate()
     set_torch_threads(config.torch_threads)

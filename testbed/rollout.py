@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
-import os
+import multiprocessing.pool
 import pathlib
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +26,7 @@ from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
 from testbed.policies import Agent, PolicySpec, build_agent
+from testbed.runtime import init_worker, torch_threads
 from testbed.scenarios import Scenario, make_env
 
 
@@ -103,6 +104,45 @@ class EgoTracker:
         return info
 
 
+class _ActionCodec:
+    """How one episode's actions are read from the agent, perturbed by injected noise and
+    recorded: integers for a Discrete space, float32 arrays of the Box's shape for a Box."""
+
+    def __init__(self, space: Any, noise: float, rng: np.random.Generator) -> None:
+        import gymnasium as gym
+
+        self.noise, self.rng = noise, rng
+        self.box = isinstance(space, gym.spaces.Box)
+        if self.box:
+            self.shape: tuple[int, ...] = tuple(space.shape)
+            self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
+            self.noise_std = noise * (self.high - self.low)
+            self.dtype: Any = np.float32
+        else:
+            self.n_actions = int(space.n)
+            self.shape, self.dtype = (), np.int64
+
+    def clean(self, raw: Any) -> Any:
+        """The agent's action in the recorded type."""
+        return np.asarray(raw, dtype=np.float32).reshape(self.shape) if self.box else int(raw)
+
+    def applied(self, action: Any) -> Any:
+        """The action sent to the env: ``action`` itself without noise. Discrete: with
+        probability ``noise`` a uniform random action. Box: Gaussian noise on every step, std
+        ``noise`` times the range of each component, clipped to the Box."""
+        if self.noise <= 0:
+            return action
+        if self.box:
+            return self.clean(np.clip(action + self.rng.normal(0.0, self.noise_std), self.low, self.high))
+        if self.rng.random() < self.noise:
+            return int(self.rng.integers(self.n_actions))
+        return action
+
+    def info(self, applied: Any) -> Any:
+        """``applied`` as stored in the step's ``applied_action`` info."""
+        return [float(x) for x in applied.ravel()] if self.box else applied
+
+
 def run_episode(
     env: Any,
     agent: Agent,
@@ -137,52 +177,34 @@ def run_episode(
     agent.reset(base, seed)
     if labeller is not None:
         labeller.reset(base, seed)
-    noise_rng = np.random.default_rng([seed, 0xDA27])
-    box = _box(env.action_space)
-    if box is None:
-        n_actions = int(env.action_space.n)
-    else:
-        return _run_continuous(env, agent, seed, obs, box, noise_rng, policy_label=policy_label, labeller=labeller, noise=noise)
-    executed: list[int] = []
+    codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
     observations = [obs]
-    actions: list[int] = []
+    actions: list[Any] = []
+    executed: list[Any] = []
+    labels: list[Any] = []
     rewards: list[float] = []
     infos: list[dict[str, Any]] = []
-    labels: list[int] = []
-    tracker = EgoTracker(base)
+    tracker = EgoTracker(base, offroad_is_crash=codec.box)
     terminated = truncated = False
     while not (terminated or truncated):
         if labeller is not None:
-            labels.append(int(labeller.act(obs, base)))
-        action = int(agent.act(obs, base))
-        applied = action
-        if noise > 0 and noise_rng.random() < noise:
-            applied = int(noise_rng.integers(n_actions))
+            labels.append(codec.clean(labeller.act(obs, base)))
+        action = codec.clean(agent.act(obs, base))
+        applied = codec.applied(action)
         executed.append(applied)
-        obs, reward, terminated, truncated, info = env.step(applied)
-        infos.append(tracker.step(applied, terminated))
+        obs, reward, terminated, truncated, _ = env.step(applied)
+        infos.append(tracker.step(codec.info(applied), terminated))
         observations.append(obs)
-        actions.append(int(action))
+        actions.append(action)
         rewards.append(float(reward))
-    # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
-    return _record(policy_label, seed, observations, env.observation_space.dtype, actions, np.int64, (len(actions),),
-                   infos, terminated, rewards, labels if labeller is not None else None, executed if noise > 0 else None)
 
-
-def _record(
-    policy_label: str, seed: int, observations: list, obs_dtype: Any, actions: list, act_dtype: Any,
-    act_shape: tuple[int, ...], infos: list, terminated: bool, rewards: list, labels: list | None,
-    executed: list | None,
-) -> EpisodeRecord:
-    """Stack one episode's per-step lists into an :class:`EpisodeRecord` (actions, labels and
-    executed actions share ``act_dtype`` and ``act_shape``)."""
-
-    def acts(values: list) -> np.ndarray:
-        return np.asarray(values, dtype=act_dtype).reshape(act_shape)
+    def stack(values: list[Any]) -> np.ndarray:
+        return np.asarray(values, dtype=codec.dtype).reshape((len(values), *codec.shape))
 
     trajectory = TrajectoryWithRew(
-        obs=np.asarray(observations, dtype=obs_dtype),
-        acts=acts(actions),
+        # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
+        obs=np.asarray(observations, dtype=env.observation_space.dtype),
+        acts=stack(actions),
         infos=np.asarray(infos, dtype=object),
         terminal=bool(terminated),
         rews=np.asarray(rewards, dtype=np.float32),
@@ -191,62 +213,9 @@ def _record(
         policy=policy_label,
         seed=int(seed),
         trajectory=trajectory,
-        labels=acts(labels) if labels is not None else None,
-        executed=acts(executed) if executed is not None else None,
+        labels=stack(labels) if labeller is not None else None,
+        executed=stack(executed) if noise > 0 else None,
     )
-
-
-def _box(space: Any) -> Any:
-    """``space`` if it is a Box action space, else None."""
-    import gymnasium as gym
-
-    return space if isinstance(space, gym.spaces.Box) else None
-
-
-def _run_continuous(
-    env: Any,
-    agent: Agent,
-    seed: int,
-    obs: np.ndarray,
-    box: Any,
-    noise_rng: np.random.Generator,
-    *,
-    policy_label: str,
-    labeller: Agent | None,
-    noise: float,
-) -> EpisodeRecord:
-    """:func:`run_episode` for a Box action space (the env is already reset; actions are
-    float32 arrays of the Box's shape; Gaussian noise as documented there)."""
-    base = env.unwrapped
-    low, high = box.low.astype(np.float64), box.high.astype(np.float64)
-    noise_std = noise * (high - low)
-
-    def as_action(a: Any) -> np.ndarray:
-        return np.asarray(a, dtype=np.float32).reshape(box.shape)
-
-    executed: list[np.ndarray] = []
-    observations = [obs]
-    actions: list[np.ndarray] = []
-    rewards: list[float] = []
-    infos: list[dict[str, Any]] = []
-    labels: list[np.ndarray] = []
-    tracker = EgoTracker(base, offroad_is_crash=True)
-    terminated = truncated = False
-    while not (terminated or truncated):
-        if labeller is not None:
-            labels.append(as_action(labeller.act(obs, base)))
-        action = as_action(agent.act(obs, base))
-        applied = action
-        if noise > 0:
-            applied = as_action(np.clip(action + noise_rng.normal(0.0, noise_std), low, high))
-        executed.append(applied)
-        obs, reward, terminated, truncated, info = env.step(applied)
-        infos.append(tracker.step([float(x) for x in applied.ravel()], terminated))
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-    return _record(policy_label, seed, observations, np.float32, actions, np.float32, (len(actions), *box.shape),
-                   infos, terminated, rewards, labels if labeller is not None else None, executed if noise > 0 else None)
 
 
 # Per-process caches, so that a worker builds each env and each agent once however many
@@ -303,23 +272,6 @@ def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
     if labeller is None or isinstance(labeller, PolicySpec):
         return labeller
     return PolicySpec.parse(labeller if ":" in labeller else f"expert:{labeller}")
-
-
-def _init_worker() -> None:
-    # One intra-op thread per process: on 2 cores torch's default makes small MLPs ~10x
-    # slower, and parallelism comes from the worker processes instead.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def default_workers() -> int:
-    """The number of cores available to this process."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 _REUSED: dict[tuple, EpisodeRecord] | None = None
@@ -385,11 +337,14 @@ class RolloutPool:
 
     def __init__(self, n_workers: int = 1) -> None:
         self.n_workers = max(1, int(n_workers))
-        self._pool: Any = None
+        self._pool: multiprocessing.pool.Pool | None = None
+        self._in_process = contextlib.ExitStack()
 
     def __enter__(self) -> "RolloutPool":
         if self.n_workers > 1:
-            self._pool = mp.get_context("spawn").Pool(self.n_workers, initializer=_init_worker)
+            self._pool = mp.get_context("spawn").Pool(self.n_workers, initializer=init_worker)
+        else:  # episodes run here, with the one torch thread a worker has
+            self._in_process.enter_context(torch_threads(1))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -397,6 +352,7 @@ class RolloutPool:
             self._pool.terminate() if exc[0] is not None else self._pool.close()
             self._pool.join()
             self._pool = None
+        self._in_process.close()
         _clear_cache()
 
     def imap(

@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from testbed.errors import TestbedError
+from testbed.spaces import brief, jsonable, space_to_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +50,7 @@ class Scenario:
             "name": self.name,
             "env_id": self.env_id,
             "max_episode_steps": self.max_episode_steps,
-            "config": _jsonable(dict(self.config)),
+            "config": jsonable(dict(self.config)),
         }
 
     @classmethod
@@ -220,18 +221,6 @@ def split_scenario_name(name: str) -> tuple[str, str]:
     )
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
 def _env_class(env_id: str) -> type:
     import highway_env  # noqa: F401  (registers the highway-env ids)
 
@@ -303,7 +292,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     else:
         return value
     raise TestbedError(
-        f"config key {key!r} expects a value like {json.dumps(_jsonable(default))} "
+        f"config key {key!r} expects a value like {json.dumps(jsonable(default))} "
         f"({type(default).__name__}), got {json.dumps(value)}"
     )
 
@@ -529,30 +518,26 @@ def describe_spaces(scenario: Scenario) -> dict[str, Any]:
         env.close()
 
 
-def space_to_dict(space: gym.Space) -> dict[str, Any]:
-    """A JSON description of a Box or Discrete space."""
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    if isinstance(space, gym.spaces.Box):
-        return {
-            "type": "Box",
-            "shape": list(space.shape),
-            "dtype": str(space.dtype),
-            # Python's json writes and reads +-Infinity, which unbounded Boxes need.
-            "low": space.low.astype(np.float64).tolist(),
-            "high": space.high.astype(np.float64).tolist(),
-        }
-    raise TestbedError(f"unsupported space {space}")
+def check_spaces(record: dict[str, Any], scenario: Scenario, *, what: str) -> None:
+    """Fail unless ``record``'s observation and action spaces equal ``scenario``'s.
 
-
-def space_from_dict(data: Mapping[str, Any]) -> gym.Space:
-    """Inverse of :func:`space_to_dict` (a fresh space, with no sampled RNG inside)."""
-    kind = data.get("type")
-    if kind == "Discrete":
-        return gym.spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
-    if kind == "Box":
-        low = np.asarray(data["low"], dtype=np.float64)
-        high = np.asarray(data["high"], dtype=np.float64)
-        dtype = np.dtype(data["dtype"])
-        return gym.spaces.Box(low=low.astype(dtype), high=high.astype(dtype), shape=tuple(data["shape"]), dtype=dtype)
-    raise TestbedError(f"unsupported space description {dict(data)}")
+    Raises:
+        TestbedError: naming which space differs and the two scenarios.
+    """
+    expected = describe_spaces(scenario)
+    made_for = record.get("scenario", {}).get("name", "?")
+    for key in ("observation_space", "action_space"):
+        if record.get(key) != expected[key]:
+            raise TestbedError(
+                f"{what} were made for scenario {made_for!r} with a different {key.replace('_', ' ')} "
+                f"than scenario {scenario.name!r}: {brief(record.get(key))} vs {brief(expected[key])}"
+            )
+    # Same shape is not enough: Kinematics features in absolute vs relative coordinates, or
+    # in another order, would feed a clone numbers that mean something else.
+    theirs = record.get("scenario", {}).get("config", {}).get("observation")
+    ours = scenario.to_dict()["config"]["observation"]
+    if theirs != ours:
+        raise TestbedError(
+            f"{what} were made for scenario {made_for!r} whose observation config differs from "
+            f"scenario {scenario.name!r}'s: {theirs} vs {ours}"
+        )

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
+from testbed.runtime import init_worker
 
 CONFIG = "config.json"
 CELLS = "cells"
@@ -354,13 +355,6 @@ def execute_cell(payload: bytes) -> str:
     return cell_dir
 
 
-def _init_worker() -> None:
-    # One torch thread per process: parallelism comes from the cells (see the module docstring).
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
 def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> Iterator[str]:
     del address
     if workers == 1 or len(payloads) == 1:
@@ -369,7 +363,7 @@ def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> I
         return
     import multiprocessing as mp
 
-    pool = mp.get_context("spawn").Pool(min(workers, len(payloads)), initializer=_init_worker)
+    pool = mp.get_context("spawn").Pool(min(workers, len(payloads)), initializer=init_worker)
     try:
         yield from pool.imap_unordered(execute_cell, payloads)
     except BaseException:
@@ -415,5 +409,5 @@ def _run_ray(payloads: list[bytes], *, workers: int, address: str | None) -> Ite
 
 
 def _ray_cell(payload: bytes) -> str:
-    _init_worker()
+    init_worker()
     return execute_cell(payload)

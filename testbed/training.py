@@ -1,16 +1,8 @@
-"""Behavioral cloning through imitation's trainer, and safe policy loading.
+"""Behavioral cloning through imitation's trainer.
 
 Training uses ``imitation.algorithms.bc.BC`` unchanged; this module adds an episode-level
-validation split, a per-epoch log (loss, train and validation accuracy), deliberate torch
-threading, and a policy file that loads under torch >= 2.6.
-
-A run directory holds ``policy.pt`` (stable-baselines3's ``policy.save`` format:
-``{"state_dict", "data"}``), ``train_log.csv`` and ``metadata.json``.
-
-Loading never unpickles arbitrary objects: ``torch.load(weights_only=True)`` with an explicit
-allow-list of the few classes a saved policy's constructor arguments need. SB3 2.2.1's
-``policy.load`` and imitation's ``bc.reconstruct_policy`` call ``torch.load`` without that and
-fail under torch's ``weights_only`` default.
+validation split, a per-epoch log (loss, train and validation accuracy) and deliberate torch
+threading. The run directory it writes (policy file, log, metadata) is :mod:`testbed.clone_io`'s.
 """
 
 from __future__ import annotations
@@ -25,15 +17,13 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-from testbed.demos import Demonstrations, check_spaces
+from testbed.clone_io import LOG_FILE, METADATA, POLICY_FILE, is_image_space, make_policy, save_policy
+from testbed.demos import Demonstrations
 from testbed.errors import TestbedError
-from testbed.outputs import atomic_output_dir, read_json, write_json
+from testbed.outputs import atomic_output_dir, write_json
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, space_from_dict, space_to_dict
-
-POLICY_FILE = "policy.pt"
-LOG_FILE = "train_log.csv"
-METADATA = "metadata.json"
+from testbed.runtime import set_torch_threads
+from testbed.spaces import space_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,12 +122,6 @@ def _stack(trajectories: Sequence[Any], indices: Sequence[int]) -> tuple[np.ndar
     return obs, acts
 
 
-def zero_schedule(progress_remaining: float) -> float:
-    """SB3 learning-rate schedule placeholder stored in policy files (BC has its own optimiser)."""
-    del progress_remaining
-    return 0.0
-
-
 def observation_statistics(observations: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-feature mean and std of a batch of observations, flattened.
 
@@ -149,50 +133,6 @@ def observation_statistics(observations: np.ndarray) -> tuple[list[float], list[
     return flat.mean(axis=0).tolist(), np.where(std == 0, 1.0, np.maximum(std, 1e-3)).tolist()
 
 
-def is_image_space(space: Any) -> bool:
-    """Whether observations are uint8 images in [0, 255] (the camera sensor), which go
-    through a CNN instead of the standardised MLP input."""
-    from stable_baselines3.common.preprocessing import is_image_space as sb3_is_image_space
-
-    return sb3_is_image_space(space, check_channels=False)
-
-
-def make_policy(
-    observation_space: Any,
-    action_space: Any,
-    config: TrainConfig,
-    *,
-    obs_mean: list[float] | None = None,
-    obs_std: list[float] | None = None,
-) -> Any:
-    """A fresh SB3 ``ActorCriticPolicy`` for BC: an MLP on standardised inputs, or, for image
-    observations, an MLP on the features of SB3's ``NatureCNN`` (SB3 divides the uint8
-    pixels by 255 before the CNN; the mean and std are then unused)."""
-    from stable_baselines3.common.policies import ActorCriticPolicy
-
-    from testbed.networks import CNN_FEATURES, StandardizedFlattenExtractor
-
-    if is_image_space(observation_space):
-        from stable_baselines3.common.torch_layers import NatureCNN
-
-        extractor: dict[str, Any] = {
-            "features_extractor_class": NatureCNN,
-            "features_extractor_kwargs": {"features_dim": CNN_FEATURES},
-        }
-    else:
-        extractor = {
-            "features_extractor_class": StandardizedFlattenExtractor,
-            "features_extractor_kwargs": {"mean": obs_mean, "std": obs_std},
-        }
-    return ActorCriticPolicy(
-        observation_space=observation_space,
-        action_space=action_space,
-        lr_schedule=zero_schedule,
-        net_arch=list(config.net_arch),
-        **extractor,
-    )
-
-
 def set_observation_statistics(policy: Any, mean: list[float], std: list[float]) -> None:
     """Set a policy's input standardisation (buffers and the constructor record that
     :func:`save_policy` stores); a no-op for image policies, which have none."""
@@ -200,21 +140,6 @@ def set_observation_statistics(policy: Any, mean: list[float], std: list[float])
         return
     policy.features_extractor.set_statistics(mean, std)
     policy.features_extractor_kwargs = {"mean": list(mean), "std": list(std)}
-
-
-def save_policy(policy: Any, path: str | pathlib.Path) -> None:
-    """Save like SB3's ``policy.save`` (``{"state_dict", "data"}``), except that the stored
-    schedule is :func:`zero_schedule`: SB3 stores its static ``_dummy_schedule``, which
-    pickles through ``builtins.getattr`` — a global no safe loader should allow."""
-    import torch
-
-    data = policy._get_constructor_parameters()
-    data["lr_schedule"] = zero_schedule
-    # Fresh spaces: one that has been sampled (NatureCNN samples the observation space to
-    # size its linear layer) pickles its numpy Generator, which the safe loader refuses.
-    for key in ("observation_space", "action_space"):
-        data[key] = space_from_dict(space_to_dict(data[key]))
-    torch.save({"state_dict": policy.state_dict(), "data": data}, str(path))
 
 
 def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstrations: Any = None) -> Any:
@@ -236,17 +161,6 @@ def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstra
         device="cpu",
         custom_logger=im_logger.configure(log_dir, format_strs=[]),
     )
-
-
-def set_torch_threads(n: int) -> None:
-    """Set torch's intra-op threads (and inter-op, the first time it is possible)."""
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(n)
-    except RuntimeError:  # can only be set once, before any inter-op work
-        pass
 
 
 def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = False) -> TrainResult:
@@ -274,11 +188,11 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
             f"only {len(transitions)} training transitions, fewer than --batch-size {config.batch_size}; "
             "collect more episodes or lower the batch size"
         )
-    obs_space = space_from_dict(demos.metadata["observation_space"])
-    act_space = space_from_dict(demos.metadata["action_space"])
+    obs_space = space_from_dict(demos.metadata.observation_space)
+    act_space = space_from_dict(demos.metadata.action_space)
     train_obs, train_acts = _stack(demos.trajectories, train_idx)
     mean, std = (None, None) if is_image_space(obs_space) else observation_statistics(train_obs)  # training only: no leak
-    policy = make_policy(obs_space, act_space, config, obs_mean=mean, obs_std=std)
+    policy = make_policy(obs_space, act_space, config.net_arch, obs_mean=mean, obs_std=std)
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     fit = "accuracy" if not isinstance(act_space, gym.spaces.Box) else "action_mae"
     rows: list[dict[str, float]] = []
@@ -378,15 +292,15 @@ def save_clone(
         **(extra or {}),
         "demos": {
             "path": str(demos_path),
-            "expert": demos.metadata.get("expert"),
+            "expert": demos.metadata.expert,
             "n_episodes": len(demos.trajectories),
             "n_transitions": demos.n_transitions,
             "train_seeds": train_seeds,
             "val_seeds": val_seeds,
         },
-        "scenario": demos.metadata["scenario"],
-        "observation_space": demos.metadata["observation_space"],
-        "action_space": demos.metadata["action_space"],
+        "scenario": demos.metadata.scenario,
+        "observation_space": demos.metadata.observation_space,
+        "action_space": demos.metadata.action_space,
         "final": {k: (None if pd.isna(v) else float(v)) for k, v in result.log.iloc[-1].items()},
         "provenance": provenance(),
     }
@@ -397,87 +311,6 @@ def save_clone(
     return pathlib.Path(path)
 
 
-def _safe_globals() -> list[Any]:
-    """The classes and functions a saved ``ActorCriticPolicy``'s constructor data refers to."""
-    import gymnasium as gym
-    import torch
-    from stable_baselines3.common import torch_layers
-
-    from testbed.networks import StandardizedFlattenExtractor
-
-    numpy_dtypes = [type(np.dtype(t)) for t in ("float32", "float64", "int64", "int32", "uint8", "bool")]
-    return [
-        gym.spaces.Box,
-        gym.spaces.Discrete,
-        np.ndarray,
-        np.dtype,
-        *numpy_dtypes,
-        np._core.multiarray._reconstruct,
-        np._core.multiarray.scalar,
-        torch.nn.Tanh,
-        torch.nn.ReLU,
-        torch.optim.Adam,
-        torch_layers.FlattenExtractor,
-        torch_layers.NatureCNN,
-        StandardizedFlattenExtractor,
-        zero_schedule,
-    ]
-
-
-def load_policy(path: str | pathlib.Path) -> Any:
-    """Load an SB3 ``ActorCriticPolicy`` saved with ``policy.save`` — safely.
-
-    Uses ``torch.load(weights_only=True)`` with the allow-list of :func:`_safe_globals`, so a
-    file that would need any other class to unpickle is rejected, never executed.
-
-    Raises:
-        TestbedError: the file is missing, not a policy, or needs classes outside the list.
-    """
-    import torch
-    from stable_baselines3.common.policies import ActorCriticPolicy
-
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise TestbedError(f"policy file not found: {p}")
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            saved = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip/unsafe-global errors all mean "not a policy we can load"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TestbedError(f"{p} is not a loadable policy file: {reason}") from None
-    if not isinstance(saved, dict) or "state_dict" not in saved or "data" not in saved:
-        raise TestbedError(f"{p} is not a policy file (expected SB3's {{'state_dict', 'data'}})")
-    try:
-        policy = ActorCriticPolicy(**saved["data"])
-        policy.load_state_dict(saved["state_dict"])
-    except Exception as e:
-        raise TestbedError(f"{p} does not hold a valid ActorCriticPolicy: {str(e).splitlines()[0]}") from None
-    policy.set_training_mode(False)
-    return policy
-
-
-def read_clone_metadata(run_dir: str | pathlib.Path) -> dict[str, Any]:
-    """The ``metadata.json`` of a run directory."""
-    meta = read_json(pathlib.Path(run_dir) / METADATA, what="clone metadata")
-    if not isinstance(meta, dict) or "observation_space" not in meta or "scenario" not in meta:
-        raise TestbedError(f"clone metadata is missing fields ({pathlib.Path(run_dir) / METADATA})")
-    return meta
-
-
-def load_clone(run_dir: str | pathlib.Path, *, scenario: Scenario | None = None) -> Any:
-    """Load a run directory's policy, checking it fits ``scenario``.
-
-    Raises:
-        TestbedError: missing/corrupt files or mismatched spaces.
-    """
-    meta = read_clone_metadata(run_dir)
-    if scenario is not None:
-        check_spaces(meta, scenario, what=f"the clone at {run_dir}")
-    set_torch_threads(1)
-    return load_policy(pathlib.Path(run_dir) / POLICY_FILE)
-
-
 __all__ = [
-    "TrainConfig", "TrainResult", "train_bc", "save_clone", "load_policy", "load_clone",
-    "read_clone_metadata", "parse_net_arch", "split_episodes", "action_accuracy",
+    "TrainConfig", "TrainResult", "train_bc", "save_clone", "parse_net_arch", "split_episodes", "action_accuracy",
 ]

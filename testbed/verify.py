@@ -19,6 +19,7 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.scenarios import Scenario, make_env
+from testbed.demos import load_demos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +105,9 @@ def verify_demos(path: str | pathlib.Path, *, progress: Any = None) -> list[Epis
     Raises:
         TestbedError: the directory is missing or unreadable (see :func:`testbed.demos.load_demos`).
     """
-    from testbed.demos import load_demos
 
     demos = load_demos(path)
-    scenario = Scenario.from_dict(demos.metadata["scenario"])
+    scenario = Scenario.from_dict(demos.metadata.scenario)
     env = make_env(scenario)
     checks = []
     try:

@@ -19,7 +19,8 @@ def scenario() -> Scenario:
 
 @pytest.fixture(scope="session")
 def demos_dir(tmp_path_factory: pytest.TempPathFactory, scenario: Scenario) -> pathlib.Path:
-    from testbed.demos import collect, save_demos
+    from testbed.collect import collect
+    from testbed.demos import save_demos
 
     demos = collect(scenario, "scripted", n_episodes=DEMO_EPISODES, seed=0, n_workers=2)
     return save_demos(demos, tmp_path_factory.mktemp("data") / "demos")

@@ -128,7 +128,7 @@ def test_benchmark_ranks_user_policy(tmp_path: pathlib.Path) -> None:
 @pytest.fixture(scope="module")
 def tiny_clone(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """A highway-fast clone (3 short demonstrations, 1 epoch): only its spaces matter here."""
-    from testbed.demos import collect
+    from testbed.collect import collect
     from testbed.scenarios import get_scenario
     from testbed.training import TrainConfig, save_clone, train_bc
 

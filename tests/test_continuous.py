@@ -111,7 +111,7 @@ def test_determinism_and_noise(env, scenario) -> None:
 
 
 def test_mismatched_expert_is_refused(scenario) -> None:
-    from testbed.demos import collect
+    from testbed.collect import collect
 
     with pytest.raises(TestbedError, match="ContinuousAction"):
         collect(scenario, "scripted", n_episodes=1, seed=0)
@@ -140,7 +140,7 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     assert {"train/action_mae", "val/action_mae"} <= set(log.columns) and "train/accuracy" not in log.columns
     assert log["train/action_mae"].between(0, 2).all()
 
-    from testbed.training import load_clone
+    from testbed.clone_io import load_clone
 
     policy = load_clone(clone, scenario=get_scenario(SCENARIO, {"duration": 4}))
     assert type(policy.action_dist).__name__ == "DiagGaussianDistribution"

@@ -11,7 +11,8 @@ import pytest
 from imitation.data import serialize
 from imitation.data.types import TrajectoryWithRew
 
-from testbed.demos import collect, load_demos
+from testbed.collect import collect
+from testbed.demos import load_demos
 from testbed.errors import TestbedError
 from testbed.scenarios import get_scenario, parse_overrides
 

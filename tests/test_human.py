@@ -14,7 +14,8 @@ from imitation.data import serialize
 
 from testbed import human
 from testbed.cli import main
-from testbed.demos import collect, human_demonstrations, load_demos, save_demos
+from testbed.collect import collect
+from testbed.demos import human_demonstrations, load_demos, save_demos
 from testbed.human import ContinuousKeyMapper, DiscreteKeyMapper, KeyState, ScriptedEvents, key_event, tap
 from testbed.scenarios import get_scenario, parse_overrides
 from testbed.verify import verify_demos

@@ -15,17 +15,17 @@ SHORT = {"duration": 6}
 
 def _drive(scenario_name: str, seed: int, overrides: dict | None = None) -> list[int]:
     env = make_env(get_scenario(scenario_name, {**SHORT, **(overrides or {})}))
-    env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     base = env.unwrapped
     expert = make_expert("planner")
-    expert.reset(base)
+    expert.reset(base, seed)
     actions, done = [], False
     while not done:
         available = set(int(a) for a in base.action_type.get_available_actions())
-        action = expert.act(base)
+        action = expert.act(obs, base)
         assert action in available
         actions.append(action)
-        _, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, _ = env.step(action)
         done = terminated or truncated
     env.close()
     return actions
@@ -59,12 +59,12 @@ def _scripted_rollout(scenario_name: str, seed: int, *, with_planner: bool) -> t
     obs, _ = env.reset(seed=seed)
     base = env.unwrapped
     planner = PlannerExpert()
-    planner.reset(base)
+    planner.reset(base, seed)
     pattern = [1, 3, 0, 1, 2, 4, 1]  # IDLE, FASTER, LANE_LEFT, IDLE, LANE_RIGHT, SLOWER, IDLE
     observations, rewards, done, i = [(obs, _state(base))], [], False, 0
     while not done:
         if with_planner:
-            planner.act(base)
+            planner.act(obs, base)
         obs, reward, terminated, truncated, _ = env.step(pattern[i % len(pattern)])
         observations.append((obs, _state(base)))
         rewards.append(reward)
@@ -116,4 +116,4 @@ def test_avoids_a_stopped_car_that_idle_hits() -> None:
     idle = lambda base: base.action_type.actions_indexes["IDLE"]  # noqa: E731
     planner = PlannerExpert()
     assert all(_crashes(s, idle) for s in seeds)
-    assert not any(_crashes(s, planner.act) for s in seeds)
+    assert not any(_crashes(s, lambda base: planner.act(None, base)) for s in seeds)

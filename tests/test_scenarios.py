@@ -7,14 +7,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from testbed.errors import TestbedError
-from testbed.scenarios import (
-    describe_spaces,
-    get_scenario,
-    make_env,
-    parse_overrides,
-    scenario_names,
-    space_from_dict,
-)
+from testbed.scenarios import describe_spaces, get_scenario, make_env, parse_overrides, scenario_names
+from testbed.spaces import space_from_dict
 
 
 def test_shipped_presets() -> None:

@@ -102,7 +102,7 @@ def test_collect_train_evaluate(
     sensor: str, tmp_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory, camera_demos: pathlib.Path
 ) -> None:
     from testbed.demos import load_demos
-    from testbed.training import load_clone
+    from testbed.clone_io import load_clone
 
     demos_dir = camera_demos if sensor == "camera" else _collect(tmp_path / "demos", sensor)
     demos = load_demos(demos_dir)

@@ -36,7 +36,7 @@ def toy_cells(sleep_s: float = 0.0) -> list[dict]:
 
 def real_cell(cell: dict, cell_dir: pathlib.Path) -> dict:
     """Collect 2 short expert episodes, train BC 1 epoch, evaluate 2 held-out episodes."""
-    from testbed.demos import collect
+    from testbed.collect import collect
     from testbed.metrics import episode_metrics
     from testbed.policies import PolicySpec
     from testbed.rollout import rollouts

@@ -1,4 +1,4 @@
-"""The interface every expert driver shares.
+"""The interface every expert driver shares: the harness's :class:`testbed.policies.Agent`.
 
 An expert is *privileged*: it reads the simulator's true state (``env.unwrapped`` of a
 highway-env environment: road, lanes, vehicles, speeds) rather than the observation the clone
@@ -12,34 +12,43 @@ from __future__ import annotations
 import abc
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 class Expert(abc.ABC):
     """A driver that maps the simulator state to an action.
 
-    Subclasses must be deterministic given the simulator state, must not mutate the
-    environment, and must be cheap to construct (one is built per worker process).
+    Implements the harness's agent protocol directly (``reset(env, seed)``,
+    ``act(obs, env)``). Subclasses must be deterministic given the simulator state, must not
+    mutate the environment, and must be cheap to construct (one is built per worker process).
     """
 
     name: ClassVar[str]
     """Registry name, used in specs such as ``expert:scripted``."""
 
-    def reset(self, env: Any) -> None:
+    action_types: ClassVar[tuple[str, ...]] = ("DiscreteMetaAction",)
+    """highway-env action types the expert drives with."""
+
+    def reset(self, env: Any, seed: int) -> None:
         """Called once after each ``env.reset``; clears any per-episode memory.
 
         Args:
             env: the highway-env environment (``env.unwrapped``), already reset.
+            seed: the episode seed (experts are deterministic and ignore it).
         """
 
     @abc.abstractmethod
-    def act(self, env: Any) -> int:
+    def act(self, obs: np.ndarray | None, env: Any) -> int | np.ndarray:
         """The action to take in the environment's current state.
 
         Args:
+            obs: the observation the env returned (experts read the simulator instead; None
+                where a caller labels a state without one at hand).
             env: the highway-env environment (``env.unwrapped``); read, never modified.
 
         Returns:
-            An action of ``env.action_space`` (a discrete meta-action index for the
-            shipped scenarios).
+            An action of ``env.action_space``: a discrete meta-action index, or a float32
+            array for a Box action space.
         """
 
     def params(self) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class ContinuousExpert(Expert):
     def params(self) -> dict[str, Any]:
         return self.p.to_dict()
 
-    def reset(self, env: Any) -> None:
+    def reset(self, env: Any, seed: int) -> None:
         self._target = None
         self._last_change = -math.inf
 
@@ -233,7 +233,7 @@ class ContinuousExpert(Expert):
         slip = math.asin(max(-1.0, min(1.0, ego.LENGTH / 2 / speed * yaw_rate)))
         return math.atan(2 * math.tan(slip))
 
-    def act(self, env: Any) -> np.ndarray:
+    def act(self, obs: Any, env: Any) -> np.ndarray:
         action_type = env.action_type
         if type(action_type).__name__ != "ContinuousAction" or not (action_type.longitudinal and action_type.lateral):
             raise TestbedError(

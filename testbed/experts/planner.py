@@ -150,12 +150,12 @@ class PlannerExpert(Expert):
         """The planner parameters, for provenance."""
         return self.p.to_dict()
 
-    def reset(self, env: Any) -> None:
+    def reset(self, env: Any, seed: int) -> None:
         """Stateless: nothing to clear."""
 
     # ------------------------------------------------------------------ decision
 
-    def act(self, env: Any) -> int:
+    def act(self, obs: Any, env: Any) -> int:
         """Pick the meta-action with the best simulated outcome.
 
         Args:

@@ -35,6 +35,8 @@ import numpy as np
 
 from testbed.errors import TestbedError
 from testbed.experts.base import Expert
+from testbed.scenarios import describe_spaces
+from testbed.spaces import describe_space, jsonable, space_from_dict
 
 # policy_kwargs entries SB3 could not store as JSON are kept as str(value); these are the
 # only class names we map back (to classes imported here, never by name from the file).
@@ -206,26 +208,12 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
     )
 
 
-def describe_space(space: Any) -> str:
-    """``Box(5, 5) float32`` / ``Discrete(5)``: what must match between model and env."""
-    import gymnasium as gym
-
-    if isinstance(space, gym.spaces.Discrete):
-        return f"Discrete({int(space.n)})" + (f" from {int(space.start)}" if int(space.start) else "")
-    if isinstance(space, gym.spaces.Box):
-        return f"Box{tuple(int(s) for s in space.shape)} {space.dtype}"
-    return repr(space)
-
-
 class SB3Expert(Expert):
     """Drives with a stable-baselines3 model's greedy action, from the observation."""
 
     name = "sb3"
 
     def __init__(self, path: str | pathlib.Path) -> None:
-        from testbed.training import set_torch_threads
-
-        set_torch_threads(1)
         self.model = load_sb3_model(path)
         self._checked: set[int] = set()
 
@@ -252,8 +240,6 @@ class SB3Expert(Expert):
         Raises:
             TestbedError: one line naming what differs.
         """
-        from testbed.scenarios import describe_spaces, space_from_dict
-
         spaces = describe_spaces(scenario)
         self.check_spaces(space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"]),
                           where=f"scenario {scenario.name!r}")
@@ -261,13 +247,11 @@ class SB3Expert(Expert):
         self._check_observation_config(observation, where=f"scenario {scenario.name!r}")
 
     def _check_env(self, env: Any) -> None:
-        from testbed.scenarios import _jsonable
-
         if id(env) in self._checked:
             return
         name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
         self.check_spaces(env.observation_space, env.action_space, where=f"env {name}")
-        observation = _jsonable(dict(env.config.get("observation", {}))) if hasattr(env, "config") else None
+        observation = jsonable(dict(env.config.get("observation", {}))) if hasattr(env, "config") else None
         self._check_observation_config(observation, where="the env")
         self._checked.add(id(env))
 
@@ -288,19 +272,19 @@ class SB3Expert(Expert):
                 f"but {where} uses {ours}"
             )
 
-    def reset(self, env: Any) -> None:
+    def reset(self, env: Any, seed: int) -> None:
         self._check_env(env)
 
-    def act(self, env: Any) -> int:
+    def act(self, obs: Any, env: Any) -> int:
         self._check_env(env)
         # The observation the env would return now (for Kinematics with the default "sorted"
         # order this reads the simulator and touches no RNG).
-        obs = env.observation_type.observe()
-        action, _ = self.model.policy.predict(obs, deterministic=True)
+        observed = env.observation_type.observe()
+        action, _ = self.model.policy.predict(observed, deterministic=True)
         return int(action)
 
     def params(self) -> dict[str, Any]:
         return {"path": str(self.model.path), "algorithm": self.model.algorithm, "sha256": self.model.sha256}
 
 
-__all__ = ["SB3Expert", "SB3Model", "load_sb3_model", "describe_space"]
+__all__ = ["SB3Expert", "SB3Model", "load_sb3_model"]

@@ -179,12 +179,12 @@ class ScriptedExpert(Expert):
         """The rule parameters, for provenance."""
         return self.p.to_dict()
 
-    def reset(self, env: Any) -> None:
+    def reset(self, env: Any, seed: int) -> None:
         """Stateless: nothing to clear."""
 
     # ------------------------------------------------------------------ decision
 
-    def act(self, env: Any) -> int:
+    def act(self, obs: Any, env: Any) -> int:
         """Pick a meta-action index for the current state.
 
         Args:

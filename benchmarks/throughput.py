@@ -36,7 +36,8 @@ import statistics
 import sys
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,7 +86,13 @@ class Args:
         from testbed.errors import TestbedError
 
         counts = (
-            "n_episodes", "n_workers", "n_blocks", "n_epochs", "batch_size", "torch_threads", "n_train_repeats",
+            "n_episodes",
+            "n_workers",
+            "n_blocks",
+            "n_epochs",
+            "batch_size",
+            "torch_threads",
+            "n_train_repeats",
         )
         for name in counts:
             if getattr(self, name) < 1:
@@ -238,11 +245,11 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
     """
     import resource
 
-    from testbed.seeds import episode_seeds
     from testbed.experts import make_expert
     from testbed.policies import PolicySpec
     from testbed.rollout import RolloutPool
     from testbed.scenarios import make_env
+    from testbed.seeds import episode_seeds
 
     spec = PolicySpec.parse(f"expert:{args.expert}")
     seeds = episode_seeds(args.seed, args.n_episodes)
@@ -268,8 +275,10 @@ def collection_measurements(args: Args, scenario: Scenario, *, log: Callable[[st
                 many.update(startup_s=time.perf_counter() - opened, warmup_steps=warm["steps"])
                 parts = blocks(seeds, args.n_blocks, args.n_workers)
                 for i, block in enumerate(parts):
-                    log(f"block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): "
-                        f"1 worker, IDLE, plain expert loop, {args.n_workers} workers ...")
+                    log(
+                        f"block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): "
+                        f"1 worker, IDLE, plain expert loop, {args.n_workers} workers ..."
+                    )
                     cpu = time.process_time()
                     _accumulate(one, timed_rollouts(pool_one, scenario, spec, block))
                     _accumulate(one, {"cpu_s": time.process_time() - cpu})
@@ -308,7 +317,9 @@ def as_demonstrations(records: Sequence[EpisodeRecord], scenario: Scenario, expe
 
     trajectories = [r.trajectory for r in records]
     metadata = DemoMetadata.describe(
-        scenario, trajectories, [r.seed for r in records],
+        scenario,
+        trajectories,
+        [r.seed for r in records],
         expert={"name": expert, "params": make_expert(expert).params()},
     )
     return Demonstrations(trajectories, metadata)
@@ -352,8 +363,8 @@ def time_plain(
     """
     import torch
 
-    from testbed.spaces import space_from_dict
     from testbed.clone_io import make_policy
+    from testbed.spaces import space_from_dict
 
     torch.set_num_threads(n_threads)
     start = time.perf_counter()
@@ -440,8 +451,8 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Take every measurement and return the figures, ratios and table lines."""
     import torch
 
-    from testbed.seeds import episode_seeds
     from testbed.scenarios import get_scenario
+    from testbed.seeds import episode_seeds
     from testbed.training import TrainConfig
 
     default_threads = torch.get_num_threads()  # before anything below sets it
@@ -475,8 +486,11 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")  # imitation 1.0.1
     demos = as_demonstrations(records, scenario, args.expert)
     config = TrainConfig(
-        n_epochs=args.n_epochs, batch_size=args.batch_size, net_arch=tuple(args.net_arch),
-        seed=args.seed, torch_threads=args.torch_threads,
+        n_epochs=args.n_epochs,
+        batch_size=args.batch_size,
+        net_arch=tuple(args.net_arch),
+        seed=args.seed,
+        torch_threads=args.torch_threads,
     )
     warm_config = dataclasses.replace(config, n_epochs=1)
     # Warm-up of both training loops: imports and torch's first-call costs out of the timings.
@@ -544,7 +558,9 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     figures = {
         "collection": {"steps": one["steps"], "time_s": one["time_s"], "steps_per_s": collect_sps},
         "bare_sim_idle": {
-            **idle, "steps_per_s": idle_sps, "step_only_steps_per_s": idle["steps"] / idle["step_time_s"]
+            **idle,
+            "steps_per_s": idle_sps,
+            "step_only_steps_per_s": idle["steps"] / idle["step_time_s"],
         },
         "plain_expert_loop": {
             **{k: v for k, v in plain_loop.items() if k != "episodes"},
@@ -555,8 +571,12 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         "workers_1": {k: v for k, v in one.items() if k != "records"}
         | {"steps_per_s": collect_sps, "with_startup_steps_per_s": one_life_sps, "cores_obtained": one_cores},
         f"workers_{args.n_workers}": {k: v for k, v in many.items() if k != "records"}
-        | {"steps_per_s": many_sps, "with_startup_steps_per_s": many_life_sps, "cores_obtained": many_cores,
-           "identical_episodes": n_identical},
+        | {
+            "steps_per_s": many_sps,
+            "with_startup_steps_per_s": many_life_sps,
+            "cores_obtained": many_cores,
+            "identical_episodes": n_identical,
+        },
         "train": {
             "n_train_transitions": int(sum(len(records[i].trajectory.acts) for i in train_episodes)),
             "torch_default_threads": default_threads,
@@ -594,12 +614,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         out = pathlib.Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, _jsonable({
-            "ratios": result["ratios"],
-            "figures": result["figures"],
-            "args": dataclasses.asdict(args),
-            "provenance": provenance(),
-        }))
+        write_json(
+            out,
+            _jsonable(
+                {
+                    "ratios": result["ratios"],
+                    "figures": result["figures"],
+                    "args": dataclasses.asdict(args),
+                    "provenance": provenance(),
+                }
+            ),
+        )
         print(f"wrote {out}")
     return 0
 

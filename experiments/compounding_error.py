@@ -30,18 +30,18 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.seeds import EVAL_SEED
+from testbed.collect import collect
 from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
 from testbed.demos import Demonstrations
-from testbed.collect import collect
 from testbed.drift import format_drift, measure_drift, write_drift
 from testbed.metrics import episodes_table, mean_ci
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir, final_path, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario
+from testbed.seeds import EVAL_SEED
 from testbed.training import TrainConfig, TrainResult, save_clone, train_bc
 
 
@@ -90,13 +90,23 @@ class Args:
     fast: bool = False
     """Tiny preset for tests."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         if not self.fast:
             return self
         return dataclasses.replace(
-            self, demo_episodes=6, data_sizes=(3, 6), train_seeds=(0, 1), epochs=5, batch_size=16, dagger_rounds=2,
-            dagger_episodes_per_round=3, dagger_epochs_per_round=3, eval_episodes=4, sweep_eval_episodes=3,
-            horizons_s=(5, 10), horizon_episodes=3,
+            self,
+            demo_episodes=6,
+            data_sizes=(3, 6),
+            train_seeds=(0, 1),
+            epochs=5,
+            batch_size=16,
+            dagger_rounds=2,
+            dagger_episodes_per_round=3,
+            dagger_epochs_per_round=3,
+            eval_episodes=4,
+            sweep_eval_episodes=3,
+            horizons_s=(5, 10),
+            horizon_episodes=3,
         )
 
 
@@ -110,7 +120,7 @@ def _equal_size(noisy: Demonstrations, n_transitions: int) -> Demonstrations:
 def _train(demos: Demonstrations, path: pathlib.Path, config: TrainConfig) -> tuple[PolicySpec, TrainResult]:
     result = train_bc(demos, config)
     save_clone(path, result, demos=demos, demos_path="(in memory)", config=config)
-    return PolicySpec("clone", str(path)), result
+    return PolicySpec("clone", str(path), name=f"clone:{final_path(path)}"), result
 
 
 def _evaluate(pool: RolloutPool, scenario, spec: PolicySpec, seeds: list[int]) -> pd.DataFrame:
@@ -174,8 +184,13 @@ def main(args: Args) -> dict[str, Any]:
         t0 = time.perf_counter()
         clean = collect(scenario, args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
         noisy_all = collect(
-            scenario, args.expert, n_episodes=args.demo_episodes, seed=args.dart_seed, pool=pool,
-            noise=args.dart_noise, progress=True,
+            scenario,
+            args.expert,
+            n_episodes=args.demo_episodes,
+            seed=args.dart_seed,
+            pool=pool,
+            noise=args.dart_noise,
+            progress=True,
         )
         timings["collect_s"] = time.perf_counter() - t0
 
@@ -193,10 +208,14 @@ def main(args: Args) -> dict[str, Any]:
                 sweep_episodes.append(ep.assign(algorithm="bc", n_episodes_demo=n, train_seed=seed))
                 sweep_rows.append(
                     {
-                        "algorithm": "bc", "n_demo_episodes": n, "train_seed": seed, "n_labels": demos.n_transitions,
+                        "algorithm": "bc",
+                        "n_demo_episodes": n,
+                        "train_seed": seed,
+                        "n_labels": demos.n_transitions,
                         "val_accuracy": float(result.log["val/accuracy"].iloc[-1]),
                         "train_accuracy": float(result.log["train/accuracy"].iloc[-1]),
-                        **_ci_row(ep["return"].to_numpy(), "return"), **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
+                        **_ci_row(ep["return"].to_numpy(), "return"),
+                        **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
                     }
                 )
         timings["bc_sweep_s"] = time.perf_counter() - t0
@@ -211,27 +230,43 @@ def main(args: Args) -> dict[str, Any]:
         t0 = time.perf_counter()
         snapshots: list[tuple[int, Any, int]] = []
         dagger_cfg = DAggerConfig(
-            n_rounds=args.dagger_rounds, episodes_per_round=args.dagger_episodes_per_round,
+            n_rounds=args.dagger_rounds,
+            episodes_per_round=args.dagger_episodes_per_round,
             epochs_per_round=args.dagger_epochs_per_round,
         )
         dres = train_dagger(
-            scenario, args.expert, base, dagger_cfg,
-            on_round_end=lambda r, policy, n: snapshots.append((r, copy.deepcopy(policy), n)), progress=True,
+            scenario,
+            args.expert,
+            base,
+            dagger_cfg,
+            on_round_end=lambda r, policy, n: snapshots.append((r, copy.deepcopy(policy), n)),
+            progress=True,
         )
         ddata = as_demonstrations(dres, scenario, args.expert)
         dagger_spec = None
         for r, policy, n_labels in snapshots:
             path = runs / f"dagger_round{r}"
             snap = TrainResult(policy=policy, log=dres.log.iloc[: r + 1], train_episodes=[], val_episodes=[])
-            save_clone(path, snap, demos=ddata, demos_path="(DAgger)", config=base, algorithm="dagger",
-                       extra={"dagger": dataclasses.asdict(dagger_cfg), "round": r})
-            spec = PolicySpec("clone", str(path))
+            save_clone(
+                path,
+                snap,
+                demos=ddata,
+                demos_path="(DAgger)",
+                config=base,
+                algorithm="dagger",
+                extra={"dagger": dataclasses.asdict(dagger_cfg), "round": r},
+            )
+            spec = PolicySpec("clone", str(path), name=f"clone:{final_path(path)}")
             ep = _evaluate(pool, scenario, spec, sweep_seeds)
             sweep_episodes.append(ep.assign(algorithm="dagger", n_episodes_demo=np.nan, train_seed=base.seed))
             sweep_rows.append(
                 {
-                    "algorithm": "dagger", "round": r, "train_seed": base.seed, "n_labels": n_labels,
-                    **_ci_row(ep["return"].to_numpy(), "return"), **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
+                    "algorithm": "dagger",
+                    "round": r,
+                    "train_seed": base.seed,
+                    "n_labels": n_labels,
+                    **_ci_row(ep["return"].to_numpy(), "return"),
+                    **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
                 }
             )
             dagger_spec = spec
@@ -257,17 +292,34 @@ def main(args: Args) -> dict[str, Any]:
         comp = []
         for name, spec in named.items():
             ep = drift.twin_episodes[drift.twin_episodes["policy"] == names[spec.label]]
-            n_labels = {"bc": clean.n_transitions, "dart": noisy.n_transitions, "dagger": int(dres.log["n_labels"].iloc[-1])}[name]
-            comp.append({"method": name, "run": spec.arg.rsplit("/", 1)[-1], "n_labels": n_labels,
-                         **_ci_row(ep["return"].to_numpy(), "return"), **_ci_row(ep["crashed"].to_numpy(), "crash_rate")})
+            n_labels = {
+                "bc": clean.n_transitions,
+                "dart": noisy.n_transitions,
+                "dagger": int(dres.log["n_labels"].iloc[-1]),
+            }[name]
+            comp.append(
+                {
+                    "method": name,
+                    "run": spec.arg.rsplit("/", 1)[-1],
+                    "n_labels": n_labels,
+                    **_ci_row(ep["return"].to_numpy(), "return"),
+                    **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
+                }
+            )
         pd.DataFrame(comp).to_csv(out / "methods.csv", index=False)
 
         # --- Open-loop vs closed-loop over the BC sweep.
         bc_rows = sweep[sweep["algorithm"] == "bc"]
         corr = pd.DataFrame(
             [
-                {"closed_loop": "return", **_spearman_ci(bc_rows["val_accuracy"].to_numpy(), bc_rows["return"].to_numpy(), rng)},
-                {"closed_loop": "crash_rate", **_spearman_ci(bc_rows["val_accuracy"].to_numpy(), bc_rows["crash_rate"].to_numpy(), rng)},
+                {
+                    "closed_loop": "return",
+                    **_spearman_ci(bc_rows["val_accuracy"].to_numpy(), bc_rows["return"].to_numpy(), rng),
+                },
+                {
+                    "closed_loop": "crash_rate",
+                    **_spearman_ci(bc_rows["val_accuracy"].to_numpy(), bc_rows["crash_rate"].to_numpy(), rng),
+                },
             ]
         )
         corr.to_csv(out / "open_vs_closed.csv", index=False)
@@ -286,9 +338,14 @@ def main(args: Args) -> dict[str, Any]:
                 cgap = (ep["crashed"] - expert_ep["crashed"]).to_numpy()
                 gaps[name][T], crash_gaps[name][T] = gap, cgap
                 horizon_rows.append(
-                    {"method": name, "T_s": T, **_ci_row(gap, "return_gap"), **_ci_row(cgap, "crash_gap"),
-                     **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
-                     **_ci_row(expert_ep["crashed"].to_numpy(), "expert_crash_rate")}
+                    {
+                        "method": name,
+                        "T_s": T,
+                        **_ci_row(gap, "return_gap"),
+                        **_ci_row(cgap, "crash_gap"),
+                        **_ci_row(ep["crashed"].to_numpy(), "crash_rate"),
+                        **_ci_row(expert_ep["crashed"].to_numpy(), "expert_crash_rate"),
+                    }
                 )
         horizon = pd.DataFrame(horizon_rows)
         horizon.to_csv(out / "horizon.csv", index=False)
@@ -306,14 +363,20 @@ def main(args: Args) -> dict[str, Any]:
             "train_config": base.to_dict(),
             "dagger": dataclasses.asdict(dagger_cfg),
             "seeds": {
-                "clean_demos": [0, args.demo_episodes - 1], "noisy_demos": [args.dart_seed, args.dart_seed + args.demo_episodes - 1],
-                "dagger_rounds": dres.round_seeds, "eval": [eval_seeds[0], eval_seeds[-1]],
+                "clean_demos": [0, args.demo_episodes - 1],
+                "noisy_demos": [args.dart_seed, args.dart_seed + args.demo_episodes - 1],
+                "dagger_rounds": dres.round_seeds,
+                "eval": [eval_seeds[0], eval_seeds[-1]],
             },
-            "dart_equal_size": {"clean_transitions": clean.n_transitions, "noisy_transitions": noisy.n_transitions,
-                                "noisy_episodes": len(noisy.trajectories)},
+            "dart_equal_size": {
+                "clean_transitions": clean.n_transitions,
+                "noisy_transitions": noisy.n_transitions,
+                "noisy_episodes": len(noisy.trajectories),
+            },
             "statistics": "means with 95% percentile-bootstrap CIs over episodes; Spearman CIs bootstrap over clones; "
             "slopes: least squares on log-log means, bootstrap over episodes within each horizon",
-            "wall_time_s": {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - start, 1)},
+            "wall_time_s": {k: round(v, 1) for k, v in timings.items()}
+            | {"total": round(time.perf_counter() - start, 1)},
             "provenance": provenance(),
         }
         write_json(out / "config.json", config)
@@ -339,11 +402,15 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     sweep = pd.read_csv(out / "labels.csv")
     _plots(out, sweep, pd.read_csv(out / "horizon.csv"), sweep[sweep["algorithm"] == "bc"])
     d = out / "drift"
-    curves = {"position": pd.read_csv(d / "twin_position_curve.csv"), "disagreement": pd.read_csv(d / "disagreement_curve.csv")}
+    curves = {
+        "position": pd.read_csv(d / "twin_position_curve.csv"),
+        "disagreement": pd.read_csv(d / "disagreement_curve.csv"),
+    }
     n = pd.read_csv(d / "drift_episodes.csv").groupby("policy").size().max()
     scenario = json.loads((out / "config.json").read_text())["scenario"]["name"]
-    fig = plot_drift(curves, pd.read_csv(d / "survival.csv"), pd.read_csv(d / "drift_summary.csv"),
-                     title=_drift_title(scenario, n))
+    fig = plot_drift(
+        curves, pd.read_csv(d / "survival.csv"), pd.read_csv(d / "drift_summary.csv"), title=_drift_title(scenario, n)
+    )
     fig.savefig(d / "drift.png", dpi=120)
     plt.close(fig)
     return [out / "labels.png", out / "open_vs_closed.png", out / "horizon.png", d / "drift.png"]
@@ -359,8 +426,14 @@ def _plots(out: pathlib.Path, sweep: pd.DataFrame, horizon: pd.DataFrame, bc_row
     for name, g in sweep.groupby("algorithm", sort=False):
         g = g.groupby("n_labels", as_index=False).mean(numeric_only=True) if name == "bc" else g
         for ax, col in zip(axes, ("return", "crash_rate")):
-            ax.errorbar(g["n_labels"], g[col], yerr=[g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]],
-                        marker="o", capsize=3, label=name)
+            ax.errorbar(
+                g["n_labels"],
+                g[col],
+                yerr=[g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
     for ax, label in zip(axes, ("closed-loop return", "crash rate")):
         ax.set_xlabel("expert labels")
         ax.set_ylabel(label)
@@ -385,8 +458,14 @@ def _plots(out: pathlib.Path, sweep: pd.DataFrame, horizon: pd.DataFrame, bc_row
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for name, g in horizon.groupby("method", sort=False):
         for ax, col in zip(axes, ("return_gap", "crash_gap")):
-            ax.errorbar(g["T_s"], g[col], yerr=[g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]],
-                        marker="o", capsize=3, label=name)
+            ax.errorbar(
+                g["T_s"],
+                g[col],
+                yerr=[g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]],
+                marker="o",
+                capsize=3,
+                label=name,
+            )
     for ax, label in zip(axes, ("expert - clone return", "clone - expert crash probability")):
         ax.set_xscale("log")
         ax.set_xlabel("horizon T [s]")

@@ -49,9 +49,8 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.seeds import EVAL_SEED
-from testbed.demos import load_demos, save_demos
 from testbed.collect import collect
+from testbed.demos import load_demos, save_demos
 from testbed.errors import TestbedError
 from testbed.metrics import episodes_table, mean_ci
 from testbed.outputs import read_args, read_json, write_json
@@ -60,6 +59,7 @@ from testbed.provenance import git_commit, provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
+from testbed.seeds import EVAL_SEED
 from testbed.sweep import CellResult, Sweep
 
 SUBSET_KEY = 0x5CA1E
@@ -108,11 +108,17 @@ class Args:
     fast: bool = False
     """Tiny preset for tests (2 sizes, 2 seeds, few episodes and epochs)."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         if not self.fast:
             return self
         return dataclasses.replace(
-            self, data_sizes=(1, 3), train_seeds=(0, 1), pool_episodes=3, val_episodes=2, epochs=3, batch_size=16,
+            self,
+            data_sizes=(1, 3),
+            train_seeds=(0, 1),
+            pool_episodes=3,
+            val_episodes=2,
+            epochs=3,
+            batch_size=16,
             eval_episodes=3,
         )
 
@@ -167,7 +173,9 @@ def subset_indices(pool_episodes: int, n: int, train_seed: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def _evaluate(scenario: Scenario, spec: PolicySpec, seeds: tuple[int, ...], name: str, cell_dir: pathlib.Path) -> dict[str, float]:
+def _evaluate(
+    scenario: Scenario, spec: PolicySpec, seeds: tuple[int, ...], name: str, cell_dir: pathlib.Path
+) -> dict[str, float]:
     from testbed.rollout import rollouts
 
     records = rollouts(scenario, spec, list(seeds))  # in this process: cells are the parallel unit
@@ -187,11 +195,14 @@ def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict
 
     scenario = Scenario.from_dict(ctx.scenario)
     if cell["kind"] == "baseline":
-        return {"policy": cell["policy"], **_evaluate(scenario, PolicySpec.parse(cell["policy"]), ctx.eval_seeds, cell["policy"], cell_dir)}
+        return {
+            "policy": cell["policy"],
+            **_evaluate(scenario, PolicySpec.parse(cell["policy"]), ctx.eval_seeds, cell["policy"], cell_dir),
+        }
     n, seed = int(cell["n_demo_episodes"]), int(cell["train_seed"])
     everything = load_demos(ctx.demos_dir, scenario=scenario)
     demos = everything.subset(subset_indices(ctx.pool_episodes, n, seed))
-    validation = everything.trajectories[ctx.pool_episodes:]
+    validation = everything.trajectories[ctx.pool_episodes :]
     config = TrainConfig(
         n_epochs=ctx.epochs, batch_size=min(ctx.batch_size, demos.n_transitions), seed=seed, val_fraction=0.0
     )
@@ -239,17 +250,31 @@ def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]
     rows = []
     for n, g in cells.groupby("n_demo_episodes", sort=True):
         rows.append(
-            {"policy": "bc", "n_demo_episodes": int(n), "n": len(g), "ci_over": "training seeds",
-             "n_transitions": float(g["n_transitions"].mean()),
-             **_ci(g["return"], "return"), **_ci(g["crash_rate"], "crash_rate"),
-             **_ci(g["val_accuracy"], "val_accuracy"), **_ci(g["normalized_score"], "normalized_score")}
+            {
+                "policy": "bc",
+                "n_demo_episodes": int(n),
+                "n": len(g),
+                "ci_over": "training seeds",
+                "n_transitions": float(g["n_transitions"].mean()),
+                **_ci(g["return"], "return"),
+                **_ci(g["crash_rate"], "crash_rate"),
+                **_ci(g["val_accuracy"], "val_accuracy"),
+                **_ci(g["normalized_score"], "normalized_score"),
+            }
         )
     for policy in baselines["policy"]:
         ep = episodes[episodes["policy"] == policy]
         score = (ep["return"].mean() - random_return) / (expert_return - random_return)
         rows.append(
-            {"policy": policy, "n_demo_episodes": np.nan, "n": len(ep), "ci_over": "episodes",
-             **_ci(ep["return"], "return"), **_ci(ep["crashed"], "crash_rate"), "normalized_score": score}
+            {
+                "policy": policy,
+                "n_demo_episodes": np.nan,
+                "n": len(ep),
+                "ci_over": "episodes",
+                **_ci(ep["return"], "return"),
+                **_ci(ep["crashed"], "crash_rate"),
+                "normalized_score": score,
+            }
         )
     summary = pd.DataFrame(rows).astype({"n_demo_episodes": "Int64"})
     return {"cells": cells, "baselines": baselines, "episodes": episodes, "summary": summary}
@@ -267,11 +292,17 @@ def main(args: Args) -> dict[str, Any]:
         shutil.rmtree(out)
     demos_dir = out.absolute() / "demos"  # absolute: cells may run in Ray workers elsewhere
     eval_seeds = tuple(range(args.eval_seed, args.eval_seed + args.eval_episodes))
-    ctx = Context(scenario.to_dict(), args.expert, str(demos_dir), args.pool_episodes, args.epochs, args.batch_size, eval_seeds)
+    ctx = Context(
+        scenario.to_dict(), args.expert, str(demos_dir), args.pool_episodes, args.epochs, args.batch_size, eval_seeds
+    )
     # The code's commit is part of the config: finished cells are resumed only by the code that
     # made them (a resume across commits would mix results of two versions of the expert or BC).
-    sweep_config = {"context": ctx.to_dict(), "val_episodes": args.val_episodes, "subset_key": SUBSET_KEY,
-                    "code": git_commit()}
+    sweep_config = {
+        "context": ctx.to_dict(),
+        "val_episodes": args.val_episodes,
+        "subset_key": SUBSET_KEY,
+        "code": git_commit(),
+    }
     # Checks that out/sweep is this study's (or new) before any simulation.
     sweep = Sweep(out / "sweep", _cells(args), functools.partial(run_cell, ctx), config=sweep_config)
     timings: dict[str, float] = {}
@@ -301,8 +332,13 @@ def main(args: Args) -> dict[str, Any]:
         config = {
             "args": dataclasses.asdict(args),
             "scenario": scenario.to_dict(),
-            "train_config": {"n_epochs": args.epochs, "batch_size": f"min({args.batch_size}, subset transitions)",
-                             "val_fraction": 0.0, "seed": "training seed", "other": "testbed.training.TrainConfig defaults"},
+            "train_config": {
+                "n_epochs": args.epochs,
+                "batch_size": f"min({args.batch_size}, subset transitions)",
+                "val_fraction": 0.0,
+                "seed": "training seed",
+                "other": "testbed.training.TrainConfig defaults",
+            },
             "seeds": {
                 "demo_pool": [0, args.pool_episodes - 1],
                 "validation_demos": [args.pool_episodes, n_demos - 1],
@@ -314,9 +350,11 @@ def main(args: Args) -> dict[str, Any]:
             "episodes; normalized_score = (clone - random) / (expert - random) on mean returns over the same seeds",
             "executor": {"name": args.executor, "address": args.address, "workers": args.workers},
             "wall_time_s": {k: round(v, 1) for k, v in timings.items()}
-            | {"total": round(time.perf_counter() - start, 1),
-               "cells_wall_sum": round(float(cell_times["wall_time_s"].sum()), 1),
-               "cells_cpu_sum": round(float(cell_times["cpu_time_s"].sum()), 1)},
+            | {
+                "total": round(time.perf_counter() - start, 1),
+                "cells_wall_sum": round(float(cell_times["wall_time_s"].sum()), 1),
+                "cells_cpu_sum": round(float(cell_times["cpu_time_s"].sum()), 1),
+            },
             "provenance": provenance(),
         }
         write_json(tmp / "config.json", config)
@@ -348,12 +386,23 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
     bc = summary[summary["policy"] == "bc"]
     refs = summary[summary["policy"] != "bc"].set_index("policy")
     fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
-    panels = (("return", "closed-loop return"), ("crash_rate", "crash rate"),
-              ("val_accuracy", "validation action accuracy"), ("normalized_score", "normalized score"))
+    panels = (
+        ("return", "closed-loop return"),
+        ("crash_rate", "crash rate"),
+        ("val_accuracy", "validation action accuracy"),
+        ("normalized_score", "normalized score"),
+    )
     for ax, (col, label) in zip(axes.flat, panels):
         ax.scatter(cells["n_demo_episodes"], cells[col], s=8, alpha=0.35, color="C0")
-        ax.errorbar(bc["n_demo_episodes"], bc[col], yerr=[bc[col] - bc[f"{col}_ci_low"], bc[f"{col}_ci_high"] - bc[col]],
-                    marker="o", capsize=3, color="C0", label="BC (mean over seeds, 95% CI)")
+        ax.errorbar(
+            bc["n_demo_episodes"],
+            bc[col],
+            yerr=[bc[col] - bc[f"{col}_ci_low"], bc[f"{col}_ci_high"] - bc[col]],
+            marker="o",
+            capsize=3,
+            color="C0",
+            label="BC (mean over seeds, 95% CI)",
+        )
         if col != "val_accuracy":
             for i, (policy, row) in enumerate(refs.iterrows()):
                 ax.axhline(row[col], ls="--", lw=1, color=f"C{i + 1}", label=policy)
@@ -364,8 +413,11 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"{args.scenario}: BC vs number of demonstrations ({len(args.train_seeds)} training seeds, "
-                 f"{args.eval_episodes} held-out episodes each)", fontsize=9)
+    fig.suptitle(
+        f"{args.scenario}: BC vs number of demonstrations ({len(args.train_seeds)} training seeds, "
+        f"{args.eval_episodes} held-out episodes each)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -29,15 +29,15 @@ import pandas as pd
 import tyro
 
 from testbed.collect import collect
-from testbed.seeds import EVAL_SEED
 from testbed.evaluation import evaluate
 from testbed.metrics import Interval
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir, final_path, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
+from testbed.seeds import EVAL_SEED
 from testbed.training import TrainConfig, save_clone, train_bc
 
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -81,7 +81,7 @@ class Args:
     fast: bool = False
     """Tiny preset for tests."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         unknown = sorted(set(self.train_cases + self.test_cases) - set(CASES))
         if unknown:
             from testbed.errors import TestbedError
@@ -90,8 +90,13 @@ class Args:
         if not self.fast:
             return self
         return dataclasses.replace(
-            self, train_cases=("highway-fast", "merge"), test_cases=("highway-fast", "merge", "roundabout"),
-            demo_episodes=4, epochs=3, batch_size=16, eval_episodes=3,
+            self,
+            train_cases=("highway-fast", "merge"),
+            test_cases=("highway-fast", "merge", "roundabout"),
+            demo_episodes=4,
+            epochs=3,
+            batch_size=16,
+            eval_episodes=3,
         )
 
 
@@ -118,43 +123,70 @@ def main(args: Args) -> pd.DataFrame:
     with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
         clones: dict[str, PolicySpec] = {}
         for case in args.train_cases:
-            demos = collect(scenarios[case], args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
+            demos = collect(
+                scenarios[case], args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True
+            )
             path = out / "runs" / case
             save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
-            clones[case] = PolicySpec("clone", str(path))
+            clones[case] = PolicySpec("clone", str(path), name=f"clone:{final_path(path)}")
         for test in args.test_cases:
             # Clones are checked against the scenario they drive in; the shared observation
             # config makes every clone fit every case.
-            ev = evaluate(scenarios[test], [expert, *clones.values()], n_episodes=args.eval_episodes,
-                          seed=args.eval_seed, pool=pool, progress=True)
+            ev = evaluate(
+                scenarios[test],
+                [expert, *clones.values()],
+                n_episodes=args.eval_episodes,
+                seed=args.eval_seed,
+                pool=pool,
+                progress=True,
+            )
             by_label = {s.label: train for train, s in clones.items()}
             episodes.append(ev.episodes.assign(test_case=test, train_case=ev.episodes["policy"].map(by_label)))
             summary = ev.summary.set_index("policy")
             ref = summary.loc[expert.label]
             for train, spec in clones.items():
                 row = summary.loc[spec.label]
-                rows.append({
-                    "train_case": train, "test_case": test, "in_distribution": train == test,
-                    "n_episodes": int(row["n_episodes"]),
-                    **{f"clone_{m}{s}": row[f"{m}{s}"] for m in ("return", "crashed") for s in ("", "_ci_low", "_ci_high")},
-                    **{f"expert_{m}{s}": ref[f"{m}{s}"] for m in ("return", "crashed") for s in ("", "_ci_low", "_ci_high")},
-                    **{f"return_diff{s}": row[f"return_diff{s}"] for s in ("", "_ci_low", "_ci_high")},
-                })
+                rows.append(
+                    {
+                        "train_case": train,
+                        "test_case": test,
+                        "in_distribution": train == test,
+                        "n_episodes": int(row["n_episodes"]),
+                        **{
+                            f"clone_{m}{s}": row[f"{m}{s}"]
+                            for m in ("return", "crashed")
+                            for s in ("", "_ci_low", "_ci_high")
+                        },
+                        **{
+                            f"expert_{m}{s}": ref[f"{m}{s}"]
+                            for m in ("return", "crashed")
+                            for s in ("", "_ci_low", "_ci_high")
+                        },
+                        **{f"return_diff{s}": row[f"return_diff{s}"] for s in ("", "_ci_low", "_ci_high")},
+                    }
+                )
         cells = pd.DataFrame(rows)
         cells.to_csv(out / "cells.csv", index=False)
         pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
-        write_json(out / "config.json", {
-            "args": dataclasses.asdict(args),
-            "cases": {c: {"preset": CASES[c][0], "overrides": list(CASES[c][1]), "scenario": s.to_dict()}
-                      for c, s in scenarios.items()},
-            "train": config.to_dict(),
-            "seeds": {"demonstrations": {"first": 0, "n_episodes": args.demo_episodes},
-                      "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes}},
-            "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
-            "expert paired by seed",
-            "wall_time_s": round(time.perf_counter() - start, 1),
-            "provenance": provenance(),
-        })
+        write_json(
+            out / "config.json",
+            {
+                "args": dataclasses.asdict(args),
+                "cases": {
+                    c: {"preset": CASES[c][0], "overrides": list(CASES[c][1]), "scenario": s.to_dict()}
+                    for c, s in scenarios.items()
+                },
+                "train": config.to_dict(),
+                "seeds": {
+                    "demonstrations": {"first": 0, "n_episodes": args.demo_episodes},
+                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                },
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+                "expert paired by seed",
+                "wall_time_s": round(time.perf_counter() - start, 1),
+                "provenance": provenance(),
+            },
+        )
         _plot(cells, args, out / "distribution_shift.png")
     print(table(cells))
     return cells
@@ -172,13 +204,19 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 def table(cells: pd.DataFrame) -> str:
     """Markdown: one row per (train, test) cell."""
-    lines = ["| train \\ test | test | clone return | expert return | clone - expert | clone crash | expert crash |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| train \\ test | test | clone return | expert return | clone - expert | clone crash | expert crash |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for _, r in cells.iterrows():
-        def f(m: str) -> str:
+
+        def f(m: str, r: pd.Series = r) -> str:
             return Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2)
-        lines.append(f"| {r['train_case']} | {r['test_case']} | {f('clone_return')} | {f('expert_return')} | "
-                     f"{f('return_diff')} | {f('clone_crashed')} | {f('expert_crashed')} |")
+
+        lines.append(
+            f"| {r['train_case']} | {r['test_case']} | {f('clone_return')} | {f('expert_return')} | "
+            f"{f('return_diff')} | {f('clone_crashed')} | {f('expert_crashed')} |"
+        )
     return "\n".join(lines)
 
 
@@ -188,17 +226,22 @@ def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
     from testbed.plotting import plot_matrix
 
     def grid(column: str) -> np.ndarray:
-        return cells.pivot(index="train_case", columns="test_case", values=column).loc[
-            list(args.train_cases), list(args.test_cases)].to_numpy()
+        return (
+            cells.pivot(index="train_case", columns="test_case", values=column)
+            .loc[list(args.train_cases), list(args.test_cases)]
+            .to_numpy()
+        )
 
     expert = cells.drop_duplicates("test_case").set_index("test_case").loc[list(args.test_cases)]
     fig = plot_matrix(
         {"clone crash rate": grid("clone_crashed"), "clone - expert return (paired)": grid("return_diff")},
-        rows=list(args.train_cases), columns=list(args.test_cases),
+        rows=list(args.train_cases),
+        columns=list(args.test_cases),
         column_notes=[f"expert crash {c:.2f}" for c in expert["expert_crashed"]],
         title=f"BC under distribution shift ({args.demo_episodes} demos per training case, "
         f"{args.eval_episodes} held-out seeds per cell)",
-        row_label="trained in", column_label="driven in",
+        row_label="trained in",
+        column_label="driven in",
     )
     fig.savefig(path, dpi=120)
     plt.close(fig)

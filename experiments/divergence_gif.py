@@ -15,18 +15,18 @@ import pathlib
 
 import tyro
 
-from testbed.seeds import EVAL_SEED
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.render import render_comparison
 from testbed.scenarios import get_scenario, parse_overrides
+from testbed.seeds import EVAL_SEED
 
 
 @dataclasses.dataclass
 class Args:
     """Render the expert and a clone on one held-out seed, side by side."""
 
-    policy: str = "clone:results/pipeline/highway-fast/clone"
+    policy: str = "clone:{results}/pipeline/highway-fast/clone"
     """Policy shown on the right (default: the quick pipeline's clone)."""
     reference: str = "expert:scripted"
     """Policy shown on the left."""
@@ -39,13 +39,16 @@ class Args:
     workers: int = 1
     """Unused (rendering is one process); kept for the common experiment interface."""
     out: str = "results/divergence_gif"
+    results: str = "results"
+    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
+    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
     fast: bool = False
     """Tiny preset for tests: a 5 s episode, the expert against idle."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         if not self.fast:
-            return self
+            return dataclasses.replace(self, policy=self.policy.replace("{results}", self.results))
         return dataclasses.replace(self, policy="idle", set=("duration=5",))
 
 
@@ -54,7 +57,10 @@ def main(args: Args) -> dict:
     scenario = get_scenario(args.scenario, parse_overrides(args.set))
     with atomic_output_dir(args.out, overwrite=True) as out:
         info = render_comparison(
-            scenario, PolicySpec.parse(args.policy), PolicySpec.parse(args.reference), args.seed,
+            scenario,
+            PolicySpec.parse(args.policy),
+            PolicySpec.parse(args.reference),
+            args.seed,
             out / "expert_vs_clone.gif",
         )
         write_json(out / "render.json", {"args": dataclasses.asdict(args), **info})

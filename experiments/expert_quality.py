@@ -17,7 +17,6 @@ import time
 import pandas as pd
 import tyro
 
-from testbed.seeds import EVAL_SEED
 from testbed.evaluation import evaluate
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
@@ -25,6 +24,7 @@ from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
+from testbed.seeds import EVAL_SEED
 
 CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("highway-fast", "highway-fast", ()),
@@ -103,7 +103,10 @@ def _table(summary: pd.DataFrame) -> str:
 
     lines = ["| case | policy | return | crash rate | speed [m/s] |", "|---|---|---|---|---|"]
     for _, r in summary.iterrows():
-        cells = [Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2) for m in ("return", "crashed", "mean_speed_mps")]
+        cells = [
+            Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2)
+            for m in ("return", "crashed", "mean_speed_mps")
+        ]
         lines.append(f"| {r['case']} | {r['policy']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -24,18 +24,18 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import Demonstrations, load_demos
 from testbed.collect import collect
+from testbed.demos import Demonstrations, load_demos
 from testbed.errors import TestbedError
-from testbed.seeds import EVAL_SEED, TUNING_SEED
 from testbed.evaluation import evaluate
 from testbed.metrics import Interval, mean_ci
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir, final_path, write_json
 from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, make_env, parse_overrides
+from testbed.seeds import EVAL_SEED, TUNING_SEED
 
 CELLS: tuple[tuple[str, str], ...] = (
     ("scripted", "highway-fast"),
@@ -44,7 +44,7 @@ CELLS: tuple[tuple[str, str], ...] = (
     ("planner", "highway-fast"),
     ("planner", "merge"),
     ("planner", "roundabout"),
-    ("sb3:results/rl_expert/highway-fast-dqn/model.zip", "highway-fast"),
+    ("sb3:{results}/rl_expert/highway-fast-dqn/model.zip", "highway-fast"),
     ("continuous", "highway-fast-continuous"),
 )
 """(expert name as in ``expert:NAME``, scenario preset) pairs."""
@@ -75,16 +75,24 @@ class Args:
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""
     out: str = "results/experts"
+    results: str = "results"
+    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
+    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
     fast: bool = False
     """Tiny preset for tests."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         if not self.fast:
-            return self
+            return dataclasses.replace(self, cells=tuple(c.replace("{results}", self.results) for c in self.cells))
         return dataclasses.replace(
-            self, cells=("scripted@highway-fast", "scripted@merge"), n_transitions=60, epochs=3, batch_size=16,
-            eval_episodes=3, timing_episodes=1,
+            self,
+            cells=("scripted@highway-fast", "scripted@merge"),
+            n_transitions=60,
+            epochs=3,
+            batch_size=16,
+            eval_episodes=3,
+            timing_episodes=1,
         )
 
 
@@ -126,7 +134,9 @@ def _enough_demos(scenario: Scenario, expert: str, n: int, pool: RolloutPool) ->
     the observed mean length, so few episodes are simulated only to be cut away.
     """
     full = scenario.config.get("duration", 25) * scenario.policy_frequency_hz
-    demos = collect(scenario, expert, n_episodes=max(2, int(np.ceil(n / max(full, 1.0)))), seed=0, pool=pool, progress=True)
+    demos = collect(
+        scenario, expert, n_episodes=max(2, int(np.ceil(n / max(full, 1.0)))), seed=0, pool=pool, progress=True
+    )
     while demos.n_transitions < n:
         per_episode = demos.n_transitions / len(demos.trajectories)
         more = int(np.ceil((n - demos.n_transitions) / max(per_episode, 1.0) * 1.2)) + 1
@@ -164,13 +174,16 @@ def main(args: Args) -> pd.DataFrame:
                 demos = human.first_transitions(min(args.n_transitions, human.n_transitions))
             path = out / "runs" / f"{expert.replace('/', '_').replace(':', '_')}@{scenario.name}"
             save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
-            specs = ([PolicySpec("expert", expert)] if human is None else []) + [PolicySpec("clone", str(path))]
+            clone = PolicySpec("clone", str(path), name=f"clone:{final_path(path)}")
+            specs = ([PolicySpec("expert", expert)] if human is None else []) + [clone]
             ev = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True)
-            # The clone is trained in the output's temporary directory; label it by where it ends up.
-            final = f"clone:{pathlib.Path(args.out) / path.relative_to(out)}"
-            episodes.append(ev.episodes.assign(**cell).replace({"policy": {specs[-1].label: final}}))
+            episodes.append(ev.episodes.assign(**cell))
             by_policy = {p: g for p, g in ev.episodes.groupby("policy")}
-            row: dict[str, Any] = {**cell, "n_transitions": demos.n_transitions, "n_demo_episodes": len(demos.trajectories)}
+            row: dict[str, Any] = {
+                **cell,
+                "n_transitions": demos.n_transitions,
+                "n_demo_episodes": len(demos.trajectories),
+            }
             for role, spec in zip(("expert", "clone") if human is None else ("clone",), specs):
                 ep = by_policy[spec.label]
                 for m in ("return", "crashed", "mean_speed_mps"):
@@ -187,17 +200,23 @@ def main(args: Args) -> pd.DataFrame:
         pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
         if timing:
             pd.concat(timing, ignore_index=True).to_csv(out / "timing.csv", index=False)
-        write_json(out / "config.json", {
-            "args": dataclasses.asdict(args),
-            "scenarios": scenarios,
-            "train": config.to_dict(),
-            "seeds": {"demonstrations": "0.. (until n_transitions)", "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
-                      "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes}},
-            "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions); return_diff is "
-            "clone minus expert paired by seed",
-            "wall_time_s": round(time.perf_counter() - start, 1),
-            "provenance": provenance(),
-        })
+        write_json(
+            out / "config.json",
+            {
+                "args": dataclasses.asdict(args),
+                "scenarios": scenarios,
+                "train": config.to_dict(),
+                "seeds": {
+                    "demonstrations": "0.. (until n_transitions)",
+                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                    "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes},
+                },
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions); "
+                "return_diff is clone minus expert paired by seed",
+                "wall_time_s": round(time.perf_counter() - start, 1),
+                "provenance": provenance(),
+            },
+        )
         _plot(table_, out / "experts.png", args)
     print(table(table_))
     return table_
@@ -205,13 +224,16 @@ def main(args: Args) -> pd.DataFrame:
 
 def table(cells: pd.DataFrame) -> str:
     """Markdown: one row per (expert, scenario)."""
+
     def f(r: pd.Series, m: str, digits: int = 2) -> str:
         if f"{m}_ci_low" not in r or pd.isna(r.get(m)):
             return "n/a"
         return Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(digits)
 
-    lines = ["| expert | scenario | return | crash rate | speed [m/s] | ms/decision | clone return | clone crash rate |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| expert | scenario | return | crash rate | speed [m/s] | ms/decision | clone return | clone crash rate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in cells.iterrows():
         lines.append(
             f"| {r['expert']} | {r['scenario']} | {f(r, 'expert_return')} | {f(r, 'expert_crashed')} | "
@@ -240,7 +262,9 @@ def _plot(cells: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     def short(expert: str) -> str:  # sb3:.../highway-fast-dqn/model.zip -> sb3 dqn
         return f"sb3 {pathlib.Path(expert[4:]).parent.name.rsplit('-', 1)[-1]}" if expert.startswith("sb3:") else expert
 
-    labels = [short(e) + "\n" + s.replace("-continuous", "-\ncontinuous") for e, s in zip(cells["expert"], cells["scenario"])]
+    labels = [
+        short(e) + "\n" + s.replace("-continuous", "-\ncontinuous") for e, s in zip(cells["expert"], cells["scenario"])
+    ]
     x = np.arange(len(cells))
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(cells) + 3), 4.2))
     for ax, metric, name in zip(axes, ("return", "crashed"), ("return", "crash rate")):
@@ -255,8 +279,11 @@ def _plot(cells: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
         ax.set_ylabel(name)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Experts and their BC clones ({args.n_transitions} demonstration transitions each; "
-                 f"{args.eval_episodes} held-out seeds; 95% CIs)", fontsize=9)
+    fig.suptitle(
+        f"Experts and their BC clones ({args.n_transitions} demonstration transitions each; "
+        f"{args.eval_episodes} held-out seeds; 95% CIs)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

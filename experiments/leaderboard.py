@@ -27,8 +27,8 @@ from testbed.scenarios import parse_overrides
 
 POLICIES: tuple[str, ...] = (
     "expert:planner",
-    "expert:sb3:results/rl_expert/highway-fast-dqn/model.zip",
-    "clone:results/pipeline/highway-fast/clone",
+    "expert:sb3:{results}/rl_expert/highway-fast-dqn/model.zip",
+    "clone:{results}/pipeline/highway-fast/clone",
     "idle",
 )
 """Ranked besides the references (random and expert:scripted, always added)."""
@@ -53,16 +53,19 @@ class Args:
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""
     out: str = "results/leaderboard"
+    results: str = "results"
+    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
+    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
     fast: bool = False
     """Tiny preset for tests: highway-fast only, 2 episodes of 5 s, policies that need no trained files."""
 
-    def resolved(self) -> "Args":
-        if not self.fast:
-            return self
-        return dataclasses.replace(
-            self, policies=("idle",), scenarios=("highway-fast",), episodes=2, set=("duration=5",)
-        )
+    def resolved(self) -> Args:
+        if self.fast:
+            return dataclasses.replace(
+                self, policies=("idle",), scenarios=("highway-fast",), episodes=2, set=("duration=5",)
+            )
+        return dataclasses.replace(self, policies=tuple(p.replace("{results}", self.results) for p in self.policies))
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -71,8 +74,14 @@ def main(args: Args) -> pd.DataFrame:
     specs = [PolicySpec.parse(p) for p in args.policies]
     with RolloutPool(args.workers) as pool:
         board = run_benchmark(
-            suite_scenarios(args.suite, args.scenarios), specs, n_episodes=args.episodes, expert=args.expert,
-            overrides=parse_overrides(args.set), pool=pool, suite=args.suite, progress=True,
+            suite_scenarios(args.suite, args.scenarios),
+            specs,
+            n_episodes=args.episodes,
+            expert=args.expert,
+            overrides=parse_overrides(args.set),
+            pool=pool,
+            suite=args.suite,
+            progress=True,
         )
     board.config["args"] = dataclasses.asdict(args)
     board.config["wall_time_s"] = round(time.perf_counter() - start, 1)

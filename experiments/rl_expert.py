@@ -25,7 +25,6 @@ import time
 import pandas as pd
 import tyro
 
-from testbed.seeds import EVAL_SEED
 from testbed.evaluation import evaluate, write_evaluation
 from testbed.metrics import format_summary, mean_ci
 from testbed.outputs import atomic_output_dir, write_json
@@ -35,6 +34,7 @@ from testbed.rl import RLConfig, save_expert, train_expert
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
+from testbed.seeds import EVAL_SEED
 
 MODEL_DIR = "highway-fast-dqn"
 """Run directory of the model inside the output directory."""
@@ -64,7 +64,7 @@ class Args:
     fast: bool = False
     """Tiny preset for tests: 300 steps of 5 s episodes, 2 evaluation episodes."""
 
-    def resolved(self) -> "Args":
+    def resolved(self) -> Args:
         if not self.fast:
             return self
         return dataclasses.replace(self, timesteps=300, bin_timesteps=100, eval_episodes=2, set=("duration=5",))
@@ -110,18 +110,23 @@ def main(args: Args) -> pd.DataFrame:
         write_evaluation(ev, tmp / "eval")
         times["evaluate_s"] = time.perf_counter() - start
 
-        write_json(tmp / "config.json", {
-            "args": dataclasses.asdict(args),
-            "rl_config": dataclasses.asdict(config),
-            "hyperparameters": config.hyperparameters(),
-            "scenario": scenario.to_dict(),
-            "seeds": {"train_episodes": f"episode k uses env seed {args.seed} + k",
-                      "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes}},
-            "statistics": "means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
-            "block's training episodes, with exploration)",
-            "wall_time_s": {k: round(v, 1) for k, v in times.items()},
-            "provenance": provenance(),
-        })
+        write_json(
+            tmp / "config.json",
+            {
+                "args": dataclasses.asdict(args),
+                "rl_config": dataclasses.asdict(config),
+                "hyperparameters": config.hyperparameters(),
+                "scenario": scenario.to_dict(),
+                "seeds": {
+                    "train_episodes": f"episode k uses env seed {args.seed} + k",
+                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                },
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
+                "block's training episodes, with exploration)",
+                "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+                "provenance": provenance(),
+            },
+        )
         _plot(tmp)
     print(f"DQN {args.timesteps} steps ({len(result.curve)} training episodes) in {times['train_s']:.0f} s")
     print(format_summary(ev.summary))
@@ -136,8 +141,8 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 def _plot(out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
 
-    from testbed.pipeline import save_summary_plot
     from testbed.outputs import read_json
+    from testbed.pipeline import save_summary_plot
     from testbed.plotting import plot_binned_curve
 
     args = read_json(out / "config.json", what="experiment config")["args"]

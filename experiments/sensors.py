@@ -26,14 +26,14 @@ import tyro
 
 from testbed.collect import collect
 from testbed.demos import save_demos
-from testbed.seeds import EVAL_SEED, TUNING_SEED
 from testbed.evaluation import evaluate, write_evaluation
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir, final_path, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool, fresh_episodes
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
+from testbed.seeds import EVAL_SEED, TUNING_SEED
 from testbed.training import TrainConfig, save_clone, train_bc
 
 TIMING_SEED = TUNING_SEED
@@ -98,7 +98,12 @@ def step_ms(scenarios: dict[str, Any], n_steps: int, *, rounds: int = 3) -> dict
 def main(args: Args) -> pd.DataFrame:
     if args.fast:
         args = dataclasses.replace(
-            args, demo_episodes=2, eval_episodes=2, epochs=2, camera_epochs=1, timing_steps=4,
+            args,
+            demo_episodes=2,
+            eval_episodes=2,
+            epochs=2,
+            camera_epochs=1,
+            timing_steps=4,
             set=(*args.set, "duration=4"),
         )
     start_all = time.perf_counter()
@@ -125,11 +130,12 @@ def main(args: Args) -> pd.DataFrame:
             start = time.perf_counter()
             result = train_bc(demos, config)
             train_s = time.perf_counter() - start
-            clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(demo_dir), config=config)
+            clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(final_path(demo_dir)), config=config)
             start = time.perf_counter()
-            specs = [PolicySpec("expert", args.expert), PolicySpec("clone", str(clone))]
-            evaluation = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=EVAL_SEED, pool=pool,
-                                  progress=True)
+            specs = [PolicySpec("expert", args.expert), PolicySpec("clone", str(clone), name=f"clone:{final_path(clone)}")]
+            evaluation = evaluate(
+                scenario, specs, n_episodes=args.eval_episodes, seed=EVAL_SEED, pool=pool, progress=True
+            )
             eval_s = time.perf_counter() - start
             write_evaluation(evaluation, out / sensor / "eval")
             # The trajectories are rebuildable with this script; keep only their record.
@@ -137,38 +143,45 @@ def main(args: Args) -> pd.DataFrame:
             episodes.append(evaluation.episodes.assign(sensor=sensor))
             expert, s = evaluation.summary.iloc[0], evaluation.summary.iloc[1]
             last = result.log.iloc[-1]
-            rows.append({
-                "sensor": sensor, "scenario": scenario.name,
-                "obs_shape": "x".join(map(str, demos.trajectories[0].obs.shape[1:])),
-                "obs_dtype": str(demos.trajectories[0].obs.dtype),
-                "env_step_ms": round(timing[sensor], 1),
-                "collect_ms_per_step": round(1000 * collect_s / demos.n_transitions, 1),
-                "demo_mb_per_episode": round(traj_mb / args.demo_episodes, 3),
-                "metadata_mb": round(meta_mb, 3),
-                "epochs": config.n_epochs, "train_s": round(train_s, 1),
-                "train_accuracy": round(float(last["train/accuracy"]), 3),
-                "val_accuracy": round(float(last["val/accuracy"]), 3),
-                "eval_ms_per_step": round(1000 * eval_s / evaluation.episodes["length"].sum(), 1),
-                **{f"clone_{k}": float(s[k]) for k in METRIC_COLUMNS},
-                **{f"expert_{k}": float(expert[k]) for k in METRIC_COLUMNS},
-                **{k: float(s[k]) for k in ("return_diff", "return_diff_ci_low", "return_diff_ci_high")},
-            })
+            rows.append(
+                {
+                    "sensor": sensor,
+                    "scenario": scenario.name,
+                    "obs_shape": "x".join(map(str, demos.trajectories[0].obs.shape[1:])),
+                    "obs_dtype": str(demos.trajectories[0].obs.dtype),
+                    "env_step_ms": round(timing[sensor], 1),
+                    "collect_ms_per_step": round(1000 * collect_s / demos.n_transitions, 1),
+                    "demo_mb_per_episode": round(traj_mb / args.demo_episodes, 3),
+                    "metadata_mb": round(meta_mb, 3),
+                    "epochs": config.n_epochs,
+                    "train_s": round(train_s, 1),
+                    "train_accuracy": round(float(last["train/accuracy"]), 3),
+                    "val_accuracy": round(float(last["val/accuracy"]), 3),
+                    "eval_ms_per_step": round(1000 * eval_s / evaluation.episodes["length"].sum(), 1),
+                    **{f"clone_{k}": float(s[k]) for k in METRIC_COLUMNS},
+                    **{f"expert_{k}": float(expert[k]) for k in METRIC_COLUMNS},
+                    **{k: float(s[k]) for k in ("return_diff", "return_diff_ci_low", "return_diff_ci_high")},
+                }
+            )
             print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
         summary = pd.DataFrame(rows)
         summary.to_csv(out / "summary.csv", index=False)
         pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
-        write_json(out / "config.json", {
-            "args": dataclasses.asdict(args),
-            "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
-            "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
-            "eval_seeds": {"first": EVAL_SEED, "n_episodes": args.eval_episodes},
-            "timing_seeds": {"first": TIMING_SEED},
-            "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
-            "expert paired by seed",
-            "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
-            "wall_time_s": round(time.perf_counter() - start_all, 1),
-            "provenance": provenance(),
-        })
+        write_json(
+            out / "config.json",
+            {
+                "args": dataclasses.asdict(args),
+                "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
+                "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
+                "eval_seeds": {"first": EVAL_SEED, "n_episodes": args.eval_episodes},
+                "timing_seeds": {"first": TIMING_SEED},
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+                "expert paired by seed",
+                "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
+                "wall_time_s": round(time.perf_counter() - start_all, 1),
+                "provenance": provenance(),
+            },
+        )
         _plot(summary, out / "sensors.png", args)
     return summary
 
@@ -207,8 +220,11 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     axes[2].set_xticks(x, summary["sensor"])
     axes[2].set_ylabel("env.step [ms]")
     axes[2].grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
-                 f"{args.eval_episodes} held-out seeds; 95% CIs)", fontsize=9)
+    fig.suptitle(
+        f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
+        f"{args.eval_episodes} held-out seeds; 95% CIs)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

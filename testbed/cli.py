@@ -12,34 +12,34 @@ import os
 import pathlib
 import sys
 import time
-from typing import Annotated, Literal, Sequence
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 import tyro
 
-from testbed.errors import TestbedError
-from testbed.runtime import default_workers
 from testbed import human
 from testbed.collect import collect
 from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
 from testbed.demos import load_demos, save_demos
 from testbed.drift import format_drift, measure_drift, write_drift
+from testbed.errors import TestbedError
 from testbed.evaluation import check_policies, evaluate, write_evaluation
 from testbed.experts import make_expert
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.metrics import format_summary
 from testbed.outputs import atomic_output_dir, check_output_dir, write_json
+from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
 from testbed.render import render_comparison
 from testbed.reproduce import reproduce, select_steps
 from testbed.rl import RLConfig, save_expert, train_expert
 from testbed.rollout import RolloutPool
+from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, check_spaces, get_scenario, parse_overrides
-from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
 from testbed.seeds import DAGGER_SEED, EVAL_SEED, episode_seeds
 from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
 from testbed.verify import verify_demos
-
 
 
 def _scenario(name: str, settings: Sequence[str]) -> Scenario:
@@ -96,8 +96,13 @@ class Collect:
         if not 0.0 <= self.noise <= 1.0:
             raise TestbedError(f"--noise must be a probability in [0, 1], got {self.noise}")
         demos = collect(
-            scenario, self.expert, n_episodes=self.episodes, seed=self.seed,
-            n_workers=check_workers(self.workers), noise=self.noise, progress=True,
+            scenario,
+            self.expert,
+            n_episodes=self.episodes,
+            seed=self.seed,
+            n_workers=check_workers(self.workers),
+            noise=self.noise,
+            progress=True,
         )
         save_demos(demos, self.out, overwrite=self.overwrite)
         m = demos.metadata
@@ -158,9 +163,15 @@ class Train:
     def config(self):
 
         config = TrainConfig(
-            n_epochs=self.epochs, batch_size=self.batch_size, net_arch=parse_net_arch(self.net_arch),
-            learning_rate=self.learning_rate, l2_weight=self.l2_weight, ent_weight=self.ent_weight,
-            val_fraction=self.val_fraction, seed=self.seed, torch_threads=self.torch_threads,
+            n_epochs=self.epochs,
+            batch_size=self.batch_size,
+            net_arch=parse_net_arch(self.net_arch),
+            learning_rate=self.learning_rate,
+            l2_weight=self.l2_weight,
+            ent_weight=self.ent_weight,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            torch_threads=self.torch_threads,
         )
         config.validate()
         return config
@@ -176,7 +187,11 @@ class Train:
         check_output_dir(self.out, overwrite=self.overwrite)
         demos = load_demos(self.demos)
         # The demos' own scenario record must still describe the spaces stored beside it.
-        check_spaces(demos.metadata.to_dict(), Scenario.from_dict(demos.metadata.scenario), what=f"demonstrations at {self.demos}")
+        check_spaces(
+            demos.metadata.to_dict(),
+            Scenario.from_dict(demos.metadata.scenario),
+            what=f"demonstrations at {self.demos}",
+        )
         start = time.perf_counter()
         result = train_bc(demos, config, progress=True)
         save_clone(self.out, result, demos=demos, demos_path=self.demos, config=config, overwrite=self.overwrite)
@@ -195,8 +210,11 @@ class Train:
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
         dagger = DAggerConfig(
-            n_rounds=self.rounds, episodes_per_round=self.episodes_per_round, rampdown_rounds=self.rampdown_rounds,
-            epochs_per_round=self.epochs_per_round, first_seed=self.first_seed,
+            n_rounds=self.rounds,
+            episodes_per_round=self.episodes_per_round,
+            rampdown_rounds=self.rampdown_rounds,
+            epochs_per_round=self.epochs_per_round,
+            first_seed=self.first_seed,
         )
         dagger.validate()
         check_output_dir(self.out, overwrite=self.overwrite)
@@ -204,14 +222,21 @@ class Train:
         result = train_dagger(scenario, self.expert, config, dagger, progress=True)
         data = as_demonstrations(result, scenario, self.expert)
         save_clone(
-            self.out, result, demos=data, demos_path="(collected by DAgger)", config=config, algorithm="dagger",
-            extra={"dagger": dataclasses.asdict(dagger)}, overwrite=self.overwrite,
+            self.out,
+            result,
+            demos=data,
+            demos_path="(collected by DAgger)",
+            config=config,
+            algorithm="dagger",
+            extra={"dagger": dataclasses.asdict(dagger)},
+            overwrite=self.overwrite,
         )
         last = result.log.iloc[-1]
         fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
         print(
             f"trained DAgger for {dagger.n_rounds} rounds ({int(last['n_labels'])} expert labels) in "
-            f"{time.perf_counter() - start:.1f} s: train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f} -> {self.out}"
+            f"{time.perf_counter() - start:.1f} s: train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f} "
+            f"-> {self.out}"
         )
 
 
@@ -241,8 +266,12 @@ class Evaluate:
         specs = [PolicySpec.parse(p) for p in self.policy]
         check_output_dir(self.out, overwrite=self.overwrite)
         evaluation = evaluate(
-            scenario, specs, n_episodes=self.episodes, seed=self.seed,
-            n_workers=check_workers(self.workers), progress=True,
+            scenario,
+            specs,
+            n_episodes=self.episodes,
+            seed=self.seed,
+            n_workers=check_workers(self.workers),
+            progress=True,
         )
         with atomic_output_dir(self.out, overwrite=self.overwrite) as tmp:
             write_evaluation(evaluation, tmp)
@@ -290,14 +319,19 @@ class Drift:
                 scenario, specs, seeds, expert=self.expert, pool=pool, threshold_m=self.threshold_m, progress=True
             )
         with atomic_output_dir(self.out, overwrite=self.overwrite) as tmp:
-            write_drift(result, tmp, title=f"{scenario.name}: compounding error vs expert:{self.expert}, {self.episodes} episodes")
+            write_drift(
+                result,
+                tmp,
+                title=f"{scenario.name}: compounding error vs expert:{self.expert}, {self.episodes} episodes",
+            )
             write_json(
                 tmp / "config.json",
                 {
                     "args": dataclasses.asdict(self),
                     "scenario": scenario.to_dict(),
                     "seeds": {"first": self.seed, "n_episodes": self.episodes},
-                    "statistics": "means with 95% percentile-bootstrap CIs over episodes; survival: Kaplan-Meier with Greenwood 95% CI",
+                    "statistics": "means with 95% percentile-bootstrap CIs over episodes; survival: Kaplan-Meier "
+                    "with Greenwood 95% CI",
                     "provenance": provenance(),
                 },
             )
@@ -337,14 +371,21 @@ class Drive:
         seeds = episode_seeds(self.seed, self.episodes)
         check_output_dir(self.out, overwrite=self.overwrite)
         params = dict(
-            accel_rate_per_s=self.accel_rate_per_s, steer_rate_per_s=self.steer_rate_per_s, max_steering=self.max_steering
+            accel_rate_per_s=self.accel_rate_per_s,
+            steer_rate_per_s=self.steer_rate_per_s,
+            max_steering=self.max_steering,
         )
         human.ContinuousKeyMapper(**params)  # validate before opening a window
         window = human.PygameWindow(int(scenario.config["screen_width"]), int(scenario.config["screen_height"]))
         try:
             demos, episodes = human.drive(
-                scenario, seeds=seeds, events=human.PygameEvents(), display=window, realtime=self.realtime,
-                start_paused=self.start_paused, mapper_params=params,
+                scenario,
+                seeds=seeds,
+                events=human.PygameEvents(),
+                display=window,
+                realtime=self.realtime,
+                start_paused=self.start_paused,
+                mapper_params=params,
                 progress=lambda e: print(
                     f"seed {e.seed}: {e.end} after {0 if e.trajectory is None else len(e.trajectory.acts)} steps"
                     f"{'' if e.keep else ' (dropped)'}"
@@ -373,8 +414,7 @@ class VerifyDemos:
         bad = [c for c in checks if not c.ok]
         if bad:
             raise TestbedError(
-                f"{len(bad)} of {len(checks)} episodes in {self.demos} do not replay exactly "
-                f"(first: {bad[0].line()})"
+                f"{len(bad)} of {len(checks)} episodes in {self.demos} do not replay exactly (first: {bad[0].line()})"
             )
         print(f"all {len(checks)} episodes replay exactly ({sum(c.n_steps for c in checks)} steps)")
 
@@ -399,14 +439,23 @@ class Reproduce:
         steps = select_steps(self.only)
         root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
         times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=check_workers(self.workers))
-        print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
+        print(
+            "wall time: "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+            + f"; total {sum(times.values()):.0f} s"
+        )
         if not self.only and not self.plot_only:  # a complete rebuild records how long it took
-
-            write_json(root / "reproduce.json", {
-                "command": "testbed reproduce" + (" --fast" if self.fast else ""), "workers": self.workers,
-                "cpu_count": os.cpu_count(), "wall_time_s": {k: round(v, 1) for k, v in times.items()},
-                "total_s": round(sum(times.values()), 1), "provenance": provenance(),
-            })
+            write_json(
+                root / "reproduce.json",
+                {
+                    "command": "testbed reproduce" + (" --fast" if self.fast else ""),
+                    "workers": self.workers,
+                    "cpu_count": os.cpu_count(),
+                    "wall_time_s": {k: round(v, 1) for k, v in times.items()},
+                    "total_s": round(sum(times.values()), 1),
+                    "provenance": provenance(),
+                },
+            )
 
 
 @dataclasses.dataclass
@@ -443,8 +492,15 @@ class Benchmark:
         start = time.perf_counter()
         with RolloutPool(workers) as pool:
             board = run_benchmark(
-                entries, specs, n_episodes=self.episodes, expert=self.expert, horizon_s=self.horizon_s,
-                overrides=overrides, pool=pool, suite=self.suite, progress=True,
+                entries,
+                specs,
+                n_episodes=self.episodes,
+                expert=self.expert,
+                horizon_s=self.horizon_s,
+                overrides=overrides,
+                pool=pool,
+                suite=self.suite,
+                progress=True,
             )
         board.config["args"] = dataclasses.asdict(self)
         board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
@@ -452,7 +508,6 @@ class Benchmark:
             write_leaderboard(board, tmp)
         print(format_markdown(board).split("\n\n## ")[0])
         print(f"wall time {board.config['wall_time_s']:.0f} s -> {self.out}/leaderboard.md")
-
 
 
 @dataclasses.dataclass
@@ -493,8 +548,15 @@ class Render:
         if self.seed < 0:
             raise TestbedError(f"--seed must be non-negative, got {self.seed}")
         info = render_comparison(
-            scenario, policy, reference, self.seed, out, threshold_m=self.threshold_m, scale=self.scale,
-            frame_skip=self.frame_skip, fps=self.fps,
+            scenario,
+            policy,
+            reference,
+            self.seed,
+            out,
+            threshold_m=self.threshold_m,
+            scale=self.scale,
+            frame_skip=self.frame_skip,
+            fps=self.fps,
         )
         hz = scenario.policy_frequency_hz
         parts = [f"{info['n_frames']} frames"]
@@ -506,7 +568,6 @@ class Render:
             if info[f"{who}_crashed"]:
                 parts.append(f"{who} crashed at t={info[f'{who}_steps'] / hz:g} s")
         print(f"{scenario.name}, seed {self.seed}, {reference.label} vs {policy.label}: {'; '.join(parts)} -> {out}")
-
 
 
 @dataclasses.dataclass
@@ -538,8 +599,12 @@ class TrainExpert:
 
         scenario = _scenario(self.scenario, self.set)
         config = RLConfig(
-            algo=self.algo, n_timesteps=self.timesteps, seed=self.seed, learning_rate=self.learning_rate,
-            gamma=self.gamma, net_arch=None if self.net_arch is None else parse_net_arch(self.net_arch),
+            algo=self.algo,
+            n_timesteps=self.timesteps,
+            seed=self.seed,
+            learning_rate=self.learning_rate,
+            gamma=self.gamma,
+            net_arch=None if self.net_arch is None else parse_net_arch(self.net_arch),
             torch_threads=self.torch_threads,
         )
         config.validate()
@@ -554,11 +619,18 @@ class TrainExpert:
         )
 
 
-
 COMMANDS = {
-    "collect": Collect, "train": Train, "evaluate": Evaluate, "drift": Drift, "pipeline": Pipeline, "drive":
-    Drive, "verify-demos": VerifyDemos, "reproduce": Reproduce, "benchmark": Benchmark, "render": Render,
-    "train-expert": TrainExpert
+    "collect": Collect,
+    "train": Train,
+    "evaluate": Evaluate,
+    "drift": Drift,
+    "pipeline": Pipeline,
+    "drive": Drive,
+    "verify-demos": VerifyDemos,
+    "reproduce": Reproduce,
+    "benchmark": Benchmark,
+    "render": Render,
+    "train-expert": TrainExpert,
 }
 
 

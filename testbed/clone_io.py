@@ -13,7 +13,8 @@ fail under torch's ``weights_only`` default.
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

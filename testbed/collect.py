@@ -59,7 +59,10 @@ def collect(
     )
     trajectories = [r.trajectory for r in records]
     metadata = DemoMetadata.describe(
-        scenario, trajectories, seeds, expert={"name": expert, "params": driver.params()},
+        scenario,
+        trajectories,
+        seeds,
+        expert={"name": expert, "params": driver.params()},
         noise=noise_record(noise, continuous=continuous),
     )
     return Demonstrations(trajectories, metadata)

@@ -17,22 +17,29 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from testbed.clone_io import make_policy
 from testbed.demos import DemoMetadata, Demonstrations, quiet_datasets
 from testbed.errors import TestbedError
-from testbed.seeds import DAGGER_SEED
-from testbed.scenarios import Scenario, describe_spaces
-from testbed.spaces import space_from_dict
-from testbed.training import TrainConfig, TrainResult, evaluate_fit, make_bc_trainer, observation_statistics, set_observation_statistics
-from testbed.clone_io import make_policy
-from testbed.runtime import set_torch_threads
 from testbed.experts import make_expert
 from testbed.policies import check_expert_fits
-from testbed.scenarios import make_env
+from testbed.runtime import set_torch_threads
+from testbed.scenarios import Scenario, describe_spaces, make_env
+from testbed.seeds import DAGGER_SEED
+from testbed.spaces import space_from_dict
+from testbed.training import (
+    TrainConfig,
+    TrainResult,
+    evaluate_fit,
+    make_bc_trainer,
+    observation_statistics,
+    set_observation_statistics,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +61,12 @@ class DAggerConfig:
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
-        flags = {"n_rounds": "--rounds", "episodes_per_round": "--episodes-per-round",
-                 "rampdown_rounds": "--rampdown-rounds", "epochs_per_round": "--epochs-per-round"}
+        flags = {
+            "n_rounds": "--rounds",
+            "episodes_per_round": "--episodes-per-round",
+            "rampdown_rounds": "--rampdown-rounds",
+            "epochs_per_round": "--epochs-per-round",
+        }
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise TestbedError(f"{flag} must be at least 1, got {getattr(self, name)}")
@@ -116,7 +127,6 @@ def train_dagger(
     from imitation.algorithms.dagger import DAggerTrainer, LinearBetaSchedule
     from imitation.data.wrappers import RolloutInfoWrapper
     from stable_baselines3.common.vec_env import DummyVecEnv
-
 
     config.validate()
     dagger.validate()
@@ -211,7 +221,9 @@ def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> 
     the run's metadata); ``seeds`` lists the round seeds."""
     # One seed per round, not per episode: the record keeps the rounds' seeds.
     meta = DemoMetadata.describe(
-        scenario, result.trajectories, [0] * len(result.trajectories),
+        scenario,
+        result.trajectories,
+        [0] * len(result.trajectories),
         expert={"name": expert, "params": make_expert(expert).params()},
         note="DAgger aggregate: episode seeds continue each round's env generator from its round seed",
     )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from imitation.data.types import TrajectoryWithRew
 
@@ -77,7 +78,7 @@ class DemoMetadata:
         driving: Mapping[str, Any] | None = None,
         note: str | None = None,
         with_provenance: bool = True,
-    ) -> "DemoMetadata":
+    ) -> DemoMetadata:
         """The record of ``trajectories`` driven in ``scenario`` (counts derived from them)."""
         if len(trajectories) != len(seeds):
             raise ValueError("one seed per trajectory")
@@ -117,7 +118,7 @@ class DemoMetadata:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, *, where: str = "demonstration metadata") -> "DemoMetadata":
+    def from_dict(cls, data: Any, *, where: str = "demonstration metadata") -> DemoMetadata:
         """Read and type-check a record.
 
         Raises:
@@ -191,7 +192,7 @@ class Demonstrations:
         """Total (observation, action) pairs."""
         return int(sum(len(t.acts) for t in self.trajectories))
 
-    def with_trajectories(self, trajectories: Sequence[TrajectoryWithRew], seeds: Sequence[int]) -> "Demonstrations":
+    def with_trajectories(self, trajectories: Sequence[TrajectoryWithRew], seeds: Sequence[int]) -> Demonstrations:
         """The same record for other episodes (counts recomputed from them)."""
         if len(trajectories) != len(seeds):
             raise ValueError("one seed per trajectory")
@@ -204,19 +205,19 @@ class Demonstrations:
         )
         return Demonstrations(list(trajectories), meta)
 
-    def subset(self, indices: Sequence[int]) -> "Demonstrations":
+    def subset(self, indices: Sequence[int]) -> Demonstrations:
         """The episodes at ``indices`` (in that order), with a record that counts them."""
         return self.with_trajectories([self.trajectories[i] for i in indices], [self.seeds[i] for i in indices])
 
-    def first(self, n_episodes: int) -> "Demonstrations":
+    def first(self, n_episodes: int) -> Demonstrations:
         """The first ``n_episodes`` episodes."""
         return self.subset(range(min(n_episodes, len(self.trajectories))))
 
-    def concatenate(self, other: "Demonstrations") -> "Demonstrations":
+    def concatenate(self, other: Demonstrations) -> Demonstrations:
         """These episodes followed by ``other``'s (the record stays this one's, recounted)."""
         return self.with_trajectories([*self.trajectories, *other.trajectories], self.seeds + other.seeds)
 
-    def first_transitions(self, n: int) -> "Demonstrations":
+    def first_transitions(self, n: int) -> Demonstrations:
         """The first ``n`` (observation, action) pairs, in episode order; the last episode used
         is cut short (and marked non-terminal).
 
@@ -231,9 +232,17 @@ class Demonstrations:
             if left <= 0:
                 break
             k = min(left, len(t.acts))
-            kept.append(t if k == len(t.acts) else TrajectoryWithRew(
-                obs=t.obs[: k + 1], acts=t.acts[:k], infos=t.infos[:k] if t.infos is not None else None,
-                terminal=False, rews=t.rews[:k]))
+            kept.append(
+                t
+                if k == len(t.acts)
+                else TrajectoryWithRew(
+                    obs=t.obs[: k + 1],
+                    acts=t.acts[:k],
+                    infos=t.infos[:k] if t.infos is not None else None,
+                    terminal=False,
+                    rews=t.rews[:k],
+                )
+            )
             left -= k
         return self.with_trajectories(kept, self.seeds[: len(kept)])
 

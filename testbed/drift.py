@@ -28,18 +28,16 @@ twin's first disagreement is the first step whose error exceeds
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from testbed.metrics import mean_ci
+from testbed.metrics import Interval, fixed_width, mean_ci
+from testbed.plotting import plot_drift
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
-from testbed.scenarios import Scenario
-from testbed.metrics import Interval, fixed_width
-from testbed.plotting import plot_drift
-from testbed.scenarios import describe_spaces
+from testbed.scenarios import Scenario, describe_spaces
 
 DIVERGENCE_THRESHOLD_M = 1.0
 """Position error [m] past which the twins count as diverged."""
@@ -133,7 +131,9 @@ def twin_episode(
     n = min(len(policy.trajectory.acts), len(expert.trajectory.acts))
     differ = policy.trajectory.acts[:n] != expert.trajectory.acts[:n]
     if np.ndim(policy.trajectory.acts) > 1:
-        differ = action_error(policy.trajectory.acts[:n], expert.trajectory.acts[:n], action_range) > CONTINUOUS_TOLERANCE
+        differ = (
+            action_error(policy.trajectory.acts[:n], expert.trajectory.acts[:n], action_range) > CONTINUOUS_TOLERANCE
+        )
     return {
         "first_disagreement_step": first_index(differ),
         "divergence_step": first_index(steps["position_error_m"].to_numpy() > threshold_m),
@@ -235,14 +235,18 @@ def measure_drift(
     expert_runs: list[EpisodeRecord] | None = None
     for spec in specs:
         on = pool.run(scenario, spec, seeds, labeller=expert_spec, progress=progress, desc=f"{spec.label} drives")
-        off = pool.run(scenario, expert_spec, seeds, labeller=spec, progress=progress, desc=f"expert, {spec.label} labels")
+        off = pool.run(
+            scenario, expert_spec, seeds, labeller=spec, progress=progress, desc=f"expert, {spec.label} labels"
+        )
         expert_runs = expert_runs or off
         for p, e in zip(on, off):
             steps = twin_steps(p, e).assign(policy=spec.label, seed=p.seed)
             twin_rows.append(steps)
             eps = disagreement(p, action_range=action_range)
             audit_rows.append(
-                pd.DataFrame({"policy": spec.label, "seed": p.seed, "step": np.arange(1, len(eps) + 1), "disagree": eps})
+                pd.DataFrame(
+                    {"policy": spec.label, "seed": p.seed, "step": np.arange(1, len(eps) + 1), "disagree": eps}
+                )
             )
             episode_rows.append(
                 {
@@ -331,7 +335,6 @@ def write_drift(result: DriftResult, directory, *, title: str = "") -> dict[str,
     """Write the drift tables as CSVs and ``drift.png`` into ``directory``; returns the curves."""
     import matplotlib.pyplot as plt
 
-
     curves = drift_curves(result)
     result.twin_steps.to_csv(directory / "twin_steps.csv", index=False)
     result.twin_episodes.to_csv(directory / "drift_episodes.csv", index=False)
@@ -350,14 +353,20 @@ def format_drift(summary: pd.DataFrame) -> str:
     """Fixed-width table of the headline drift measures."""
 
     cols = {
-        "eps_off": "eps_off", "eps_on": "eps_on", "eps_gap": "eps_on - eps_off",
-        "first_disagreement_step": "1st disagreement", "p_diverged": "P(diverged)", "crashed": "crash rate",
+        "eps_off": "eps_off",
+        "eps_on": "eps_on",
+        "eps_gap": "eps_on - eps_off",
+        "first_disagreement_step": "1st disagreement",
+        "p_diverged": "P(diverged)",
+        "crashed": "crash rate",
     }
     header = ["policy", "n", *cols.values()]
     body = []
     for _, r in summary.iterrows():
         cells = [str(r["policy"]), str(int(r["n_episodes"]))]
         for key in cols:
-            cells.append("-" if pd.isna(r[key]) else Interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"]).format(2))
+            cells.append(
+                "-" if pd.isna(r[key]) else Interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"]).format(2)
+            )
         body.append(cells)
     return fixed_width(header, body)

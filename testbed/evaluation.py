@@ -9,21 +9,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
-from testbed.seeds import EVAL_SEED, episode_seeds
+from testbed.clone_io import read_clone_metadata
 from testbed.errors import TestbedError
 from testbed.metrics import METRICS, episodes_table, summarize
 from testbed.outputs import write_json
-from testbed.policies import PolicySpec
+from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario
-from testbed.clone_io import read_clone_metadata
-from testbed.policies import build_agent
 from testbed.rollout import RolloutPool
-
+from testbed.scenarios import Scenario
+from testbed.seeds import EVAL_SEED, episode_seeds
 
 
 @dataclasses.dataclass
@@ -83,7 +82,7 @@ def evaluate(
     n_episodes: int,
     seed: int = EVAL_SEED,
     n_workers: int = 1,
-    pool: Any = None,
+    pool: RolloutPool | None = None,
     progress: bool = False,
 ) -> Evaluation:
     """Run every policy on the same ``n_episodes`` seeds starting at ``seed`` and summarise.
@@ -127,5 +126,7 @@ def write_evaluation(evaluation: Evaluation, directory: pathlib.Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     evaluation.episodes.to_csv(directory / "episodes.csv", index=False)
     evaluation.summary.to_csv(directory / "summary.csv", index=False)
-    write_json(directory / "summary.json", {"summary": evaluation.summary.to_dict(orient="records"), **evaluation.config})
+    write_json(
+        directory / "summary.json", {"summary": evaluation.summary.to_dict(orient="records"), **evaluation.config}
+    )
     write_json(directory / "config.json", evaluation.config)

@@ -29,14 +29,15 @@ from __future__ import annotations
 import dataclasses
 import time
 import types
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
+from testbed.demos import human_demonstrations
 from testbed.errors import TestbedError
 from testbed.rollout import EgoTracker
-from testbed.demos import human_demonstrations
 from testbed.scenarios import make_env
 
 ARROWS = ("left", "right", "up", "down")
@@ -213,8 +214,10 @@ def make_mapper(env: Any, **continuous: float) -> KeyMapper:
         return DiscreteKeyMapper(actions=dict(action_type.actions_indexes))
     if isinstance(env.action_space, gym.spaces.Box) and isinstance(action_type, ContinuousAction):
         return ContinuousKeyMapper(
-            longitudinal=bool(action_type.longitudinal), lateral=bool(action_type.lateral),
-            policy_frequency_hz=float(base.config["policy_frequency"]), **continuous,
+            longitudinal=bool(action_type.longitudinal),
+            lateral=bool(action_type.lateral),
+            policy_frequency_hz=float(base.config["policy_frequency"]),
+            **continuous,
         )
     raise TestbedError(
         f"human driving supports DiscreteMetaAction and ContinuousAction, not {type(action_type).__name__}"
@@ -262,8 +265,15 @@ class ScriptedEvents:
 
 
 _KEY_NAMES = {
-    "left": "K_LEFT", "right": "K_RIGHT", "up": "K_UP", "down": "K_DOWN",
-    "pause": "K_p", "quit": "K_ESCAPE", "q": "K_q", "yes": "K_y", "no": "K_n",
+    "left": "K_LEFT",
+    "right": "K_RIGHT",
+    "up": "K_UP",
+    "down": "K_DOWN",
+    "pause": "K_p",
+    "quit": "K_ESCAPE",
+    "q": "K_q",
+    "yes": "K_y",
+    "no": "K_n",
 }
 
 
@@ -524,9 +534,7 @@ def drive_episode(
     trajectory = None
     if actions:
         acts = (
-            np.asarray(actions, dtype=np.int64)
-            if np.ndim(actions[0]) == 0
-            else np.asarray(actions, dtype=np.float32)
+            np.asarray(actions, dtype=np.int64) if np.ndim(actions[0]) == 0 else np.asarray(actions, dtype=np.float32)
         )
         trajectory = TrajectoryWithRew(
             obs=np.asarray(observations, dtype=np.float32),
@@ -604,8 +612,14 @@ def drive(
         mapper = make_mapper(env, **dict(mapper_params or {}))
         for i, seed in enumerate(seeds):
             episode = drive_episode(
-                env, int(seed), events, mapper=mapper, display=display, realtime=realtime,
-                start_paused=start_paused, title=f"episode {i + 1}/{len(seeds)} (seed {seed})",
+                env,
+                int(seed),
+                events,
+                mapper=mapper,
+                display=display,
+                realtime=realtime,
+                start_paused=start_paused,
+                title=f"episode {i + 1}/{len(seeds)} (seed {seed})",
             )
             episodes.append(episode)
             if progress is not None:

@@ -29,27 +29,33 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from testbed.errors import TestbedError
-from testbed.seeds import EVAL_SEED
-from testbed.metrics import BOOTSTRAP_SEED, CONFIDENCE, N_RESAMPLES, Interval, mean_ci
-from testbed.policies import PolicySpec
-from testbed.rollout import EpisodeRecord, RolloutPool
-from testbed.scenarios import Scenario
 from testbed.clone_io import read_clone_metadata
 from testbed.drift import twin_steps
+from testbed.errors import TestbedError
 from testbed.evaluation import check_held_out
 from testbed.experts import make_expert
-from testbed.metrics import METRICS, episodes_table, summarize
+from testbed.metrics import (
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    METRICS,
+    N_RESAMPLES,
+    Interval,
+    episodes_table,
+    mean_ci,
+    summarize,
+)
 from testbed.outputs import write_json
-from testbed.policies import build_agent
+from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
-from testbed.scenarios import get_scenario
-from testbed.seeds import episode_seeds
+from testbed.rollout import EpisodeRecord, RolloutPool
+from testbed.scenarios import Scenario, get_scenario
+from testbed.seeds import EVAL_SEED, episode_seeds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,7 +275,11 @@ def run_benchmark(
             twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
             score = normalized_score([returns[label]], [returns[random_label]], [returns[expert_label]])
             row: dict[str, Any] = {
-                "scenario": name, "policy": label, "status": "ok", "note": "", "n_episodes": int(s["n_episodes"])
+                "scenario": name,
+                "policy": label,
+                "status": "ok",
+                "note": "",
+                "n_episodes": int(s["n_episodes"]),
             }
             row.update(_interval("normalized_score", score))
             for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
@@ -281,8 +291,10 @@ def run_benchmark(
     ranking = _rank(specs, list(scenarios), episodes, per_scenario, expert_label, random_label)
     config = {
         "suite": suite,
-        "scenarios": {n: {"suite_overrides": dict(e.overrides), "scenario": scenarios[e.name].to_dict()}
-                      for n, e in zip(scenarios, entries)},
+        "scenarios": {
+            n: {"suite_overrides": dict(e.overrides), "scenario": scenarios[e.name].to_dict()}
+            for n, e in zip(scenarios, entries)
+        },
         "extra_overrides": dict(overrides or {}),
         "seeds": {"first": seeds[0], "n_episodes": len(seeds)},
         "policies": [
@@ -294,8 +306,11 @@ def run_benchmark(
         "undefined_scale": [
             n for n in scenarios if not _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)
         ],
-        "metrics": {**METRICS, "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
-                    f"after {horizon_s:g} s (or at the end of the shorter run)"},
+        "metrics": {
+            **METRICS,
+            "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
+            f"after {horizon_s:g} s (or at the end of the shorter run)",
+        },
         "statistics": "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
         "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean",
         "provenance": provenance(),
@@ -320,7 +335,7 @@ def _rank(
     for spec in specs:
         ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
 
-        def returns(label: str) -> list[np.ndarray]:
+        def returns(label: str, ran: list[str] = ran) -> list[np.ndarray]:
             out = []
             for n in ran:
                 g = episodes[(episodes["scenario"] == n) & (episodes["policy"] == label)].sort_values("seed")
@@ -329,7 +344,8 @@ def _rank(
 
         score = (
             normalized_score(returns(spec.label), returns(random_label), returns(expert_label))
-            if ran else Interval(np.nan, np.nan, np.nan)
+            if ran
+            else Interval(np.nan, np.nan, np.nan)
         )
         row: dict[str, Any] = {"policy": spec.label, "n_scenarios": len(ran), **_interval("normalized_score", score)}
         for n in names:
@@ -377,7 +393,8 @@ def format_markdown(board: Leaderboard) -> str:
         cells = ["n/a" if pd.isna(r[f"normalized_score/{n}"]) else f"{r[f'normalized_score/{n}']:.2f}" for n in names]
         lines.append(
             f"| {r['rank']} | `{r['policy']}` | {_cell(r, 'normalized_score')} | {r['n_scenarios']}/{len(names)} | "
-            + " | ".join(cells) + " |"
+            + " | ".join(cells)
+            + " |"
         )
     order = list(board.ranking["policy"])
     for name in names:

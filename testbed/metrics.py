@@ -8,7 +8,7 @@ method, fixed generator seed so that a table is reproducible to the last digit).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd

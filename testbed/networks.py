@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-
 CNN_FEATURES = 256
 """Output size of the image policies' feature extractor, SB3's ``NatureCNN`` (Mnih et al.
 2015: 8x8/4, 4x4/2, 3x3/1 convolutions, then one linear layer). On the camera sensor's
@@ -34,7 +33,9 @@ class StandardizedFlattenExtractor(BaseFeaturesExtractor):
         std: per-feature standard deviation (default 1).
     """
 
-    def __init__(self, observation_space: gym.spaces.Box, mean: list[float] | None = None, std: list[float] | None = None):
+    def __init__(
+        self, observation_space: gym.spaces.Box, mean: list[float] | None = None, std: list[float] | None = None
+    ):
         size = int(np.prod(observation_space.shape))
         super().__init__(observation_space, size)
         self.register_buffer("mean", torch.as_tensor(mean if mean is not None else np.zeros(size), dtype=torch.float32))

@@ -7,7 +7,8 @@ import json
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from testbed.errors import TestbedError
 
@@ -27,25 +28,37 @@ def check_output_dir(path: str | pathlib.Path, *, overwrite: bool) -> pathlib.Pa
 
 
 TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt")
-"""Files whose recorded paths :func:`atomic_output_dir` moves with the directory."""
+"""Files :func:`atomic_output_dir` checks for recorded temporary paths."""
+_TMP_MARK = ".tmp-"
+
+
+def final_path(path: str | pathlib.Path) -> pathlib.Path:
+    """Where ``path``, inside a directory :func:`atomic_output_dir` is still writing, will be
+    once the block succeeds (``path`` itself when it is not inside one). Record this, never
+    the temporary path: the directory is renamed, not rewritten."""
+    parts = list(pathlib.Path(path).parts)
+    for i, part in enumerate(parts):
+        if part.startswith(".") and _TMP_MARK in part:
+            parts[i] = part[1 : part.rindex(_TMP_MARK)]
+    return pathlib.Path(*parts)
 
 
 @contextlib.contextmanager
 def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> Iterator[pathlib.Path]:
     """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
 
-    Whatever the block recorded about paths inside the temporary directory (a clone trained
-    there and evaluated as ``clone:<tmp>/run``, a demonstrations path in a clone's metadata) is
-    rewritten to the final path in every text file (:data:`TEXT_SUFFIXES`) before the rename:
-    the temporary name is unique, so the rewrite touches nothing else. On any exception the
-    temporary directory is deleted and ``path`` is left as it was.
+    Whatever the block records about paths inside the temporary directory (a clone trained
+    there, a demonstrations path in a clone's metadata) must name their final location
+    (:func:`final_path`); a text file (:data:`TEXT_SUFFIXES`) that names the temporary
+    directory is a bug, refused before the rename. On any exception the temporary directory
+    is deleted and ``path`` is left as it was.
     """
     out = check_output_dir(path, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_MARK}", dir=out.parent))
     try:
         yield tmp
-        _relocate_paths(tmp, out.name)
+        _check_no_temporary_paths(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -58,15 +71,11 @@ def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> I
         tmp.rename(out)
 
 
-def _relocate_paths(tmp: pathlib.Path, final_name: str) -> None:
-    """Replace the temporary directory's name by its final one in the text files under it
-    (both are children of the same parent, so relative and absolute paths both follow)."""
+def _check_no_temporary_paths(tmp: pathlib.Path) -> None:
+    """Fail if a text file under ``tmp`` names ``tmp`` (it would point nowhere after the rename)."""
     for file in tmp.rglob("*"):
-        if file.suffix not in TEXT_SUFFIXES or not file.is_file():
-            continue
-        text = file.read_text(errors="surrogateescape")
-        if tmp.name in text:
-            file.write_text(text.replace(tmp.name, final_name), errors="surrogateescape")
+        if file.suffix in TEXT_SUFFIXES and file.is_file() and tmp.name in file.read_text(errors="surrogateescape"):
+            raise RuntimeError(f"{file} records the temporary path {tmp.name}; record final_path(...) instead")
 
 
 def write_json(path: str | pathlib.Path, data: Any) -> None:

@@ -95,7 +95,10 @@ class Pipeline:
         if demo_range & set(range(self.eval_seed, self.eval_seed + self.eval_episodes)):
             raise TestbedError("demonstration and evaluation seeds overlap; move --eval-seed or --demo-seed")
         config = TrainConfig(
-            n_epochs=self.epochs, batch_size=self.batch_size, net_arch=parse_net_arch(self.net_arch), seed=self.train_seed
+            n_epochs=self.epochs,
+            batch_size=self.batch_size,
+            net_arch=parse_net_arch(self.net_arch),
+            seed=self.train_seed,
         )
         config.validate()
         workers = check_workers(self.workers)
@@ -117,17 +120,14 @@ class Pipeline:
             times["train_s"] = time.perf_counter() - start
             start = time.perf_counter()
             specs = [
-                PolicySpec("expert", self.expert), PolicySpec("clone", str(tmp / "clone")),
-                PolicySpec("idle"), PolicySpec("random"),
+                PolicySpec("expert", self.expert),
+                PolicySpec("clone", str(tmp / "clone"), name=f"clone:{out / 'clone'}"),
+                PolicySpec("idle"),
+                PolicySpec("random"),
             ]
             evaluation = evaluate(
                 scenario, specs, n_episodes=self.eval_episodes, seed=self.eval_seed, pool=pool, progress=True
             )
-            # Name the clone by its final location, not the temporary one.
-            clone_label = f"clone:{out / 'clone'}"
-            for frame in (evaluation.episodes, evaluation.summary):
-                frame["policy"] = frame["policy"].replace(specs[1].label, clone_label)
-            evaluation.config["policies"][1]["spec"] = clone_label
             write_evaluation(evaluation, tmp / "eval")
             save_summary_plot(evaluation.summary, tmp / "summary.png", scenario.name)
             times["evaluate_s"] = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -117,7 +117,10 @@ def plot_drift(curves: dict[str, pd.DataFrame], survival: pd.DataFrame, summary:
     ax_pos, ax_eps, ax_surv, ax_bar = axes[0]
     policies = list(dict.fromkeys(summary["policy"]))
     colors = {p: f"C{i}" for i, p in enumerate([*policies, *sorted(set(survival["policy"]) - set(policies))])}
-    for ax, key, label in ((ax_pos, "position", "twin position error [m]"), (ax_eps, "disagreement", "on-policy disagreement")):
+    for ax, key, label in (
+        (ax_pos, "position", "twin position error [m]"),
+        (ax_eps, "disagreement", "on-policy disagreement"),
+    ):
         df = curves[key]
         for policy, g in df.groupby("policy", sort=False):
             ax.plot(g["step"], g["mean"], color=colors[policy], label=policy)
@@ -135,7 +138,10 @@ def plot_drift(curves: dict[str, pd.DataFrame], survival: pd.DataFrame, summary:
     ax_surv.legend(fontsize=7)
     width = 0.38
     x = np.arange(len(policies))
-    for offset, column, name in ((-width / 2, "eps_off", "eps_off (expert's states)"), (width / 2, "eps_on", "eps_on (own states)")):
+    for offset, column, name in (
+        (-width / 2, "eps_off", "eps_off (expert's states)"),
+        (width / 2, "eps_on", "eps_on (own states)"),
+    ):
         mean = summary[column].to_numpy(float)
         err = [mean - summary[f"{column}_ci_low"].to_numpy(float), summary[f"{column}_ci_high"].to_numpy(float) - mean]
         ax_bar.bar(x + offset, mean, width, yerr=err, capsize=3, label=name)
@@ -175,7 +181,9 @@ def plot_matrix(
         image = ax.imshow(values, cmap="viridis", aspect="auto")
         fig.colorbar(image, ax=ax, shrink=0.8)
         for (i, j), v in np.ndenumerate(values):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < np.nanmean(values) else "k", fontsize=8)
+            ax.text(
+                j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < np.nanmean(values) else "k", fontsize=8
+            )
         ax.set_xticks(range(len(columns)), ticks, fontsize=7)
         ax.set_yticks(range(len(rows)), rows)
         ax.set_title(name)

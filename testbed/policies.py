@@ -24,10 +24,10 @@ Experts read the simulator; clones and baselines read only the observation.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import importlib
 import inspect
 import os
+import pathlib
 import sys
 from typing import Any, Protocol
 
@@ -61,16 +61,21 @@ class PolicySpec:
     """One of ``expert``, ``clone``, ``idle``, ``random``, ``python``."""
     arg: str = ""
     """Expert name, clone run directory or ``MODULE:FUNCTION``; empty for baselines."""
+    name: str = ""
+    """The policy's name in tables, if not the spec as written: a clone trained inside an
+    output directory that is still being written is named by its final location."""
 
     @property
     def label(self) -> str:
-        """The spec as written, used as the policy's name in tables."""
+        """The policy's name in tables: :attr:`name`, else the spec as written."""
+        if self.name:
+            return self.name
         if self.kind == "python":
             return self.arg
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
     @classmethod
-    def parse(cls, text: str) -> "PolicySpec":
+    def parse(cls, text: str) -> PolicySpec:
         """Parse ``expert:NAME``, ``expert:sb3:PATH``, ``clone:DIR``, ``idle`` or ``random``.
 
         Raises:

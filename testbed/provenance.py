@@ -11,8 +11,16 @@ import sys
 from typing import Any
 
 PACKAGES = (
-    "highway-bc-testbed", "gymnasium", "highway-env", "stable-baselines3", "imitation",
-    "torch", "numpy", "scipy", "pandas", "matplotlib",
+    "highway-bc-testbed",
+    "gymnasium",
+    "highway-env",
+    "stable-baselines3",
+    "imitation",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "matplotlib",
 )
 
 
@@ -40,7 +48,11 @@ def git_commit() -> str:
             # Committed results are outputs, not code: a rerun rewriting them is not a change
             # to what produced them.
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
-            cwd=root, capture_output=True, text=True, check=True, timeout=10,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -50,7 +62,7 @@ def git_commit() -> str:
 def provenance() -> dict[str, Any]:
     """Everything needed to say where a result came from."""
     return {
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "command": [pathlib.Path(sys.argv[0]).name, *sys.argv[1:]],
         "python": platform.python_version(),

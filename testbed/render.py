@@ -24,19 +24,17 @@ import math
 import os
 import pathlib
 import tempfile
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from testbed.errors import TestbedError
-from testbed.policies import PolicySpec
-from testbed.rollout import EpisodeRecord
-from testbed.scenarios import Scenario
 from testbed.drift import DIVERGENCE_THRESHOLD_M, twin_episode
-from testbed.policies import build_agent
+from testbed.errors import TestbedError
+from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
-from testbed.rollout import run_episode
-from testbed.scenarios import make_env
+from testbed.rollout import EpisodeRecord, run_episode
+from testbed.scenarios import Scenario, make_env, offscreen_video
 
 BORDER_PX = 4
 """Width of the border around each panel [px] (white unless marked)."""
@@ -63,7 +61,7 @@ class Divergence:
     threshold_m: float
 
     @classmethod
-    def of(cls, policy: EpisodeRecord, reference: EpisodeRecord, *, threshold_m: float) -> "Divergence":
+    def of(cls, policy: EpisodeRecord, reference: EpisodeRecord, *, threshold_m: float) -> Divergence:
         """Measured with :func:`testbed.drift.twin_episode`."""
 
         ep = twin_episode(policy, reference, threshold_m=threshold_m)
@@ -174,7 +172,11 @@ def comparison_frames(
         ref_crash = reference_crashed and ref_k == len(reference) - 1
         pol_crash = policy_crashed and pol_k == len(policy) - 1
         left = panel(
-            reference[ref_k], title=f"reference: {reference_label}", border=PLAIN_RGB, crashed=ref_crash, scale=scale,
+            reference[ref_k],
+            title=f"reference: {reference_label}",
+            border=PLAIN_RGB,
+            crashed=ref_crash,
+            scale=scale,
             status=_status(t, ref_k, len(reference), ref_crash, policy_frequency_hz, ""),
         )
         border = divergence.border(k)
@@ -185,7 +187,11 @@ def comparison_frames(
         else:
             note = "same path as reference"
         right = panel(
-            policy[pol_k], title=f"policy: {policy_label}", border=border, crashed=pol_crash, scale=scale,
+            policy[pol_k],
+            title=f"policy: {policy_label}",
+            border=border,
+            crashed=pol_crash,
+            scale=scale,
             status=_status(t, pol_k, len(policy), pol_crash, policy_frequency_hz, note),
         )
         images.append(side_by_side(left, right))
@@ -214,8 +220,14 @@ def save_gif(images: Sequence[Any], path: str | pathlib.Path, *, fps: float, com
     try:
         first, *rest = images
         first.save(
-            tmp, format="GIF", save_all=True, append_images=rest, duration=round(1000 / fps), loop=0,
-            optimize=True, comment=comment.encode(),
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=rest,
+            duration=round(1000 / fps),
+            loop=0,
+            optimize=True,
+            comment=comment.encode(),
         )
         os.replace(tmp, path)
     except BaseException:
@@ -244,7 +256,8 @@ def grab_frame(env: Any) -> np.ndarray:
     if env.viewer is None:
         env.render()
         # highway-env 1.9.1 disables drawing altogether under SDL_VIDEODRIVER=dummy
-        # (EnvViewer.enabled); offscreen rendering draws to a surface and needs no display.
+        # (EnvViewer.enabled), which a user may have set; offscreen rendering draws to a
+        # surface and needs no display.
         env.viewer.enabled = True
     frame = env.render()
     # render() switches on redrawing at every simulation sub-step; those frames are not kept.
@@ -258,8 +271,7 @@ def record_frames(scenario: Scenario, spec: PolicySpec, seed: int) -> tuple[Epis
     Returns:
         The record (identical to the harness's for this seed) and frames 0..T.
     """
-    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-
+    offscreen_video()
     agent = _FrameGrabber(build_agent(spec, scenario))
     drawn = dataclasses.replace(scenario, config={**scenario.config, "offscreen_rendering": True})
     env = make_env(drawn, render_mode="rgb_array")
@@ -302,10 +314,16 @@ def render_comparison(
     pol_record, pol_frames = record_frames(scenario, policy, seed)
     divergence = Divergence.of(pol_record, ref_record, threshold_m=threshold_m)
     images = comparison_frames(
-        ref_frames, pol_frames, reference_label=reference.label, policy_label=policy.label, divergence=divergence,
+        ref_frames,
+        pol_frames,
+        reference_label=reference.label,
+        policy_label=policy.label,
+        divergence=divergence,
         reference_crashed=bool(ref_record.trajectory.infos[-1]["crashed"]),
         policy_crashed=bool(pol_record.trajectory.infos[-1]["crashed"]),
-        policy_frequency_hz=scenario.policy_frequency_hz, scale=scale, frame_skip=frame_skip,
+        policy_frequency_hz=scenario.policy_frequency_hz,
+        scale=scale,
+        frame_skip=frame_skip,
     )
     info = {
         "scenario": scenario.to_dict(),

@@ -17,12 +17,13 @@ import importlib.util
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from testbed.errors import TestbedError
-from testbed.pipeline import Pipeline, save_summary_plot
 from testbed.outputs import read_json
+from testbed.pipeline import Pipeline, save_summary_plot
 from testbed.plotting import plot_training_log
 from testbed.rollout import reuse_episodes
 
@@ -105,13 +106,13 @@ def _pipeline_replot(out: pathlib.Path) -> list[pathlib.Path]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-
     run = out / "highway-fast"
     config = read_json(run / "config.json", what="pipeline config")
     save_summary_plot(pd.read_csv(run / "eval" / "summary.csv"), run / "summary.png", config["scenario"]["name"])
     n = config["demo_seeds"]["n_episodes"]
-    fig = plot_training_log(pd.read_csv(run / "clone" / "train_log.csv"),
-                            title=f"BC on {n} expert episodes ({config['scenario']['name']})")
+    fig = plot_training_log(
+        pd.read_csv(run / "clone" / "train_log.csv"), title=f"BC on {n} expert episodes ({config['scenario']['name']})"
+    )
     fig.savefig(run / "training.png", dpi=120)
     plt.close(fig)
     return [run / "summary.png", run / "training.png"]
@@ -131,6 +132,8 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
         return _pipeline_run(out, fast=fast, workers=workers)
     module = load_script(step.script)
     args = module.Args(fast=fast, out=str(out), workers=workers)
+    if any(f.name == "results" for f in dataclasses.fields(args)):
+        args = dataclasses.replace(args, results=str(out_root))  # upstream inputs from this same root
     if any(f.name == "overwrite" for f in dataclasses.fields(args)):
         # A script that resumes an existing output by default (a sweep) starts afresh: a
         # rebuild must not keep cells that earlier code computed.
@@ -138,7 +141,9 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
     return module.main(args)
 
 
-def reproduce(steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_only: bool, workers: int) -> dict[str, float]:
+def reproduce(
+    steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_only: bool, workers: int
+) -> dict[str, float]:
     """Run ``steps`` in order; returns each step's wall time [s].
 
     The steps share one :func:`testbed.rollout.reuse_episodes` block: an expert or baseline

@@ -29,10 +29,10 @@ import pandas as pd
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, make_env
-from testbed.spaces import space_to_dict
 from testbed.runtime import set_torch_threads
+from testbed.scenarios import Scenario, make_env
 from testbed.seeds import EVAL_SEED
+from testbed.spaces import space_to_dict
 
 MODEL_FILE = "model.zip"
 CURVE_FILE = "training_curve.csv"
@@ -96,7 +96,8 @@ class RLConfig:
             raise TestbedError(f"--timesteps must be at least 1, got {self.n_timesteps}")
         if not 0 <= self.seed < TRAIN_SEED_LIMIT:
             raise TestbedError(
-                f"--seed must be in [0, {TRAIN_SEED_LIMIT}) so training never uses held-out evaluation seeds, got {self.seed}"
+                f"--seed must be in [0, {TRAIN_SEED_LIMIT}) so training never uses held-out evaluation seeds, "
+                f"got {self.seed}"
             )
         if self.learning_rate is not None and (not np.isfinite(self.learning_rate) or self.learning_rate <= 0):
             raise TestbedError(f"--learning-rate must be > 0, got {self.learning_rate}")
@@ -184,7 +185,6 @@ def train_expert(scenario: Scenario, config: RLConfig, *, progress: bool = False
     from stable_baselines3 import DQN, PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-
     config.validate()
     set_torch_threads(config.torch_threads)
     recorder = SeededEpisodes(make_env(scenario), config.seed)
@@ -213,7 +213,10 @@ def save_expert(
         "library": "stable-baselines3",
         "policy": "MlpPolicy",
         "model_file": MODEL_FILE,
-        "config": {**dataclasses.asdict(config), "net_arch": None if config.net_arch is None else list(config.net_arch)},
+        "config": {
+            **dataclasses.asdict(config),
+            "net_arch": None if config.net_arch is None else list(config.net_arch),
+        },
         "hyperparameters": config.hyperparameters(),
         "n_timesteps": int(config.n_timesteps),
         "wall_time_s": round(result.wall_time_s, 1),
@@ -243,4 +246,13 @@ def save_expert(
     return pathlib.Path(path)
 
 
-__all__ = ["RLConfig", "RLResult", "train_expert", "save_expert", "episode_seed", "SeededEpisodes", "DQN_DEFAULTS", "PPO_DEFAULTS"]
+__all__ = [
+    "RLConfig",
+    "RLResult",
+    "train_expert",
+    "save_expert",
+    "episode_seed",
+    "SeededEpisodes",
+    "DQN_DEFAULTS",
+    "PPO_DEFAULTS",
+]

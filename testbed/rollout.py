@@ -19,7 +19,8 @@ import json
 import multiprocessing as mp
 import multiprocessing.pool
 import pathlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
@@ -69,10 +70,10 @@ class EgoTracker:
 
     def __init__(self, base: Any, *, offroad_is_crash: bool = False) -> None:
         """Args:
-            base: the unwrapped env, just reset.
-            offroad_is_crash: count an episode ended by leaving the road (``offroad_terminal``,
-                continuous control) as a crash, and keep the simulator's own collision flag in
-                ``collided``.
+        base: the unwrapped env, just reset.
+        offroad_is_crash: count an episode ended by leaving the road (``offroad_terminal``,
+            continuous control) as a crash, and keep the simulator's own collision flag in
+            ``collided``.
         """
         self.base = base
         self.offroad_is_crash = offroad_is_crash
@@ -88,18 +89,20 @@ class EgoTracker:
         if self.offroad_is_crash:
             info["crashed"] = bool(vehicle.crashed or (terminated and not vehicle.on_road))
             info["collided"] = bool(vehicle.crashed)
-        info.update({
-            "x": float(new_position[0]),
-            "y": float(new_position[1]),
-            "heading": float(vehicle.heading),
-            "lane": new_lane,
-            "rightmost": bool(rightmost),
-            "on_road": bool(vehicle.on_road),
-            "lane_change": bool(new_road == self.road_id and new_lane != self.lane),
-            "distance_m": float(np.linalg.norm(new_position - self.position)),
-            "t": float(self.base.time),
-            "applied_action": applied,
-        })
+        info.update(
+            {
+                "x": float(new_position[0]),
+                "y": float(new_position[1]),
+                "heading": float(vehicle.heading),
+                "lane": new_lane,
+                "rightmost": bool(rightmost),
+                "on_road": bool(vehicle.on_road),
+                "lane_change": bool(new_road == self.road_id and new_lane != self.lane),
+                "distance_m": float(np.linalg.norm(new_position - self.position)),
+                "t": float(self.base.time),
+                "applied_action": applied,
+            }
+        )
         self.position, self.road_id, self.lane = new_position, new_road, new_lane
         return info
 
@@ -225,7 +228,7 @@ _AGENTS: dict[tuple[str, str], Agent] = {}
 
 
 def _agent_key(scenario_key: str, spec: PolicySpec) -> tuple[str, str]:
-    label = spec.label
+    label = f"{spec.kind}:{spec.arg}"
     if spec.kind == "clone":
         # A run directory can be rewritten between calls (--overwrite): key on the file too.
         stat = (pathlib.Path(spec.arg) / "policy.pt").stat()
@@ -315,13 +318,13 @@ def _episode_store(store: dict[tuple, EpisodeRecord] | None) -> Iterator[None]:
         _REUSED = outer
 
 
-def _reusable(task: "_Task | None") -> bool:
+def _reusable(task: _Task | None) -> bool:
     if task is None or task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation":
         return False
     return task.spec.kind in _REUSABLE_KINDS and (task.labeller is None or task.labeller.kind in _REUSABLE_KINDS)
 
 
-def _task_key(task: "_Task") -> tuple:
+def _task_key(task: _Task) -> tuple:
     scenario = {k: v for k, v in task.scenario.to_dict().items() if k != "name"}
     labeller = task.labeller.label if task.labeller is not None else None
     return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
@@ -340,7 +343,7 @@ class RolloutPool:
         self._pool: multiprocessing.pool.Pool | None = None
         self._in_process = contextlib.ExitStack()
 
-    def __enter__(self) -> "RolloutPool":
+    def __enter__(self) -> RolloutPool:
         if self.n_workers > 1:
             self._pool = mp.get_context("spawn").Pool(self.n_workers, initializer=init_worker)
         else:  # episodes run here, with the one torch thread a worker has
@@ -383,7 +386,7 @@ class RolloutPool:
                 memo[keys[i]] = record
             yield record
 
-    def _map(self, tasks: list["_Task"]) -> Iterator[EpisodeRecord]:
+    def _map(self, tasks: list[_Task]) -> Iterator[EpisodeRecord]:
         if self._pool is None:
             return map(_run_task, tasks)
         chunksize = max(1, len(tasks) // (8 * self.n_workers))

@@ -14,7 +14,8 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -54,7 +55,7 @@ class Scenario:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         """Inverse of :meth:`to_dict` (no validation beyond the keys being present)."""
         try:
             return cls(
@@ -258,8 +259,14 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 # Keys whose values must be whole numbers; other numeric keys are real-valued even where
 # highway-env's default happens to be written as an int (``vehicles_density: 1``).
 _INTEGER_KEYS = {
-    "lanes_count", "vehicles_count", "controlled_vehicles", "initial_lane_id",
-    "simulation_frequency", "policy_frequency", "screen_width", "screen_height",
+    "lanes_count",
+    "vehicles_count",
+    "controlled_vehicles",
+    "initial_lane_id",
+    "simulation_frequency",
+    "policy_frequency",
+    "screen_width",
+    "screen_height",
 }
 
 
@@ -301,8 +308,12 @@ def _check_numbers(key: str, value: Any) -> None:
     if isinstance(value, float) and not np.isfinite(value):
         raise TestbedError(f"config key {key!r} must be finite, got {value}")
     positive = {
-        "duration", "vehicles_count", "lanes_count", "vehicles_density",
-        "simulation_frequency", "policy_frequency",
+        "duration",
+        "vehicles_count",
+        "lanes_count",
+        "vehicles_density",
+        "simulation_frequency",
+        "policy_frequency",
     }
     if key in positive and isinstance(value, (int, float)) and value <= 0:
         raise TestbedError(f"config key {key!r} must be > 0, got {value}")
@@ -372,9 +383,13 @@ def _type_params(kind: str, type_name: str) -> set[str]:
     from highway_env.envs.common import action, observation
 
     module = observation if kind == "observation" else action
-    names = {"Kinematics": "KinematicObservation", "OccupancyGrid": "OccupancyGridObservation",
-             "GrayscaleObservation": "GrayscaleObservation", "LidarObservation": "LidarObservation",
-             "TimeToCollision": "TimeToCollisionObservation"}
+    names = {
+        "Kinematics": "KinematicObservation",
+        "OccupancyGrid": "OccupancyGridObservation",
+        "GrayscaleObservation": "GrayscaleObservation",
+        "LidarObservation": "LidarObservation",
+        "TimeToCollision": "TimeToCollisionObservation",
+    }
     cls = getattr(module, names.get(type_name, type_name), None)
     params: set[str] = set()
     for klass in inspect.getmro(cls) if isinstance(cls, type) else ():
@@ -393,12 +408,16 @@ def _check_observation(obs: Any, name: str) -> None:
         )
     unknown = set(obs) - {"type"} - _type_params("observation", obs["type"])
     if unknown:
-        raise TestbedError(f"scenario {name!r}: unknown observation key(s) {', '.join(sorted(unknown))} for {obs['type']}")
+        raise TestbedError(
+            f"scenario {name!r}: unknown observation key(s) {', '.join(sorted(unknown))} for {obs['type']}"
+        )
     for key in ("stack_size", "cells"):
         if key in obs and not (_is_int(obs[key]) and obs[key] >= 1):
             raise TestbedError(f"config key 'observation.{key}' must be a positive integer, got {json.dumps(obs[key])}")
     if "maximum_range" in obs and not (_is_number(obs["maximum_range"]) and obs["maximum_range"] > 0):
-        raise TestbedError(f"config key 'observation.maximum_range' must be > 0, got {json.dumps(obs['maximum_range'])}")
+        raise TestbedError(
+            f"config key 'observation.maximum_range' must be > 0, got {json.dumps(obs['maximum_range'])}"
+        )
     shape = obs.get("observation_shape", [_MIN_IMAGE_PX] * 2)
     if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v >= _MIN_IMAGE_PX for v in shape)):
         raise TestbedError(
@@ -468,7 +487,7 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
         # highway-env concatenates (stack_size,) + observation_shape: it must be a tuple.
         observation["observation_shape"] = tuple(observation["observation_shape"])
         config["observation"] = observation
-        _offscreen_video()
+        offscreen_video()
     # The constructor resets the env once (the Lidar quirk of _CastObservation applies).
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(divide="ignore", invalid="ignore"):
         base = cls(config=config, render_mode=render_mode)
@@ -479,7 +498,7 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
     return gym.wrappers.TimeLimit(env, max_episode_steps=scenario.max_episode_steps)
 
 
-def _offscreen_video() -> None:
+def offscreen_video() -> None:
     """Let pygame render without a display, in this process and the workers it spawns.
 
     highway-env's viewer draws nothing when ``SDL_VIDEODRIVER`` is ``dummy`` (the usual
@@ -513,7 +532,10 @@ def describe_spaces(scenario: Scenario) -> dict[str, Any]:
     """Observation and action spaces as JSON, used to check datasets and policies match."""
     env = make_env(scenario)
     try:
-        return {"observation_space": space_to_dict(env.observation_space), "action_space": space_to_dict(env.action_space)}
+        return {
+            "observation_space": space_to_dict(env.observation_space),
+            "action_space": space_to_dict(env.action_space),
+        }
     finally:
         env.close()
 

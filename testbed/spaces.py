@@ -6,7 +6,8 @@ the testbed refuses data or policies made for another scenario.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np

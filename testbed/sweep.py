@@ -43,7 +43,8 @@ import re
 import shutil
 import sys
 import time
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
@@ -188,7 +189,9 @@ class Sweep:
     def results(self) -> list[CellResult]:
         """The finished cells' results, in grid order."""
         return [
-            CellResult(i, cell_params(c), read_json(self.cells_dir / i / RESULT, what="cell result"), self.cells_dir / i)
+            CellResult(
+                i, cell_params(c), read_json(self.cells_dir / i / RESULT, what="cell result"), self.cells_dir / i
+            )
             for i, c, d in zip(self.ids, self.cells, self.done())
             if d
         ]
@@ -274,7 +277,9 @@ def run_sweep(
 
     See :class:`Sweep` for the arguments and the module docstring for the layout.
     """
-    return Sweep(out, cells, fn, config=config).run(executor=executor, workers=workers, address=address, progress=progress)
+    return Sweep(out, cells, fn, config=config).run(
+        executor=executor, workers=workers, address=address, progress=progress
+    )
 
 
 def _difference(old: Any, new: Mapping[str, Any]) -> str:
@@ -328,7 +333,9 @@ def _by_value(module: Any) -> bool:
     if path is None:
         return False
     parts = pathlib.Path(path).resolve().parts
-    return not ("site-packages" in parts or "dist-packages" in parts or pathlib.Path(path).resolve().is_relative_to(_STDLIB))
+    return not (
+        "site-packages" in parts or "dist-packages" in parts or pathlib.Path(path).resolve().is_relative_to(_STDLIB)
+    )
 
 
 _STDLIB = pathlib.Path(os.__file__).resolve().parent
@@ -350,7 +357,10 @@ def execute_cell(payload: bytes) -> str:
         write_json(tmp / RESULT, dict(result))
         write_json(
             tmp / TIMING,
-            {"wall_time_s": round(time.perf_counter() - start, 3), "cpu_time_s": round(time.process_time() - cpu_start, 3)},
+            {
+                "wall_time_s": round(time.perf_counter() - start, 3),
+                "cpu_time_s": round(time.process_time() - cpu_start, 3),
+            },
         )
     return cell_dir
 

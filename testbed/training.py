@@ -11,7 +11,8 @@ import dataclasses
 import pathlib
 import tempfile
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -191,7 +192,9 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     obs_space = space_from_dict(demos.metadata.observation_space)
     act_space = space_from_dict(demos.metadata.action_space)
     train_obs, train_acts = _stack(demos.trajectories, train_idx)
-    mean, std = (None, None) if is_image_space(obs_space) else observation_statistics(train_obs)  # training only: no leak
+    mean, std = (
+        (None, None) if is_image_space(obs_space) else observation_statistics(train_obs)
+    )  # training only: no leak
     policy = make_policy(obs_space, act_space, config.net_arch, obs_mean=mean, obs_std=std)
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     fit = "accuracy" if not isinstance(act_space, gym.spaces.Box) else "action_mae"
@@ -312,5 +315,11 @@ def save_clone(
 
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train_bc", "save_clone", "parse_net_arch", "split_episodes", "action_accuracy",
+    "TrainConfig",
+    "TrainResult",
+    "train_bc",
+    "save_clone",
+    "parse_net_arch",
+    "split_episodes",
+    "action_accuracy",
 ]

@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
-from testbed.scenarios import Scenario, make_env
 from testbed.demos import load_demos
+from testbed.scenarios import Scenario, make_env
 
 
 @dataclasses.dataclass(frozen=True)

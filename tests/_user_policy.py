@@ -67,3 +67,18 @@ def out_of_range(obs: np.ndarray) -> int:
 
 
 not_callable = 42
+
+
+def gentle_brake(obs: np.ndarray) -> np.ndarray:
+    """A continuous policy (``highway-fast-continuous``): a little braking, straight ahead."""
+    return np.array([-0.2, 0.0], dtype=np.float32)
+
+
+def steer_too_hard(obs: np.ndarray) -> list[float]:
+    """A continuous action outside the Box [-1, 1]^2."""
+    return [0.0, 3.0]
+
+
+def three_components(obs: np.ndarray) -> list[float]:
+    """A continuous action of the wrong shape."""
+    return [0.0, 0.0, 0.0]

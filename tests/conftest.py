@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny expert dataset and a clone trained on it, built once per session."""
+"""Shared fixtures (a tiny expert dataset and a clone trained on it, built once per session) and
+helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pathlib
 
 import pytest
 
+from testbed.cli import main
 from testbed.scenarios import Scenario, get_scenario
 
 DEMO_EPISODES = 30
@@ -37,3 +39,16 @@ def clone_dir(tmp_path_factory: pytest.TempPathFactory, demos_dir: pathlib.Path)
     return save_clone(
         tmp_path_factory.mktemp("runs") / "clone", result, demos=demos, demos_path=str(demos_dir), config=config
     )
+
+
+def fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str, *, only_line: bool = False) -> None:
+    """Assert that ``testbed ARGS`` is refused as a user error: exit code 2, a last stderr line
+    ``testbed: error: ...`` containing ``fragment``, no traceback (and, with ``only_line``,
+    nothing else on stderr)."""
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    assert err[-1].startswith("testbed: error: ") and fragment in err[-1], err
+    assert not any("Traceback" in line for line in err)
+    if only_line:
+        assert len(err) == 1, err

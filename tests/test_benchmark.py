@@ -7,9 +7,11 @@ import math
 import pathlib
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fails
 
 from testbed.cli import main
 from testbed.errors import TestbedError
@@ -18,13 +20,6 @@ from testbed.policies import PolicySpec, PythonAgent
 from testbed.rollout import RolloutPool
 
 QUICK = ["--episodes", "2", "--set", "duration=5", "--workers", "1"]
-
-
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("testbed: error: ") and fragment in err[-1], err
-    assert not any("Traceback" in line for line in err)
 
 
 # --- normalized score: pure ------------------------------------------------------------------
@@ -69,7 +64,7 @@ def test_suite_and_references() -> None:
 
 
 def test_python_policy_forms() -> None:
-    env = SimpleNamespace(action_space=SimpleNamespace(n=5), vehicle=SimpleNamespace(speed=30.0))
+    env = SimpleNamespace(action_space=gym.spaces.Discrete(5), vehicle=SimpleNamespace(speed=30.0))
     obs = np.zeros((5, 5), dtype=np.float32)
     expected = {"_user_policy:keep_right": 2, "_user_policy:make_predictor": 3, "_user_policy:make_agent": 4}
     for text, action in expected.items():
@@ -91,8 +86,18 @@ def test_python_policy_forms() -> None:
 
 def test_benchmark_ranks_user_policy(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "lb"
-    args = ["benchmark", "--out", str(out), "--policy", "idle", "--policy", "_user_policy:keep_right",
-            "--scenarios", "highway-fast", *QUICK]
+    args = [
+        "benchmark",
+        "--out",
+        str(out),
+        "--policy",
+        "idle",
+        "--policy",
+        "_user_policy:keep_right",
+        "--scenarios",
+        "highway-fast",
+        *QUICK,
+    ]
     assert main(args) == 0
     ranking = pd.read_csv(out / "leaderboard.csv")
     scenarios = pd.read_csv(out / "scenarios.csv")
@@ -100,7 +105,12 @@ def test_benchmark_ranks_user_policy(tmp_path: pathlib.Path) -> None:
     policies = {"idle", "_user_policy:keep_right", "expert:scripted", "random"}
     assert set(ranking["policy"]) == policies and len(ranking) == 4
     assert list(ranking.columns) == [
-        "rank", "policy", "n_scenarios", "normalized_score", "normalized_score_ci_low", "normalized_score_ci_high",
+        "rank",
+        "policy",
+        "n_scenarios",
+        "normalized_score",
+        "normalized_score_ci_low",
+        "normalized_score_ci_high",
         "normalized_score/highway-fast",
     ]
     assert list(ranking["rank"]) == [1, 2, 3, 4]
@@ -141,8 +151,19 @@ def tiny_clone(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def test_unfit_scenario_is_na(tmp_path: pathlib.Path, tiny_clone: pathlib.Path) -> None:
     out = tmp_path / "lb"
     spec = f"clone:{tiny_clone}"
-    args = ["benchmark", "--out", str(out), "--policy", spec, "--scenarios", "highway-fast", "roundabout", *QUICK,
-            "--episodes", "1"]
+    args = [
+        "benchmark",
+        "--out",
+        str(out),
+        "--policy",
+        spec,
+        "--scenarios",
+        "highway-fast",
+        "roundabout",
+        *QUICK,
+        "--episodes",
+        "1",
+    ]
     assert main(args) == 0
     scenarios = pd.read_csv(out / "scenarios.csv").set_index(["scenario", "policy"])
     assert scenarios.loc[("roundabout", spec), "status"] == "unfit"
@@ -160,16 +181,16 @@ def test_unfit_scenario_is_na(tmp_path: pathlib.Path, tiny_clone: pathlib.Path) 
 def test_benchmark_bad_inputs(capsys, tmp_path: pathlib.Path) -> None:
     out = str(tmp_path / "lb")
     base = ["benchmark", "--out", out, "--scenarios", "highway-fast", *QUICK]
-    _fails(capsys, [*base, "--policy", "wizard"], "bad policy spec")
-    _fails(capsys, [*base, "--policy", "no_such_module:act"], "no module named 'no_such_module'")
-    _fails(capsys, [*base, "--policy", "_user_policy:missing"], "has no 'missing'")
-    _fails(capsys, [*base, "--policy", "_user_policy:three_actions"], "cannot run on any scenario")
-    _fails(capsys, [*base, "--suite", "nope"], "unknown suite")
-    _fails(capsys, [*base, "--scenarios", "higway"], "has no scenario")
-    _fails(capsys, [*base, "--episodes", "0"], "--episodes")
-    _fails(capsys, [*base, "--horizon-s", "0"], "--horizon-s")
-    _fails(capsys, [*base, "--expert", "nobody"], "unknown expert")
-    _fails(capsys, [*base, "--policy", "_user_policy:out_of_range"], "outside Discrete")
+    fails(capsys, [*base, "--policy", "wizard"], "bad policy spec")
+    fails(capsys, [*base, "--policy", "no_such_module:act"], "no module named 'no_such_module'")
+    fails(capsys, [*base, "--policy", "_user_policy:missing"], "has no 'missing'")
+    fails(capsys, [*base, "--policy", "_user_policy:three_actions"], "cannot run on any scenario")
+    fails(capsys, [*base, "--suite", "nope"], "unknown suite")
+    fails(capsys, [*base, "--scenarios", "higway"], "has no scenario")
+    fails(capsys, [*base, "--episodes", "0"], "--episodes")
+    fails(capsys, [*base, "--horizon-s", "0"], "--horizon-s")
+    fails(capsys, [*base, "--expert", "nobody"], "unknown expert")
+    fails(capsys, [*base, "--policy", "_user_policy:out_of_range"], "outside Discrete")
     assert not any(tmp_path.iterdir()), "a failed command left output behind"
 
 

@@ -10,27 +10,19 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
+from conftest import fails
 
 from testbed.cli import main
 
 
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "no error message"
-    assert err[-1].startswith("testbed: error: ") and fragment in err[-1], err
-    assert not any("Traceback" in line for line in err)
-
-
 def test_collect_bad_inputs(capsys, tmp_path: pathlib.Path) -> None:
     out = str(tmp_path / "d")
-    _fails(capsys, ["collect", "--out", out, "--scenario", "highwy"], "unknown scenario")
-    _fails(capsys, ["collect", "--out", out, "--expert", "nobody"], "unknown expert")
-    _fails(capsys, ["collect", "--out", out, "--episodes", "0"], "--episodes must be at least 1")
-    _fails(capsys, ["collect", "--out", out, "--episodes", "-3"], "--episodes must be at least 1")
-    _fails(capsys, ["collect", "--out", out, "--set", "vehicles_densty=2"], "unknown config key")
-    _fails(capsys, ["collect", "--out", out, "--workers", "0"], "--workers must be at least 1")
+    fails(capsys, ["collect", "--out", out, "--scenario", "highwy"], "unknown scenario")
+    fails(capsys, ["collect", "--out", out, "--expert", "nobody"], "unknown expert")
+    fails(capsys, ["collect", "--out", out, "--episodes", "0"], "--episodes must be at least 1")
+    fails(capsys, ["collect", "--out", out, "--episodes", "-3"], "--episodes must be at least 1")
+    fails(capsys, ["collect", "--out", out, "--set", "vehicles_densty=2"], "unknown config key")
+    fails(capsys, ["collect", "--out", out, "--workers", "0"], "--workers must be at least 1")
     assert not any(tmp_path.iterdir()), "a failed command left output behind"
 
 
@@ -38,34 +30,34 @@ def test_existing_output_needs_overwrite(capsys, tmp_path: pathlib.Path, demos_d
     out = tmp_path / "exists"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    _fails(capsys, ["collect", "--out", str(out), "--episodes", "1"], "output directory exists")
-    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", str(out)], "output directory exists")
+    fails(capsys, ["collect", "--out", str(out), "--episodes", "1"], "output directory exists")
+    fails(capsys, ["train", "--demos", str(demos_dir), "--out", str(out)], "output directory exists")
     assert (out / "keep.txt").read_text() == "mine"
 
 
 def test_train_bad_inputs(capsys, tmp_path: pathlib.Path, demos_dir: pathlib.Path) -> None:
     out = str(tmp_path / "run")
-    _fails(capsys, ["train", "--demos", str(tmp_path / "missing"), "--out", out], "not found")
+    fails(capsys, ["train", "--demos", str(tmp_path / "missing"), "--out", out], "not found")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(demos_dir, corrupt)
     (corrupt / "metadata.json").write_text("[1, 2")
-    _fails(capsys, ["train", "--demos", str(corrupt), "--out", out], "corrupt")
-    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--epochs", "0"], "--epochs")
-    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--net-arch", "64,x"], "--net-arch")
-    _fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--val-fraction", "1.5"], "--val-fraction")
+    fails(capsys, ["train", "--demos", str(corrupt), "--out", out], "corrupt")
+    fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--epochs", "0"], "--epochs")
+    fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--net-arch", "64,x"], "--net-arch")
+    fails(capsys, ["train", "--demos", str(demos_dir), "--out", out, "--val-fraction", "1.5"], "--val-fraction")
     assert not (tmp_path / "run").exists()
 
 
 def test_evaluate_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
     out = str(tmp_path / "ev")
-    _fails(capsys, ["evaluate", "--out", out], "at least one --policy")
-    _fails(capsys, ["evaluate", "--out", out, "--policy", "wizard"], "bad policy spec")
-    _fails(capsys, ["evaluate", "--out", out, "--policy", "clone:/no/such/run"], "not found")
-    _fails(capsys, ["evaluate", "--out", out, "--policy", "idle", "--episodes", "0"], "--episodes")
+    fails(capsys, ["evaluate", "--out", out], "at least one --policy")
+    fails(capsys, ["evaluate", "--out", out, "--policy", "wizard"], "bad policy spec")
+    fails(capsys, ["evaluate", "--out", out, "--policy", "clone:/no/such/run"], "not found")
+    fails(capsys, ["evaluate", "--out", out, "--policy", "idle", "--episodes", "0"], "--episodes")
     # Demonstration seeds 0..29 must never be evaluation seeds.
-    _fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--seed", "5"], "overlap")
+    fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--seed", "5"], "overlap")
     # A clone from another observation space.
-    _fails(
+    fails(
         capsys,
         ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--set", "observation.vehicles_count=7"],
         "different observation space",
@@ -73,14 +65,16 @@ def test_evaluate_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.
     fake = tmp_path / "fake_run"
     shutil.copytree(clone_dir, fake)
     (fake / "policy.pt").write_bytes(b"this is not a policy")
-    _fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{fake}", "--episodes", "1"], "not a loadable policy")
+    fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{fake}", "--episodes", "1"], "not a loadable policy")
     assert not (tmp_path / "ev").exists()
 
 
 def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "testbed.cli", "collect", "--out", str(tmp_path / "x"), "--scenario", "nope"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -92,15 +86,34 @@ def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
 def test_pipeline_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "pipe"
     args = [
-        "pipeline", "--demo-episodes", "4", "--eval-episodes", "3", "--epochs", "2",
-        "--batch-size", "16", "--workers", "1", "--out", str(out),
+        "pipeline",
+        "--demo-episodes",
+        "4",
+        "--eval-episodes",
+        "3",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     for name in ("expert:scripted", f"clone:{out / 'clone'}", "idle", "random", "crash rate"):
         assert name in printed
-    for f in ("summary.png", "training.png", "config.json", "eval/episodes.csv", "eval/summary.json",
-              "demos/metadata.json", "clone/policy.pt", "clone/train_log.csv"):
+    for f in (
+        "summary.png",
+        "training.png",
+        "config.json",
+        "eval/episodes.csv",
+        "eval/summary.json",
+        "demos/metadata.json",
+        "clone/policy.pt",
+        "clone/train_log.csv",
+    ):
         assert (out / f).is_file(), f
     episodes = pd.read_csv(out / "eval" / "episodes.csv")
     assert len(episodes) == 4 * 3 and set(episodes["seed"]) == {10_000, 10_001, 10_002}
@@ -118,8 +131,20 @@ def test_pipeline_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
 
 def test_evaluate_writes_summary(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
     out = tmp_path / "ev"
-    args = ["evaluate", "--out", str(out), "--policy", "idle", "--policy", f"clone:{clone_dir}",
-            "--episodes", "2", "--workers", "2", "--no-plot"]
+    args = [
+        "evaluate",
+        "--out",
+        str(out),
+        "--policy",
+        "idle",
+        "--policy",
+        f"clone:{clone_dir}",
+        "--episodes",
+        "2",
+        "--workers",
+        "2",
+        "--no-plot",
+    ]
     assert main(args) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["policy"]) == ["idle", f"clone:{clone_dir}"]
@@ -129,8 +154,19 @@ def test_evaluate_writes_summary(capsys, tmp_path: pathlib.Path, clone_dir: path
 
 def test_drift_command(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) -> None:
     out = tmp_path / "drift"
-    args = ["drift", "--out", str(out), "--policy", "expert:scripted", "--policy", f"clone:{clone_dir}",
-            "--episodes", "2", "--workers", "1"]
+    args = [
+        "drift",
+        "--out",
+        str(out),
+        "--policy",
+        "expert:scripted",
+        "--policy",
+        f"clone:{clone_dir}",
+        "--episodes",
+        "2",
+        "--workers",
+        "1",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "eps_on" in printed and f"clone:{clone_dir}" in printed
@@ -139,25 +175,38 @@ def test_drift_command(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) 
     assert summary.loc["expert:scripted", "max_position_error_m"] == 0.0
     for f in ("drift.png", "twin_steps.csv", "audit_steps.csv", "survival.csv", "config.json"):
         assert (out / f).is_file()
-    _fails(capsys, ["drift", "--out", str(tmp_path / "d2"), "--policy", "idle", "--threshold-m", "0"], "--threshold-m")
-    _fails(capsys, ["drift", "--out", str(tmp_path / "d2")], "at least one --policy")
+    fails(capsys, ["drift", "--out", str(tmp_path / "d2"), "--policy", "idle", "--threshold-m", "0"], "--threshold-m")
+    fails(capsys, ["drift", "--out", str(tmp_path / "d2")], "at least one --policy")
 
 
 def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
     run = tmp_path / "dagger"
-    args = ["train", "--algo", "dagger", "--out", str(run), "--rounds", "2", "--episodes-per-round", "2",
-            "--epochs-per-round", "2", "--batch-size", "16"]
+    args = [
+        "train",
+        "--algo",
+        "dagger",
+        "--out",
+        str(run),
+        "--rounds",
+        "2",
+        "--episodes-per-round",
+        "2",
+        "--epochs-per-round",
+        "2",
+        "--batch-size",
+        "16",
+    ]
     assert main(args) == 0
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["algorithm"] == "dagger" and meta["dagger"]["n_rounds"] == 2
     log = pd.read_csv(run / "train_log.csv")
     assert list(log["round"]) == [0, 1] and log["beta"].iloc[0] == 1.0
     assert log["n_labels"].is_monotonic_increasing
-    _fails(capsys, ["train", "--algo", "dagger", "--out", str(tmp_path / "x"), "--rounds", "0"], "--rounds")
-    _fails(capsys, ["train", "--algo", "bc", "--out", str(tmp_path / "x")], "--demos is required")
+    fails(capsys, ["train", "--algo", "dagger", "--out", str(tmp_path / "x"), "--rounds", "0"], "--rounds")
+    fails(capsys, ["train", "--algo", "bc", "--out", str(tmp_path / "x")], "--demos is required")
 
     demos = tmp_path / "noisy"
     assert main(["collect", "--out", str(demos), "--episodes", "2", "--noise", "0.5", "--workers", "1"]) == 0
     meta = json.loads((demos / "metadata.json").read_text())
     assert meta["noise"]["probability"] == 0.5
-    _fails(capsys, ["collect", "--out", str(tmp_path / "n2"), "--noise", "1.5"], "--noise")
+    fails(capsys, ["collect", "--out", str(tmp_path / "n2"), "--noise", "1.5"], "--noise")

@@ -16,6 +16,8 @@ from testbed.policies import PolicySpec, build_agent
 from testbed.rollout import run_episode
 from testbed.scenarios import get_scenario, make_env
 
+from conftest import fails
+
 SCENARIO = "highway-fast-continuous"
 TUNING_SEEDS = [20_000, 20_001, 20_002]
 
@@ -46,7 +48,9 @@ def test_env_contract(scenario) -> None:
     env = make_env(get_scenario(SCENARIO, {"duration": 2}))
     try:
         check_env(env.unwrapped, skip_render_check=True)
-        assert env.action_space.shape == (2,) and np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+        assert (
+            env.action_space.shape == (2,) and np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
+        )
         obs, _ = env.reset(seed=3)
         expert = build_agent(PolicySpec("expert", "continuous"), scenario)
         expert.reset(env.unwrapped, 3)
@@ -146,14 +150,47 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     assert type(policy.action_dist).__name__ == "DiagGaussianDistribution"
 
     ev = tmp_path / "ev"
-    assert main(["evaluate", "--out", str(ev), "--policy", f"clone:{clone}", "--policy", "idle",
-                 "--episodes", "2", "--no-plot", *short]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--out",
+                str(ev),
+                "--policy",
+                f"clone:{clone}",
+                "--policy",
+                "idle",
+                "--episodes",
+                "2",
+                "--no-plot",
+                *short,
+            ]
+        )
+        == 0
+    )
     episodes = pd.read_csv(ev / "episodes.csv")
     assert len(episodes) == 4 and (episodes["length"] >= 1).all()
 
     dr = tmp_path / "drift"
-    assert main(["drift", "--out", str(dr), "--expert", "continuous", "--policy", "expert:continuous",
-                 "--policy", f"clone:{clone}", "--episodes", "2", *short]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--out",
+                str(dr),
+                "--expert",
+                "continuous",
+                "--policy",
+                "expert:continuous",
+                "--policy",
+                f"clone:{clone}",
+                "--episodes",
+                "2",
+                *short,
+            ]
+        )
+        == 0
+    )
     summary = pd.read_csv(dr / "drift_summary.csv").set_index("policy")
     assert summary.loc["expert:continuous", "eps_on"] == 0.0
     assert summary.loc["expert:continuous", "max_position_error_m"] == 0.0
@@ -162,15 +199,86 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
 
     # DAgger with the continuous expert labelling the learner's states.
     dg = tmp_path / "dg"
-    assert main(["train", "--algo", "dagger", "--out", str(dg), "--scenario", SCENARIO, "--expert", "continuous",
-                 "--rounds", "2", "--episodes-per-round", "1", "--epochs-per-round", "2", "--batch-size", "8",
-                 "--set", "duration=4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "dagger",
+                "--out",
+                str(dg),
+                "--scenario",
+                SCENARIO,
+                "--expert",
+                "continuous",
+                "--rounds",
+                "2",
+                "--episodes-per-round",
+                "1",
+                "--epochs-per-round",
+                "2",
+                "--batch-size",
+                "8",
+                "--set",
+                "duration=4",
+            ]
+        )
+        == 0
+    )
     log = pd.read_csv(dg / "train_log.csv")
     assert list(log["round"]) == [0, 1] and (log["n_labels"].diff().dropna() > 0).all()
     assert (log["train/action_mae"] > 0).all()
-    assert main(["evaluate", "--out", str(tmp_path / "dg_ev"), "--policy", f"clone:{dg}",
-                 "--episodes", "1", "--no-plot", *short]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--out",
+                str(tmp_path / "dg_ev"),
+                "--policy",
+                f"clone:{dg}",
+                "--episodes",
+                "1",
+                "--no-plot",
+                *short,
+            ]
+        )
+        == 0
+    )
     # The discrete expert cannot label continuous states.
-    assert main(["train", "--algo", "dagger", "--out", str(tmp_path / "dg2"), "--scenario", SCENARIO,
-                 "--expert", "scripted", "--set", "duration=4"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "dagger",
+                "--out",
+                str(tmp_path / "dg2"),
+                "--scenario",
+                SCENARIO,
+                "--expert",
+                "scripted",
+                "--set",
+                "duration=4",
+            ]
+        )
+        == 2
+    )
     assert "ContinuousAction" in capsys.readouterr().err
+
+
+def test_python_policy_drives_a_continuous_scenario(env, scenario, capsys, tmp_path: pathlib.Path) -> None:
+    agent = build_agent(PolicySpec.parse("_user_policy:gentle_brake"), scenario)
+    record = run_episode(env, agent, 3, policy_label="brake")
+    acts = record.trajectory.acts
+    assert acts.dtype == np.float32 and acts.shape == (len(record.trajectory.rews), 2)
+    assert np.all(acts == np.array([-0.2, 0.0], dtype=np.float32))
+    out = tmp_path / "ev"
+    args = ["evaluate", "--scenario", "highway-fast-continuous", "--set", "duration=3", "--episodes", "2"]
+    assert main([*args, "--policy", "_user_policy:gentle_brake", "--workers", "1", "--out", str(out)]) == 0
+    assert pd.read_csv(out / "summary.csv")["policy"].tolist() == ["_user_policy:gentle_brake"]
+    capsys.readouterr()
+    for name, fragment in (("steer_too_hard", "outside Box"), ("three_components", "expected (2,)")):
+        for workers in ("1", "2"):
+            bad = tmp_path / f"{name}-{workers}"
+            fails(capsys, [*args, "--policy", f"_user_policy:{name}", "--workers", workers, "--out", str(bad)], fragment)
+            assert not bad.exists()

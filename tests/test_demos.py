@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import DEMO_EPISODES
 from imitation.data import serialize
 from imitation.data.types import TrajectoryWithRew
 
@@ -15,8 +16,6 @@ from testbed.collect import collect
 from testbed.demos import load_demos
 from testbed.errors import TestbedError
 from testbed.scenarios import get_scenario, parse_overrides
-
-from conftest import DEMO_EPISODES
 
 
 def test_plain_imitation_load_reads_dataset(demos_dir: pathlib.Path) -> None:

@@ -26,12 +26,15 @@ def _record(xs, ys, acts, *, labels=None, seed=0, heading=0.0, speeds=None, lane
     speeds = speeds if speeds is not None else [25.0] * n
     lanes = lanes if lanes is not None else [0] * n
     infos = [
-        {"x": x, "y": y, "speed": s, "heading": heading, "lane": l, "crashed": crashed and i == n - 1}
-        for i, (x, y, s, l) in enumerate(zip(xs, ys, speeds, lanes))
+        {"x": x, "y": y, "speed": s, "heading": heading, "lane": lane, "crashed": crashed and i == n - 1}
+        for i, (x, y, s, lane) in enumerate(zip(xs, ys, speeds, lanes))
     ]
     traj = TrajectoryWithRew(
-        obs=np.zeros((n + 1, 1), dtype=np.float32), acts=np.asarray(acts), infos=np.asarray(infos, dtype=object),
-        terminal=crashed, rews=np.zeros(n, dtype=np.float32),
+        obs=np.zeros((n + 1, 1), dtype=np.float32),
+        acts=np.asarray(acts),
+        infos=np.asarray(infos, dtype=object),
+        terminal=crashed,
+        rews=np.zeros(n, dtype=np.float32),
     )
     return EpisodeRecord("p", seed, traj, labels=None if labels is None else np.asarray(labels))
 

@@ -47,9 +47,20 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
     # The expert against itself is the built-in zero check.
     assert drift.loc["expert:scripted", "eps_on"] == 0 and drift.loc["expert:scripted", "p_diverged"] == 0
     assert set(res["methods"]["method"]) == {"bc", "dart", "dagger"}
-    for f in ("drift/drift.png", "drift/twin_steps.csv", "drift/survival.csv", "labels.csv", "labels.png",
-              "methods.csv", "open_vs_closed.csv", "open_vs_closed.png", "horizon.csv", "horizon_slopes.csv",
-              "horizon.png", "config.json"):
+    for f in (
+        "drift/drift.png",
+        "drift/twin_steps.csv",
+        "drift/survival.csv",
+        "labels.csv",
+        "labels.png",
+        "methods.csv",
+        "open_vs_closed.csv",
+        "open_vs_closed.png",
+        "horizon.csv",
+        "horizon_slopes.csv",
+        "horizon.png",
+        "config.json",
+    ):
         assert (out / f).is_file(), f
     horizon = pd.read_csv(out / "horizon.csv")
     assert sorted(set(horizon["T_s"])) == [5, 10]
@@ -70,10 +81,14 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     episodes = pd.read_csv(out / "episodes.csv")
     assert len(episodes) == 3 * 3 * 3  # test cases x (expert + 2 clones) x episodes
     # Clones are named by where they ended up, not by the temporary directory they were made in.
-    assert {p for p in episodes["policy"] if p.startswith("clone:")} == {f"clone:{out}/runs/{c}" for c in ("highway-fast", "merge")}
+    assert {p for p in episodes["policy"] if p.startswith("clone:")} == {
+        f"clone:{out}/runs/{c}" for c in ("highway-fast", "merge")
+    }
     config = json.loads((out / "config.json").read_text())
     # Every case observes the same way, so every clone fits every column.
-    observations = {json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()}
+    observations = {
+        json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()
+    }
     assert len(observations) == 1
     assert config["seeds"]["eval"]["first"] == 10_000
 
@@ -87,7 +102,10 @@ def test_experts_fast(tmp_path: pathlib.Path) -> None:
     assert (cells["n_transitions"] == 60).all()
     assert (cells["expert_ms_per_decision"] > 0).all()
     for role in ("expert", "clone"):
-        assert ((cells[f"{role}_crashed_ci_low"] <= cells[f"{role}_crashed"]) & (cells[f"{role}_crashed"] <= cells[f"{role}_crashed_ci_high"])).all()
+        assert (
+            (cells[f"{role}_crashed_ci_low"] <= cells[f"{role}_crashed"])
+            & (cells[f"{role}_crashed"] <= cells[f"{role}_crashed_ci_high"])
+        ).all()
     assert len(pd.read_csv(out / "episodes.csv")) == 2 * 2 * 3
     assert (out / "experts.png").stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
@@ -102,8 +120,13 @@ def test_first_transitions_cuts_the_last_episode() -> None:
     from testbed.demos import Demonstrations
 
     def traj(n: int) -> TrajectoryWithRew:
-        return TrajectoryWithRew(obs=np.zeros((n + 1, 2), np.float32), acts=np.arange(n), infos=np.array([{}] * n),
-                                 terminal=True, rews=np.ones(n, np.float32))
+        return TrajectoryWithRew(
+            obs=np.zeros((n + 1, 2), np.float32),
+            acts=np.arange(n),
+            infos=np.array([{}] * n),
+            terminal=True,
+            rews=np.ones(n, np.float32),
+        )
 
     demos = Demonstrations([traj(5), traj(5), traj(5)], {"seeds": [0, 1, 2]})
     cut = module.first_transitions(demos, 7)
@@ -140,8 +163,10 @@ def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
     assert list(cells["normalized_score"]) == list(expected)
     # Subsets: training seeds draw different episodes; all demonstration seeds are below the
     # held-out evaluation seeds, and validation episodes are never trained on.
-    seeds = {(r["n_demo_episodes"], r["train_seed"]): r["demo_seeds"]
-             for r in (json.loads(p.read_text()) for p in out.glob("sweep/cells/kind=bc*/result.json"))}
+    seeds = {
+        (r["n_demo_episodes"], r["train_seed"]): r["demo_seeds"]
+        for r in (json.loads(p.read_text()) for p in out.glob("sweep/cells/kind=bc*/result.json"))
+    }
     assert set(seeds[(1, 0)]) <= set(seeds[(3, 0)]) and set(seeds[(1, 1)]) <= set(seeds[(3, 1)])
     assert all(max(s) < fast.pool_episodes for s in seeds.values())
     assert module.subset_indices(200, 10, 0) != module.subset_indices(200, 10, 1)

@@ -37,15 +37,15 @@ def _scenario(settings: list[str]):
 
 # A scripted person: poll i (one per decision with pacing off) gives these events.
 DISCRETE_SCRIPT = [
-    tap("left"),                                # 0: LANE_LEFT
-    [key_event("up")],                          # 1: FASTER (held)
-    [],                                         # 2: FASTER (still held)
-    [key_event("up", down=False)],              # 3: IDLE
-    [*tap("down"), *tap("right")],              # 4: LANE_RIGHT (last tap wins)
-    [key_event("pause")],                       # paused: no decision
-    [key_event("down")],                        # still paused; Down is now held
-    [key_event("pause")],                       # 5: SLOWER
-    [key_event("down", down=False)],            # 6: IDLE
+    tap("left"),  # 0: LANE_LEFT
+    [key_event("up")],  # 1: FASTER (held)
+    [],  # 2: FASTER (still held)
+    [key_event("up", down=False)],  # 3: IDLE
+    [*tap("down"), *tap("right")],  # 4: LANE_RIGHT (last tap wins)
+    [key_event("pause")],  # paused: no decision
+    [key_event("down")],  # still paused; Down is now held
+    [key_event("pause")],  # 5: SLOWER
+    [key_event("down", down=False)],  # 6: IDLE
 ]
 DISCRETE_EXPECTED = [0, 3, 3, 1, 2, 4, 1]
 
@@ -111,7 +111,12 @@ def test_drive_discrete_labels_are_the_applied_actions() -> None:
 def test_drive_continuous_and_verify(tmp_path: pathlib.Path) -> None:
     scenario = _scenario(CONTINUOUS)
     script = [
-        [key_event("up")], [], [key_event("left")], [], [key_event("left", down=False)], [key_event("up", down=False)],
+        [key_event("up")],
+        [],
+        [key_event("left")],
+        [],
+        [key_event("left", down=False)],
+        [key_event("up", down=False)],
     ]
     env = _SpyStep(human.make_drive_env(scenario))
     window = human.PygameWindow(600, 150)
@@ -173,8 +178,24 @@ def test_cli_drive_then_verify_and_train(monkeypatch, capsys, tmp_path: pathlib.
     assert main(["verify-demos", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "episode 0 (seed 1, 8 steps): OK" in printed and "episode 1 (seed 2, 8 steps): OK" in printed
-    assert main(["train", "--demos", str(out), "--out", str(tmp_path / "run"), "--epochs", "1",
-                 "--batch-size", "4", "--val-fraction", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--demos",
+                str(out),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "4",
+                "--val-fraction",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "run" / "policy.pt").is_file()
 
     bad = tmp_path / "tampered"
@@ -220,8 +241,10 @@ def test_bad_inputs_give_one_line(capsys, tmp_path: pathlib.Path) -> None:
     cases = [
         (["drive", "--out", out, "--episodes", "0"], "--episodes must be at least 1"),
         (["drive", "--out", out, "--max-steering", "2"], "max_steering"),
-        (["drive", "--out", out, "--no-realtime", "--set", "action.type=DiscreteAction"],
-         "supports DiscreteMetaAction and ContinuousAction"),
+        (
+            ["drive", "--out", out, "--no-realtime", "--set", "action.type=DiscreteAction"],
+            "supports DiscreteMetaAction and ContinuousAction",
+        ),
         (["verify-demos", str(tmp_path / "missing")], "not found"),
     ]
     for args, fragment in cases:

@@ -21,8 +21,11 @@ def _traj(speeds, lanes_rightmost, lane_changes, distances, rews, crashed_last=F
     n = len(speeds)
     infos = [
         {
-            "speed": s, "crashed": crashed_last and i == n - 1, "rightmost": r,
-            "lane_change": c, "distance_m": d,
+            "speed": s,
+            "crashed": crashed_last and i == n - 1,
+            "rightmost": r,
+            "lane_change": c,
+            "distance_m": d,
         }
         for i, (s, r, c, d) in enumerate(zip(speeds, lanes_rightmost, lane_changes, distances))
     ]
@@ -71,9 +74,7 @@ def test_mean_ci_contains_mean_and_shrinks_with_n() -> None:
 
 def test_mean_ci_coverage_is_about_95_percent() -> None:
     rng = np.random.default_rng(1)
-    hits = sum(
-        (ci := mean_ci(rng.exponential(2.0, size=60))).low <= 2.0 <= ci.high for _ in range(200)
-    )
+    hits = sum((ci := mean_ci(rng.exponential(2.0, size=60))).low <= 2.0 <= ci.high for _ in range(200))
     assert 0.88 <= hits / 200 <= 0.99
 
 

@@ -8,22 +8,33 @@ import pathlib
 import pytest
 
 from testbed.errors import TestbedError
-from testbed.outputs import atomic_output_dir
+from testbed.outputs import atomic_output_dir, final_path
 
 
-def test_paths_recorded_inside_the_temporary_directory_follow_it(tmp_path: pathlib.Path) -> None:
+def test_paths_recorded_inside_the_temporary_directory_name_the_final_one(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "results" / "study"
     with atomic_output_dir(out) as tmp:
         assert tmp.parent == out.parent and tmp != out
+        assert final_path(tmp / "runs" / "a") == out / "runs" / "a"
+        assert final_path(pathlib.Path("results") / tmp.name / "runs") == pathlib.Path("results/study/runs")
         (tmp / "runs").mkdir()
-        (tmp / "episodes.csv").write_text(f"policy\nclone:{tmp}/runs/a\nclone:results/{tmp.name}/runs/b\n")
-        (tmp / "runs" / "metadata.json").write_text(json.dumps({"demos_path": str(tmp / "demos")}))
-        (tmp / "weights.pt").write_bytes(tmp.name.encode())  # not a text file: left as written
+        (tmp / "episodes.csv").write_text(f"policy\nclone:{final_path(tmp / 'runs' / 'a')}\n")
+        (tmp / "runs" / "metadata.json").write_text(json.dumps({"demos_path": str(final_path(tmp / "demos"))}))
+        (tmp / "weights.pt").write_bytes(tmp.name.encode())  # not a text file: not checked
         name = tmp.name
-    assert (out / "episodes.csv").read_text() == f"policy\nclone:{out}/runs/a\nclone:results/study/runs/b\n"
+    assert (out / "episodes.csv").read_text() == f"policy\nclone:{out}/runs/a\n"
     assert json.loads((out / "runs" / "metadata.json").read_text()) == {"demos_path": str(out / "demos")}
     assert (out / "weights.pt").read_bytes() == name.encode()
     assert sorted(p.name for p in out.parent.iterdir()) == ["study"]
+    assert final_path(out / "runs") == out / "runs"
+
+
+def test_a_recorded_temporary_path_is_refused_before_the_rename(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "study"
+    with pytest.raises(RuntimeError, match="records the temporary path"):
+        with atomic_output_dir(out) as tmp:
+            (tmp / "episodes.csv").write_text(f"policy\nclone:{tmp}/runs/a\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_block_leaves_the_old_output(tmp_path: pathlib.Path) -> None:

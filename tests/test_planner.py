@@ -47,8 +47,15 @@ def test_deterministic_and_available_actions() -> None:
 def _state(base) -> list[tuple]:
     """The full simulator state in float64: every vehicle's pose, speed and intentions."""
     return [
-        (*map(float, v.position), float(v.heading), float(v.speed), str(v.lane_index),
-         str(getattr(v, "target_lane_index", None)), float(getattr(v, "target_speed", 0.0)), bool(v.crashed))
+        (
+            *map(float, v.position),
+            float(v.heading),
+            float(v.speed),
+            str(v.lane_index),
+            str(getattr(v, "target_lane_index", None)),
+            float(getattr(v, "target_speed", 0.0)),
+            bool(v.crashed),
+        )
         for v in base.road.vehicles
     ] + [(float(base.time), int(base.steps))]
 

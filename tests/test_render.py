@@ -94,9 +94,15 @@ def test_comparison_frames_marks_and_crash() -> None:
     grey = np.full((20, 40, 3), 100, dtype=np.uint8)
     reference, policy = [grey] * 8, [grey] * 6  # the policy's run is shorter: it crashed at step 5
     images = comparison_frames(
-        reference, policy, reference_label="ref", policy_label="pol",
+        reference,
+        policy,
+        reference_label="ref",
+        policy_label="pol",
         divergence=Divergence(first_disagreement_step=3, divergence_step=4, threshold_m=1.0),
-        reference_crashed=False, policy_crashed=True, policy_frequency_hz=1.0, scale=1.0,
+        reference_crashed=False,
+        policy_crashed=True,
+        policy_frequency_hz=1.0,
+        scale=1.0,
     )
     assert len(images) == 8
     panel_w = 40 + 2 * BORDER_PX

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from testbed.cli import main
-from testbed.reproduce import available_steps, select_steps
 from testbed.errors import TestbedError
+from testbed.reproduce import available_steps, select_steps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -30,7 +30,9 @@ def test_plot_only_redraws_every_committed_figure_from_its_csvs(tmp_path: pathli
         shutil.copytree(RESULTS / name, tmp_path / name, ignore=shutil.ignore_patterns("runs", "demos"))
         for png in (tmp_path / name).rglob("*.png"):
             png.unlink()
-    assert main(["reproduce", "--plot-only", "--out-root", str(tmp_path), *sum((["--only", s] for s in steps), [])]) == 0
+    assert (
+        main(["reproduce", "--plot-only", "--out-root", str(tmp_path), *sum((["--only", s] for s in steps), [])]) == 0
+    )
     committed = sorted(p.relative_to(RESULTS) for name in steps for p in (RESULTS / name).rglob("*.png"))
     assert committed
     for rel in committed:

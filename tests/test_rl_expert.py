@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import fails
 
 from testbed.cli import main
 from testbed.errors import TestbedError
@@ -32,15 +33,10 @@ N_TIMESTEPS = 250
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("rl") / "dqn"
-    assert main(["train-expert", "--algo", "dqn", "--timesteps", str(N_TIMESTEPS), "--seed", "3", "--out", str(out)]) == 0
+    assert (
+        main(["train-expert", "--algo", "dqn", "--timesteps", str(N_TIMESTEPS), "--seed", "3", "--out", str(out)]) == 0
+    )
     return out
-
-
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("testbed: error: ") and fragment in err[-1], err
-    assert not any("Traceback" in line for line in err)
 
 
 def test_train_expert_writes_model_metadata_and_curve(tiny_run: pathlib.Path) -> None:
@@ -116,10 +112,21 @@ def test_space_and_observation_mismatch(tiny_run: pathlib.Path, capsys: pytest.C
     with pytest.raises(TestbedError, match=r"expects action space Discrete\(5\) but .* Discrete\(3\)"):
         expert.check_spaces(gym.spaces.Box(-np.inf, np.inf, (5, 5), np.float32), gym.spaces.Discrete(3))
     out = tiny_run.parent / "ev"
-    _fails(
+    fails(
         capsys,
-        ["evaluate", "--policy", f"expert:sb3:{tiny_run / 'model.zip'}", "--set", "observation.vehicles_count=7",
-         "--episodes", "1", "--workers", "1", "--out", str(out)],
+        [
+            "evaluate",
+            "--policy",
+            f"expert:sb3:{tiny_run / 'model.zip'}",
+            "--set",
+            "observation.vehicles_count=7",
+            "--episodes",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
         "expects observation space",
     )
     assert not out.exists()
@@ -130,20 +137,22 @@ def test_missing_corrupt_and_unsupported_files_via_cli(
 ) -> None:
     out = str(tmp_path / "ev")
     base = ["evaluate", "--episodes", "1", "--workers", "1", "--out", out, "--policy"]
-    _fails(capsys, [*base, f"expert:sb3:{tmp_path / 'missing.zip'}"], "SB3 model file not found")
+    fails(capsys, [*base, f"expert:sb3:{tmp_path / 'missing.zip'}"], "SB3 model file not found")
     text = tmp_path / "notes.zip"
     text.write_text("not a zip")
-    _fails(capsys, [*base, f"expert:sb3:{text}"], "not a loadable SB3 model zip")
+    fails(capsys, [*base, f"expert:sb3:{text}"], "not a loadable SB3 model zip")
     truncated = tmp_path / "truncated.zip"
     truncated.write_bytes((tiny_run / "model.zip").read_bytes()[:5000])
-    _fails(capsys, [*base, f"expert:sb3:{truncated}"], "not a loadable SB3 model zip")
+    fails(capsys, [*base, f"expert:sb3:{truncated}"], "not a loadable SB3 model zip")
     no_policy = tmp_path / "no_policy.zip"
     with zipfile.ZipFile(tiny_run / "model.zip") as src, zipfile.ZipFile(no_policy, "w") as dst:
         dst.writestr("data", src.read("data"))
-    _fails(capsys, [*base, f"expert:sb3:{no_policy}"], "no policy.pth entry")
-    _fails(capsys, ["collect", "--expert", f"sb3:{text}", "--episodes", "1", "--out", out], "not a loadable SB3 model zip")
-    _fails(capsys, ["train-expert", "--timesteps", "0", "--out", out], "--timesteps must be at least 1")
-    _fails(capsys, ["train-expert", "--seed", "10000", "--out", out], "held-out evaluation seeds")
+    fails(capsys, [*base, f"expert:sb3:{no_policy}"], "no policy.pth entry")
+    fails(
+        capsys, ["collect", "--expert", f"sb3:{text}", "--episodes", "1", "--out", out], "not a loadable SB3 model zip"
+    )
+    fails(capsys, ["train-expert", "--timesteps", "0", "--out", out], "--timesteps must be at least 1")
+    fails(capsys, ["train-expert", "--seed", "10000", "--out", out], "held-out evaluation seeds")
     assert not (tmp_path / "ev").exists()
 
 
@@ -191,7 +200,9 @@ def test_any_user_sb3_model_loads_and_acts_like_sb3(algo: str, tmp_path: pathlib
     elif algo == "a2c":
         model = A2C("MlpPolicy", env, seed=0, device="cpu")
     else:  # a non-JSON policy_kwargs entry, which SB3 stores pickled (with a readable str)
-        model = DQN("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [16], "activation_fn": torch.nn.Tanh})
+        model = DQN(
+            "MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [16], "activation_fn": torch.nn.Tanh}
+        )
     model.save(tmp_path / "model.zip")
     loaded = load_sb3_model(tmp_path / "model.zip")
     assert loaded.algorithm == algo.split("-")[0]

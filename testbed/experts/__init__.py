@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from testbed.errors import TestbedError
 from testbed.experts.base import Expert
@@ -48,11 +48,13 @@ def make_expert(name: str) -> Expert:
     if name.startswith(SB3_PREFIX):
         from testbed.experts.sb3 import SB3Expert
 
-        return SB3Expert(name[len(SB3_PREFIX):])
+        return SB3Expert(name[len(SB3_PREFIX) :])
     try:
         factory = EXPERTS[name]
     except KeyError:
-        raise TestbedError(f"unknown expert {name!r}; choose from: {', '.join(expert_names())} or sb3:MODEL_ZIP") from None
+        raise TestbedError(
+            f"unknown expert {name!r}; choose from: {', '.join(expert_names())} or sb3:MODEL_ZIP"
+        ) from None
     return factory()
 
 

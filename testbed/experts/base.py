@@ -36,6 +36,7 @@ class Expert(abc.ABC):
             env: the highway-env environment (``env.unwrapped``), already reset.
             seed: the episode seed (experts are deterministic and ignore it).
         """
+        del env, seed  # nothing to clear by default
 
     @abc.abstractmethod
     def act(self, obs: np.ndarray | None, env: Any) -> int | np.ndarray:

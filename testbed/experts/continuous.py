@@ -113,7 +113,9 @@ class ContinuousExpert(Expert):
             return p.max_accel * free
         gap, v_lead = leader
         dv = speed - v_lead
-        s_star = p.min_spacing + max(0.0, speed * p.time_headway + speed * dv / (2 * math.sqrt(p.max_accel * p.comfort_decel)))
+        s_star = p.min_spacing + max(
+            0.0, speed * p.time_headway + speed * dv / (2 * math.sqrt(p.max_accel * p.comfort_decel))
+        )
         return p.max_accel * (free - (s_star / max(gap, 0.1)) ** 2)
 
     def _snapshot(self, env: Any, ego: Any) -> None:
@@ -188,7 +190,9 @@ class ContinuousExpert(Expert):
         front, rear = self._neighbours(env, ego, lane_index)
         if front is not None and front[0] < self.p.min_gap_front / 2:
             return False
-        if rear is not None and (rear[0] < self.p.min_gap_rear / 2 or self._idm(rear[1], (rear[0], ego.speed)) < -1.5 * self.p.safe_decel):
+        if rear is not None and (
+            rear[0] < self.p.min_gap_rear / 2 or self._idm(rear[1], (rear[0], ego.speed)) < -1.5 * self.p.safe_decel
+        ):
             return False
         return True
 

@@ -104,7 +104,7 @@ class _Sim:
         ns._rewards = functools.partial(cls._rewards, ns)
         self._reward = functools.partial(cls._reward, ns)
 
-    def clone(self) -> "_Sim":
+    def clone(self) -> _Sim:
         memo: dict[int, Any] = {id(self.road.network): self.road.network}
         road = copy.deepcopy(self.road, memo)
         return _Sim(road, memo[id(self.ego)], self._env, self.frames, self.dt)

@@ -92,7 +92,9 @@ def _space(entry: Any, key: str, path: pathlib.Path) -> Any:
             return gym.spaces.Box(low=low, high=high, shape=tuple(int(s) for s in shape), dtype=dtype)
     except (KeyError, TypeError, ValueError) as e:
         raise _fail(path, f"unreadable {key} record ({_first_line(e)})") from None
-    raise TestbedError(f"{path}: unsupported {key} {kind.strip('<>')}; only Box observations and Discrete actions are served")
+    raise TestbedError(
+        f"{path}: unsupported {key} {kind.strip('<>')}; only Box observations and Discrete actions are served"
+    )
 
 
 def _scalar_bound(text: Any, default: float) -> float:
@@ -189,7 +191,9 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
         family, cls = "actor_critic", ActorCriticPolicy
         algorithm = "ppo" if "clip_range" in data else "a2c"
     else:
-        module = data.get("policy_class", {}).get("__module__", "?") if isinstance(data.get("policy_class"), dict) else "?"
+        module = (
+            data.get("policy_class", {}).get("__module__", "?") if isinstance(data.get("policy_class"), dict) else "?"
+        )
         raise TestbedError(f"{p}: unsupported SB3 model (policy from {module}); only DQN, PPO and A2C are served")
     observation_space = _space(data.get("observation_space"), "observation space", p)
     action_space = _space(data.get("action_space"), "action space", p)
@@ -203,8 +207,12 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
         raise _fail(p, f"weights do not fit a {cls.__name__} with {kwargs} ({_first_line(e)})") from None
     policy.set_training_mode(False)
     return SB3Model(
-        path=p, algorithm=algorithm, policy=policy, observation_space=observation_space,
-        action_space=action_space, sha256=hashlib.sha256(raw).hexdigest(),
+        path=p,
+        algorithm=algorithm,
+        policy=policy,
+        observation_space=observation_space,
+        action_space=action_space,
+        sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 
@@ -241,8 +249,11 @@ class SB3Expert(Expert):
             TestbedError: one line naming what differs.
         """
         spaces = describe_spaces(scenario)
-        self.check_spaces(space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"]),
-                          where=f"scenario {scenario.name!r}")
+        self.check_spaces(
+            space_from_dict(spaces["observation_space"]),
+            space_from_dict(spaces["action_space"]),
+            where=f"scenario {scenario.name!r}",
+        )
         observation = scenario.to_dict()["config"].get("observation")
         self._check_observation_config(observation, where=f"scenario {scenario.name!r}")
 
@@ -268,8 +279,7 @@ class SB3Expert(Expert):
         theirs = meta.get("scenario", {}).get("config", {}).get("observation")
         if theirs is not None and ours is not None and theirs != ours:
             raise TestbedError(
-                f"SB3 model {self.model.path} was trained with observation config {theirs}, "
-                f"but {where} uses {ours}"
+                f"SB3 model {self.model.path} was trained with observation config {theirs}, but {where} uses {ours}"
             )
 
     def reset(self, env: Any, seed: int) -> None:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from testbed.experts.base import Expert
 
@@ -148,11 +149,45 @@ def _same_geometry(a: Any, b: Any) -> bool:
         return abs(lat) < 0.5 and abs(_wrap(float(a.heading) - float(b.heading))) < 0.05
     if type(a).__name__ == type(b).__name__ == "CircularLane":
         return (
-            abs(a.radius - b.radius) < 0.5
-            and math.hypot(*(a.center - b.center)) < 0.5
-            and a.direction == b.direction
+            abs(a.radius - b.radius) < 0.5 and math.hypot(*(a.center - b.center)) < 0.5 and a.direction == b.direction
         )
     return False
+
+
+class _Frame(TypedDict):
+    """Road users projected on one lane's geometry (:meth:`ScriptedExpert._frame`)."""
+
+    users: list[_Other]
+    """The nearest three ahead and two behind, by arc length relative to the ego."""
+    entering: bool
+    """Whether the ego would be entering this lane (rear vehicles matter)."""
+    ego_len: float
+    """The ego's length [m]."""
+    s_ego: float
+    """The ego's arc length on the lane [m] (minus the distance to the lane's start)."""
+    offset: float | None
+    """Distance the ego still drives before the lane starts [m]; None beside or on it."""
+
+
+@dataclasses.dataclass
+class _Decision:
+    """Scratch state of one :meth:`ScriptedExpert.act` call, shared by its checks: which road
+    users the lane frames saw (the 2D crossing check covers the others), memoised MOBIL
+    queries, and the ring-entry conflicts."""
+
+    ring: tuple[float, list] | None
+    """:meth:`ScriptedExpert._ring_conflicts` of the current state."""
+    framed_ids: set[int] = dataclasses.field(default_factory=set)
+    """``id`` of every road user counted in some lane frame."""
+    aligned_ids: set[int] = dataclasses.field(default_factory=set)
+    """``id`` of road users aligned with an examined lane but outside it."""
+    mobil: dict[tuple, bool] = dataclasses.field(default_factory=dict)
+    """(vehicle id, lane index) -> whether the vehicle's MOBIL model recommends that lane."""
+    cross: list[tuple[float, float, float, float]] | None = None
+    """Positions and velocities of the road users left to the crossing check (None: not yet
+    computed)."""
+    ego_path: tuple[list, float] | None = None
+    """The ego's route lanes and its arc length on the first (for the crossing check)."""
 
 
 class ScriptedExpert(Expert):
@@ -166,12 +201,7 @@ class ScriptedExpert(Expert):
 
     def __init__(self, params: ScriptedParams | None = None) -> None:
         self.p = params or ScriptedParams()
-        self._framed_ids: set[int] = set()
-        self._aligned_ids: set[int] = set()
-        self._mobil: dict[tuple, bool] = {}
-        self._cross: list | None = None
-        self._ego_path: tuple | None = None
-        self._ring: tuple | None = None
+        # A cache of the road network, not of the state: whether the map has a ring at all.
         self._net: Any = None
         self._net_has_ring = False
 
@@ -180,7 +210,8 @@ class ScriptedExpert(Expert):
         return self.p.to_dict()
 
     def reset(self, env: Any, seed: int) -> None:
-        """Stateless: nothing to clear."""
+        """Nothing to clear: decisions depend on the current state alone (the instance caches
+        only a property of the road network, keyed on the network object)."""
 
     # ------------------------------------------------------------------ decision
 
@@ -188,6 +219,7 @@ class ScriptedExpert(Expert):
         """Pick a meta-action index for the current state.
 
         Args:
+            obs: unused (the expert reads the simulator).
             env: the unwrapped highway-env environment (read only).
 
         Returns:
@@ -206,41 +238,48 @@ class ScriptedExpert(Expert):
         cands[_IDLE] = int(ego.speed_index)
         if _SLOWER in idx:
             cands[_SLOWER] = max(int(cur_index) - 1, 0)
-        profiles = {k: (self._profile(env, ego, speeds, k, brake=True), self._profile(env, ego, speeds, k, brake=False))
-                    for k in set(cands.values())}
+        profiles = {
+            k: (self._profile(env, ego, speeds, k, brake=True), self._profile(env, ego, speeds, k, brake=False))
+            for k in set(cands.values())
+        }
 
-        self._framed_ids = set()
-        self._aligned_ids = set()
-        self._mobil = {}
-        self._cross = None
-        self._ring = self._ring_conflicts(env, ego, others)
+        dec = _Decision(ring=self._ring_conflicts(env, ego, others))
         changing = ego.lane_index != ego.target_lane_index
-        frames = self._chain_frames(env, ego, others)
+        frames = self._chain_frames(dec, env, ego, others)
         if changing:
-            frames.append(self._frame(net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index))
+            frames.append(
+                self._frame(dec, net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index)
+            )
         side_frames = {}
         if not changing:
             for action, delta in ((_LANE_LEFT, -1), (_LANE_RIGHT, 1)):
                 side = self._side_lane(net, ego, delta) if action in idx else None
                 if side is not None:
-                    side_frames[action] = (side, self._frame(net.get_lane(side), ego, others, entering=True, index=side))
+                    side_frames[action] = (
+                        side,
+                        self._frame(dec, net.get_lane(side), ego, others, entering=True, index=side),
+                    )
 
         def speed_ttv(k: int, frames_: list, until: float = math.inf, contact: bool = False) -> float:
             brake, hold = profiles[k]
             ttv = min((self._frame_ttv(fr, brake, hold, until, contact) for fr in frames_), default=math.inf)
-            ttv = min(ttv, self._yield_ttv(brake, hold))
-            return min(ttv, self._crossing_ttv(env, ego, others, hold))
+            ttv = min(ttv, self._yield_ttv(dec, brake, hold))
+            return min(ttv, self._crossing_ttv(dec, env, ego, others, hold))
 
         back_frame = None
         if changing:
-            back_frame = self._frame(net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index)
+            back_frame = self._frame(
+                dec, net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index
+            )
 
         def all_ttv(contact: bool = False) -> dict[str, float]:
             out = {a: speed_ttv(k, frames, contact=contact) for a, k in cands.items()}
-            for action, (side, fr) in side_frames.items():
+            for action, (_side, fr) in side_frames.items():
                 k = cands[_IDLE]
-                out[action] = min(speed_ttv(k, [fr], contact=contact),
-                                  speed_ttv(k, frames[:1], until=p.lane_change_time, contact=contact))
+                out[action] = min(
+                    speed_ttv(k, [fr], contact=contact),
+                    speed_ttv(k, frames[:1], until=p.lane_change_time, contact=contact),
+                )
             if changing:
                 # Aborting returns to the lane still under the ego's centre.
                 back = _LANE_LEFT if ego.target_lane_index[2] > ego.lane_index[2] else _LANE_RIGHT
@@ -259,8 +298,16 @@ class ScriptedExpert(Expert):
             # occupied side lane. Among contact-free actions a fully safe one (a lane change)
             # comes first; remaining ties keep the lane and brake.
             ttc = all_ttv(contact=True)
-            best = max(ttc, key=lambda a: (min(ttc[a], p.horizon), ttv[a] >= p.horizon,
-                                           a not in (_LANE_LEFT, _LANE_RIGHT), ttv[a], a == _SLOWER))
+            best = max(
+                ttc,
+                key=lambda a: (
+                    min(ttc[a], p.horizon),
+                    ttv[a] >= p.horizon,
+                    a not in (_LANE_LEFT, _LANE_RIGHT),
+                    ttv[a],
+                    a == _SLOWER,
+                ),
+            )
             return int(idx[best])
 
         if side_frames and (safe.get(_IDLE) or safe.get(_SLOWER)):
@@ -268,7 +315,7 @@ class ScriptedExpert(Expert):
 
             def lane_bonus(index: tuple) -> float:
                 bonus = p.right_lane_bonus * index[2]
-                if ramp and not any(not ln.forbidden for ln in net.graph[index[0]][index[1]][index[2] + 1:]):
+                if ramp and not any(not ln.forbidden for ln in net.graph[index[0]][index[1]][index[2] + 1 :]):
                     bonus -= p.ramp_penalty  # the rightmost lane: ramp traffic will merge into it
                 return bonus
 
@@ -318,7 +365,9 @@ class ScriptedExpert(Expert):
             if float(v.POLITENESS) != 0.0:
                 return True
             target = float(v.target_speed)
-            a_free = float(v.COMFORT_ACC_MAX) * (1 - (max(float(v.speed), 0.0) / max(abs(target), 1e-3)) ** float(v.DELTA))
+            a_free = float(v.COMFORT_ACC_MAX) * (
+                1 - (max(float(v.speed), 0.0) / max(abs(target), 1e-3)) ** float(v.DELTA)
+            )
             return a_free - float(v.action.get("acceleration", 0.0)) >= float(v.LANE_CHANGE_MIN_ACC_GAIN)
         except (AttributeError, TypeError, ValueError):
             return True
@@ -344,12 +393,12 @@ class ScriptedExpert(Expert):
             return None
         return (_from, _to, new)
 
-    def _chain_frames(self, env: Any, ego: Any, others: list) -> list[dict]:
+    def _chain_frames(self, dec: _Decision, env: Any, ego: Any, others: list) -> list[_Frame]:
         """Frames of the current lane and of the lanes the route enters ahead."""
         net = env.road.network
         index = ego.target_lane_index
         lane = net.get_lane(index)
-        frames = [self._frame(lane, ego, others, entering=False, index=index)]
+        frames = [self._frame(dec, lane, ego, others, entering=False, index=index)]
         s_ego, _ = _local(lane, float(ego.position[0]), float(ego.position[1]))
         dist = lane.length - s_ego
         route = list(ego.route) if ego.route else None
@@ -365,16 +414,25 @@ class ScriptedExpert(Expert):
                 break
             index, lane = nxt, net.get_lane(nxt)
             if not _same_geometry(last, lane):
-                frames.append(self._frame(lane, ego, others, entering=True, offset=dist, index=index))
+                frames.append(self._frame(dec, lane, ego, others, entering=True, offset=dist, index=index))
                 last = lane
             dist += lane.length
         return frames
 
-    def _frame(self, lane: Any, ego: Any, others: list, entering: bool, offset: float | None = None,
-               index: tuple | None = None) -> dict:
+    def _frame(
+        self,
+        dec: _Decision,
+        lane: Any,
+        ego: Any,
+        others: list,
+        entering: bool,
+        offset: float | None = None,
+        index: tuple | None = None,
+    ) -> _Frame:
         """Project the nearby road users on a lane's extended geometry.
 
         Args:
+            dec: this decision's scratch state (records which road users the frame saw).
             lane: the lane.
             ego: the ego vehicle.
             others: output of :meth:`_nearby`.
@@ -419,36 +477,39 @@ class ScriptedExpert(Expert):
                         _, tlat = _local(lane, float(cx), float(cy))
                         inside = abs(tlat) < lane.width_at(0) / 2
                     elif (
-                        index is not None and li is not None and li[:2] == index[:2]
-                        and abs(li[2] - index[2]) == 1 and p.mobil_window[0] < ds < p.mobil_window[1]
-                        and hasattr(v, "mobil") and float(v.speed) >= 1
+                        index is not None
+                        and li is not None
+                        and li[:2] == index[:2]
+                        and abs(li[2] - index[2]) == 1
+                        and p.mobil_window[0] < ds < p.mobil_window[1]
+                        and hasattr(v, "mobil")
+                        and float(v.speed) >= 1
                         and self._may_gain(v)
                     ):
                         key = (id(v), index)
-                        if key not in self._mobil:
-                            self._mobil[key] = bool(v.mobil(index))
-                        inside = self._mobil[key]
+                        if key not in dec.mobil:
+                            dec.mobil[key] = bool(v.mobil(index))
+                        inside = dec.mobil[key]
                 except (KeyError, IndexError):
                     pass
             if not inside:
                 if abs(heading_err) <= p.max_heading_error:
-                    self._aligned_ids.add(id(v))
+                    dec.aligned_ids.add(id(v))
                 continue
             speed = float(v.speed) * math.cos(heading_err)
             accel = min(float(getattr(v, "action", {}).get("acceleration", 0.0)), 0.0)
             if merging:
                 accel = min(accel, -p.merge_decel)
             users.append(_Other(ds, speed, accel, float(v.LENGTH)))
-            v_id = id(v)
-            self._framed_ids.add(v_id)
+            dec.framed_ids.add(id(v))
         ahead = sorted((u for u in users if u.s >= 0), key=lambda u: u.s)[:3]
         behind = sorted((u for u in users if u.s < 0), key=lambda u: -u.s)[:2]
         users = ahead + behind
-        return {"users": users, "entering": entering, "ego_len": float(ego.LENGTH), "s_ego": s_ego,
-                "offset": offset}
+        return _Frame(users=users, entering=entering, ego_len=float(ego.LENGTH), s_ego=s_ego, offset=offset)
 
-
-    def _profile(self, env: Any, ego: Any, speeds: Sequence[float], k: int, brake: bool) -> list[tuple[float, float, float]]:
+    def _profile(
+        self, env: Any, ego: Any, speeds: Sequence[float], k: int, brake: bool
+    ) -> list[tuple[float, float, float]]:
         """Predicted ego (time, distance travelled, speed) samples for a first target index.
 
         Args:
@@ -479,7 +540,9 @@ class ScriptedExpert(Expert):
                 out.append((f * dt, s, v))
         return out
 
-    def _frame_ttv(self, frame: dict, brake: list, hold: list, until: float = math.inf, contact: bool = False) -> float:
+    def _frame_ttv(
+        self, frame: _Frame, brake: list, hold: list, until: float = math.inf, contact: bool = False
+    ) -> float:
         """First predicted time a gap in a frame is violated (``inf`` if none) [s].
 
         Args:
@@ -503,7 +566,7 @@ class ScriptedExpert(Expert):
                 v_top = max(v for _, _, v in brake)
                 if u.s - half - gap_front > max(v_top - v_low, 0.0) * t_end:
                     continue  # cannot be caught up within the horizon
-                for t, s, v_e in brake:
+                for t, s, _v_e in brake:
                     if t >= first or t > until:
                         break
                     tb = min(t, p.front_brake_time)
@@ -535,7 +598,7 @@ class ScriptedExpert(Expert):
                         break
         return first
 
-    def _lane_utility(self, frame: dict, v_min: float, v_max: float) -> float:
+    def _lane_utility(self, frame: _Frame, v_min: float, v_max: float) -> float:
         """Value of a lane [m/s]: the mean speed the ego could sustain in it over
         ``utility_horizon`` behind the vehicles ahead (each holding its speed), minus a
         penalty if it is a trap (a vehicle ahead slower than ``v_min``: the ego could not
@@ -553,7 +616,7 @@ class ScriptedExpert(Expert):
                     t_trap = min(t_trap, max(gap, 0.0) / (v_min - u.speed))
         return max(reach, 0.0) / h - p.trap_penalty * max(p.trap_time - t_trap, 0.0)
 
-    def _crossing_ttv(self, env: Any, ego: Any, others: list, hold: list) -> float:
+    def _crossing_ttv(self, dec: _Decision, env: Any, ego: Any, others: list, hold: list) -> float:
         """Constant-velocity 2D check against road users not following any examined lane.
 
         Returns:
@@ -561,17 +624,17 @@ class ScriptedExpert(Expert):
             ``crossing_distance`` to such a road user, ``inf`` if never within
             ``crossing_horizon``.
         """
-        if self._cross is None:
-            self._cross = [
+        if dec.cross is None:
+            dec.cross = [
                 (x, y, float(v.velocity[0]), float(v.velocity[1]))
                 for v, x, y in others
-                if id(v) not in self._framed_ids and id(v) not in self._aligned_ids and float(v.speed) > 0.5
+                if id(v) not in dec.framed_ids and id(v) not in dec.aligned_ids and float(v.speed) > 0.5
             ]
-            self._ego_path = self._route_chain(env, ego) if self._cross else None
-        if not self._cross:
+            dec.ego_path = self._route_chain(env, ego) if dec.cross else None
+        if not dec.cross or dec.ego_path is None:
             return math.inf
         p = self.p
-        chain, s0 = self._ego_path
+        chain, s0 = dec.ego_path
         for t, d, _ in hold:
             if t > p.crossing_horizon:
                 break
@@ -583,7 +646,7 @@ class ScriptedExpert(Expert):
                     break
             pos = lane.position(s, 0)
             ex, ey = float(pos[0]), float(pos[1])
-            for x, y, vx, vy in self._cross:
+            for x, y, vx, vy in dec.cross:
                 if math.hypot(x + vx * t - ex, y + vy * t - ey) < p.crossing_distance:
                     return t
         return math.inf
@@ -599,8 +662,12 @@ class ScriptedExpert(Expert):
         net = env.road.network
         if net is not self._net:  # cache whether the map has a ring at all (highway: no)
             self._net = net
-            self._net_has_ring = any(type(lane).__name__ == "CircularLane"
-                                     for ends in net.graph.values() for lanes in ends.values() for lane in lanes)
+            self._net_has_ring = any(
+                type(lane).__name__ == "CircularLane"
+                for ends in net.graph.values()
+                for lanes in ends.values()
+                for lane in lanes
+            )
         if not self._net_has_ring or type(net.get_lane(ego.lane_index)).__name__ == "CircularLane":
             return None
         chain, s0 = self._route_chain(env, ego)
@@ -629,15 +696,15 @@ class ScriptedExpert(Expert):
             windows.append(((dist - p.yield_pass_margin) / speed, (dist + p.yield_pass_margin) / speed))
         return start - s0, windows
 
-    def _yield_ttv(self, brake: list, hold: list) -> float:
+    def _yield_ttv(self, dec: _Decision, brake: list, hold: list) -> float:
         """Yield rule at a ring entry: ``inf`` if the ego, holding its target speed, enters
         the ring clear of every ring vehicle's passage, or can still stop before the entry;
         else the time at which it would reach the entry [s].
         """
-        if not self._ring or not self._ring[1]:
+        if not dec.ring or not dec.ring[1]:
             return math.inf
         p = self.p
-        d_entry, windows = self._ring
+        d_entry, windows = dec.ring
         if brake[-1][1] < d_entry - p.yield_entry_margin and brake[-1][2] < 0.5:
             return math.inf  # can still stop before the entry
         t_in = next((t for t, d, _ in hold if d >= d_entry - p.yield_entry_margin), None)

@@ -13,8 +13,8 @@ provenance):
 5. horizon.csv/png — expert-minus-clone return gap and crash-probability gap against the
    episode horizon T, with fitted log-log slopes (bootstrap CIs) for BC and DAgger.
 
-    python experiments/compounding_error.py           # ~15 min on 2 cores (774–956 s in `testbed reproduce`)
-    python experiments/compounding_error.py --fast    # ~2 min, used by the tests
+    python experiments/compounding_error.py           # wall time: results/reproduce.json
+    python experiments/compounding_error.py --fast    # tiny preset, used by the tests
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _evaluate(pool: RolloutPool, scenario, spec: PolicySpec, seeds: list[int]) -
 
 def _ci_row(values: np.ndarray, prefix: str) -> dict[str, float]:
     ci = mean_ci(values)
-    return {prefix: ci.mean, f"{prefix}_ci_low": ci.low, f"{prefix}_ci_high": ci.high}
+    return ci.columns(prefix)
 
 
 def _spearman_ci(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, n_boot: int = 2000) -> dict[str, float]:

@@ -25,7 +25,7 @@ wall times, provenance), ``cells.csv`` (one row per clone), ``baselines.csv``,
 training seeds; baselines: over episodes), ``data_scaling.png``; the sweep itself in
 ``sweep/`` and the demonstrations in ``demos/``.
 
-    python experiments/data_scaling.py                      # full study, ~5 min on 2 idle cores
+    python experiments/data_scaling.py                      # wall time: results/reproduce.json
     python experiments/data_scaling.py --executor ray --address auto
     python experiments/data_scaling.py --fast               # ~1 min, used by the tests
 
@@ -52,7 +52,7 @@ import tyro
 from testbed.collect import collect
 from testbed.demos import load_demos, save_demos
 from testbed.errors import TestbedError
-from testbed.metrics import episodes_table, mean_ci
+from testbed.metrics import NAN_INTERVAL, episodes_table, mean_ci
 from testbed.outputs import read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import git_commit, provenance
@@ -232,9 +232,9 @@ def _ci(values: Any, prefix: str) -> dict[str, float]:
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
-        return {prefix: np.nan, f"{prefix}_ci_low": np.nan, f"{prefix}_ci_high": np.nan}
+        return NAN_INTERVAL.columns(prefix)
     ci = mean_ci(values)
-    return {prefix: ci.mean, f"{prefix}_ci_low": ci.low, f"{prefix}_ci_high": ci.high}
+    return ci.columns(prefix)
 
 
 def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]:

@@ -13,7 +13,7 @@ here swaps in the relative observation (the clone trained on it is a roundabout 
 highway observation). Writes results/distribution_shift/: cells.csv, episodes.csv, config.json,
 distribution_shift.png.
 
-    python experiments/distribution_shift.py           # ~4 min on 2 cores (222–264 s in `testbed reproduce`)
+    python experiments/distribution_shift.py           # wall time: results/reproduce.json
     python experiments/distribution_shift.py --fast    # tiny, used by the tests
 """
 
@@ -211,7 +211,7 @@ def table(cells: pd.DataFrame) -> str:
     for _, r in cells.iterrows():
 
         def f(m: str, r: pd.Series = r) -> str:
-            return Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2)
+            return Interval.from_columns(r, m).format(2)
 
         lines.append(
             f"| {r['train_case']} | {r['test_case']} | {f('clone_return')} | {f('expert_return')} | "

@@ -4,7 +4,7 @@ the moment they part marked (the `testbed render` code path).
 Writes results/divergence_gif/: expert_vs_clone.gif and render.json (divergence steps,
 crashes, provenance).
 
-    python experiments/divergence_gif.py           # seconds
+    python experiments/divergence_gif.py           # wall time: results/reproduce.json
     python experiments/divergence_gif.py --fast    # a 5 s episode, for tests
 """
 

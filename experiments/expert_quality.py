@@ -4,7 +4,7 @@ Writes results/expert_quality/: episodes.csv, summary.csv (means with 95% bootst
 scenario and policy), config.json (full scenario configs, seeds, provenance) and
 expert_quality.png.
 
-    python experiments/expert_quality.py            # 100 seeds per scenario, 79–103 s in `testbed reproduce`
+    python experiments/expert_quality.py            # wall time: results/reproduce.json
     python experiments/expert_quality.py --fast     # 4 seeds, for tests
 """
 
@@ -103,10 +103,7 @@ def _table(summary: pd.DataFrame) -> str:
 
     lines = ["| case | policy | return | crash rate | speed [m/s] |", "|---|---|---|---|---|"]
     for _, r in summary.iterrows():
-        cells = [
-            Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(2)
-            for m in ("return", "crashed", "mean_speed_mps")
-        ]
+        cells = [Interval.from_columns(r, m).format(2) for m in ("return", "crashed", "mean_speed_mps")]
         lines.append(f"| {r['case']} | {r['policy']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ Human demonstrations (recorded with ``testbed drive``) join the clone columns wi
 evaluated). Writes results/experts/: cells.csv, episodes.csv, timing.csv, config.json,
 experts.png.
 
-    python experiments/experts.py           # ~18 min on 2 cores (998–1111 s in `testbed reproduce`)
+    python experiments/experts.py           # wall time: results/reproduce.json
     python experiments/experts.py --fast    # tiny, used by the tests
 """
 
@@ -147,7 +147,7 @@ def _enough_demos(scenario: Scenario, expert: str, n: int, pool: RolloutPool) ->
 
 def _ci(values: np.ndarray, name: str) -> dict[str, float]:
     ci = mean_ci(values)
-    return {name: ci.mean, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high}
+    return ci.columns(name)
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -228,7 +228,7 @@ def table(cells: pd.DataFrame) -> str:
     def f(r: pd.Series, m: str, digits: int = 2) -> str:
         if f"{m}_ci_low" not in r or pd.isna(r.get(m)):
             return "n/a"
-        return Interval(r[m], r[f"{m}_ci_low"], r[f"{m}_ci_high"]).format(digits)
+        return Interval.from_columns(r, m).format(digits)
 
     lines = [
         "| expert | scenario | return | crash rate | speed [m/s] | ms/decision | clone return | clone crash rate |",

@@ -4,7 +4,7 @@ standard suite (the same code path as ``testbed benchmark``).
 Writes results/leaderboard/: leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv,
 config.json and leaderboard.png (normalized score per policy with 95% CIs).
 
-    python experiments/leaderboard.py           # ~10 min alone; 59–91 s in `testbed reproduce`
+    python experiments/leaderboard.py           # wall time: results/reproduce.json
                                                 # (it reuses earlier steps' episodes)
     python experiments/leaderboard.py --fast    # tiny, used by the tests
 """

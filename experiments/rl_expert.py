@@ -12,7 +12,7 @@ timesteps, with 95% CIs over the block's episodes), ``training_curve.png``, ``ev
 (episodes.csv, summary.csv/json, summary.png: DQN and scripted expert on the same seeds)
 and config.json (arguments, wall times, provenance).
 
-    python experiments/rl_expert.py           # 6000 steps + 100 held-out seeds, ~5 min on 2 cores
+    python experiments/rl_expert.py           # wall time: results/reproduce.json
     python experiments/rl_expert.py --fast    # 300 steps, 2 short episodes, for tests
 """
 
@@ -78,7 +78,7 @@ def training_bins(curve: pd.DataFrame, width: int) -> pd.DataFrame:
         row = {"timesteps_from": int(block) * width, "timesteps_to": (int(block) + 1) * width, "n_episodes": len(group)}
         for column in ("return", "crashed"):
             ci = mean_ci(group[column].to_numpy(dtype=float))
-            row.update({column: ci.mean, f"{column}_ci_low": ci.low, f"{column}_ci_high": ci.high})
+            row.update(ci.columns(column))
         rows.append(row)
     return pd.DataFrame(rows)
 

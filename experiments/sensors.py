@@ -130,9 +130,14 @@ def main(args: Args) -> pd.DataFrame:
             start = time.perf_counter()
             result = train_bc(demos, config)
             train_s = time.perf_counter() - start
-            clone = save_clone(out / sensor / "clone", result, demos=demos, demos_path=str(final_path(demo_dir)), config=config)
+            clone = save_clone(
+                out / sensor / "clone", result, demos=demos, demos_path=str(final_path(demo_dir)), config=config
+            )
             start = time.perf_counter()
-            specs = [PolicySpec("expert", args.expert), PolicySpec("clone", str(clone), name=f"clone:{final_path(clone)}")]
+            specs = [
+                PolicySpec("expert", args.expert),
+                PolicySpec("clone", str(clone), name=f"clone:{final_path(clone)}"),
+            ]
             evaluation = evaluate(
                 scenario, specs, n_episodes=args.eval_episodes, seed=EVAL_SEED, pool=pool, progress=True
             )

@@ -170,7 +170,7 @@ def _expect(ok: bool, where: str, key: str, kind: str) -> None:
 
 
 def _n_crashed(trajectories: Sequence[TrajectoryWithRew]) -> int:
-    return int(sum(bool(t.infos[-1]["crashed"]) for t in trajectories if t.infos is not None and len(t.infos)))
+    return int(sum(bool(t.infos[-1].get("crashed")) for t in trajectories if t.infos is not None and len(t.infos)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from testbed.metrics import Interval, fixed_width, mean_ci
+from testbed.metrics import NAN_INTERVAL, Interval, fixed_width, mean_ci
 from testbed.plotting import plot_drift
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
@@ -314,9 +314,9 @@ def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:
         for name, values in measures.items():
             if len(values):
                 ci = mean_ci(values.to_numpy())
-                row.update({name: ci.mean, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high})
+                row.update(ci.columns(name))
             else:
-                row.update({name: np.nan, f"{name}_ci_low": np.nan, f"{name}_ci_high": np.nan})
+                row.update(NAN_INTERVAL.columns(name))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -365,8 +365,6 @@ def format_drift(summary: pd.DataFrame) -> str:
     for _, r in summary.iterrows():
         cells = [str(r["policy"]), str(int(r["n_episodes"]))]
         for key in cols:
-            cells.append(
-                "-" if pd.isna(r[key]) else Interval(r[key], r[f"{key}_ci_low"], r[f"{key}_ci_high"]).format(2)
-            )
+            cells.append("-" if pd.isna(r[key]) else Interval.from_columns(r, key).format(2))
         body.append(cells)
     return fixed_width(header, body)

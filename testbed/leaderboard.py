@@ -283,7 +283,7 @@ def run_benchmark(
             }
             row.update(_interval("normalized_score", score))
             for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
-                row.update(_interval(out, Interval(s[key], s[f"{key}_ci_low"], s[f"{key}_ci_high"])))
+                row.update(_interval(out, Interval.from_columns(s, key)))
             row.update(_interval("twin_error_m", twin))
             summary_rows.append(row)
     episodes = pd.concat(episode_frames, ignore_index=True)
@@ -319,7 +319,7 @@ def run_benchmark(
 
 
 def _interval(name: str, ci: Interval) -> dict[str, float]:
-    return {name: ci.mean, f"{name}_ci_low": ci.low, f"{name}_ci_high": ci.high}
+    return ci.columns(name)
 
 
 def _rank(
@@ -369,7 +369,7 @@ def _cell(row: Mapping[str, Any], key: str, digits: int = 2) -> str:
     value = row.get(key, np.nan)
     if value is None or pd.isna(value):
         return "n/a"
-    return Interval(value, row[f"{key}_ci_low"], row[f"{key}_ci_high"]).format(digits)
+    return dataclasses.replace(Interval.from_columns(row, key), mean=value).format(digits)
 
 
 def format_markdown(board: Leaderboard) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,12 +61,28 @@ class Interval:
     """A mean and its confidence interval."""
 
     mean: float
+    """The point estimate."""
     low: float
+    """Lower end of the interval."""
     high: float
+    """Upper end of the interval."""
 
     def format(self, digits: int = 2) -> str:
         """``mean [low, high]``."""
         return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def columns(self, name: str) -> dict[str, float]:
+        """The table columns ``name``, ``name_ci_low`` and ``name_ci_high``."""
+        return {name: self.mean, f"{name}_ci_low": self.low, f"{name}_ci_high": self.high}
+
+    @classmethod
+    def from_columns(cls, row: Mapping[str, Any], name: str) -> Interval:
+        """Inverse of :meth:`columns`: the interval stored in ``row`` under ``name``."""
+        return cls(row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"])
+
+
+NAN_INTERVAL = Interval(float("nan"), float("nan"), float("nan"))
+"""A missing estimate (a column left empty in a table)."""
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDENCE) -> Interval:
@@ -133,12 +150,12 @@ def summarize(episodes: pd.DataFrame, *, reference: str | None = None) -> pd.Dat
         row: dict[str, float | str | int] = {"policy": policy, "n_episodes": len(df)}
         for metric in METRICS:
             ci = mean_ci(df[metric].to_numpy())
-            row.update({metric: ci.mean, f"{metric}_ci_low": ci.low, f"{metric}_ci_high": ci.high})
+            row.update(ci.columns(metric))
         mine = df.set_index("seed")["return"]
         if set(mine.index) != set(ref.index):
             raise ValueError(f"policy {policy!r} was not run on the same seeds as {reference!r}")
         diff = paired_difference(mine.loc[ref.index].to_numpy(), ref.to_numpy())
-        row.update({"return_diff": diff.mean, "return_diff_ci_low": diff.low, "return_diff_ci_high": diff.high})
+        row.update(diff.columns("return_diff"))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -159,7 +176,7 @@ def format_summary(summary: pd.DataFrame, *, columns: Mapping[str, str] | None =
         cells = [str(row["policy"]), str(int(row["n_episodes"]))]
         for key in columns:
             digits = 1 if key in ("distance_m",) else 2
-            cells.append(Interval(row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]).format(digits))
+            cells.append(Interval.from_columns(row, key).format(digits))
         body.append(cells)
     return fixed_width(header, body)
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import fails
 
 from testbed.cli import main
@@ -83,6 +84,7 @@ def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_pipeline_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "pipe"
     args = [
@@ -179,6 +181,7 @@ def test_drift_command(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Path) 
     fails(capsys, ["drift", "--out", str(tmp_path / "d2")], "at least one --policy")
 
 
+@pytest.mark.slow
 def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
     run = tmp_path / "dagger"
     args = [

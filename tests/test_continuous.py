@@ -9,14 +9,13 @@ import pathlib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import fails
 
 from testbed.cli import main
 from testbed.errors import TestbedError
 from testbed.policies import PolicySpec, build_agent
 from testbed.rollout import run_episode
 from testbed.scenarios import get_scenario, make_env
-
-from conftest import fails
 
 SCENARIO = "highway-fast-continuous"
 TUNING_SEEDS = [20_000, 20_001, 20_002]
@@ -132,6 +131,7 @@ def test_action_error() -> None:
     np.testing.assert_allclose(action_error(a, b, np.array([2.0, 2.0])), [0.125, 0.5])
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     demos, clone = tmp_path / "demos", tmp_path / "clone"
     short = ["--scenario", SCENARIO, "--set", "duration=4", "--workers", "1"]
@@ -280,5 +280,7 @@ def test_python_policy_drives_a_continuous_scenario(env, scenario, capsys, tmp_p
     for name, fragment in (("steer_too_hard", "outside Box"), ("three_components", "expected (2,)")):
         for workers in ("1", "2"):
             bad = tmp_path / f"{name}-{workers}"
-            fails(capsys, [*args, "--policy", f"_user_policy:{name}", "--workers", workers, "--out", str(bad)], fragment)
+            fails(
+                capsys, [*args, "--policy", f"_user_policy:{name}", "--workers", workers, "--out", str(bad)], fragment
+            )
             assert not bad.exists()

@@ -69,3 +69,26 @@ def test_missing_and_corrupt(tmp_path: pathlib.Path, demos_dir: pathlib.Path) ->
         f.write_bytes(b"garbage")
     with pytest.raises(TestbedError, match="cannot read demonstrations"):
         load_demos(broken)
+
+
+def test_first_transitions_cuts_the_last_episode() -> None:
+    import numpy as np
+    from imitation.data.types import TrajectoryWithRew
+
+    from testbed.demos import DemoMetadata, Demonstrations
+
+    def traj(n: int) -> TrajectoryWithRew:
+        return TrajectoryWithRew(
+            obs=np.zeros((n + 1, 2), np.float32),
+            acts=np.arange(n),
+            infos=np.array([{}] * n),
+            terminal=True,
+            rews=np.ones(n, np.float32),
+        )
+
+    meta = DemoMetadata({}, {}, {}, {"name": "scripted"}, seeds=[0, 1, 2], n_episodes=3, n_transitions=15)
+    demos = Demonstrations([traj(5), traj(5), traj(5)], meta)
+    cut = demos.first_transitions(7)
+    assert cut.n_transitions == 7 and [len(t.acts) for t in cut.trajectories] == [5, 2]
+    assert cut.trajectories[1].terminal is False and cut.seeds == [0, 1]
+    assert (cut.metadata.n_episodes, cut.metadata.n_transitions) == (2, 7)  # the record counts what is kept

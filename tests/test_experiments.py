@@ -13,6 +13,8 @@ import pytest
 
 from testbed.errors import TestbedError
 
+pytestmark = pytest.mark.slow  # end-to-end: every test here runs a whole command or script
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -110,28 +112,6 @@ def test_experts_fast(tmp_path: pathlib.Path) -> None:
     assert (out / "experts.png").stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"]["eval"]["first"] == 10_000 and config["provenance"]["git_commit"]
-
-
-def test_first_transitions_cuts_the_last_episode() -> None:
-    module = _load("experts")
-    import numpy as np
-    from imitation.data.types import TrajectoryWithRew
-
-    from testbed.demos import Demonstrations
-
-    def traj(n: int) -> TrajectoryWithRew:
-        return TrajectoryWithRew(
-            obs=np.zeros((n + 1, 2), np.float32),
-            acts=np.arange(n),
-            infos=np.array([{}] * n),
-            terminal=True,
-            rews=np.ones(n, np.float32),
-        )
-
-    demos = Demonstrations([traj(5), traj(5), traj(5)], {"seeds": [0, 1, 2]})
-    cut = module.first_transitions(demos, 7)
-    assert cut.n_transitions == 7 and [len(t.acts) for t in cut.trajectories] == [5, 2]
-    assert cut.trajectories[1].terminal is False and cut.seeds == [0, 1]
 
 
 def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:

@@ -165,6 +165,7 @@ def _drive_cli(monkeypatch, script, out: pathlib.Path, settings: list[str], epis
     return main(args)
 
 
+@pytest.mark.slow
 def test_cli_drive_then_verify_and_train(monkeypatch, capsys, tmp_path: pathlib.Path) -> None:
     out = tmp_path / "human"
     assert _drive_cli(monkeypatch, DISCRETE_SCRIPT, out, DISCRETE) == 0

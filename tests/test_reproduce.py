@@ -13,6 +13,8 @@ from testbed.cli import main
 from testbed.errors import TestbedError
 from testbed.reproduce import available_steps, select_steps
 
+pytestmark = pytest.mark.slow  # end-to-end: every test here runs a whole command or script
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 

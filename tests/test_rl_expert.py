@@ -26,6 +26,8 @@ from testbed.rl import DQN_DEFAULTS, RLConfig, train_expert
 from testbed.rollout import rollouts
 from testbed.scenarios import Scenario, get_scenario, make_env
 
+pytestmark = pytest.mark.slow  # end-to-end: every test here runs a whole command or script
+
 N_TIMESTEPS = 250
 """Past DQN's learning_starts (200), so a few gradient steps change the weights."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool, rollouts
@@ -24,6 +25,7 @@ def test_expert_rollouts_are_deterministic(scenario: Scenario) -> None:
     _same(rollouts(scenario, spec, [5, 6]), rollouts(scenario, spec, [5, 6]))
 
 
+@pytest.mark.slow
 def test_one_and_two_workers_agree(scenario: Scenario, clone_dir) -> None:
     seeds = [100, 101, 102, 103, 104]
     specs = [PolicySpec.parse("random"), PolicySpec.parse(f"clone:{clone_dir}"), PolicySpec.parse("expert:scripted")]

@@ -136,7 +136,12 @@ def _highway(
 
 
 def _car(
-    scene: _Scene, lane_id: int, ds: float, speed: float, *, target_speed: float | None = None,
+    scene: _Scene,
+    lane_id: int,
+    ds: float,
+    speed: float,
+    *,
+    target_speed: float | None = None,
     lane_change: bool = False,
 ) -> IDMVehicle:
     """Place an IDM vehicle on a highway lane, relative to the ego.
@@ -155,8 +160,12 @@ def _car(
     lane = scene.base.road.network.get_lane(("0", "1", lane_id))
     s = EGO_S + ds
     vehicle = IDMVehicle(
-        scene.base.road, lane.position(s, 0.0), heading=lane.heading_at(s), speed=speed,
-        target_speed=speed if target_speed is None else target_speed, enable_lane_change=lane_change,
+        scene.base.road,
+        lane.position(s, 0.0),
+        heading=lane.heading_at(s),
+        speed=speed,
+        target_speed=speed if target_speed is None else target_speed,
+        enable_lane_change=lane_change,
     )
     scene.base.road.vehicles.append(vehicle)
     scene.placed.append(vehicle)
@@ -264,7 +273,9 @@ class _State:
 def _state(scene: _Scene) -> _State:
     ego = scene.base.vehicle
     return _State(
-        tuple(ego.lane_index), float(ego.position[0]), float(ego.speed),
+        tuple(ego.lane_index),
+        float(ego.position[0]),
+        float(ego.speed),
         tuple((float(v.position[0]), int(v.lane_index[2])) for v in scene.placed),
     )
 
@@ -423,8 +434,14 @@ def test_follows_a_leader_it_cannot_pass_at_a_safe_gap() -> None:
         (2, 25.0, None, "FASTER"),
         (2, 30.0, None, "IDLE"),  # already at the top target speed
     ],
-    ids=["left-moves-right", "middle-moves-right", "right-lane-slower-stays", "rightmost-from-20",
-         "rightmost-from-25", "rightmost-at-top-speed"],
+    ids=[
+        "left-moves-right",
+        "middle-moves-right",
+        "right-lane-slower-stays",
+        "rightmost-from-20",
+        "rightmost-from-25",
+        "rightmost-at-top-speed",
+    ],
 )
 def test_keeps_right_and_the_fastest_speed_on_a_free_road(
     ego_lane: int, ego_speed: float, right_car_speed: float | None, expected: str

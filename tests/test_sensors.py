@@ -99,6 +99,7 @@ def camera_demos(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.mark.parametrize("sensor", ["lidar", "grid", "camera"])
+@pytest.mark.slow
 def test_collect_train_evaluate(
     sensor: str, tmp_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory, camera_demos: pathlib.Path
 ) -> None:
@@ -124,6 +125,7 @@ def test_collect_train_evaluate(
     assert len(episodes) == 4 and set(episodes["policy"]) == {f"clone:{run}", "idle"}
 
 
+@pytest.mark.slow
 def test_camera_clone_refuses_other_sensors(
     capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, camera_demos: pathlib.Path
 ) -> None:
@@ -149,6 +151,7 @@ def test_camera_clone_refuses_other_sensors(
     assert not (tmp_path / "ev").exists()
 
 
+@pytest.mark.slow
 def test_camera_demos_are_deterministic(tmp_path: pathlib.Path, camera_demos: pathlib.Path) -> None:
     from testbed.demos import load_demos
 

@@ -99,6 +99,7 @@ def test_grid_order_and_rerun_skips_done_cells(tmp_path: pathlib.Path) -> None:
         run_sweep(cells[:2], toy_cell, out, config={"k": 1})
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_identical_results(tmp_path: pathlib.Path) -> None:
     cells = toy_cells(sleep_s=0.5)
     reference = run_sweep(cells, toy_cell, tmp_path / "whole", config={"toy": True})
@@ -144,6 +145,7 @@ def real_local(tmp_path_factory: pytest.TempPathFactory):
     return run_sweep(REAL_CELLS, real_cell, tmp_path_factory.mktemp("real") / "sweep", workers=2)
 
 
+@pytest.mark.slow
 def test_real_cell_through_local_pool(real_local) -> None:
     assert [r.params["seed"] for r in real_local] == [0, 1]
     for r in real_local:
@@ -161,6 +163,7 @@ def ray_instance():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_matches_local(tmp_path: pathlib.Path, ray_instance, real_local) -> None:
     toy = toy_cells()
     local = run_sweep(toy, toy_cell, tmp_path / "local", config={"toy": True}, workers=1)

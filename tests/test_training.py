@@ -113,6 +113,7 @@ def test_bad_configs(demos_dir: pathlib.Path) -> None:
     assert parse_net_arch("128, 32") == (128, 32)
 
 
+@pytest.mark.slow
 def test_clone_beats_random(scenario, clone_dir: pathlib.Path) -> None:
     """Statistical learning test: the clone's paired return advantage over uniform random
     actions has a 95% CI entirely above zero on held-out seeds."""

@@ -117,6 +117,8 @@ def _safe_globals() -> list[Any]:
         torch_layers.NatureCNN,
         StandardizedFlattenExtractor,
         zero_schedule,
+        # Clones written before this module existed name the schedule by its old home.
+        (zero_schedule, "testbed.training.zero_schedule"),
     ]
 
 

@@ -124,3 +124,16 @@ def test_clone_beats_random(scenario, clone_dir: pathlib.Path) -> None:
     summary = summarize(episodes_table((r.policy, r.seed, r.trajectory) for r in records), reference="random")
     clone = summary[summary["policy"] == specs[0].label].iloc[0]
     assert clone["return_diff_ci_low"] > 0, clone.to_dict()
+
+
+def test_committed_clones_still_load() -> None:
+    """Clone files written before the policy-file code moved to testbed.clone_io (they name
+    testbed.training.zero_schedule) load through the same safe allow-list."""
+    from testbed.clone_io import POLICY_FILE, load_clone
+
+    run = pathlib.Path(__file__).resolve().parent.parent / "results" / "pipeline" / "highway-fast" / "clone"
+    assert b"testbed.training" in (run / POLICY_FILE).read_bytes()
+    from testbed.scenarios import get_scenario
+
+    policy = load_clone(run, scenario=get_scenario("highway-fast"))
+    assert policy.action_space.n == 5

@@ -13,7 +13,7 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -141,6 +141,8 @@ class Train:
     """BC: fraction of episodes held out for validation accuracy."""
     torch_threads: int = 1
     """Torch intra-op threads (1 is fastest for small MLPs on few cores)."""
+    eval_every: int = 10
+    """BC: epochs between full train/validation evaluations in the log (the last is always evaluated)."""
     scenario: str = "highway-fast"
     """DAgger: scenario preset to drive in."""
     expert: str = "scripted"
@@ -160,8 +162,8 @@ class Train:
     """DAgger: round r's env is seeded with FIRST_SEED + r (keep below evaluation seeds)."""
     overwrite: Overwrite = False
 
-    def config(self):
-
+    def config(self) -> TrainConfig:
+        """The BC hyperparameters these arguments describe (validated)."""
         config = TrainConfig(
             n_epochs=self.epochs,
             batch_size=self.batch_size,
@@ -172,6 +174,7 @@ class Train:
             val_fraction=self.val_fraction,
             seed=self.seed,
             torch_threads=self.torch_threads,
+            eval_every=self.eval_every,
         )
         config.validate()
         return config
@@ -370,7 +373,7 @@ class Drive:
         scenario = _scenario(self.scenario, self.set)
         seeds = episode_seeds(self.seed, self.episodes)
         check_output_dir(self.out, overwrite=self.overwrite)
-        params = dict(
+        params: dict[str, Any] = dict(
             accel_rate_per_s=self.accel_rate_per_s,
             steer_rate_per_s=self.steer_rate_per_s,
             max_steering=self.max_steering,
@@ -638,7 +641,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``testbed`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = tyro.extras.subcommand_cli_from_dict(
-        COMMANDS, prog="testbed", args=args, description="Behavioral-cloning testbed on highway-env."
+        COMMANDS,  # type: ignore[arg-type]  # tyro's stub wants callables; it takes dataclass types
+        prog="testbed",
+        args=args,
+        description="Behavioral-cloning testbed on highway-env.",
     )
     try:
         command.run()

@@ -108,8 +108,8 @@ def _safe_globals() -> list[Any]:
         np.ndarray,
         np.dtype,
         *numpy_dtypes,
-        np._core.multiarray._reconstruct,
-        np._core.multiarray.scalar,
+        np._core.multiarray._reconstruct,  # type: ignore[attr-defined]  # private numpy, not in its stubs
+        np._core.multiarray.scalar,  # type: ignore[attr-defined]
         torch.nn.Tanh,
         torch.nn.ReLU,
         torch.optim.Adam,

@@ -68,7 +68,7 @@ def action_error(a: np.ndarray, b: np.ndarray, action_range: np.ndarray | None =
 
 
 def _positions(record: EpisodeRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    infos = list(record.trajectory.infos)
+    infos = list(record.infos)
     xy = np.array([[i["x"], i["y"]] for i in infos], dtype=float).reshape(-1, 2)
     speed = np.array([i["speed"] for i in infos], dtype=float)
     heading = np.array([i["heading"] for i in infos], dtype=float)
@@ -184,7 +184,7 @@ def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, ho
 
 def crash_step(record: EpisodeRecord) -> float:
     """Step of the crash, or NaN if the episode ended without one."""
-    return float(len(record.trajectory.acts)) if record.trajectory.infos[-1]["crashed"] else float("nan")
+    return float(len(record.trajectory.acts)) if record.infos[-1]["crashed"] else float("nan")
 
 
 def step_curve(frame: pd.DataFrame, column: str, *, by: str = "step") -> pd.DataFrame:
@@ -255,7 +255,7 @@ def measure_drift(
                     **twin_episode(p, e, threshold_m=threshold_m, action_range=action_range),
                     "eps_on": float(eps.mean()),
                     "eps_off": float(disagreement(e, action_range=action_range).mean()),
-                    "crashed": float(p.trajectory.infos[-1]["crashed"]),
+                    "crashed": float(p.infos[-1]["crashed"]),
                     "return": float(np.sum(p.trajectory.rews)),
                 }
             )

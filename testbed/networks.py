@@ -37,6 +37,8 @@ class StandardizedFlattenExtractor(BaseFeaturesExtractor):
     ):
         size = int(np.prod(observation_space.shape))
         super().__init__(observation_space, size)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.as_tensor(mean if mean is not None else np.zeros(size), dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std if std is not None else np.ones(size), dtype=torch.float32))
 

@@ -108,6 +108,7 @@ class IdleAgent:
     """Always IDLE: keeps its lane and target speed."""
 
     def reset(self, env: Any, seed: int) -> None:
+        self._idle: int | np.ndarray
         if _is_box(env.action_space):
             self._idle = np.zeros(env.action_space.shape, dtype=np.float32)
             return
@@ -124,6 +125,7 @@ class RandomAgent:
     def reset(self, env: Any, seed: int) -> None:
         # A stream of its own, distinct from the env's (which reset(seed) seeds).
         self._rng = np.random.default_rng([seed, 0x5EED])
+        self._box: tuple[np.ndarray, np.ndarray] | None
         if _is_box(env.action_space):
             self._box = (env.action_space.low.astype(np.float64), env.action_space.high.astype(np.float64))
             return

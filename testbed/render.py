@@ -181,8 +181,10 @@ def comparison_frames(
         )
         border = divergence.border(k)
         if border == DIVERGED_RGB:
+            assert divergence.divergence_step is not None  # the border says so
             note = f"diverged >{divergence.threshold_m:g} m at t={divergence.divergence_step / policy_frequency_hz:g} s"
         elif border == DISAGREE_RGB:
+            assert divergence.first_disagreement_step is not None
             note = f"actions differ from t={(divergence.first_disagreement_step - 1) / policy_frequency_hz:g} s"
         else:
             note = "same path as reference"
@@ -258,7 +260,8 @@ def grab_frame(env: Any) -> np.ndarray:
         # highway-env 1.9.1 disables drawing altogether under SDL_VIDEODRIVER=dummy
         # (EnvViewer.enabled), which a user may have set; offscreen rendering draws to a
         # surface and needs no display.
-        env.viewer.enabled = True
+        viewer: Any = env.viewer
+        viewer.enabled = True
     frame = env.render()
     # render() switches on redrawing at every simulation sub-step; those frames are not kept.
     env.enable_auto_render = False
@@ -319,8 +322,8 @@ def render_comparison(
         reference_label=reference.label,
         policy_label=policy.label,
         divergence=divergence,
-        reference_crashed=bool(ref_record.trajectory.infos[-1]["crashed"]),
-        policy_crashed=bool(pol_record.trajectory.infos[-1]["crashed"]),
+        reference_crashed=bool(ref_record.infos[-1]["crashed"]),
+        policy_crashed=bool(pol_record.infos[-1]["crashed"]),
         policy_frequency_hz=scenario.policy_frequency_hz,
         scale=scale,
         frame_skip=frame_skip,
@@ -332,8 +335,8 @@ def render_comparison(
         "policy": policy.label,
         "reference_steps": len(ref_record.trajectory.acts),
         "policy_steps": len(pol_record.trajectory.acts),
-        "reference_crashed": bool(ref_record.trajectory.infos[-1]["crashed"]),
-        "policy_crashed": bool(pol_record.trajectory.infos[-1]["crashed"]),
+        "reference_crashed": bool(ref_record.infos[-1]["crashed"]),
+        "policy_crashed": bool(pol_record.infos[-1]["crashed"]),
         **dataclasses.asdict(divergence),
         "n_frames": len(images),
         "frame_skip": frame_skip,

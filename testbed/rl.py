@@ -140,14 +140,14 @@ class SeededEpisodes(gym.Wrapper):
         self.records: list[dict[str, Any]] = []
         """One dict per finished episode (the rows of ``training_curve.csv``)."""
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):  # type: ignore[override]
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         del seed  # the schedule decides
         env_seed = episode_seed(self._seed, self._episode)
         self._episode += 1
         self._current = {"episode": self._episode - 1, "seed": env_seed, "return": 0.0, "length": 0, "crashed": False}
         return self.env.reset(seed=env_seed, options=options)
 
-    def step(self, action):  # type: ignore[override]
+    def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._timesteps += 1
         current = self._current

@@ -56,6 +56,13 @@ class EpisodeRecord:
     """Actions actually applied (T,) or (T, act_dim) when action noise was injected; ``trajectory.acts``
     then holds the driver's clean actions (the labels a DART-style dataset keeps)."""
 
+    @property
+    def infos(self) -> np.ndarray:
+        """The per-step infos (T,) of :attr:`trajectory` (the harness always records them)."""
+        infos = self.trajectory.infos
+        assert infos is not None
+        return infos
+
 
 def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
     road_id = (vehicle.lane_index[0], vehicle.lane_index[1])
@@ -438,8 +445,7 @@ def rollouts(
         progress: show a progress bar.
         desc: progress bar label.
     """
-    kwargs = dict(labeller=labeller, noise=noise, progress=progress, desc=desc)
     if pool is not None:
-        return pool.run(scenario, spec, seeds, **kwargs)
+        return pool.run(scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc)
     with RolloutPool(min(n_workers, max(1, len(seeds)))) as own:
-        return own.run(scenario, spec, seeds, **kwargs)
+        return own.run(scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc)

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from testbed import sim
 from testbed.errors import TestbedError
 from testbed.spaces import brief, jsonable, space_to_dict
 
@@ -222,7 +223,7 @@ def split_scenario_name(name: str) -> tuple[str, str]:
     )
 
 
-def _env_class(env_id: str) -> type:
+def _env_class(env_id: str) -> Any:
     import highway_env  # noqa: F401  (registers the highway-env ids)
 
     entry = gym.spec(env_id).entry_point
@@ -345,8 +346,9 @@ def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, senso
     preset = PRESETS[base]
     config = default_config(preset.env_id)
     config.update(copy.deepcopy(dict(preset.overrides)))
-    if SENSORS[named_sensor] is not None:
-        config["observation"] = copy.deepcopy(dict(SENSORS[named_sensor]))
+    sensor_config = SENSORS[named_sensor]
+    if sensor_config is not None:
+        config["observation"] = copy.deepcopy(dict(sensor_config))
     for key, value in (overrides or {}).items():
         top, dot, sub = key.partition(".")
         if dot and top in ("observation", "action"):
@@ -468,7 +470,7 @@ def _set_nested(config: dict[str, Any], top: str, sub: str, value: Any, name: st
 class _QuietStep(gym.Wrapper):
     """Swallow stdout during ``step``: some highway-env 1.9.1 envs (merge-v0) print debug lines."""
 
-    def step(self, action):  # type: ignore[override]
+    def step(self, action):
         with contextlib.redirect_stdout(io.StringIO()):
             return self.env.step(action)
 
@@ -479,7 +481,12 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
     The env is built directly from its class (no gymnasium checker wrappers on the hot path),
     with a :class:`gymnasium.wrappers.TimeLimit` at ``scenario.max_episode_steps`` and stdout
     of ``step`` silenced. The underlying highway-env object is ``env.unwrapped``.
+
+    The accelerated simulator (:mod:`testbed.sim`: bit-identical, several times faster) is
+    switched on here, in whatever process builds the env (rollout workers included), unless
+    ``TESTBED_STOCK_SIM=1``.
     """
+    sim.enable()
     cls = _env_class(scenario.env_id)
     config = copy.deepcopy(dict(scenario.config))
     observation = dict(config["observation"])
@@ -516,15 +523,15 @@ class _CastObservation(gym.ObservationWrapper):
     divides by zero for rays parallel to a vehicle's side (the infinities it then compares
     are intended), printing a RuntimeWarning on most steps."""
 
-    def step(self, action):  # type: ignore[override]
+    def step(self, action):
         with np.errstate(divide="ignore", invalid="ignore"):
             return super().step(action)
 
-    def reset(self, **kwargs):  # type: ignore[override]
+    def reset(self, **kwargs):
         with np.errstate(divide="ignore", invalid="ignore"):
             return super().reset(**kwargs)
 
-    def observation(self, observation):  # type: ignore[override]
+    def observation(self, observation):
         return np.asarray(observation, dtype=self.observation_space.dtype)
 
 

@@ -79,12 +79,13 @@ def replay_episode(env: gym.Env, trajectory: TrajectoryWithRew, seed: int, *, in
         return EpisodeCheck(index=index, seed=int(seed), n_steps=n, problem=problem)
 
     obs, _ = env.reset(seed=int(seed))
-    if (d := _diff(trajectory.obs[0], obs)) is not None:
+    recorded = np.asarray(trajectory.obs)
+    if (d := _diff(recorded[0], obs)) is not None:
         return fail(f"reset: observation differs ({d})")
     rews = trajectory.rews if isinstance(trajectory, TrajectoryWithRew) else None
     for t in range(n):
         obs, reward, terminated, truncated, _ = env.step(_applied(trajectory, t, env.action_space))
-        if (d := _diff(trajectory.obs[t + 1], obs)) is not None:
+        if (d := _diff(recorded[t + 1], obs)) is not None:
             return fail(f"step {t}: observation differs ({d})")
         if rews is not None and np.float32(rews[t]) != np.float32(reward):
             return fail(f"step {t}: reward {float(rews[t])!r} recorded vs {float(np.float32(reward))!r} replayed")

@@ -247,6 +247,7 @@ class ContinuousExpert(Expert):
         ego = env.vehicle
         self._snapshot(env, ego)
         self._choose_lane(env, ego)
+        assert self._target is not None  # _choose_lane always sets it
         front, _ = self._neighbours(env, ego, self._target)
         accel = self._idm(float(ego.speed), front)
         if self._target != ego.lane_index:

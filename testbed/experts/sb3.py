@@ -89,7 +89,7 @@ def _space(entry: Any, key: str, path: pathlib.Path) -> Any:
             if np.issubdtype(dtype, np.integer):
                 info = np.iinfo(dtype)
                 low, high = max(low, info.min), min(high, info.max)
-            return gym.spaces.Box(low=low, high=high, shape=tuple(int(s) for s in shape), dtype=dtype)
+            return gym.spaces.Box(low=low, high=high, shape=tuple(int(s) for s in shape), dtype=dtype)  # type: ignore[arg-type]  # gymnasium's stub omits np.dtype
     except (KeyError, TypeError, ValueError) as e:
         raise _fail(path, f"unreadable {key} record ({_first_line(e)})") from None
     raise TestbedError(
@@ -185,6 +185,7 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _fail(p, "policy.pth is not a state dict of tensors")
 
+    cls: type[DQNPolicy] | type[ActorCriticPolicy]
     if any(k.startswith("q_net.") for k in state):
         family, algorithm, cls = "dqn", "dqn", DQNPolicy
     elif "action_net.weight" in state and "value_net.weight" in state:

@@ -320,18 +320,18 @@ class ScriptedExpert(Expert):
                 return bonus
 
             cur_util = self._lane_utility(frames[0], v_min, v_max) + lane_bonus(ego.target_lane_index)
-            best = None
+            best_change: tuple[float, str] | None = None
             for action, (side, fr) in side_frames.items():
                 if not safe[action]:
                     continue
                 util = self._lane_utility(fr, v_min, v_max) + lane_bonus(side)
-                if best is None or util > best[0]:
-                    best = (util, action)
-            if best is not None and (
-                best[0] > cur_util + p.lane_change_gain
-                or (best[1] == _LANE_RIGHT and best[0] >= cur_util + 0.5 * p.right_lane_bonus)
+                if best_change is None or util > best_change[0]:
+                    best_change = (util, action)
+            if best_change is not None and (
+                best_change[0] > cur_util + p.lane_change_gain
+                or (best_change[1] == _LANE_RIGHT and best_change[0] >= cur_util + 0.5 * p.right_lane_bonus)
             ):
-                return int(idx[best[1]])
+                return int(idx[best_change[1]])
 
         for action in (_FASTER, _IDLE, _SLOWER):
             if safe.get(action):

@@ -77,7 +77,10 @@ def drive_episode(
     period = 1.0 / float(base.config["policy_frequency"])
     paused = start_paused
     previous = mapper.neutral()
-    observations, actions, rewards, infos = [obs], [], [], []
+    observations: list[Any] = [obs]
+    actions: list[Any] = []
+    rewards: list[float] = []
+    infos: list[dict[str, Any]] = []
     # The same per-step infos as testbed.rollout.run_episode, so metrics work on human data.
     tracker = EgoTracker(base, offroad_is_crash=np.ndim(mapper.neutral()) > 0)
 
@@ -129,7 +132,7 @@ def drive_episode(
         rewards.append(float(reward))
         infos.append(info)
         previous = action
-        if display is not None:
+        if grabber is not None:
             frames = [*grabber.take(), base.render()]
 
     end = "terminated" if terminated else "truncated" if truncated else "quit"
@@ -255,6 +258,10 @@ def drive(
         ],
     }
     demos = human_demonstrations(
-        scenario, [e.trajectory for e in kept], [e.seed for e in kept], mapper=mapper.params(), driving=driving
+        scenario,
+        [e.trajectory for e in kept if e.trajectory is not None],
+        [e.seed for e in kept],
+        mapper=mapper.params(),
+        driving=driving,
     )
     return demos, episodes

@@ -41,7 +41,8 @@ def episode_metrics(trajectory: TrajectoryWithRew) -> dict[str, float]:
     Returns:
         One value per key of :data:`METRICS`.
     """
-    infos = list(trajectory.infos) if trajectory.infos is not None else []
+    assert trajectory.infos is not None
+    infos = list(trajectory.infos)
     n = len(trajectory.acts)
     if n == 0 or len(infos) != n:
         raise ValueError("trajectory needs one info dict per action and at least one step")

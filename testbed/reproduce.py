@@ -98,10 +98,8 @@ def select_steps(only: tuple[str, ...]) -> list[Step]:
 
 def _pipeline_run(out: pathlib.Path, *, fast: bool, workers: int) -> None:
 
-    pipeline = Pipeline(out=str(out / "highway-fast"), overwrite=True, workers=workers)
-    if fast:
-        pipeline = dataclasses.replace(pipeline, demo_episodes=10, eval_episodes=6, epochs=10, batch_size=16)
-    pipeline.run()
+    sizes: dict[str, Any] = dict(demo_episodes=10, eval_episodes=6, epochs=10, batch_size=16) if fast else {}
+    Pipeline(out=str(out / "highway-fast"), overwrite=True, workers=workers, **sizes).run()
 
 
 def _pipeline_replot(out: pathlib.Path) -> list[pathlib.Path]:

@@ -4,8 +4,11 @@ Every episode is a pure function of (scenario, policy spec, seed): the env is re
 episode's seed and any randomness of the policy is seeded from it too. Seeds are handed out
 per episode, not per worker, so results are identical whatever the number of workers.
 
-Workers are started with the ``spawn`` method, since ``fork`` after torch has started threads
-is unsafe. Under spawn/forkserver a child does not inherit the parent's ``import highway_env``,
+Workers are forked from a ``forkserver`` that has imported torch, gymnasium, highway-env and
+this package once (``fork`` of a parent that has started torch's threads is unsafe; a
+``spawn``-ed worker pays those imports, seconds, each time). The server starts at the first
+pool of a process and serves every later one. Under spawn/forkserver a child does not
+inherit the parent's ``import highway_env``,
 so ``gym.make("highway-fast-v0")`` fails there (HighwayEnv issue #648, fixed upstream only in
 releases that need gymnasium 1.x); ``testbed.scenarios.make_env`` builds the env from its
 class inside each worker instead.
@@ -17,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
+import multiprocessing.context
 import multiprocessing.pool
 import pathlib
 from collections.abc import Iterator, Sequence
@@ -337,6 +341,20 @@ def _task_key(task: _Task) -> tuple:
     return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
 
 
+PRELOAD = ("testbed.rollout", "highway_env", "stable_baselines3.common.policies")
+"""Modules the forkserver imports once, so that forked workers start without importing them."""
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context of rollout workers: a forkserver with :data:`PRELOAD`
+    imported (``spawn`` where there is no forkserver)."""
+    if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - not Linux
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
 class RolloutPool:
     """Worker processes that run episodes of any (scenario, policy) sent to them.
 
@@ -352,7 +370,7 @@ class RolloutPool:
 
     def __enter__(self) -> RolloutPool:
         if self.n_workers > 1:
-            self._pool = mp.get_context("spawn").Pool(self.n_workers, initializer=init_worker)
+            self._pool = worker_context().Pool(self.n_workers, initializer=init_worker)
         else:  # episodes run here, with the one torch thread a worker has
             self._in_process.enter_context(torch_threads(1))
         return self
@@ -396,8 +414,9 @@ class RolloutPool:
     def _map(self, tasks: list[_Task]) -> Iterator[EpisodeRecord]:
         if self._pool is None:
             return map(_run_task, tasks)
-        chunksize = max(1, len(tasks) // (8 * self.n_workers))
-        return self._pool.imap(_run_task, tasks, chunksize=chunksize)
+        # One episode per task: an episode is long next to the cost of sending it, and small
+        # tasks leave no worker idle while another finishes a long chunk at the end.
+        return self._pool.imap(_run_task, tasks, chunksize=1)
 
     def run(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -79,7 +79,7 @@ def replay_episode(env: gym.Env, trajectory: TrajectoryWithRew, seed: int, *, in
         return EpisodeCheck(index=index, seed=int(seed), n_steps=n, problem=problem)
 
     obs, _ = env.reset(seed=int(seed))
-    recorded = np.asarray(trajectory.obs)
+    recorded = cast(np.ndarray, trajectory.obs)  # array observations (the testbed records no dict spaces)
     if (d := _diff(recorded[0], obs)) is not None:
         return fail(f"reset: observation differs ({d})")
     rews = trajectory.rews if isinstance(trajectory, TrajectoryWithRew) else None

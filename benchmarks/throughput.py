@@ -1,8 +1,9 @@
 """Throughput of the testbed's pipeline as ratios to bare baselines, measured in one run.
 
-Four comparisons, each a ratio of two figures taken in the same process and minutes, so that
+Five comparisons, each a ratio of two figures taken in the same process and minutes, so that
 the ratios (unlike the raw figures) carry over between machines:
 
+0. accelerated (:mod:`testbed.sim`) vs stock highway-env ``env.step`` per scenario;
 1. expert collection through :mod:`testbed.rollout` vs bare ``env.step`` on the same scenario
    and seeds: once with IDLE (a fixed action; it crashes early, so compare steps/s, not
    episodes) and once on the expert's own states (a plain loop that drives with the expert,
@@ -78,6 +79,12 @@ class Args:
     """Repeats of each training measurement, reporting the median time (one is noisy: it is short)."""
     default_threads_budget_s: float = 30.0
     """Time after which the default-threads plain loop stops repeating [s] (it can be 100x slower)."""
+    sim_scenarios: tuple[str, ...] = ("highway-fast", "highway", "merge", "roundabout")
+    """Scenarios on which accelerated (testbed.sim) and stock ``env.step`` are compared (comparison 0)."""
+    sim_steps: int = 30
+    """Steps per timed block of the accelerated/stock comparison."""
+    sim_pairs: int = 3
+    """Interleaved stock/accelerated block pairs per scenario and action mode (median reported)."""
     out: str | None = None
     """JSON file for the figures, arguments and provenance (default: print only)."""
 
@@ -93,6 +100,8 @@ class Args:
             "batch_size",
             "torch_threads",
             "n_train_repeats",
+            "sim_steps",
+            "sim_pairs",
         )
         for name in counts:
             if getattr(self, name) < 1:
@@ -548,7 +557,7 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         f"BC/plain-torch samples/s ratio: {ratios['bc/plain_torch']:.2f} "
         f"({_fmt(bc_sps)} vs {_fmt(plain_sps)} samples/s, {args.torch_threads} torch thread"
         f"{'s' if args.torch_threads > 1 else ''}, median of "
-        f"{args.n_train_repeats}; train_bc as is, incl. its per-epoch train/val accuracy; "
+        f"{args.n_train_repeats}; train_bc as is, incl. its train/val evaluations every eval_every epochs; "
         f"final train accuracy {bc_runs[0]['train_accuracy']:.2f} vs {plain_runs[0]['train_accuracy']:.2f})",
         f"plain-torch {default_threads}-thread(default)/1-thread samples/s ratio: "
         f"{ratios[f'plain_torch_threads_{default_threads}/threads_1']:.2f} "
@@ -589,7 +598,38 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         "load_average_1min": {"before": load_before, "after": load_after},
         "cpu_count": os.cpu_count(),
     }
+    sim_figures = sim_measurements(args, log=log)
+    for name, m in sim_figures.items():
+        for mode, f in m["modes"].items():
+            ratios[f"sim_accelerated/stock/{name}/{mode}"] = f["speedup"]
+    lines = [
+        *(
+            f"accelerated/stock env.step speed on {name}: "
+            + ", ".join(
+                f"{mode} {f['speedup']:.2f}x "
+                f"({1e3 * f['stock_s_per_step']:.1f} -> {1e3 * f['accelerated_s_per_step']:.1f} ms/step)"
+                for mode, f in m["modes"].items()
+            )
+            + ("" if m["accelerated_active"] else " (accelerated sim NOT active: both sides stock)")
+            for name, m in sim_figures.items()
+        ),
+        *lines,
+    ]
+    figures["sim"] = sim_figures
     return {"ratios": ratios, "figures": figures, "lines": lines}
+
+
+def sim_measurements(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 0: accelerated (:mod:`testbed.sim`) vs stock ``env.step`` per scenario, by
+    ``benchmarks/sim_speed.py``'s interleaved blocks (same seeds, same trajectories)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from sim_speed import measure
+
+    out = {}
+    for name in args.sim_scenarios:
+        log(f"sim speed: {name}")
+        out[name] = measure(name, args.sim_steps, args.sim_pairs)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -183,8 +183,17 @@ SLOW_BASES = ["highway-fast", "highway", "merge", "roundabout", CONTINUOUS]
 
 
 def _slow_cases() -> list[tuple[str, int]]:
-    cases = [(base, seed) for base in scenario_names() for seed in (10, 11, 12)]
-    cases += [(f"{base}-{sensor}", 20) for base in SLOW_BASES for sensor in sensor_names() if sensor != "kinematics"]
+    # highway-v0 steps ~10x slower than the others on stock code (the side this test runs
+    # against), so it gets one full episode per policy and its sensors are covered on the
+    # other presets; the default suite's quick cases cover it with every sensor.
+    cases = [(base, seed) for base in scenario_names() for seed in ((10,) if base == "highway" else (10, 11, 12))]
+    cases += [
+        (f"{base}-{sensor}", 20)
+        for base in SLOW_BASES
+        if base != "highway"
+        for sensor in sensor_names()
+        if sensor != "kinematics"
+    ]
     return cases
 
 

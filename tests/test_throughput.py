@@ -1,0 +1,40 @@
+"""benchmarks/throughput.py runs end to end on a tiny job and reports every ratio."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+
+
+@pytest.mark.slow
+def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "throughput.json"
+    tiny = ["--n-episodes", "4", "--n-blocks", "2", "--n-epochs", "1", "--n-train-repeats", "1"]
+    sim = ["--sim-scenarios", "highway-fast", "--sim-steps", "3", "--sim-pairs", "1"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *tiny, *sim, "--default-threads-budget-s", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "accelerated/stock env.step speed on highway-fast" in done.stdout
+    assert "records identical to 1-worker: yes" in done.stdout
+    ratios = json.loads(out.read_text())["ratios"]
+    for key in ("sim_accelerated/stock/highway-fast/idle", "bc/plain_torch"):
+        assert ratios[key] > 0, key
+    assert any(k.startswith("workers_2/workers_1") for k in ratios)
+
+
+def test_bad_arguments_are_one_line_errors() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sim-pairs", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("throughput: error: --sim-pairs")

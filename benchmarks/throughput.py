@@ -16,7 +16,7 @@ the ratios (unlike the raw figures) carry over between machines:
 
 Usage::
 
-    python benchmarks/throughput.py                      # ~2-4 min on 2 cores
+    python benchmarks/throughput.py                      # a few minutes on 2 cores
     python benchmarks/throughput.py --n-episodes 100 --n-epochs 30 --out /tmp/throughput.json
 
 Notes:
@@ -547,7 +547,11 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         f"(plain loop reproduces the harness's actions and rewards on {n_reproduced}/{n} episodes)",
         f"{args.n_workers}-worker/1-worker steps/s ratio: {ratios[f'workers_{args.n_workers}/workers_1']:.2f} "
         f"({_fmt(many_sps)} vs {_fmt(collect_sps)} steps/s; warm pools, start-up excluded; "
-        f"CPU obtained while busy: {many_cores:.2f} vs {one_cores:.2f} cores)",
+        + (
+            f"CPU obtained while busy: {many_cores:.2f} vs {one_cores:.2f} cores)"
+            if many["cpu_s"] > 0
+            else "CPU of forkserver workers not measured: they are not this process's children)"
+        ),
         f"{args.n_workers}-worker/1-worker steps/s ratio incl. start-up: "
         f"{ratios[f'workers_{args.n_workers}/workers_1_with_startup']:.2f} "
         f"({_fmt(many_life_sps)} vs {_fmt(one_life_sps)} steps/s; pool open + warm-up + measured: "

@@ -446,16 +446,6 @@ def _load() -> float:
         return float("nan")
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Take every measurement and return the figures, ratios and table lines."""
     import torch
@@ -655,12 +645,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         from testbed.outputs import write_json
         from testbed.provenance import provenance
+        from testbed.spaces import jsonable
 
         out = pathlib.Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(
             out,
-            _jsonable(
+            jsonable(
                 {
                     "ratios": result["ratios"],
                     "figures": result["figures"],

@@ -155,10 +155,36 @@ def load_policy(path: str | pathlib.Path) -> Any:
 
 
 def read_clone_metadata(run_dir: str | pathlib.Path) -> dict[str, Any]:
-    """The ``metadata.json`` of a run directory."""
-    meta = read_json(pathlib.Path(run_dir) / METADATA, what="clone metadata")
-    if not isinstance(meta, dict) or "observation_space" not in meta or "scenario" not in meta:
-        raise TestbedError(f"clone metadata is missing fields ({pathlib.Path(run_dir) / METADATA})")
+    """The ``metadata.json`` of a run directory, validated: its scenario record as strictly as
+    a demonstration's (:meth:`testbed.scenarios.Scenario.from_dict`), its spaces as objects,
+    and the demonstration seeds it records as lists of integers.
+
+    Raises:
+        TestbedError: missing or corrupt file, or a field of the wrong type, naming it.
+    """
+    path = pathlib.Path(run_dir) / METADATA
+    meta = read_json(path, what="clone metadata")
+    where = f"clone metadata ({path})"
+    if not isinstance(meta, dict):
+        raise TestbedError(f"{where} is not a JSON object")
+    missing = [k for k in ("scenario", "observation_space", "action_space") if k not in meta]
+    if missing:
+        raise TestbedError(f"{where} is missing fields: {', '.join(missing)}")
+    for key in ("observation_space", "action_space"):
+        if not isinstance(meta[key], dict):
+            raise TestbedError(f"{where}: field {key!r} must be an object")
+        try:
+            space_from_dict(meta[key])
+        except TestbedError as e:
+            raise TestbedError(f"{where}: field {key!r} is not a space ({e})") from None
+    Scenario.from_dict(meta["scenario"], where=f"{where}, field 'scenario'")
+    demos = meta.get("demos", {})
+    if not isinstance(demos, dict):
+        raise TestbedError(f"{where}: field 'demos' must be an object")
+    for key in ("train_seeds", "val_seeds"):
+        seeds = demos.get(key, [])
+        if not (isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+            raise TestbedError(f"{where}: field 'demos.{key}' must be a list of integers")
     return meta
 
 

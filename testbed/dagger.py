@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.clone_io import make_policy
-from testbed.demos import DemoMetadata, Demonstrations, quiet_datasets
+from testbed.demos import DAGGER_NOTE, DemoMetadata, Demonstrations, quiet_datasets
 from testbed.errors import TestbedError
 from testbed.experts import make_expert
 from testbed.policies import check_expert_fits
@@ -225,6 +225,6 @@ def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> 
         result.trajectories,
         [0] * len(result.trajectories),
         expert={"name": expert, "params": make_expert(expert).params()},
-        note="DAgger aggregate: episode seeds continue each round's env generator from its round seed",
+        note=f"{DAGGER_NOTE}: episode seeds continue each round's env generator from its round seed",
     )
     return Demonstrations(list(result.trajectories), dataclasses.replace(meta, seeds=list(result.round_seeds)))

@@ -19,16 +19,23 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import gymnasium as gym
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
 from testbed.scenarios import Scenario, check_spaces, describe_spaces
+from testbed.spaces import brief, space_from_dict
 
 TRAJECTORIES = "trajectories"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
+
+
+DAGGER_NOTE = "DAgger aggregate"
+"""How the ``note`` of a DAgger aggregate's record starts: such data cannot be replayed
+(:func:`testbed.verify.verify_demos` refuses them)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +149,15 @@ class DemoMetadata:
             _expect(value is None or _is_int(value), where, key, "an integer")
         for key in ("noise", "provenance", "driving"):
             _expect(data.get(key) is None or isinstance(data[key], dict), where, key, "an object or null")
+        _expect(isinstance(expert.get("name", ""), str), where, "expert.name", "a string")
+        _expect(isinstance(expert.get("params", {}), dict), where, "expert.params", "an object")
+        for key in ("observation_space", "action_space"):
+            try:
+                space_from_dict(data[key])
+            except TestbedError as e:
+                raise TestbedError(f"{where}: field {key!r} is not a space ({e})") from None
+        # Names no code to import, holds nothing highway-env crashes on.
+        Scenario.from_dict(data["scenario"], where=f"{where}, field 'scenario'")
         n_transitions = data.get("n_transitions")
         return cls(
             scenario=data["scenario"],
@@ -308,6 +324,7 @@ def load_demos(path: str | pathlib.Path, *, scenario: Scenario | None = None) ->
         )
     if scenario is not None:
         check_spaces(metadata.to_dict(), scenario, what=f"demonstrations at {root}")
+    _check_values(trajectories, metadata, where=f"demonstrations at {root}")
     return Demonstrations(_as_recorded_dtype(trajectories, metadata.observation_space), metadata)
 
 
@@ -323,14 +340,105 @@ def _as_recorded_dtype(trajectories: list[TrajectoryWithRew], space: Any) -> lis
 
 
 def _load_trajectories(path: pathlib.Path) -> list[TrajectoryWithRew]:
-    from imitation.data import serialize
+    """imitation's trajectories at ``path``, with their infos decoded as plain JSON.
+
+    imitation decodes each step's info with ``jsonpickle``, which imports whatever class a
+    ``{"py/object": "module.Class"}`` entry names: a demonstration file could run code. The
+    testbed's infos are plain JSON objects, so they are read with :func:`json.loads` and an
+    entry with a jsonpickle tag is refused.
+    """
+    import datasets
+    import numpy as np
+    from imitation.data import huggingface_utils
 
     if not path.is_dir():
         raise TestbedError(f"demonstration trajectories not found: {path}")
     try:
-        trajectories = list(serialize.load_with_rewards(path))
-    except Exception as e:  # datasets/pyarrow raise many types on corrupt files
+        # What imitation's serialize.load does for a directory, keeping the encoded infos.
+        dataset = datasets.load_from_disk(str(path))
+        if not isinstance(dataset, datasets.Dataset):
+            raise ValueError("not a dataset of trajectories written by imitation's serialize.save")
+        sequence = huggingface_utils.TrajectoryDatasetSequence(dataset)
+        encoded = dataset["infos"]
+        trajectories = []
+        for i in range(len(sequence)):
+            t = sequence[i]
+            if not isinstance(t, TrajectoryWithRew):
+                raise ValueError(f"episode {i} has no rewards")
+            infos = [
+                _decode_info(text, where=f"demonstrations at {path}: episode {i}, step {k}")
+                for k, text in enumerate(encoded[i])
+            ]
+            trajectories.append(dataclasses.replace(t, infos=np.asarray(infos, dtype=object)))
+    except TestbedError:
+        raise
+    except Exception as e:  # datasets/pyarrow/imitation raise many types on corrupt files
         raise TestbedError(f"cannot read demonstrations at {path}: {type(e).__name__}: {e}".splitlines()[0]) from None
     if not trajectories:
         raise TestbedError(f"demonstrations at {path} contain no episodes")
     return trajectories
+
+
+def _decode_info(text: Any, *, where: str) -> dict[str, Any]:
+    """One step's info: a JSON object without jsonpickle tags (``py/object`` and the like)."""
+    import json
+
+    def refuse_tags(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        for key, _ in pairs:
+            if key.startswith("py/"):
+                raise TestbedError(f"{where}: the info holds a jsonpickle tag {key!r}; infos must be plain JSON")
+        return dict(pairs)
+
+    if not isinstance(text, str):
+        raise TestbedError(f"{where}: the info is not text")
+    try:
+        # Without a '"py/' substring there is no tag; the C decoder then needs no hook.
+        info = json.loads(text, object_pairs_hook=refuse_tags) if '"py/' in text else json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TestbedError(f"{where}: the info is not JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise TestbedError(f"{where}: the info is not a JSON object")
+    return info
+
+
+def _check_values(trajectories: Sequence[TrajectoryWithRew], metadata: DemoMetadata, *, where: str) -> None:
+    """Refuse observations outside the recorded observation space (wrong shape, NaN, inf,
+    out of bounds), actions outside the action space and non-finite rewards, naming the
+    first bad episode and step: such data would otherwise fail deep inside training."""
+    import numpy as np
+
+    obs_space = space_from_dict(metadata.observation_space)
+    act_space = space_from_dict(metadata.action_space)
+    shape = tuple(obs_space.shape or ())
+    for i, t in enumerate(trajectories):
+        obs = np.asarray(t.obs)
+        if obs.shape[1:] != shape:
+            raise TestbedError(f"{where}: episode {i} has observations of shape {obs.shape[1:]}, not {shape}")
+        low, high = np.asarray(obs_space.low, np.float64), np.asarray(obs_space.high, np.float64)  # type: ignore[attr-defined]
+        values = obs.astype(np.float64)
+        bad = ~np.isfinite(values) | (values < low) | (values > high)
+        if bad.any():
+            step = int(np.argwhere(bad)[0][0])
+            raise TestbedError(
+                f"{where}: episode {i}, step {step}: observation outside the observation space "
+                f"(value {values[step][bad[step]].flat[0]!r}; bounds {brief(metadata.observation_space)})"
+            )
+        acts = np.asarray(t.acts)
+        if isinstance(act_space, gym.spaces.Discrete):
+            ok = np.isfinite(acts.astype(np.float64)) & (acts == np.round(acts))
+            ok &= (acts >= act_space.start) & (acts < act_space.start + act_space.n)
+            bad_steps = np.flatnonzero(~ok.reshape(len(acts), -1).all(axis=1))
+        else:
+            values = acts.astype(np.float64).reshape(len(acts), *(act_space.shape or ()))
+            inside = np.isfinite(values) & (values >= act_space.low) & (values <= act_space.high)  # type: ignore[attr-defined]
+            bad_steps = np.flatnonzero(~inside.reshape(len(acts), -1).all(axis=1))
+        if len(bad_steps):
+            step = int(bad_steps[0])
+            raise TestbedError(
+                f"{where}: episode {i}, step {step}: action {acts[step].tolist()!r} is outside the action space "
+                f"{brief(metadata.action_space)}"
+            )
+        rews = np.asarray(t.rews, dtype=np.float64)
+        if not np.isfinite(rews).all():
+            step = int(np.flatnonzero(~np.isfinite(rews))[0])
+            raise TestbedError(f"{where}: episode {i}, step {step}: reward {rews[step]!r} is not finite")

@@ -14,7 +14,8 @@ import dataclasses
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -56,17 +57,64 @@ class Scenario:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
-        """Inverse of :meth:`to_dict` (no validation beyond the keys being present)."""
-        try:
-            return cls(
-                name=str(data["name"]),
-                env_id=str(data["env_id"]),
-                config=dict(data["config"]),
-                max_episode_steps=int(data["max_episode_steps"]),
+    def from_dict(cls, data: Any, *, where: str = "scenario record") -> Scenario:
+        """Inverse of :meth:`to_dict`, for records read from disk: validated as strictly as
+        ``--set`` overrides (:func:`get_scenario` with the keys where the record differs from
+        its preset), so that a record can neither name code to import (a vehicle class
+        outside highway-env's, an unknown env id) nor hold values highway-env crashes on.
+
+        Raises:
+            TestbedError: a malformed record, or one no preset with valid overrides gives.
+        """
+        if not isinstance(data, Mapping):
+            raise TestbedError(f"{where} is not an object")
+        missing = [k for k in ("name", "env_id", "config", "max_episode_steps") if k not in data]
+        if missing:
+            raise TestbedError(f"{where} is missing fields: {', '.join(missing)}")
+        name, env_id, config, steps = data["name"], data["env_id"], data["config"], data["max_episode_steps"]
+        if not isinstance(name, str) or not isinstance(env_id, str):
+            raise TestbedError(f"{where}: 'name' and 'env_id' must be strings")
+        if not isinstance(config, Mapping):
+            raise TestbedError(f"{where}: 'config' must be an object")
+        if not (_is_int(steps) and 1 <= steps <= _MAX_EPISODE_STEPS):
+            raise TestbedError(f"{where}: 'max_episode_steps' must be an integer in 1..{_MAX_EPISODE_STEPS}")
+        base, _ = split_scenario_name(name)
+        if env_id != PRESETS[base].env_id:
+            raise TestbedError(
+                f"{where}: env id {env_id!r} is not scenario {name!r}'s ({PRESETS[base].env_id}); "
+                "records name only the presets' envs"
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise TestbedError(f"malformed scenario record: {e}") from None
+        check_class_paths(config, where=where)
+        resolved = get_scenario(name, _differences(config, get_scenario(name).config, where=where), where=where)
+        if jsonable(dict(resolved.config)) != jsonable(dict(config)):
+            raise TestbedError(f"{where}: config does not resolve to itself (values highway-env would not accept)")
+        return cls(name=resolved.name, env_id=env_id, config=dict(config), max_episode_steps=int(steps))
+
+
+_MAX_EPISODE_STEPS = 100_000
+"""Largest ``max_episode_steps`` a record may hold."""
+
+
+def _differences(config: Mapping[str, Any], preset: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """The ``--set`` overrides that turn ``preset`` into ``config`` (``observation.KEY`` and
+    ``action.KEY`` for the nested configs)."""
+    missing = sorted(set(preset) - set(config))
+    if missing:
+        raise TestbedError(f"{where}: config is missing keys: {', '.join(missing)}")
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        default = preset.get(key)
+        if key in ("observation", "action") and isinstance(value, Mapping) and isinstance(default, Mapping):
+            # The type first: it decides which other keys the nested config may have.
+            for sub, sub_value in sorted(value.items(), key=lambda item: item[0] != "type"):
+                if key == "observation" and sub == "type" and sub_value != default.get("type"):
+                    raise TestbedError(f"{where}: observation type {sub_value!r} is not the scenario's")
+                if sub not in default or jsonable(sub_value) != jsonable(default[sub]):
+                    out[f"{key}.{sub}"] = sub_value
+            continue
+        if key not in preset or jsonable(value) != jsonable(default):
+            out[key] = value
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,7 +368,78 @@ def _check_numbers(key: str, value: Any) -> None:
         raise TestbedError(f"config key {key!r} must be > 0, got {value}")
 
 
-def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, sensor: str | None = None) -> Scenario:
+VEHICLE_CLASSES = tuple(
+    f"highway_env.vehicle.behavior.{name}"
+    for name in ("IDMVehicle", "LinearVehicle", "AggressiveVehicle", "DefensiveVehicle")
+)
+"""The only values ``other_vehicles_type`` may take: highway-env's own traffic models.
+highway-env imports whatever class path a config names (``utils.class_from_path``), so a
+config from the command line or from disk could otherwise make the testbed import, and run,
+any module on ``sys.path``."""
+
+_CLASS_PATH_KEYS = {"other_vehicles_type": VEHICLE_CLASSES}
+_IDENTIFIER_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*([.:][A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def check_class_paths(config: Any, *, where: str) -> None:
+    """Refuse a config that names a class outside :data:`VEHICLE_CLASSES`: the
+    ``other_vehicles_type`` key, or any string anywhere in it that looks like a module path
+    (``pkg.mod.Class``), which a future highway-env key might resolve the same way.
+
+    Raises:
+        TestbedError: naming the key and the allowed classes.
+    """
+    allowed = ", ".join(c.rpartition(".")[2] for c in VEHICLE_CLASSES)
+    if isinstance(config, Mapping):
+        for key, classes in _CLASS_PATH_KEYS.items():
+            if key in config and config[key] not in classes:
+                raise TestbedError(
+                    f"{where}: config key {key!r} is {json.dumps(jsonable(config[key]))}, not one of highway-env's "
+                    f"vehicle classes (highway_env.vehicle.behavior.{{{allowed}}}); configs never name other code"
+                )
+    for key, value in _strings(config, ""):
+        if _IDENTIFIER_PATH.match(value) and value not in VEHICLE_CLASSES:
+            raise TestbedError(
+                f"{where}: config key {key!r} names {value!r}, which looks like code to import; only highway-env's "
+                f"vehicle classes may be named (highway_env.vehicle.behavior.{{{allowed}}})"
+            )
+
+
+def _strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v, key)
+
+
+# Largest values the testbed accepts: beyond them highway-env runs out of memory or time
+# (100 million vehicles) before it fails.
+_UPPER_LIMITS = {
+    "vehicles_count": 1000,
+    "lanes_count": 20,
+    "duration": 3600,
+    "simulation_frequency": 1000,
+    "policy_frequency": 1000,
+    "vehicles_density": 100,
+    "screen_width": 4096,
+    "screen_height": 4096,
+    "cells": 4096,
+    "stack_size": 64,
+    "maximum_range": 10_000,
+}
+
+
+def get_scenario(
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    sensor: str | None = None,
+    where: str = "--set",
+) -> Scenario:
     """Resolve a preset, applying validated overrides.
 
     Args:
@@ -330,6 +449,11 @@ def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, senso
             keys of the observation/action config (``{"observation.cells": 32}``).
         sensor: one of :func:`sensor_names`; the same as the name's suffix (giving both is
             allowed only when they agree). The resolved scenario's name carries the suffix.
+        where: what the overrides came from, in error messages.
+
+    With overrides, the env is built and stepped once before the scenario is returned:
+    highway-env accepts many values it then crashes on (``observation.features=["nope"]``),
+    and the error names the overrides instead of ending a run in a traceback.
 
     Raises:
         TestbedError: unknown scenario or sensor, unknown key (the message lists the valid
@@ -369,13 +493,51 @@ def get_scenario(name: str, overrides: Mapping[str, Any] | None = None, *, senso
             f"scenario {name!r} observes with {expected}; choose another sensor with a suffix on the scenario "
             f"name (e.g. {base}-lidar), not by replacing the observation config"
         )
-    return Scenario(
+    check_class_paths(config, where=where)
+    _check_limits(config, where=where)
+    scenario = Scenario(
         name=name,
         env_id=preset.env_id,
         config=config,
         max_episode_steps=preset.max_episode_steps,
         description=preset.description,
     )
+    if overrides:
+        _try_env(scenario, overrides, where=where)
+    return scenario
+
+
+def _check_limits(config: Mapping[str, Any], *, where: str) -> None:
+    for top, values in (("", config), ("observation.", config["observation"]), ("action.", config["action"])):
+        for key, limit in _UPPER_LIMITS.items():
+            value: Any = values.get(key)
+            if _is_number(value) and value > limit:
+                raise TestbedError(f"{where}: config key {top + key!r} must be at most {limit}, got {value}")
+    if config.get("controlled_vehicles", 1) != 1:
+        raise TestbedError(f"{where}: config key 'controlled_vehicles' must be 1 (the testbed drives one ego vehicle)")
+    if config.get("manual_control"):
+        raise TestbedError(f"{where}: config key 'manual_control' must be false (drive yourself with `testbed drive`)")
+    if config.get("policy_frequency", 1) > config.get("simulation_frequency", 1):
+        raise TestbedError(f"{where}: 'policy_frequency' must not exceed 'simulation_frequency'")
+
+
+def _try_env(scenario: Scenario, overrides: Mapping[str, Any], *, where: str) -> None:
+    """Build the env, reset it and take one step; any exception is the overrides' fault."""
+    settings = ", ".join(f"{k}={json.dumps(jsonable(v))}" for k, v in overrides.items())
+    try:
+        env = make_env(scenario)
+        try:
+            env.reset(seed=0)
+            space = env.action_space
+            action = np.zeros(space.shape, space.dtype) if isinstance(space, gym.spaces.Box) else 1
+            env.step(action)
+        finally:
+            env.close()
+    except Exception as e:
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        raise TestbedError(
+            f"{where}: scenario {scenario.name!r} with {settings} fails in highway-env ({reason})"
+        ) from None
 
 
 def _type_params(kind: str, type_name: str) -> set[str]:
@@ -486,6 +648,8 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
     switched on here, in whatever process builds the env (rollout workers included), unless
     ``TESTBED_STOCK_SIM=1``.
     """
+    # Last line of defence: whatever built this scenario, its config names no code to import.
+    check_class_paths(scenario.config, where=f"scenario {scenario.name!r}")
     sim.enable()
     cls = _env_class(scenario.env_id)
     config = copy.deepcopy(dict(scenario.config))

@@ -44,17 +44,50 @@ def space_to_dict(space: gym.Space) -> dict[str, Any]:
     raise TestbedError(f"unsupported space {space}")
 
 
-def space_from_dict(data: Mapping[str, Any]) -> gym.Space:
-    """Inverse of :func:`space_to_dict` (a fresh space, with no sampled RNG inside)."""
+MAX_SPACE_SIZE = 1_000_000
+"""Largest number of elements of a Box (or actions of a Discrete) a record may declare:
+beyond it, building the space or a network for it exhausts memory instead of failing."""
+_DTYPES = ("float32", "float64", "uint8", "int64", "int32", "bool")
+
+
+def space_from_dict(data: Any) -> gym.Space:
+    """Inverse of :func:`space_to_dict` (a fresh space, with no sampled RNG inside), checking
+    the record first: a Discrete of 1 to :data:`MAX_SPACE_SIZE` actions, or a Box of at most
+    that many elements, a known dtype and bounds that broadcast to its shape.
+
+    Raises:
+        TestbedError: anything else.
+    """
+    if not isinstance(data, Mapping):
+        raise TestbedError(f"a space record must be an object, got {type(data).__name__}")
     kind = data.get("type")
     if kind == "Discrete":
-        return gym.spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+        n: Any = data.get("n")
+        start: Any = data.get("start", 0)
+        if not (_is_int(n) and 1 <= n <= MAX_SPACE_SIZE and _is_int(start)):
+            raise TestbedError(
+                f"a Discrete space needs 1..{MAX_SPACE_SIZE} actions and an integer start, got {dict(data)}"
+            )
+        return gym.spaces.Discrete(n, start=start)
     if kind == "Box":
-        low = np.asarray(data["low"], dtype=np.float64)
-        high = np.asarray(data["high"], dtype=np.float64)
-        dtype = np.dtype(data["dtype"])
-        return gym.spaces.Box(low=low.astype(dtype), high=high.astype(dtype), shape=tuple(data["shape"]), dtype=dtype)
+        shape, dtype = data.get("shape"), data.get("dtype")
+        if not (isinstance(shape, list) and all(_is_int(d) and d >= 1 for d in shape)):
+            raise TestbedError(f"a Box space needs a shape of positive integers, got {shape!r}")
+        if int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_SIZE:
+            raise TestbedError(f"a Box space of shape {shape} is larger than {MAX_SPACE_SIZE} elements")
+        if dtype not in _DTYPES:
+            raise TestbedError(f"a Box space needs a dtype among {', '.join(_DTYPES)}, got {dtype!r}")
+        try:
+            low = np.broadcast_to(np.asarray(data["low"], dtype=np.float64), shape)
+            high = np.broadcast_to(np.asarray(data["high"], dtype=np.float64), shape)
+            return gym.spaces.Box(low=low.astype(dtype), high=high.astype(dtype), shape=tuple(shape), dtype=dtype)
+        except (KeyError, TypeError, ValueError, AssertionError) as e:
+            raise TestbedError(f"a Box space record has unusable bounds ({type(e).__name__}: {e})") from None
     raise TestbedError(f"unsupported space description {dict(data)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def describe_space(space: Any) -> str:

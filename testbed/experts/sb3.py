@@ -36,7 +36,7 @@ import numpy as np
 from testbed.errors import TestbedError
 from testbed.experts.base import Expert
 from testbed.scenarios import describe_spaces
-from testbed.spaces import describe_space, jsonable, space_from_dict
+from testbed.spaces import MAX_SPACE_SIZE, describe_space, jsonable, space_from_dict
 
 # policy_kwargs entries SB3 could not store as JSON are kept as str(value); these are the
 # only class names we map back (to classes imported here, never by name from the file).
@@ -80,17 +80,22 @@ def _space(entry: Any, key: str, path: pathlib.Path) -> Any:
     kind = str(entry[":type:"])
     try:
         if kind.endswith(".Discrete'>"):
-            return gym.spaces.Discrete(int(str(entry["n"])), start=int(str(entry.get("start", 0))))
+            n, start = int(str(entry["n"])), int(str(entry.get("start", 0)))
+            if not 1 <= n <= MAX_SPACE_SIZE:
+                raise _fail(path, f"its {key} declares {n} actions (1..{MAX_SPACE_SIZE} are served)")
+            return gym.spaces.Discrete(n, start=start)
         if kind.endswith(".Box'>"):
             shape = entry["_shape"]
-            shape = json.loads(shape) if isinstance(shape, str) else shape
+            shape = tuple(int(s) for s in (json.loads(shape) if isinstance(shape, str) else shape))
+            if not shape or min(shape) < 1 or int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_SIZE:
+                raise _fail(path, f"its {key} has shape {list(shape)} (1..{MAX_SPACE_SIZE} elements are served)")
             dtype = np.dtype(str(entry["dtype"]))
             low, high = _scalar_bound(entry.get("low_repr"), -np.inf), _scalar_bound(entry.get("high_repr"), np.inf)
             if np.issubdtype(dtype, np.integer):
                 info = np.iinfo(dtype)
                 low, high = max(low, info.min), min(high, info.max)
-            return gym.spaces.Box(low=low, high=high, shape=tuple(int(s) for s in shape), dtype=dtype)  # type: ignore[arg-type]  # gymnasium's stub omits np.dtype
-    except (KeyError, TypeError, ValueError) as e:
+            return gym.spaces.Box(low=low, high=high, shape=shape, dtype=dtype)  # type: ignore[arg-type]  # gymnasium's stub omits np.dtype
+    except (KeyError, TypeError, ValueError, AssertionError, json.JSONDecodeError) as e:
         raise _fail(path, f"unreadable {key} record ({_first_line(e)})") from None
     raise TestbedError(
         f"{path}: unsupported {key} {kind.strip('<>')}; only Box observations and Discrete actions are served"
@@ -170,7 +175,16 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
                 raise _fail(p, f"no {' or '.join(missing)} entry")
             data_text = archive.read("data").decode()
             policy_bytes = archive.read("policy.pth")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, UnicodeDecodeError) as e:
+    # RuntimeError: an encrypted entry; NotImplementedError: a compression method zipfile lacks.
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        UnicodeDecodeError,
+        RuntimeError,
+        NotImplementedError,
+    ) as e:
         raise _fail(p, _first_line(e)) from None
     try:
         data = json.loads(data_text)

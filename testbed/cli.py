@@ -22,12 +22,12 @@ from testbed.collect import collect
 from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
 from testbed.demos import load_demos, save_demos
 from testbed.drift import format_drift, measure_drift, write_drift
-from testbed.errors import TestbedError
+from testbed.errors import Interrupted, TestbedError
 from testbed.evaluation import check_policies, evaluate, write_evaluation
 from testbed.experts import make_expert
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.metrics import format_summary
-from testbed.outputs import atomic_output_dir, check_output_dir, write_json
+from testbed.outputs import atomic_output_dir, check_output_dir, check_output_path, write_json
 from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
@@ -35,7 +35,7 @@ from testbed.render import render_comparison
 from testbed.reproduce import reproduce, select_steps
 from testbed.rl import RLConfig, save_expert, train_expert
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
+from testbed.runtime import default_workers, signals_as_exceptions
 from testbed.scenarios import Scenario, check_spaces, get_scenario, parse_overrides
 from testbed.seeds import DAGGER_SEED, EVAL_SEED, episode_seeds
 from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
@@ -406,7 +406,8 @@ class Drive:
 @dataclasses.dataclass
 class VerifyDemos:
     """Re-simulate every episode of a demonstration directory from its seed and applied
-    actions; the observations and rewards must match exactly."""
+    actions (observations and rewards must match exactly) and check every label: the applied
+    action, or for noisy data what the recorded expert does in the replayed state."""
 
     demos: tyro.conf.Positional[str]
     """Demonstration directory (from `testbed collect` or `testbed drive`)."""
@@ -417,9 +418,11 @@ class VerifyDemos:
         bad = [c for c in checks if not c.ok]
         if bad:
             raise TestbedError(
-                f"{len(bad)} of {len(checks)} episodes in {self.demos} do not replay exactly (first: {bad[0].line()})"
+                f"{len(bad)} of {len(checks)} episodes in {self.demos} do not replay exactly or have wrong labels "
+                f"(first: {bad[0].line()})"
             )
-        print(f"all {len(checks)} episodes replay exactly ({sum(c.n_steps for c in checks)} steps)")
+        n_steps = sum(c.n_steps for c in checks)
+        print(f"all {len(checks)} episodes replay exactly and their labels check ({n_steps} steps)")
 
 
 @dataclasses.dataclass
@@ -545,9 +548,11 @@ class Render:
         policy, reference = PolicySpec.parse(self.policy), PolicySpec.parse(self.reference)
 
         check_policies(scenario, [reference, policy], [self.seed])
-        out = pathlib.Path(self.out)
+        out = check_output_path(self.out)
         if out.exists() and not self.overwrite:
             raise TestbedError(f"output file exists: {out} (pass --overwrite to replace it)")
+        if out.is_dir():
+            raise TestbedError(f"output path is a directory, not a .gif file: {out}")
         if self.seed < 0:
             raise TestbedError(f"--seed must be non-negative, got {self.seed}")
         info = render_comparison(
@@ -638,21 +643,34 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``testbed`` command."""
+    """Entry point of the ``testbed`` command.
+
+    ``--debug`` anywhere on the command line also prints the detail behind a one-line error
+    (the traceback of a user's own policy function that raised).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     command = tyro.extras.subcommand_cli_from_dict(
         COMMANDS,  # type: ignore[arg-type]  # tyro's stub wants callables; it takes dataclass types
         prog="testbed",
         args=args,
-        description="Behavioral-cloning testbed on highway-env.",
+        description="Behavioral-cloning testbed on highway-env. Add --debug to any command to see the "
+        "traceback behind an error in your own policy code.",
     )
     try:
-        command.run()
+        with signals_as_exceptions():
+            command.run()
     except TestbedError as e:
+        if debug and e.detail:
+            print(e.detail.rstrip(), file=sys.stderr)
         print(f"testbed: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("testbed: interrupted", file=sys.stderr)
+    except Interrupted as e:
+        print(f"testbed: interrupted by {e.signal_name}; partial outputs removed", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:  # a SIGINT that arrived outside the handled block
+        print("testbed: interrupted by SIGINT; partial outputs removed", file=sys.stderr)
         return 130
     return 0
 

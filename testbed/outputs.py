@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pathlib
 import shutil
 import tempfile
@@ -14,16 +15,54 @@ from testbed.errors import TestbedError
 
 
 def check_output_dir(path: str | pathlib.Path, *, overwrite: bool) -> pathlib.Path:
-    """Refuse an existing output directory unless ``overwrite``; fail before any work.
+    """Refuse an output directory the run could not write at its end; fail before any work.
 
     Raises:
-        TestbedError: the path exists and ``overwrite`` is false, or it is a file.
+        TestbedError: the path exists (unless ``overwrite``), is a file, a dangling symbolic
+            link or a symlink loop, or lies under a file.
     """
-    out = pathlib.Path(path)
+    out = check_output_path(path)
     if out.exists() and not out.is_dir():
         raise TestbedError(f"output path exists and is not a directory: {out}")
     if out.exists() and not overwrite:
         raise TestbedError(f"output directory exists: {out} (pass --overwrite to replace it)")
+    return out
+
+
+def check_output_path(path: str | pathlib.Path) -> pathlib.Path:
+    """Refuse an output path (file or directory) that cannot be created or replaced: a
+    dangling symbolic link, a symlink loop, a path under an existing file, or a directory
+    this process may not write to.
+
+    Raises:
+        TestbedError: one line naming the problem.
+    """
+    out = pathlib.Path(path)
+    if str(path).strip() == "":
+        raise TestbedError("the output path is empty")
+    if out.is_symlink() and not out.exists():
+        try:
+            target = os.readlink(out)
+        except OSError:  # pragma: no cover - the link vanished meanwhile
+            target = "?"
+        try:
+            out.resolve(strict=True)
+        except RuntimeError:
+            raise TestbedError(f"output path {out} is a symbolic link loop; remove it or choose another path") from None
+        except OSError:
+            pass
+        raise TestbedError(
+            f"output path {out} is a dangling symbolic link (to {target}); remove it or choose another path"
+        )
+    parent = out.absolute().parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if parent.is_symlink() and not parent.exists():
+        raise TestbedError(f"output path {out} lies under {parent}, a dangling symbolic link or symlink loop")
+    if not parent.is_dir():
+        raise TestbedError(f"output path {out} lies under {parent}, which is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TestbedError(f"output path {out}: cannot write in {parent} (permission denied)")
     return out
 
 

@@ -23,12 +23,15 @@ Experts read the simulator; clones and baselines read only the observation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import os
 import pathlib
 import sys
+import traceback
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -216,7 +219,10 @@ class PythonAgent:
             try:
                 made = target()
             except Exception as e:
-                raise TestbedError(f"policy factory {text!r} raised {type(e).__name__}: {e}") from None
+                raise TestbedError(
+                    f"policy factory {text!r} raised {type(e).__name__}: {e}".splitlines()[0],
+                    detail=traceback.format_exc(),
+                ) from None
         else:
             made = target
         self.policy = made
@@ -239,13 +245,33 @@ class PythonAgent:
     def reset(self, env: Any, seed: int) -> None:
         self._space = env.action_space
         if self._agent is not None:
-            self._agent.reset(env, seed)
+            with _user_code(self.label, "reset"):
+                self._agent.reset(env, seed)
 
     def act(self, obs: np.ndarray, env: Any) -> int | np.ndarray:
-        raw = self._agent.act(obs, env) if self._agent is not None else self._fn(obs)
+        with _user_code(self.label):
+            raw = self._agent.act(obs, env) if self._agent is not None else self._fn(obs)
         if isinstance(raw, tuple):  # SB3's predict returns (action, state)
             raw = raw[0]
-        return checked_action(raw, self._space, who=f"policy {self.label!r}")
+        return checked_action(raw, self._space, who=f"policy {self.label}")
+
+
+class PolicyError(TestbedError):
+    """A user's policy failed: it raised, or returned something that is not an action. The
+    rollout harness adds where (episode seed and step); ``detail`` holds the user's traceback."""
+
+
+@contextlib.contextmanager
+def _user_code(label: str, what: str = "") -> Iterator[None]:
+    """Turn an exception raised by a user's policy into a :class:`PolicyError` whose
+    ``detail`` is the traceback (shown with ``--debug``)."""
+    try:
+        yield
+    except TestbedError:
+        raise
+    except Exception as e:
+        message = f"policy {label}{f' {what}' if what else ''} raised {type(e).__name__}: {e}".strip()
+        raise PolicyError(message.splitlines()[0], detail=traceback.format_exc()) from None
 
 
 def checked_action(raw: Any, space: gym.Space, *, who: str) -> int | np.ndarray:
@@ -259,20 +285,26 @@ def checked_action(raw: Any, space: gym.Space, *, who: str) -> int | np.ndarray:
         try:
             array = np.asarray(raw, dtype=np.float32)
         except (TypeError, ValueError):
-            raise TestbedError(f"{who} returned {raw!r}, not an action of {space}") from None
+            raise PolicyError(f"{who} returned {_short(raw)}, not an action of {space}") from None
         if array.size != int(np.prod(space.shape)):
-            raise TestbedError(f"{who} returned an action of shape {array.shape}, expected {space.shape}")
+            raise PolicyError(f"{who} returned an action of shape {array.shape}, expected {space.shape}")
         array = array.reshape(space.shape)
         if not space.contains(array):
-            raise TestbedError(f"{who} returned action {array.tolist()}, outside {space}")
+            raise PolicyError(f"{who} returned action {array.tolist()}, outside {space}")
         return array
     try:
         action = int(np.asarray(raw).item())
-    except (TypeError, ValueError):
-        raise TestbedError(f"{who} returned {raw!r}, not a discrete action") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PolicyError(f"{who} returned {_short(raw)}, not a discrete action") from None
     if not space.contains(action):
-        raise TestbedError(f"{who} returned action {action}, outside {space}")
+        raise PolicyError(f"{who} returned action {action}, outside {space}")
     return action
+
+
+def _short(value: Any) -> str:
+    """``repr`` on one line of at most 80 characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _check_declared_spaces(policy: Any, scenario: Scenario, *, what: str) -> None:

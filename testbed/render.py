@@ -214,6 +214,7 @@ def save_gif(images: Sequence[Any], path: str | pathlib.Path, *, fps: float, com
         raise TestbedError(f"--fps must be > 0, got {fps}")
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gif", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)

@@ -16,22 +16,22 @@ class inside each worker instead.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import multiprocessing as mp
 import multiprocessing.context
-import multiprocessing.pool
 import pathlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
-from testbed.policies import Agent, PolicySpec, build_agent
-from testbed.runtime import init_worker, torch_threads
+from testbed.policies import Agent, PolicyError, PolicySpec, build_agent
+from testbed.runtime import broken_pool_error, init_worker, stop_pool, torch_threads
 from testbed.scenarios import Scenario, make_env
 
 
@@ -188,29 +188,34 @@ def run_episode(
     """
     obs, _ = env.reset(seed=seed)
     base = env.unwrapped
-    agent.reset(base, seed)
-    if labeller is not None:
-        labeller.reset(base, seed)
-    codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
-    observations = [obs]
-    actions: list[Any] = []
-    executed: list[Any] = []
-    labels: list[Any] = []
-    rewards: list[float] = []
-    infos: list[dict[str, Any]] = []
-    tracker = EgoTracker(base, offroad_is_crash=codec.box)
-    terminated = truncated = False
-    while not (terminated or truncated):
+    step = 0
+    try:
+        agent.reset(base, seed)
         if labeller is not None:
-            labels.append(codec.clean(labeller.act(obs, base)))
-        action = codec.clean(agent.act(obs, base))
-        applied = codec.applied(action)
-        executed.append(applied)
-        obs, reward, terminated, truncated, _ = env.step(applied)
-        infos.append(tracker.step(codec.info(applied), terminated))
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
+            labeller.reset(base, seed)
+        codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
+        observations = [obs]
+        actions: list[Any] = []
+        executed: list[Any] = []
+        labels: list[Any] = []
+        rewards: list[float] = []
+        infos: list[dict[str, Any]] = []
+        tracker = EgoTracker(base, offroad_is_crash=codec.box)
+        terminated = truncated = False
+        while not (terminated or truncated):
+            if labeller is not None:
+                labels.append(codec.clean(labeller.act(obs, base)))
+            action = codec.clean(agent.act(obs, base))
+            applied = codec.applied(action)
+            executed.append(applied)
+            obs, reward, terminated, truncated, _ = env.step(applied)
+            infos.append(tracker.step(codec.info(applied), terminated))
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            step += 1
+    except PolicyError as e:  # a user's policy failed: say where
+        raise TestbedError(f"{e} at episode seed {seed}, step {step}", detail=e.detail) from None
 
     def stack(values: list[Any]) -> np.ndarray:
         return np.asarray(values, dtype=codec.dtype).reshape((len(values), *codec.shape))
@@ -360,28 +365,48 @@ class RolloutPool:
 
     Starting a worker costs seconds (importing torch, gymnasium and highway-env), so one pool
     should serve every policy of an evaluation. With ``n_workers=1`` episodes run in this
-    process. Use as a context manager.
+    process. Use as a context manager; leaving the block by an exception (or a signal made
+    one by :func:`testbed.runtime.signals_as_exceptions`) terminates the workers at once.
+
+    Note:
+        The workers are a ``concurrent.futures.ProcessPoolExecutor``, not a
+        ``multiprocessing.Pool``: when a worker dies (the kernel's out-of-memory killer sends
+        SIGKILL) a ``Pool`` silently starts another and waits forever for the lost episode,
+        whereas the executor fails every pending episode, which :meth:`imap` raises as a
+        :class:`TestbedError` naming the signal. An exception raised inside a worker (a
+        user's policy failing) reaches the caller unchanged, as it would in this process.
     """
 
     def __init__(self, n_workers: int = 1) -> None:
         self.n_workers = max(1, int(n_workers))
-        self._pool: multiprocessing.pool.Pool | None = None
+        self._executor: concurrent.futures.ProcessPoolExecutor | None = None
+        self._workers: MutableMapping[int, Any] = {}
+        self._died: TestbedError | None = None
         self._in_process = contextlib.ExitStack()
 
     def __enter__(self) -> RolloutPool:
         if self.n_workers > 1:
-            self._pool = worker_context().Pool(self.n_workers, initializer=init_worker)
+            # Workers start with the first episodes sent (forked by the forkserver, which
+            # starts then too, once per process).
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                self.n_workers, mp_context=worker_context(), initializer=init_worker
+            )
+            # The executor's own dict of worker processes (private; read only to tell how a
+            # worker died): it gets each worker as the executor starts it.
+            self._workers = self._executor._processes
+            self._died = None
         else:  # episodes run here, with the one torch thread a worker has
             self._in_process.enter_context(torch_threads(1))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._pool is not None:
-            self._pool.terminate() if exc[0] is not None else self._pool.close()
-            self._pool.join()
-            self._pool = None
-        self._in_process.close()
-        _clear_cache()
+        executor, self._executor = self._executor, None
+        try:
+            if executor is not None:
+                stop_pool(executor, terminate=exc[0] is not None)
+        finally:
+            self._in_process.close()
+            _clear_cache()
 
     def imap(
         self,
@@ -412,11 +437,53 @@ class RolloutPool:
             yield record
 
     def _map(self, tasks: list[_Task]) -> Iterator[EpisodeRecord]:
-        if self._pool is None:
+        if self._executor is None:
             return map(_run_task, tasks)
-        # One episode per task: an episode is long next to the cost of sending it, and small
-        # tasks leave no worker idle while another finishes a long chunk at the end.
-        return self._pool.imap(_run_task, tasks, chunksize=1)
+        from concurrent.futures.process import BrokenProcessPool
+
+        if self._died is not None:  # an earlier call lost a worker and shut the pool down
+            raise TestbedError(str(self._died), detail=self._died.detail)
+        executor = self._executor
+        try:
+            # One episode per task: an episode is long next to the cost of sending it, and
+            # small tasks leave no worker idle while another finishes a long chunk at the end.
+            futures = [executor.submit(_run_task, t) for t in tasks]
+        except BrokenProcessPool as e:  # a worker died while the pool was idle
+            raise self._worker_died(executor, e, tasks) from None
+        return self._results(executor, futures, tasks)
+
+    def _results(
+        self, executor: concurrent.futures.ProcessPoolExecutor, futures: list[Any], tasks: list[_Task]
+    ) -> Iterator[EpisodeRecord]:
+        """The results of ``futures`` in order, with the ``BrokenProcessPool`` of a dead worker
+        raised as a :class:`TestbedError` that says how it died.
+
+        Not ``executor.map``: on leaving early it cancels the pending futures from this thread,
+        and on Python 3.11 the executor's own thread, finding a worker dead (terminated by
+        :meth:`__exit__`), then fails on those cancelled futures with an ``InvalidStateError``
+        traceback (CPython issue 107219, fixed in 3.12). Pending episodes are cancelled by the
+        shutdown in :meth:`__exit__` instead, inside that thread.
+        """
+        from concurrent.futures.process import BrokenProcessPool
+
+        futures.reverse()  # pop from the end: a yielded record is not kept here
+        try:
+            while futures:
+                yield futures.pop().result()
+        except BrokenProcessPool as e:
+            raise self._worker_died(executor, e, tasks) from None
+
+    def _worker_died(
+        self, executor: concurrent.futures.ProcessPoolExecutor, error: BaseException, tasks: list[_Task]
+    ) -> TestbedError:
+        # The executor's thread terminates the other workers; once it has joined them all,
+        # every exit code is known (and that thread no longer reads them).
+        executor.shutdown(wait=True, cancel_futures=True)
+        what = f"{tasks[0].spec.label} on {tasks[0].scenario.name}"
+        self._died = broken_pool_error(
+            "rollout worker", error, list(self._workers.values()), consequence=f"the run of {what} was stopped"
+        )
+        return TestbedError(str(self._died), detail=self._died.detail)
 
     def run(
         self,

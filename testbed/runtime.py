@@ -1,4 +1,5 @@
-"""Process set-up: torch threads, rollout worker initialisation, default worker count.
+"""Process set-up: torch threads, worker initialisation and shutdown, default worker count,
+signals.
 
 One copy of each, used by every pool (rollouts, sweeps) and by training. Nothing here runs at
 import time.
@@ -8,7 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.process import BaseProcess
+
+    from testbed.errors import TestbedError
 
 
 def set_torch_threads(n: int) -> None:
@@ -38,11 +46,109 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def init_worker() -> None:
-    """Initialiser of every worker process: one intra-op thread per process (parallelism comes
-    from the worker processes instead)."""
+def one_thread() -> None:
+    """One torch (and OpenMP) intra-op thread in this process: for a worker, whose parallelism
+    comes from the worker processes instead."""
     os.environ["OMP_NUM_THREADS"] = "1"
     set_torch_threads(1)
+
+
+def init_worker() -> None:
+    """Initialiser of every local pool worker (rollouts, sweeps).
+
+    Besides :func:`one_thread`: SIGINT is ignored, because Ctrl-C signals the whole process
+    group and the parent stops its workers itself (a worker would otherwise die first, with
+    a ``KeyboardInterrupt`` traceback of its own); and on Linux the worker is killed when its
+    parent process ends (a forkserver worker's parent is the forkserver, which exits with the
+    main process), so that no worker outlives a main process that was killed outright.
+    """
+    import signal
+
+    one_thread()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)``, where there is one (best effort)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):  # pragma: no cover - not Linux
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
+        pass
+
+
+def stop_pool(executor: ProcessPoolExecutor, *, terminate: bool, timeout_s: float = 10.0) -> None:
+    """Shut ``executor`` down and wait until its worker processes have exited.
+
+    Tasks not yet started are cancelled either way. ``terminate=False`` lets running tasks
+    finish (the end of a successful block); ``terminate=True`` (after an exception or a
+    signal) sends the workers SIGTERM at once, and SIGKILL to any still alive after
+    ``timeout_s``. An exception during a graceful shutdown (a signal) terminates them too.
+    """
+    # Python 3.11 has no public way to stop an executor's workers (3.14 adds
+    # terminate_workers()): the process objects are read from its private ``_processes``.
+    processes = list((executor._processes or {}).values())
+    try:
+        if terminate:
+            _terminate(processes, timeout_s)
+        executor.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        _terminate(processes, timeout_s)
+        raise
+
+
+def _terminate(processes: Sequence[BaseProcess], timeout_s: float) -> None:
+    for p in processes:
+        p.terminate()  # a no-op for a process known to have exited
+    for p in processes:
+        p.join(timeout_s)
+        if p.is_alive():
+            p.kill()
+            p.join(timeout_s)
+
+
+def broken_pool_error(
+    what: str, error: BaseException, processes: Sequence[BaseProcess], *, consequence: str
+) -> TestbedError:
+    """The :class:`~testbed.errors.TestbedError` for a ``ProcessPoolExecutor`` that raised
+    ``BrokenProcessPool``, saying how the worker died (``killed by SIGKILL``).
+
+    Args:
+        what: the kind of worker (``rollout worker``).
+        error: the ``BrokenProcessPool``.
+        processes: the pool's worker processes, already joined (after ``shutdown(wait=True)``;
+            until then the executor's own thread reads their exit codes, and reading one
+            twice loses it).
+        consequence: what happened to the run, appended to the message.
+    """
+    import signal
+    import traceback
+
+    from testbed.errors import TestbedError
+
+    detail = "".join(traceback.format_exception(error))
+    if error.__cause__ is not None:  # the pool broke on a result it could not unpickle, not a death
+        return TestbedError(f"a {what} sent back a result that could not be read; {consequence}", detail=detail)
+    # Once one worker has died the executor terminates the others (SIGTERM): another cause first.
+    codes = sorted((p.exitcode for p in processes if p.exitcode), key=lambda c: c == -signal.SIGTERM)
+    if not codes:
+        how = "exited unexpectedly"
+    elif codes[0] > 0:
+        how = f"exited with code {codes[0]}"
+    else:
+        try:
+            how = f"killed by {signal.Signals(-codes[0]).name}"
+        except ValueError:
+            how = f"killed by signal {-codes[0]}"
+        if codes[0] == -signal.SIGKILL:
+            how += ", which is also how the kernel ends a process when memory runs out"
+    return TestbedError(f"a {what} died ({how}); {consequence}", detail=detail)
 
 
 def default_workers() -> int:
@@ -51,3 +157,33 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def signals_as_exceptions() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise :class:`testbed.errors.Interrupted` in the
+    main thread, so every ``finally`` and context manager runs (temporary output directories
+    are removed, worker pools are stopped) before the process exits. The previous handlers
+    are restored afterwards. Outside the main thread this does nothing."""
+    import signal
+    import threading
+
+    from testbed.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        del frame
+        # Once is enough: clean-up must not be interrupted by a second signal.
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signal.Signals(signum).name, 128 + signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -49,7 +49,7 @@ from typing import Any, Literal
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
-from testbed.runtime import init_worker
+from testbed.runtime import broken_pool_error, init_worker, one_thread, stop_pool
 
 CONFIG = "config.json"
 CELLS = "cells"
@@ -372,17 +372,27 @@ def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> I
             yield execute_cell(p)
         return
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    pool = mp.get_context("spawn").Pool(min(workers, len(payloads)), initializer=init_worker)
+    # An executor rather than a multiprocessing.Pool: a Pool replaces a worker that died (the
+    # out-of-memory killer's SIGKILL) and waits forever for its cell; the executor fails.
+    executor = ProcessPoolExecutor(
+        min(workers, len(payloads)), mp_context=mp.get_context("spawn"), initializer=init_worker
+    )
+    processes = executor._processes  # private; read only to tell how a worker died
     try:
-        yield from pool.imap_unordered(execute_cell, payloads)
+        for future in as_completed([executor.submit(execute_cell, p) for p in payloads]):
+            yield future.result()
+    except BrokenProcessPool as e:
+        dead = list(processes.values())
+        executor.shutdown(wait=True, cancel_futures=True)  # then every exit code is known
+        consequence = "the sweep was stopped (finished cells are kept: run it again to resume)"
+        raise broken_pool_error("sweep worker", e, dead, consequence=consequence) from None
     except BaseException:
-        pool.terminate()
+        stop_pool(executor, terminate=True)
         raise
-    else:
-        pool.close()
-    finally:
-        pool.join()
+    stop_pool(executor, terminate=False)
 
 
 def _run_ray(payloads: list[bytes], *, workers: int, address: str | None) -> Iterator[str]:
@@ -419,5 +429,5 @@ def _run_ray(payloads: list[bytes], *, workers: int, address: str | None) -> Ite
 
 
 def _ray_cell(payload: bytes) -> str:
-    init_worker()
+    one_thread()  # not init_worker: Ray manages its workers' signals and lifetime
     return execute_cell(payload)

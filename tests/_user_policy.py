@@ -82,3 +82,31 @@ def steer_too_hard(obs: np.ndarray) -> list[float]:
 def three_components(obs: np.ndarray) -> list[float]:
     """A continuous action of the wrong shape."""
     return [0.0, 0.0, 0.0]
+
+
+class _DividesByZero:
+    """A full Agent whose third decision of every episode raises (a user's bug)."""
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.steps = 0
+
+    def act(self, obs: np.ndarray, env: Any) -> int:
+        self.steps += 1
+        if self.steps == 3:
+            return int(1 / 0)
+        return IDLE
+
+
+def divide_by_zero() -> _DividesByZero:
+    """A factory of an agent that raises ZeroDivisionError at step 2 of every episode."""
+    return _DividesByZero()
+
+
+def returns_text(obs: np.ndarray) -> str:
+    """Returns a string, not an action."""
+    return "left"
+
+
+def broken_factory() -> Any:
+    """A factory that raises before any episode."""
+    raise ValueError("no weights here")

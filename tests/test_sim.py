@@ -182,24 +182,30 @@ def test_trajectories_identical(
 SLOW_BASES = ["highway-fast", "highway", "merge", "roundabout", CONTINUOUS]
 
 
-def _slow_cases() -> list[tuple[str, int]]:
+def _slow_cases() -> list[tuple[str, int, str]]:
     # highway-v0 steps ~10x slower than the others on stock code (the side this test runs
-    # against), so it gets one full episode per policy and its sensors are covered on the
-    # other presets; the default suite's quick cases cover it with every sensor.
-    cases = [(base, seed) for base in scenario_names() for seed in ((10,) if base == "highway" else (10, 11, 12))]
+    # against), so it gets one full episode, driven by the expert (which changes lanes and
+    # speeds), and its sensors are covered on the other presets; the default suite's quick
+    # cases cover it with every sensor and both policies.
+    cases = [
+        (base, seed, policy)
+        for base in scenario_names()
+        for seed in ((10,) if base == "highway" else (10, 11, 12))
+        for policy in (("expert",) if base == "highway" else ("random", "expert"))
+    ]
     cases += [
-        (f"{base}-{sensor}", 20)
+        (f"{base}-{sensor}", 20, policy)
         for base in SLOW_BASES
         if base != "highway"
         for sensor in sensor_names()
         if sensor != "kinematics"
+        for policy in ("random", "expert")
     ]
     return cases
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("policy", ["random", "expert"])
-@pytest.mark.parametrize(("name", "seed"), _slow_cases(), ids=[f"{n}-{s}" for n, s in _slow_cases()])
+@pytest.mark.parametrize(("name", "seed", "policy"), _slow_cases(), ids=["-".join(map(str, c)) for c in _slow_cases()])
 def test_trajectories_identical_full_episodes(name: str, seed: int, policy: str) -> None:
     compare(name, seed, policy, 1000, None)  # episodes end by their own duration / step cap
 

@@ -667,12 +667,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"testbed: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
+        _ignore_unraisable()
         print(f"testbed: interrupted by {e.signal_name}; partial outputs removed", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # a SIGINT that arrived outside the handled block
+        _ignore_unraisable()
         print("testbed: interrupted by SIGINT; partial outputs removed", file=sys.stderr)
         return 130
     return 0
+
+
+def _ignore_unraisable() -> None:
+    """After an interruption, drop the errors of objects whose construction it cut short
+    (tqdm's ``__del__`` on a half-built bar): the process is ending and they say nothing
+    the one-line message does not."""
+    sys.unraisablehook = lambda unraisable: None
 
 
 if __name__ == "__main__":

@@ -112,6 +112,27 @@ def mean_ci(values: Sequence[float] | np.ndarray, *, confidence: float = CONFIDE
     return Interval(mean, float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
+def rate_ci(successes: int, n: int, *, confidence: float = CONFIDENCE) -> Interval:
+    """A rate (crash rate, P(twin error > 1 m), ...) with its Clopper-Pearson interval.
+
+    A bootstrap of 0/1 values collapses to ``[0, 0]`` when no episode crashed; a binomial
+    interval does not (0/100 gives [0, 0.036], 0/30 gives [0, 0.116]). Clopper-Pearson rather
+    than Wilson: Wilson's coverage dips below nominal for rates near 0 or 1, the rates a good
+    driver's crash rate has (exactly 0.921 at p = 0.01, n = 100 and 0.860 at p = 0.005,
+    n = 30), whereas Clopper-Pearson's never falls below it (``tests/test_intervals.py``
+    computes both exactly). Computed by ``scipy.stats.binomtest``.
+
+    Raises:
+        ValueError: ``n < 1`` or ``successes`` outside ``0..n``.
+    """
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a rate needs 0 <= successes <= n and n >= 1, got {successes}/{n}")
+    from scipy import stats
+
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(successes / n, float(ci.low), float(ci.high))
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Interval:
     """Mean of ``a - b`` over paired episodes (same seeds), with its bootstrap CI."""
     a_, b_ = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

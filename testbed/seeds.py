@@ -1,21 +1,97 @@
-"""Named seed ranges: the one place the testbed's default seeds are defined.
+"""The seed protocol: named, disjoint seed ranges, the one place seed ranges are defined.
 
-Demonstrations, DAgger rounds, tuning and evaluation draw from disjoint ranges, so training
-and evaluation seeds never overlap unless a user asks for it (and then they are refused).
+Every episode the testbed simulates is seeded from one of these ranges, so that training and
+evaluation never share a seed and so that results reported as held out are held out:
+
+- demonstrations and DAgger rounds train clones;
+- the development range (10000..) is where defaults, README examples and the quick pipeline
+  are evaluated, and where anyone developing looks at numbers;
+- the tuning range is for choosing expert and training parameters;
+- the sealed test range (1000000..) is used only by the committed result steps of
+  ``experiments/``; nothing is tuned or chosen while looking at it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from testbed.errors import TestbedError
 
-DEMO_SEED = 0
+
+@dataclasses.dataclass(frozen=True)
+class SeedRange:
+    """A named range of episode seeds ``first .. first + size - 1``."""
+
+    name: str
+    """What the range is called in messages and result files."""
+    first: int
+    """Its first seed."""
+    size: int
+    """How many seeds it holds."""
+    purpose: str
+    """Who draws from it."""
+
+    @property
+    def stop(self) -> int:
+        """One past its last seed."""
+        return self.first + self.size
+
+    def __contains__(self, seed: object) -> bool:
+        return isinstance(seed, int) and self.first <= seed < self.stop
+
+    def seeds(self, n: int, *, offset: int = 0) -> list[int]:
+        """``n`` consecutive seeds from ``first + offset``.
+
+        Raises:
+            TestbedError: they would leave the range.
+        """
+        start = self.first + offset
+        if offset < 0 or n < 0 or start + n > self.stop:
+            raise TestbedError(f"{n} seeds from offset {offset} do not fit the {self.name} range {self.describe()}")
+        return list(range(start, start + n))
+
+    def describe(self) -> str:
+        """``"10000..19999"``."""
+        return f"{self.first}..{self.stop - 1}"
+
+    def record(self, seeds: list[int] | None = None) -> dict[str, object]:
+        """What a result file records about the seeds it used from this range."""
+        out: dict[str, object] = {"range": self.name, "first": self.first, "last": self.stop - 1}
+        if seeds is not None:
+            out["n_used"] = len(seeds)
+        return out
+
+
+DEMOS = SeedRange("demonstrations", 0, 5_000, "expert demonstrations (testbed collect, the pipeline, experiments)")
+DAGGER = SeedRange("dagger", 5_000, 5_000, "DAgger rounds (round r is seeded DAGGER_SEED + r)")
+DEVELOPMENT = SeedRange(
+    "development",
+    10_000,
+    10_000,
+    "evaluation defaults of evaluate/drift/benchmark/render, the quick pipeline, README examples, developing",
+)
+TUNING = SeedRange("tuning", 20_000, 10_000, "choosing expert and training parameters")
+TEST = SeedRange("test", 1_000_000, 1_000_000, "sealed: only the committed result steps of experiments/ report on it")
+
+RANGES: tuple[SeedRange, ...] = (DEMOS, DAGGER, DEVELOPMENT, TUNING, TEST)
+"""Every range, in seed order; no two overlap (tests/test_seeds.py)."""
+
+DEMO_SEED = DEMOS.first
 """First seed of demonstration episodes (``testbed collect``, the pipeline)."""
-DAGGER_SEED = 5_000
+DAGGER_SEED = DAGGER.first
 """First DAgger round seed (round r uses DAGGER_SEED + r)."""
-EVAL_SEED = 10_000
-"""First evaluation seed (``testbed evaluate``, drift, the leaderboard, the experiments)."""
-TUNING_SEED = 20_000
+EVAL_SEED = DEVELOPMENT.first
+"""First evaluation seed of the commands (``testbed evaluate``, drift, the leaderboard): the
+development range."""
+TUNING_SEED = TUNING.first
 """First seed of the range experts and defaults are tuned on."""
+TEST_SEED = TEST.first
+"""First seed of the sealed test range."""
+
+
+def range_of(seed: int) -> SeedRange | None:
+    """The range ``seed`` belongs to (None: outside every range)."""
+    return next((r for r in RANGES if seed in r), None)
 
 
 def episode_seeds(seed: int, n_episodes: int) -> list[int]:

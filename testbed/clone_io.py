@@ -20,8 +20,8 @@ import numpy as np
 
 from testbed.errors import TestbedError
 from testbed.outputs import read_json
-from testbed.scenarios import Scenario, check_spaces
-from testbed.spaces import space_from_dict, space_to_dict
+from testbed.scenarios import Scenario, check_record, check_spaces
+from testbed.spaces import is_int, space_from_dict, space_to_dict
 
 POLICY_FILE = "policy.pt"
 LOG_FILE = "train_log.csv"
@@ -170,20 +170,13 @@ def read_clone_metadata(run_dir: str | pathlib.Path) -> dict[str, Any]:
     missing = [k for k in ("scenario", "observation_space", "action_space") if k not in meta]
     if missing:
         raise TestbedError(f"{where} is missing fields: {', '.join(missing)}")
-    for key in ("observation_space", "action_space"):
-        if not isinstance(meta[key], dict):
-            raise TestbedError(f"{where}: field {key!r} must be an object")
-        try:
-            space_from_dict(meta[key])
-        except TestbedError as e:
-            raise TestbedError(f"{where}: field {key!r} is not a space ({e})") from None
-    Scenario.from_dict(meta["scenario"], where=f"{where}, field 'scenario'")
+    check_record(meta, where=where)
     demos = meta.get("demos", {})
     if not isinstance(demos, dict):
         raise TestbedError(f"{where}: field 'demos' must be an object")
     for key in ("train_seeds", "val_seeds"):
         seeds = demos.get(key, [])
-        if not (isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        if not (isinstance(seeds, list) and all(is_int(s) for s in seeds)):
             raise TestbedError(f"{where}: field 'demos.{key}' must be a list of integers")
     return meta
 

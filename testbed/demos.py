@@ -25,8 +25,8 @@ from imitation.data.types import TrajectoryWithRew
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
-from testbed.scenarios import Scenario, check_spaces, describe_spaces
-from testbed.spaces import brief, space_from_dict
+from testbed.scenarios import Scenario, check_record, check_spaces, describe_spaces
+from testbed.spaces import brief, is_int, space_from_dict
 
 TRAJECTORIES = "trajectories"
 METADATA = "metadata.json"
@@ -143,21 +143,15 @@ class DemoMetadata:
         expert = data.get("expert") or {"name": "?", "params": {}}
         _expect(isinstance(expert, dict), where, "expert", "an object")
         seeds = data["seeds"]
-        _expect(isinstance(seeds, list) and all(_is_int(s) for s in seeds), where, "seeds", "a list of integers")
+        _expect(isinstance(seeds, list) and all(is_int(s) for s in seeds), where, "seeds", "a list of integers")
         for key in ("n_episodes", "n_transitions", "n_crashed", "format_version"):
             value = data.get(key)
-            _expect(value is None or _is_int(value), where, key, "an integer")
+            _expect(value is None or is_int(value), where, key, "an integer")
         for key in ("noise", "provenance", "driving"):
             _expect(data.get(key) is None or isinstance(data[key], dict), where, key, "an object or null")
         _expect(isinstance(expert.get("name", ""), str), where, "expert.name", "a string")
         _expect(isinstance(expert.get("params", {}), dict), where, "expert.params", "an object")
-        for key in ("observation_space", "action_space"):
-            try:
-                space_from_dict(data[key])
-            except TestbedError as e:
-                raise TestbedError(f"{where}: field {key!r} is not a space ({e})") from None
-        # Names no code to import, holds nothing highway-env crashes on.
-        Scenario.from_dict(data["scenario"], where=f"{where}, field 'scenario'")
+        check_record(data, where=where)
         n_transitions = data.get("n_transitions")
         return cls(
             scenario=data["scenario"],
@@ -174,10 +168,6 @@ class DemoMetadata:
             driving=data.get("driving"),
             note=data.get("note") if isinstance(data.get("note"), str) else None,
         )
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _expect(ok: bool, where: str, key: str, kind: str) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from testbed import sim
 from testbed.errors import TestbedError
-from testbed.spaces import brief, jsonable, space_to_dict
+from testbed.spaces import brief, is_int, jsonable, space_from_dict, space_to_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Scenario:
             raise TestbedError(f"{where}: 'name' and 'env_id' must be strings")
         if not isinstance(config, Mapping):
             raise TestbedError(f"{where}: 'config' must be an object")
-        if not (_is_int(steps) and 1 <= steps <= _MAX_EPISODE_STEPS):
+        if not (is_int(steps) and 1 <= steps <= _MAX_EPISODE_STEPS):
             raise TestbedError(f"{where}: 'max_episode_steps' must be an integer in 1..{_MAX_EPISODE_STEPS}")
         base, _ = split_scenario_name(name)
         if env_id != PRESETS[base].env_id:
@@ -576,14 +576,14 @@ def _check_observation(obs: Any, name: str) -> None:
             f"scenario {name!r}: unknown observation key(s) {', '.join(sorted(unknown))} for {obs['type']}"
         )
     for key in ("stack_size", "cells"):
-        if key in obs and not (_is_int(obs[key]) and obs[key] >= 1):
+        if key in obs and not (is_int(obs[key]) and obs[key] >= 1):
             raise TestbedError(f"config key 'observation.{key}' must be a positive integer, got {json.dumps(obs[key])}")
     if "maximum_range" in obs and not (_is_number(obs["maximum_range"]) and obs["maximum_range"] > 0):
         raise TestbedError(
             f"config key 'observation.maximum_range' must be > 0, got {json.dumps(obs['maximum_range'])}"
         )
     shape = obs.get("observation_shape", [_MIN_IMAGE_PX] * 2)
-    if not (isinstance(shape, list) and len(shape) == 2 and all(_is_int(v) and v >= _MIN_IMAGE_PX for v in shape)):
+    if not (isinstance(shape, list) and len(shape) == 2 and all(is_int(v) and v >= _MIN_IMAGE_PX for v in shape)):
         raise TestbedError(
             f"config key 'observation.observation_shape' must be [width, height] in pixels, each at least "
             f"{_MIN_IMAGE_PX} (the CNN's smallest input), got {json.dumps(shape)}"
@@ -594,10 +594,6 @@ def _check_observation(obs: Any, name: str) -> None:
 
 
 _MIN_IMAGE_PX = 36  # SB3's NatureCNN (kernels 8/4, 4/2, 3/1) needs 36 px to leave one output cell
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
@@ -734,3 +730,21 @@ def check_spaces(record: dict[str, Any], scenario: Scenario, *, what: str) -> No
             f"{what} were made for scenario {made_for!r} whose observation config differs from "
             f"scenario {scenario.name!r}'s: {theirs} vs {ours}"
         )
+
+
+def check_record(record: Mapping[str, Any], *, where: str) -> None:
+    """Check the fields every record of data made in a scenario holds (demonstration and
+    clone metadata): ``observation_space`` and ``action_space`` are readable spaces
+    (:func:`testbed.spaces.space_from_dict`) and ``scenario`` a valid scenario record
+    (:meth:`Scenario.from_dict`: it names no code to import, holds nothing highway-env
+    crashes on).
+
+    Raises:
+        TestbedError: naming the field.
+    """
+    for key in ("observation_space", "action_space"):
+        try:
+            space_from_dict(record[key])
+        except TestbedError as e:
+            raise TestbedError(f"{where}: field {key!r} is not a space ({e})") from None
+    Scenario.from_dict(record["scenario"], where=f"{where}, field 'scenario'")

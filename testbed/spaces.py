@@ -64,14 +64,14 @@ def space_from_dict(data: Any) -> gym.Space:
     if kind == "Discrete":
         n: Any = data.get("n")
         start: Any = data.get("start", 0)
-        if not (_is_int(n) and 1 <= n <= MAX_SPACE_SIZE and _is_int(start)):
+        if not (is_int(n) and 1 <= n <= MAX_SPACE_SIZE and is_int(start)):
             raise TestbedError(
                 f"a Discrete space needs 1..{MAX_SPACE_SIZE} actions and an integer start, got {dict(data)}"
             )
         return gym.spaces.Discrete(n, start=start)
     if kind == "Box":
         shape, dtype = data.get("shape"), data.get("dtype")
-        if not (isinstance(shape, list) and all(_is_int(d) and d >= 1 for d in shape)):
+        if not (isinstance(shape, list) and all(is_int(d) and d >= 1 for d in shape)):
             raise TestbedError(f"a Box space needs a shape of positive integers, got {shape!r}")
         if int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_SIZE:
             raise TestbedError(f"a Box space of shape {shape} is larger than {MAX_SPACE_SIZE} elements")
@@ -86,7 +86,8 @@ def space_from_dict(data: Any) -> gym.Space:
     raise TestbedError(f"unsupported space description {dict(data)}")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, and not a bool (JSON's ``true`` is not a count)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -400,11 +400,11 @@ def _check_values(trajectories: Sequence[TrajectoryWithRew], metadata: DemoMetad
     obs_space = space_from_dict(metadata.observation_space)
     act_space = space_from_dict(metadata.action_space)
     shape = tuple(obs_space.shape or ())
+    low, high = np.asarray(obs_space.low, np.float64), np.asarray(obs_space.high, np.float64)  # type: ignore[attr-defined]
     for i, t in enumerate(trajectories):
         obs = np.asarray(t.obs)
         if obs.shape[1:] != shape:
             raise TestbedError(f"{where}: episode {i} has observations of shape {obs.shape[1:]}, not {shape}")
-        low, high = np.asarray(obs_space.low, np.float64), np.asarray(obs_space.high, np.float64)  # type: ignore[attr-defined]
         values = obs.astype(np.float64)
         bad = ~np.isfinite(values) | (values < low) | (values > high)
         if bad.any():

@@ -144,10 +144,10 @@ def clones_mean_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence
     ``var(a)/T + var(b)/E + var(noise)/(T E)``, is estimated from the two-way ANOVA mean squares
     as ``(MS_train + MS_eval) / (T E)`` (``MS_eval`` only where it exceeds the residual mean
     square, i.e. where evaluation seeds differ at all), and the interval uses Student's t with
-    Satterthwaite's degrees of freedom. With
-    5 training seeds that t quantile matters: a percentile bootstrap over 5 clone means covers
-    about 85% where it claims 95%; this interval covered 94-97% in every setting of
-    ``tests/test_intervals.py`` (simulated data with known truth, 2000 experiments each).
+    Satterthwaite's degrees of freedom. With 5 training seeds that t quantile matters: a
+    percentile bootstrap over 5 clone means covers about 85% where it claims 95%; this
+    interval covered 94-97% in every setting of ``tests/test_intervals.py`` (simulated data
+    with known truth, 2000 experiments each).
 
     Raises:
         ValueError: fewer than 2 training seeds, no evaluation seed, or not a full table.

@@ -476,12 +476,9 @@ class RolloutPool:
     def _worker_died(
         self, executor: concurrent.futures.ProcessPoolExecutor, error: BaseException, tasks: list[_Task]
     ) -> TestbedError:
-        # The executor's thread terminates the other workers; once it has joined them all,
-        # every exit code is known (and that thread no longer reads them).
-        executor.shutdown(wait=True, cancel_futures=True)
         what = f"{tasks[0].spec.label} on {tasks[0].scenario.name}"
         self._died = broken_pool_error(
-            "rollout worker", error, list(self._workers.values()), consequence=f"the run of {what} was stopped"
+            "rollout worker", error, executor, self._workers, consequence=f"the run of {what} was stopped"
         )
         return TestbedError(str(self._died), detail=self._died.detail)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -114,17 +114,24 @@ def _terminate(processes: Sequence[BaseProcess], timeout_s: float) -> None:
 
 
 def broken_pool_error(
-    what: str, error: BaseException, processes: Sequence[BaseProcess], *, consequence: str
+    what: str,
+    error: BaseException,
+    executor: ProcessPoolExecutor,
+    processes: Mapping[int, BaseProcess],
+    *,
+    consequence: str,
 ) -> TestbedError:
-    """The :class:`~testbed.errors.TestbedError` for a ``ProcessPoolExecutor`` that raised
-    ``BrokenProcessPool``, saying how the worker died (``killed by SIGKILL``).
+    """Shut down a ``ProcessPoolExecutor`` that raised ``BrokenProcessPool`` and return the
+    :class:`~testbed.errors.TestbedError` saying how its worker died (``killed by SIGKILL``).
 
     Args:
         what: the kind of worker (``rollout worker``).
         error: the ``BrokenProcessPool``.
-        processes: the pool's worker processes, already joined (after ``shutdown(wait=True)``;
-            until then the executor's own thread reads their exit codes, and reading one
-            twice loses it).
+        executor: the broken pool; shut down here, waiting for its workers, because until
+            they are joined the executor's own thread reads their exit codes (and reading
+            one twice loses it).
+        processes: the executor's dict of worker processes, taken when it was made (its
+            shutdown drops its own reference to it).
         consequence: what happened to the run, appended to the message.
     """
     import signal
@@ -132,11 +139,12 @@ def broken_pool_error(
 
     from testbed.errors import TestbedError
 
+    executor.shutdown(wait=True, cancel_futures=True)
     detail = "".join(traceback.format_exception(error))
     if error.__cause__ is not None:  # the pool broke on a result it could not unpickle, not a death
         return TestbedError(f"a {what} sent back a result that could not be read; {consequence}", detail=detail)
     # Once one worker has died the executor terminates the others (SIGTERM): another cause first.
-    codes = sorted((p.exitcode for p in processes if p.exitcode), key=lambda c: c == -signal.SIGTERM)
+    codes = sorted((p.exitcode for p in processes.values() if p.exitcode), key=lambda c: c == -signal.SIGTERM)
     if not codes:
         how = "exited unexpectedly"
     elif codes[0] > 0:

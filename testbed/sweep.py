@@ -385,10 +385,8 @@ def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> I
         for future in as_completed([executor.submit(execute_cell, p) for p in payloads]):
             yield future.result()
     except BrokenProcessPool as e:
-        dead = list(processes.values())
-        executor.shutdown(wait=True, cancel_futures=True)  # then every exit code is known
         consequence = "the sweep was stopped (finished cells are kept: run it again to resume)"
-        raise broken_pool_error("sweep worker", e, dead, consequence=consequence) from None
+        raise broken_pool_error("sweep worker", e, executor, processes, consequence=consequence) from None
     except BaseException:
         stop_pool(executor, terminate=True)
         raise

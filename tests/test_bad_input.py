@@ -170,6 +170,11 @@ def _loop(w: World) -> str:
     return str(w.root / "a")
 
 
+def _evaluate(w: World, policy: str, *options: str) -> list[str]:
+    """``testbed evaluate`` of one policy, two episodes, into the world's output."""
+    return [*EVAL, "--policy", policy, *options, "--out", w.out]
+
+
 def _policy(name: str) -> str:
     return f"_user_policy:{name}"
 
@@ -327,119 +332,85 @@ CASES: dict[str, tuple[Callable[[World], list[str]], str]] = {
         "shape",
     ),
     # --- policies ---
-    "bad policy spec": (lambda w: [*EVAL, "--policy", "nonsense", "--out", w.out], "bad policy spec"),
-    "missing clone": (lambda w: [*EVAL, "--policy", f"clone:{w.root / 'none'}", "--out", w.out], "not found"),
+    "bad policy spec": (lambda w: _evaluate(w, "nonsense"), "bad policy spec"),
+    "missing clone": (lambda w: _evaluate(w, f"clone:{w.root / 'none'}"), "not found"),
     "clone policy file corrupt": (
-        lambda w: [*EVAL, "--policy", f"clone:{w.clone(policy=b'garbage')}", "--out", w.out],
+        lambda w: _evaluate(w, f"clone:{w.clone(policy=b'garbage')}"),
         "not a loadable policy file",
     ),
     "clone metadata corrupt": (
-        lambda w: [*EVAL, "--policy", f"clone:{_with_file(w.clone(), 'metadata.json', '{')}", "--out", w.out],
+        lambda w: _evaluate(w, f"clone:{_with_file(w.clone(), 'metadata.json', '{')}"),
         "corrupt",
     ),
     "clone train seeds a string": (
-        lambda w: [*EVAL, "--policy", f"clone:{w.clone({'demos.train_seeds': 'abc'})}", "--out", w.out],
+        lambda w: _evaluate(w, f"clone:{w.clone({'demos.train_seeds': 'abc'})}"),
         "train_seeds",
     ),
     "clone for another scenario": (
-        lambda w: [*EVAL, "--policy", f"clone:{w.clone()}", "--scenario", "highway-fast-lidar", "--out", w.out],
+        lambda w: _evaluate(w, f"clone:{w.clone()}", "--scenario", "highway-fast-lidar"),
         "different observation space",
     ),
     "evaluation seeds overlap the training seeds": (
-        lambda w: [*EVAL, "--policy", f"clone:{w.clone()}", "--seed", "3", "--out", w.out],
+        lambda w: _evaluate(w, f"clone:{w.clone()}", "--seed", "3"),
         "overlap",
     ),
-    "policy module missing": (lambda w: [*EVAL, "--policy", "no_such_mod:f", "--out", w.out], "no module named"),
-    "policy function missing": (lambda w: [*EVAL, "--policy", _policy("nope"), "--out", w.out], "has no 'nope'"),
+    "policy module missing": (lambda w: _evaluate(w, "no_such_mod:f"), "no module named"),
+    "policy function missing": (lambda w: _evaluate(w, _policy("nope")), "has no 'nope'"),
     "policy raises": (
-        lambda w: [*EVAL, "--policy", _policy("divide_by_zero"), "--workers", "1", "--out", w.out],
+        lambda w: _evaluate(w, _policy("divide_by_zero"), "--workers", "1"),
         "policy _user_policy:divide_by_zero raised ZeroDivisionError: division by zero at episode seed 10000, step 2",
     ),
     "policy raises in a worker": (
-        lambda w: [*EVAL, "--policy", _policy("divide_by_zero"), "--workers", "2", "--out", w.out],
+        lambda w: _evaluate(w, _policy("divide_by_zero"), "--workers", "2"),
         "raised ZeroDivisionError: division by zero at episode seed 1000",
     ),
     "policy returns nonsense": (
-        lambda w: [*EVAL, "--policy", _policy("returns_text"), "--workers", "2", "--out", w.out],
+        lambda w: _evaluate(w, _policy("returns_text"), "--workers", "2"),
         "not a discrete action at episode seed 1000",
     ),
     "policy action out of range": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            _policy("steer_too_hard"),
-            "--scenario",
-            "highway-fast-continuous",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(w, _policy("steer_too_hard"), "--scenario", "highway-fast-continuous"),
         "outside Box",
     ),
-    "policy factory raises": (lambda w: [*EVAL, "--policy", _policy("broken_factory"), "--out", w.out], "raised"),
+    "policy factory raises": (lambda w: _evaluate(w, _policy("broken_factory")), "raised"),
     # --- SB3 model zips ---
-    "sb3 zip missing": (lambda w: [*EVAL, "--policy", f"expert:sb3:{w.root / 'm.zip'}", "--out", w.out], "not found"),
-    "sb3 not a zip": (lambda w: [*EVAL, "--policy", f"expert:sb3:{w.file('m.zip', 'x')}", "--out", w.out], "SB3"),
-    "sb3 zip truncated": (lambda w: [*EVAL, "--policy", f"expert:sb3:{w.sb3(_truncate)}", "--out", w.out], "SB3"),
+    "sb3 zip missing": (lambda w: _evaluate(w, f"expert:sb3:{w.root / 'm.zip'}"), "not found"),
+    "sb3 not a zip": (lambda w: _evaluate(w, f"expert:sb3:{w.file('m.zip', 'x')}"), "SB3"),
+    "sb3 zip truncated": (lambda w: _evaluate(w, f"expert:sb3:{w.sb3(_truncate)}"), "SB3"),
     "sb3 zip encrypted": (
-        lambda w: [*EVAL, "--policy", f"expert:sb3:{w.sb3(lambda p: _zip_flags(p, encrypted=True))}", "--out", w.out],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_flags(p, encrypted=True))}"),
         "encrypted",
     ),
     "sb3 zip unsupported compression": (
-        lambda w: [*EVAL, "--policy", f"expert:sb3:{w.sb3(lambda p: _zip_flags(p, method=98))}", "--out", w.out],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_flags(p, method=98))}"),
         "compression",
     ),
     "sb3 zero-sized action space": (
-        lambda w: [*EVAL, "--policy", f"expert:sb3:{w.sb3(lambda p: _zip_data(p, action_space__n=0))}", "--out", w.out],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_data(p, action_space__n=0))}"),
         "action space",
     ),
     "sb3 huge observation space": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            f"expert:sb3:{w.sb3(lambda p: _zip_data(p, observation_space___shape=[100000, 100000]))}",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(
+            w, f"expert:sb3:{w.sb3(lambda p: _zip_data(p, observation_space___shape=[100000, 100000]))}"
+        ),
         "observation space",
     ),
     "sb3 huge action space": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            f"expert:sb3:{w.sb3(lambda p: _zip_data(p, action_space__n=10**12))}",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_data(p, action_space__n=10**12))}"),
         "action space",
     ),
     "sb3 string where a dict belongs": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            f"expert:sb3:{w.sb3(lambda p: _zip_data(p, policy_kwargs='abc'))}",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_data(p, policy_kwargs='abc'))}"),
         "policy_kwargs",
     ),
     "sb3 net arch a string": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            f"expert:sb3:{w.sb3(lambda p: _zip_data(p, policy_kwargs={'net_arch': 'abc'}))}",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(w, f"expert:sb3:{w.sb3(lambda p: _zip_data(p, policy_kwargs={'net_arch': 'abc'}))}"),
         "net_arch",
     ),
     "sb3 weights not tensors": (
-        lambda w: [
-            *EVAL,
-            "--policy",
-            f"expert:sb3:{w.sb3(lambda p: _zip_entries(p, lambda e: {**e, 'policy.pth': b'junk'}))}",
-            "--out",
-            w.out,
-        ],
+        lambda w: _evaluate(
+            w, f"expert:sb3:{w.sb3(lambda p: _zip_entries(p, lambda e: {**e, 'policy.pth': b'junk'}))}"
+        ),
         "policy.pth",
     ),
     # --- the other commands ---
@@ -583,14 +554,8 @@ HOSTILE: dict[str, Callable[[World], list[str]]] = {
     "verify-demos, jsonpickle infos": lambda w: ["verify-demos", _hostile_infos(w)],
     "train, vehicle class in metadata": lambda w: ["train", "--demos", w.demos(VEHICLE), "--out", w.out],
     "train, jsonpickle infos": lambda w: ["train", "--demos", _hostile_infos(w), "--out", w.out],
-    "evaluate, vehicle class in clone metadata": lambda w: [
-        *EVAL,
-        "--policy",
-        f"clone:{w.clone(VEHICLE)}",
-        "--out",
-        w.out,
-    ],
-    "evaluate, env id in clone metadata": lambda w: [*EVAL, "--policy", f"clone:{w.clone(ENV_ID)}", "--out", w.out],
+    "evaluate, vehicle class in clone metadata": lambda w: _evaluate(w, f"clone:{w.clone(VEHICLE)}"),
+    "evaluate, env id in clone metadata": lambda w: _evaluate(w, f"clone:{w.clone(ENV_ID)}"),
     "drift, vehicle class in clone metadata": lambda w: [
         "drift",
         "--policy",
@@ -616,13 +581,7 @@ HOSTILE: dict[str, Callable[[World], list[str]]] = {
         "--out",
         w.out,
     ],
-    "evaluate, class in a clone's policy file": lambda w: [
-        *EVAL,
-        "--policy",
-        f"clone:{w.clone(policy=_pickled_class())}",
-        "--out",
-        w.out,
-    ],
+    "evaluate, class in a clone's policy file": lambda w: _evaluate(w, f"clone:{w.clone(policy=_pickled_class())}"),
     "collect, --set vehicle class": lambda w: [*COLLECT, "--set", f"other_vehicles_type={PLANTED}.Car", "--out", w.out],
 }
 

@@ -667,21 +667,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"testbed: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        _ignore_unraisable()
+        _after_interruption()
         print(f"testbed: interrupted by {e.signal_name}; partial outputs removed", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:  # a SIGINT that arrived outside the handled block
-        _ignore_unraisable()
+        _after_interruption()
         print("testbed: interrupted by SIGINT; partial outputs removed", file=sys.stderr)
         return 130
     return 0
 
 
-def _ignore_unraisable() -> None:
-    """After an interruption, drop the errors of objects whose construction it cut short
-    (tqdm's ``__del__`` on a half-built bar): the process is ending and they say nothing
-    the one-line message does not."""
+def _after_interruption() -> None:
+    """After an interruption, close the progress bars it left open, so that the one-line
+    message starts a line of its own, and drop the errors of objects whose construction it
+    cut short (tqdm's ``__del__`` on a half-built bar): the process is ending and they say
+    nothing the message does not."""
     sys.unraisablehook = lambda unraisable: None
+    tqdm = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # a bar the interruption cut short in its constructor
+            pass
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from testbed.metrics import NAN_INTERVAL, Interval, fixed_width, mean_ci
+from testbed.metrics import CONFIDENCE, NAN_INTERVAL, Interval, fixed_width, mean_ci, rate_ci
 from testbed.plotting import plot_drift
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
@@ -154,7 +154,13 @@ def disagreement(record: EpisodeRecord, *, action_range: np.ndarray | None = Non
 
 
 def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, horizon: int) -> pd.DataFrame:
-    """Kaplan-Meier survival (no crash yet) by step, with a 95% Greenwood interval.
+    """Kaplan-Meier survival (no crash yet) by step, with a 95% interval that stays honest at
+    the edges.
+
+    The interval is Clopper-Pearson at Dorey and Korn's effective sample size
+    ``S (1 - S) / var_Greenwood(S)`` (the number at risk while no episode has crashed, so that
+    an all-survive curve over 100 episodes reads [0.964, 1], not Greenwood's [1, 1]). Without
+    censoring before a step it is exactly the binomial interval of the survivors.
 
     Args:
         event_steps: per episode, the step of the crash, or NaN if it did not crash.
@@ -164,21 +170,28 @@ def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, ho
     Returns:
         Columns ``step`` (0..horizon), ``survival``, ``ci_low``, ``ci_high``, ``at_risk``.
     """
+    from scipy import stats
+
     events = np.asarray(event_steps, dtype=float)
     ends = np.asarray(end_steps, dtype=float)
-    s, var_sum = 1.0, 0.0
-    rows = [{"step": 0, "survival": 1.0, "ci_low": 1.0, "ci_high": 1.0, "at_risk": int(len(ends))}]
-    for t in range(1, horizon + 1):
-        at_risk = int(np.sum(ends >= t))
-        deaths = int(np.sum(events == t))
+    alpha = 1 - CONFIDENCE
+    s, var_sum, n_eff = 1.0, 0.0, float(len(ends))
+    rows = []
+    for t in range(0, horizon + 1):
+        at_risk = int(np.sum(ends >= t)) if t > 0 else int(len(ends))
+        deaths = int(np.sum(events == t)) if t > 0 else 0
         if at_risk > 0 and deaths > 0:
             s *= 1.0 - deaths / at_risk
             if at_risk > deaths:
                 var_sum += deaths / (at_risk * (at_risk - deaths))
-        half = 1.96 * s * np.sqrt(var_sum)
-        rows.append(
-            {"step": t, "survival": s, "ci_low": max(0.0, s - half), "ci_high": min(1.0, s + half), "at_risk": at_risk}
-        )
+        if 0 < s < 1 and var_sum > 0:
+            n_eff = (1 - s) / (s * var_sum)
+        elif s == 1:
+            n_eff = float(at_risk) if at_risk > 0 else n_eff
+        x = s * n_eff  # effective survivors
+        low = 0.0 if x <= 0 else float(stats.beta.ppf(alpha / 2, x, n_eff - x + 1))
+        high = 1.0 if x >= n_eff else float(stats.beta.ppf(1 - alpha / 2, x + 1, n_eff - x))
+        rows.append({"step": t, "survival": s, "ci_low": low, "ci_high": high, "at_risk": at_risk})
     return pd.DataFrame(rows)
 
 
@@ -312,9 +325,11 @@ def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:
             "crashed": df["crashed"],
         }
         for name, values in measures.items():
-            if len(values):
-                ci = mean_ci(values.to_numpy())
+            if name in ("p_diverged", "crashed"):  # rates: 0/1 per episode
+                ci = rate_ci(int(values.sum()), len(values))
                 row.update(ci.columns(name))
+            elif len(values):
+                row.update(mean_ci(values.to_numpy()).columns(name))
             else:
                 row.update(NAN_INTERVAL.columns(name))
         rows.append(row)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from testbed.metrics import clones_mean_ci, mean_ci, rate_ci
+from testbed.metrics import clones_mean_ci, combination_ci, mean_ci, normalized_score_ci, rate_ci
 
 RATES = [0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 0.5, 0.8, 0.97, 0.995]
 
@@ -101,3 +101,90 @@ def test_a_bootstrap_over_five_clone_means_undercovers() -> None:
 def test_mean_over_clones_refuses_a_single_clone() -> None:
     with pytest.raises(ValueError):
         clones_mean_ci(np.zeros((1, 10)))
+
+
+def _shared(rng: np.random.Generator, mean: float, sd_train: float, eval_effect: np.ndarray, sd_noise: float, t: int):
+    """A policy's table: its own training effects, the seeds' shared effects, episode noise."""
+    e = eval_effect.size
+    return mean + rng.normal(0, sd_train, (t, 1)) + eval_effect[None, :] + rng.normal(0, sd_noise, (t, e))
+
+
+@pytest.mark.parametrize(
+    ("sd_train", "sd_eval", "n_train", "n_eval"),
+    [(1.0, 1.0, 5, 200), (2.0, 0.5, 5, 200), (0.1, 2.0, 5, 100), (1.0, 1.0, 3, 50)],
+)
+def test_difference_of_methods_covers_with_known_truth(
+    sd_train: float, sd_eval: float, n_train: int, n_eval: int
+) -> None:
+    """Two methods' clones on the same evaluation seeds; true difference 0.5."""
+    rng = np.random.default_rng(3)
+    hits = []
+    for _ in range(1000):
+        seeds = rng.normal(0, sd_eval, n_eval)
+        a = _shared(rng, 1.5, sd_train, seeds, 1.0, n_train)
+        b = _shared(rng, 1.0, sd_train, 0.8 * seeds, 1.0, n_train)
+        ci = combination_ci([a, b], [1.0, -1.0])
+        hits.append(ci.low <= 0.5 <= ci.high)
+    assert np.mean(hits) >= 0.93
+
+
+@pytest.mark.parametrize(("sd_train", "n_eval"), [(1.0, 100), (3.0, 100), (0.3, 30)])
+def test_normalized_score_covers_with_known_truth(sd_train: float, n_eval: int) -> None:
+    """Clones at 12, random at 5, expert at 25 (truth 0.35), all on shared seeds whose effect
+    differs by policy, with the expert's and random's own episode noise."""
+    rng = np.random.default_rng(4)
+    hits = []
+    for _ in range(1000):
+        seeds = rng.normal(0, 2.0, n_eval)
+        clones = _shared(rng, 12.0, sd_train, seeds, 4.0, 5)
+        random = _shared(rng, 5.0, 0.0, 0.5 * seeds, 3.0, 1)
+        expert = _shared(rng, 25.0, 0.0, 0.3 * seeds, 1.0, 1)
+        ci = normalized_score_ci(clones, random, expert)
+        hits.append(ci.low <= 0.35 <= ci.high)
+    assert np.mean(hits) >= 0.93
+
+
+def test_combination_of_one_table_is_the_mean_over_clones() -> None:
+    y = _simulate(np.random.default_rng(5), 1.0, 1.0, 1.0, 5, 40)
+    one, ref = combination_ci([y], [1.0]), clones_mean_ci(y)
+    assert one.mean == pytest.approx(ref.mean)
+    assert one.high - one.low == pytest.approx(ref.high - ref.low, rel=0.1)
+
+
+def test_combination_refuses_mismatched_seeds_and_undefined_scales() -> None:
+    with pytest.raises(ValueError):
+        combination_ci([np.zeros((2, 5)), np.zeros((2, 6))], [1.0, -1.0])
+    with pytest.raises(ValueError):
+        combination_ci([np.zeros((2, 5))], [1.0, -1.0])
+    assert np.isnan(normalized_score_ci(np.ones((2, 5)), np.ones((1, 5)), np.ones((1, 5))).mean)
+
+
+def test_tables_give_rates_their_binomial_interval() -> None:
+    """The crash rate of summarize, the drift rates and Kaplan-Meier end points at 0/100."""
+    import pandas as pd
+
+    from testbed.drift import kaplan_meier, summarize_drift
+    from testbed.metrics import METRICS, summarize
+
+    episodes = pd.DataFrame([{"policy": "p", "seed": s, **{m: 0.0 for m in METRICS}} for s in range(100)])
+    row = summarize(episodes).iloc[0]
+    assert (row["crashed_ci_low"], row["crashed_ci_high"]) == (0.0, pytest.approx(0.036, abs=5e-4))
+    drift = pd.DataFrame(
+        {
+            "policy": "p",
+            "seed": range(100),
+            "eps_on": 0.1,
+            "eps_off": 0.1,
+            "divergence_step": np.nan,
+            "first_disagreement_step": np.nan,
+            "max_position_error_m": 0.0,
+            "crashed": 0.0,
+        }
+    )
+    d = summarize_drift(drift).iloc[0]
+    assert d["crashed_ci_high"] == d["p_diverged_ci_high"] == pytest.approx(0.036, abs=5e-4)
+    km = kaplan_meier([np.nan] * 100, [30] * 100, horizon=30).iloc[-1]
+    assert km["survival"] == 1.0 and km["ci_low"] == pytest.approx(1 - 0.036, abs=5e-4)
+    # 20 of 100 crash at step 5, no censoring before: exactly the binomial interval of 80/100.
+    km = kaplan_meier([5.0] * 20 + [np.nan] * 80, [5] * 20 + [30] * 80, horizon=30).iloc[-1]
+    assert (km["ci_low"], km["ci_high"]) == pytest.approx((rate_ci(80, 100).low, rate_ci(80, 100).high))

@@ -10,9 +10,10 @@ observation the clones see) and writes a run directory:
 - ``metadata.json`` — scenario, spaces, algorithm and hyperparameters, seeds, wall time,
   provenance (package versions, git commit).
 
-Training episodes are seeded explicitly: episode ``k`` resets the env with seed
-``(seed + k) mod 10000``, so training never sees a held-out evaluation seed (10000 onwards,
-:data:`testbed.evaluation.EVAL_SEED`).
+Training episodes are seeded explicitly from the RL-training range of the seed protocol
+(:data:`testbed.seeds.RL`): episode ``k`` resets the env with seed
+``RL.first + (seed + k) mod RL.size``, so training never sees a demonstration, development or
+test seed.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ from testbed.outputs import atomic_output_dir, write_json
 from testbed.provenance import provenance
 from testbed.runtime import set_torch_threads
 from testbed.scenarios import Scenario, make_env
-from testbed.seeds import EVAL_SEED
+from testbed.seeds import RL
 from testbed.spaces import space_to_dict
 
 MODEL_FILE = "model.zip"
 CURVE_FILE = "training_curve.csv"
 METADATA = "metadata.json"
 
-TRAIN_SEED_LIMIT = EVAL_SEED
-"""Training env seeds stay below this, the first held-out evaluation seed."""
+TRAIN_SEED_LIMIT = RL.size
+"""Run seeds (``--seed``) are below this; training env seeds are ``RL.first`` onwards."""
 
 Algo = Literal["dqn", "ppo"]
 
@@ -96,7 +97,7 @@ class RLConfig:
             raise TestbedError(f"--timesteps must be at least 1, got {self.n_timesteps}")
         if not 0 <= self.seed < TRAIN_SEED_LIMIT:
             raise TestbedError(
-                f"--seed must be in [0, {TRAIN_SEED_LIMIT}) so training never uses held-out evaluation seeds, "
+                f"--seed must be in [0, {TRAIN_SEED_LIMIT}) (training episodes use the RL seed range {RL.describe()}), "
                 f"got {self.seed}"
             )
         if self.learning_rate is not None and (not np.isfinite(self.learning_rate) or self.learning_rate <= 0):
@@ -124,7 +125,7 @@ class RLConfig:
 
 def episode_seed(seed: int, episode: int) -> int:
     """Env seed of training episode ``episode`` (0-based) of a run seeded ``seed``."""
-    return (seed + episode) % TRAIN_SEED_LIMIT
+    return RL.first + (seed + episode) % RL.size
 
 
 class SeededEpisodes(gym.Wrapper):
@@ -222,7 +223,8 @@ def save_expert(
         "wall_time_s": round(result.wall_time_s, 1),
         "seeds": {
             "algorithm": config.seed,
-            "env_rule": f"episode k resets with seed (seed + k) mod {TRAIN_SEED_LIMIT}",
+            "env_rule": f"episode k resets with seed {RL.first} + (seed + k) mod {RL.size}",
+            "range": RL.record(),
             "n_episodes": len(curve),
             "first": int(curve["seed"].iloc[0]) if len(curve) else None,
             "last": int(curve["seed"].iloc[-1]) if len(curve) else None,

@@ -7,6 +7,7 @@ evaluation never share a seed and so that results reported as held out are held 
 - the development range (10000..) is where defaults, README examples and the quick pipeline
   are evaluated, and where anyone developing looks at numbers;
 - the tuning range is for choosing expert and training parameters;
+- RL training episodes have their own range;
 - the sealed test range (1000000..) is used only by the committed result steps of
   ``experiments/``; nothing is tuned or chosen while looking at it.
 """
@@ -71,9 +72,10 @@ DEVELOPMENT = SeedRange(
     "evaluation defaults of evaluate/drift/benchmark/render, the quick pipeline, README examples, developing",
 )
 TUNING = SeedRange("tuning", 20_000, 10_000, "choosing expert and training parameters")
+RL = SeedRange("rl-training", 30_000, 70_000, "environment seeds of RL training episodes (testbed.rl)")
 TEST = SeedRange("test", 1_000_000, 1_000_000, "sealed: only the committed result steps of experiments/ report on it")
 
-RANGES: tuple[SeedRange, ...] = (DEMOS, DAGGER, DEVELOPMENT, TUNING, TEST)
+RANGES: tuple[SeedRange, ...] = (DEMOS, DAGGER, DEVELOPMENT, TUNING, RL, TEST)
 """Every range, in seed order; no two overlap (tests/test_seeds.py)."""
 
 DEMO_SEED = DEMOS.first
@@ -87,6 +89,22 @@ TUNING_SEED = TUNING.first
 """First seed of the range experts and defaults are tuned on."""
 TEST_SEED = TEST.first
 """First seed of the sealed test range."""
+
+
+def check_test_seeds(seeds: list[int] | range, what: str) -> dict[str, object]:
+    """Refuse evaluation seeds outside the sealed test range; return the record a committed
+    result stores about them (range, bounds, first seed and count).
+
+    Raises:
+        TestbedError: a seed outside :data:`TEST`.
+    """
+    outside = [s for s in seeds if s not in TEST]
+    if not seeds or outside:
+        raise TestbedError(
+            f"{what}: committed results evaluate on the sealed test range {TEST.describe()}, "
+            f"got {len(outside)} seeds outside it (e.g. {outside[:3]})"
+        )
+    return {**TEST.record(list(seeds)), "first_used": int(seeds[0]), "last_used": int(seeds[-1])}
 
 
 def range_of(seed: int) -> SeedRange | None:

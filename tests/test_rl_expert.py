@@ -25,6 +25,7 @@ from testbed.policies import PolicySpec
 from testbed.rl import DQN_DEFAULTS, RLConfig, train_expert
 from testbed.rollout import rollouts
 from testbed.scenarios import Scenario, get_scenario, make_env
+from testbed.seeds import RL, range_of
 
 pytestmark = pytest.mark.slow  # end-to-end: every test here runs a whole command or script
 
@@ -47,12 +48,13 @@ def test_train_expert_writes_model_metadata_and_curve(tiny_run: pathlib.Path) ->
     assert meta["hyperparameters"] == DQN_DEFAULTS
     assert meta["scenario"]["name"] == "highway-fast"
     assert meta["observation_space"]["shape"] == [5, 5] and meta["action_space"]["n"] == 5
-    assert meta["seeds"]["algorithm"] == 3 and meta["seeds"]["first"] == 3
+    assert meta["seeds"]["algorithm"] == 3 and meta["seeds"]["first"] == RL.first + 3
     assert "git_commit" in meta["provenance"] and meta["provenance"]["packages"]["stable-baselines3"] == "2.2.1"
     curve = pd.read_csv(tiny_run / "training_curve.csv")
     assert list(curve.columns) == ["episode", "seed", "timesteps", "return", "length", "crashed"]
     assert len(curve) == meta["seeds"]["n_episodes"] > 0
-    assert curve["seed"].tolist() == [3 + k for k in range(len(curve))]  # below the held-out 10000+
+    assert curve["seed"].tolist() == [RL.first + 3 + k for k in range(len(curve))]  # the RL range
+    assert all(range_of(int(s)) is RL for s in curve["seed"])
     assert curve["timesteps"].is_monotonic_increasing and curve["timesteps"].iloc[-1] <= N_TIMESTEPS
     assert (curve["timesteps"].diff().fillna(curve["timesteps"].iloc[0]) == curve["length"]).all()
     model = load_sb3_model(tiny_run / "model.zip")
@@ -154,7 +156,7 @@ def test_missing_corrupt_and_unsupported_files_via_cli(
         capsys, ["collect", "--expert", f"sb3:{text}", "--episodes", "1", "--out", out], "not a loadable SB3 model zip"
     )
     fails(capsys, ["train-expert", "--timesteps", "0", "--out", out], "--timesteps must be at least 1")
-    fails(capsys, ["train-expert", "--seed", "10000", "--out", out], "held-out evaluation seeds")
+    fails(capsys, ["train-expert", "--seed", "70000", "--out", out], "RL seed range")
     assert not (tmp_path / "ev").exists()
 
 

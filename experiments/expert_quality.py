@@ -1,4 +1,4 @@
-"""Expert quality bar: the scripted expert (and always-IDLE for scale) on held-out seeds.
+"""Expert quality bar: the scripted expert (and always-IDLE for scale) on sealed test seeds.
 
 Writes results/expert_quality/: episodes.csv, summary.csv (means with 95% bootstrap CIs per
 scenario and policy), config.json (full scenario configs, seeds, provenance) and
@@ -24,7 +24,7 @@ from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
-from testbed.seeds import EVAL_SEED
+from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 
 CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("highway-fast", "highway-fast", ()),
@@ -41,10 +41,10 @@ class Args:
 
     expert: str = "scripted"
     """Expert to measure."""
-    episodes: int = 100
-    """Held-out episodes per case."""
-    seed: int = EVAL_SEED
-    """First held-out seed (demonstrations use seeds below 10000)."""
+    episodes: int = 500
+    """Test episodes per case."""
+    seed: int = TEST_SEED
+    """First seed, in the sealed test range (testbed.seeds)."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""
     out: str = "results/expert_quality"
@@ -58,6 +58,7 @@ class Args:
 def main(args: Args) -> pd.DataFrame:
     if args.fast:
         args = dataclasses.replace(args, episodes=4)
+    test_seeds = check_test_seeds(episode_seeds(args.seed, args.episodes), "expert_quality")
     episodes, summaries, scenarios = [], [], {}
     start = time.perf_counter()
     specs = [PolicySpec.parse(f"expert:{args.expert}"), PolicySpec.parse("idle")]
@@ -77,8 +78,8 @@ def main(args: Args) -> pd.DataFrame:
             {
                 "args": dataclasses.asdict(args),
                 "cases": [{"case": c, "scenario": scenarios[c]} for c, _, _ in CASES],
-                "seeds": {"first": args.seed, "n_episodes": args.episodes},
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes",
+                "seeds": {"first": args.seed, "n_episodes": args.episodes, **test_seeds},
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes; crash rates: Clopper-Pearson",
                 "wall_time_s": round(time.perf_counter() - start, 1),
                 "provenance": provenance(),
             },
@@ -115,7 +116,7 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, n: int) -> None:
 
     fig = plot_summary(
         summary.assign(policy=summary["case"] + "\n" + summary["policy"]),
-        title=f"Expert vs always-IDLE, mean with 95% bootstrap CI over {n} held-out seeds",
+        title=f"Expert vs always-IDLE, 95% CIs over {n} test seeds",
     )
     fig.set_size_inches(12, 4.5)
     fig.tight_layout()

@@ -1,7 +1,7 @@
 """The RL expert: SB3 DQN trained on highway-fast, then measured against the scripted expert.
 
 Trains with highway-env's documented DQN setting (``testbed train-expert`` code path) and
-evaluates the model next to ``expert:scripted`` on held-out seeds. The model is what
+evaluates the model next to ``expert:scripted`` on sealed test seeds. The model is what
 ``experiments/experts.py`` and ``experiments/leaderboard.py`` serve as
 ``expert:sb3:results/rl_expert/highway-fast-dqn/model.zip``, so ``testbed reproduce`` runs
 this step before them.
@@ -34,7 +34,7 @@ from testbed.rl import RLConfig, save_expert, train_expert
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
-from testbed.seeds import EVAL_SEED
+from testbed.seeds import RL, TEST_SEED, check_test_seeds, episode_seeds
 
 MODEL_DIR = "highway-fast-dqn"
 """Run directory of the model inside the output directory."""
@@ -53,8 +53,8 @@ class Args:
     """Width of the blocks of ``training_bins.csv`` [environment steps]."""
     eval_episodes: int = 100
     """Held-out evaluation episodes."""
-    eval_seed: int = EVAL_SEED
-    """First held-out seed (training seeds stay below 10000)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed, in the sealed test range (training uses the RL range)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE (quick runs only)."""
     workers: int = dataclasses.field(default_factory=default_workers)
@@ -88,6 +88,7 @@ def main(args: Args) -> pd.DataFrame:
     scenario = get_scenario("highway-fast", parse_overrides(args.set))
     config = RLConfig(algo="dqn", n_timesteps=args.timesteps, seed=args.seed)
     config.validate()
+    test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "rl_expert")
     times: dict[str, float] = {}
     with atomic_output_dir(args.out, overwrite=True) as tmp:
         start = time.perf_counter()
@@ -118,8 +119,12 @@ def main(args: Args) -> pd.DataFrame:
                 "hyperparameters": config.hyperparameters(),
                 "scenario": scenario.to_dict(),
                 "seeds": {
-                    "train_episodes": f"episode k uses env seed {args.seed} + k",
-                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                    "train_episodes": f"episode k uses env seed {RL.first} + {args.seed} + k (the RL range)",
+                    "eval": {
+                        "first": args.eval_seed,
+                        "n_episodes": args.eval_episodes,
+                        **test_seeds,
+                    },
                 },
                 "statistics": "means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
                 "block's training episodes, with exploration)",

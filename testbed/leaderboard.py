@@ -55,7 +55,7 @@ from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
 from testbed.rollout import EpisodeRecord, RolloutPool
 from testbed.scenarios import Scenario, get_scenario
-from testbed.seeds import EVAL_SEED, episode_seeds
+from testbed.seeds import EVAL_SEED, episode_seeds, range_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +151,12 @@ def twin_error_at(policy: EpisodeRecord, expert: EpisodeRecord, step: int) -> fl
     return float(errors[min(step, len(errors)) - 1])
 
 
+def _range_name(seeds: Sequence[int]) -> str:
+    """The seed-protocol range all of ``seeds`` fall in ("mixed" if none holds them all)."""
+    first = range_of(int(seeds[0]))
+    return first.name if first is not None and all(s in first for s in seeds) else "mixed"
+
+
 def normalized_score(
     policy: Sequence[np.ndarray], random: Sequence[np.ndarray], expert: Sequence[np.ndarray]
 ) -> Interval:
@@ -232,9 +238,12 @@ def run_benchmark(
     overrides: Mapping[str, Any] | None = None,
     pool: RolloutPool,
     suite: str = "",
+    first_seed: int = SUITE_SEED,
     progress: bool = False,
 ) -> Leaderboard:
-    """Evaluate ``specs`` (plus random and ``expert:NAME``) on every scenario of ``entries``.
+    """Evaluate ``specs`` (plus random and ``expert:NAME``) on every scenario of ``entries``,
+    episode ``i`` seeded ``first_seed + i`` (default: the development range; the committed
+    leaderboard uses the sealed test range).
 
     Raises:
         TestbedError: bad counts or horizon, a clone evaluated on its demonstration seeds, a
@@ -244,7 +253,7 @@ def run_benchmark(
     if not horizon_s > 0:
         raise TestbedError(f"--horizon-s must be > 0, got {horizon_s}")
     make_expert(expert)
-    seeds = episode_seeds(SUITE_SEED, n_episodes)
+    seeds = episode_seeds(first_seed, n_episodes)
     specs = with_references(specs, expert)
     expert_label, random_label = PolicySpec("expert", expert).label, REFERENCE_RANDOM.label
     check_held_out(specs, seeds)
@@ -296,7 +305,7 @@ def run_benchmark(
             for n, e in zip(scenarios, entries)
         },
         "extra_overrides": dict(overrides or {}),
-        "seeds": {"first": seeds[0], "n_episodes": len(seeds)},
+        "seeds": {"first": seeds[0], "n_episodes": len(seeds), "range": _range_name(seeds)},
         "policies": [
             {"spec": s.label, **({"clone": read_clone_metadata(s.arg)} if s.kind == "clone" else {})} for s in specs
         ],
@@ -382,7 +391,8 @@ def format_markdown(board: Leaderboard) -> str:
     lines = [
         f"# Leaderboard{' — suite `' + board.config['suite'] + '`' if board.config['suite'] else ''}",
         "",
-        f"Every policy on the same {seeds['n_episodes']} held-out seeds ({seeds['first']}–{last}) per scenario. "
+        f"Every policy on the same {seeds['n_episodes']} {seeds.get('range', 'development')} seeds "
+        f"({seeds['first']}–{last}) per scenario. "
         f"Normalized score = (return − `{refs['random']}`) / (`{refs['expert']}` − `{refs['random']}`), "
         "mean over the scenarios the policy ran on; mean [95% CI].",
         "",

@@ -9,7 +9,8 @@ Intervals fit the quantity:
   :func:`rate_ci`;
 - a mean over clones (training seeds x shared evaluation seeds), a difference of two methods'
   clones and a normalized score: variance components with Student's t,
-  :func:`clones_mean_ci`, :func:`combination_ci`, :func:`normalized_score_ci`.
+  :func:`clones_mean_ci`, :func:`combination_ci`, :func:`normalized_score_ci`; a rate over
+  clones: :func:`clones_rate_ci`.
 """
 
 from __future__ import annotations
@@ -190,6 +191,22 @@ def clones_mean_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence
         df = float(n_train - 1)
     half = float(stats.t.ppf(0.5 + confidence / 2, df)) * var**0.5
     return Interval(grand, grand - half, grand + half)
+
+
+def clones_rate_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence: float = CONFIDENCE) -> Interval:
+    """A rate (0/1 per episode) averaged over clones: the hull of :func:`clones_mean_ci` (training
+    and evaluation noise) and the Clopper-Pearson interval of the pooled count (which keeps the
+    edges honest: no clone crashing in 5 x 200 episodes is [0, 0.004], not [0, 0]).
+
+    Raises:
+        ValueError: values other than 0 and 1, or a table :func:`clones_mean_ci` refuses.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError("a rate needs 0/1 values per episode")
+    hierarchical = clones_mean_ci(y, confidence=confidence)
+    pooled = rate_ci(int(y.sum()), int(y.size), confidence=confidence)
+    return Interval(hierarchical.mean, min(hierarchical.low, pooled.low), max(hierarchical.high, pooled.high))
 
 
 def combination_ci(

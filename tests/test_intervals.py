@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from testbed.metrics import clones_mean_ci, combination_ci, mean_ci, normalized_score_ci, rate_ci
+from testbed.metrics import clones_mean_ci, clones_rate_ci, combination_ci, mean_ci, normalized_score_ci, rate_ci
 
 RATES = [0.002, 0.005, 0.01, 0.02, 0.05, 0.2, 0.5, 0.8, 0.97, 0.995]
 
@@ -188,3 +188,15 @@ def test_tables_give_rates_their_binomial_interval() -> None:
     # 20 of 100 crash at step 5, no censoring before: exactly the binomial interval of 80/100.
     km = kaplan_meier([5.0] * 20 + [np.nan] * 80, [5] * 20 + [30] * 80, horizon=30).iloc[-1]
     assert (km["ci_low"], km["ci_high"]) == pytest.approx((rate_ci(80, 100).low, rate_ci(80, 100).high))
+
+
+def test_rate_over_clones_keeps_the_binomial_edge_and_the_training_noise() -> None:
+    none = np.zeros((5, 200))
+    ci = clones_rate_ci(none)
+    assert ci.mean == 0 and ci.low == 0 and 0.003 < ci.high < 0.005  # Clopper-Pearson of 0/1000
+    # Clones that differ (two crash always, three never): the hierarchical part dominates.
+    split = np.vstack([np.ones((2, 50)), np.zeros((3, 50))])
+    wide = clones_rate_ci(split)
+    assert wide.low < 0.0 < 0.4 < wide.high and wide.high - wide.low > 0.5
+    with pytest.raises(ValueError, match="0/1"):
+        clones_rate_ci(np.full((2, 3), 0.5))

@@ -2,7 +2,7 @@
 
 A train-scenario x test-scenario matrix. For each training scenario the expert's
 demonstrations (seeds 0..) train one BC clone; the clone and the expert then drive the same
-held-out seeds (10000..) of every test scenario. Each cell reports the clone's and the expert's
+sealed test seeds (1000000..) of every test scenario. Each cell reports the clone's and the expert's
 return and crash rate with 95% CIs and the clone-minus-expert return paired by seed, so a cell
 says how much of the clone's loss comes from the shift and how much the expert itself finds the
 test scenario harder.
@@ -37,7 +37,7 @@ from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import EVAL_SEED
+from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 from testbed.training import TrainConfig, save_clone, train_bc
 
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -71,9 +71,9 @@ class Args:
     train_seed: int = 0
     """BC training seed."""
     eval_episodes: int = 30
-    """Held-out episodes per cell (seeds from ``eval_seed``)."""
-    eval_seed: int = EVAL_SEED
-    """First held-out seed."""
+    """Evaluation episodes per cell (seeds from ``eval_seed``)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     workers: int = dataclasses.field(default_factory=default_workers)
     """Worker processes."""
     out: str = "results/distribution_shift"
@@ -115,6 +115,7 @@ def case_scenario(case: str) -> Scenario:
 def main(args: Args) -> pd.DataFrame:
     args = args.resolved()
     start = time.perf_counter()
+    test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "distribution_shift")
     config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, seed=args.train_seed)
     scenarios = {c: case_scenario(c) for c in dict.fromkeys(args.train_cases + args.test_cases)}
     expert = PolicySpec("expert", args.expert)
@@ -179,9 +180,10 @@ def main(args: Args) -> pd.DataFrame:
                 "train": config.to_dict(),
                 "seeds": {
                     "demonstrations": {"first": 0, "n_episodes": args.demo_episodes},
-                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                    "eval": test_seeds,
                 },
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes, crash rates with "
+                "Clopper-Pearson intervals; return_diff is clone minus "
                 "expert paired by seed",
                 "wall_time_s": round(time.perf_counter() - start, 1),
                 "provenance": provenance(),
@@ -239,7 +241,7 @@ def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
         columns=list(args.test_cases),
         column_notes=[f"expert crash {c:.2f}" for c in expert["expert_crashed"]],
         title=f"BC under distribution shift ({args.demo_episodes} demos per training case, "
-        f"{args.eval_episodes} held-out seeds per cell)",
+        f"{args.eval_episodes} test seeds per cell)",
         row_label="trained in",
         column_label="driven in",
     )

@@ -1,11 +1,11 @@
 """The expert zoo: every expert on its scenarios, and how well BC clones each one.
 
-For every (expert, scenario) cell: the expert's return, crash rate and mean speed on held-out
-seeds (10000..), its cost per decision, and a BC clone trained on exactly
+For every (expert, scenario) cell: the expert's return, crash rate and mean speed on sealed test
+seeds (1000000..), its cost per decision, and a BC clone trained on exactly
 ``n_transitions`` of its demonstrations (seeds 0..; the last episode is cut so every expert
 gives the clone the same number of (observation, action) pairs) evaluated on the same seeds.
 Human demonstrations (recorded with ``testbed drive``) join the clone columns with
-``--human-demos DIR`` (a human cannot be re-run on held-out seeds, so only the clone is
+``--human-demos DIR`` (a human cannot be re-run on test seeds, so only the clone is
 evaluated). Writes results/experts/: cells.csv, episodes.csv, timing.csv, config.json,
 experts.png.
 
@@ -24,18 +24,18 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.collect import collect
+from testbed.collect import collect_transitions
 from testbed.demos import Demonstrations, load_demos
 from testbed.errors import TestbedError
 from testbed.evaluation import evaluate
-from testbed.metrics import Interval, mean_ci
+from testbed.metrics import Interval, episode_ci, mean_ci
 from testbed.outputs import atomic_output_dir, final_path, write_json
 from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, make_env, parse_overrides
-from testbed.seeds import EVAL_SEED, TUNING_SEED
+from testbed.seeds import DEMO_SEED, TEST_SEED, TUNING_SEED, check_test_seeds, episode_seeds
 
 CELLS: tuple[tuple[str, str], ...] = (
     ("scripted", "highway-fast"),
@@ -67,9 +67,9 @@ class Args:
     train_seed: int = 0
     """BC training seed."""
     eval_episodes: int = 100
-    """Held-out episodes per expert and clone."""
-    eval_seed: int = EVAL_SEED
-    """First held-out seed."""
+    """Evaluation episodes per expert and clone (sealed test seeds)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     timing_episodes: int = 3
     """Episodes (tuning seeds 20000..) over which the cost per decision is timed, in this process."""
     workers: int = dataclasses.field(default_factory=default_workers)
@@ -126,28 +126,9 @@ def decision_ms(scenario: Scenario, expert: str, seeds: list[int]) -> np.ndarray
     return np.asarray(times)
 
 
-def _enough_demos(scenario: Scenario, expert: str, n: int, pool: RolloutPool) -> Demonstrations:
-    """Collect episodes (seeds 0..) until they hold at least ``n`` transitions.
-
-    The first batch is the fewest full-length episodes that could hold ``n`` (a 5 Hz
-    continuous episode is 150 decisions, a highway-fast one 30); later batches top up from
-    the observed mean length, so few episodes are simulated only to be cut away.
-    """
-    full = scenario.config.get("duration", 25) * scenario.policy_frequency_hz
-    demos = collect(
-        scenario, expert, n_episodes=max(2, int(np.ceil(n / max(full, 1.0)))), seed=0, pool=pool, progress=True
-    )
-    while demos.n_transitions < n:
-        per_episode = demos.n_transitions / len(demos.trajectories)
-        more = int(np.ceil((n - demos.n_transitions) / max(per_episode, 1.0) * 1.2)) + 1
-        extra = collect(scenario, expert, n_episodes=more, seed=len(demos.trajectories), pool=pool, progress=True)
-        demos = demos.concatenate(extra)
-    return demos
-
-
 def _ci(values: np.ndarray, name: str) -> dict[str, float]:
-    ci = mean_ci(values)
-    return ci.columns(name)
+    """Columns of ``name``: Clopper-Pearson for a rate (``*_crashed``), else the bootstrap mean."""
+    return (episode_ci("crashed", values) if name.endswith("_crashed") else mean_ci(values)).columns(name)
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -155,6 +136,7 @@ def main(args: Args) -> pd.DataFrame:
 
     args = args.resolved()
     start = time.perf_counter()
+    test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "experts")
     cells = [parse_cell(c) for c in args.cells]
     humans = [load_demos(d) for d in args.human_demos]
     config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, seed=args.train_seed)
@@ -169,7 +151,9 @@ def main(args: Args) -> pd.DataFrame:
             scenarios[scenario.name] = scenario.to_dict()
             cell = {"expert": expert, "scenario": scenario.name}
             if human is None:
-                demos = _enough_demos(scenario, expert, args.n_transitions, pool).first_transitions(args.n_transitions)
+                demos = collect_transitions(
+                    scenario, expert, args.n_transitions, seed=DEMO_SEED, pool=pool, progress=True
+                )
             else:
                 demos = human.first_transitions(min(args.n_transitions, human.n_transitions))
             path = out / "runs" / f"{expert.replace('/', '_').replace(':', '_')}@{scenario.name}"
@@ -208,10 +192,11 @@ def main(args: Args) -> pd.DataFrame:
                 "train": config.to_dict(),
                 "seeds": {
                     "demonstrations": "0.. (until n_transitions)",
-                    "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes},
+                    "eval": test_seeds,
                     "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes},
                 },
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions); "
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions), "
+                "crash rates with Clopper-Pearson intervals; "
                 "return_diff is clone minus expert paired by seed",
                 "wall_time_s": round(time.perf_counter() - start, 1),
                 "provenance": provenance(),
@@ -281,7 +266,7 @@ def _plot(cells: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
         ax.legend()
     fig.suptitle(
         f"Experts and their BC clones ({args.n_transitions} demonstration transitions each; "
-        f"{args.eval_episodes} held-out seeds; 95% CIs)",
+        f"{args.eval_episodes} test seeds; 95% CIs)",
         fontsize=9,
     )
     fig.tight_layout()

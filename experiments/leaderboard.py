@@ -24,6 +24,7 @@ from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import parse_overrides
+from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 
 POLICIES: tuple[str, ...] = (
     "expert:planner",
@@ -45,7 +46,9 @@ class Args:
     scenarios: tuple[str, ...] = ()
     """Only these scenarios of the suite (default: all)."""
     episodes: int = 30
-    """Held-out episodes per policy and scenario."""
+    """Evaluation episodes per policy and scenario (sealed test seeds from ``eval_seed``)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     expert: str = "scripted"
     """Reference expert (normalized score 1)."""
     set: tuple[str, ...] = ()
@@ -71,6 +74,7 @@ class Args:
 def main(args: Args) -> pd.DataFrame:
     args = args.resolved()
     start = time.perf_counter()
+    test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.episodes), "leaderboard")
     specs = [PolicySpec.parse(p) for p in args.policies]
     with RolloutPool(args.workers) as pool:
         board = run_benchmark(
@@ -81,9 +85,11 @@ def main(args: Args) -> pd.DataFrame:
             overrides=parse_overrides(args.set),
             pool=pool,
             suite=args.suite,
+            first_seed=args.eval_seed,
             progress=True,
         )
     board.config["args"] = dataclasses.asdict(args)
+    board.config["seeds"]["test"] = test_seeds
     board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
     with atomic_output_dir(args.out, overwrite=True) as out:
         write_leaderboard(board, out)
@@ -116,7 +122,7 @@ def _plot(ranking: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     ax.axvline(0, color="k", lw=0.8)
     ax.axvline(1, color="k", lw=0.8, ls="--")
     ax.set_xlabel("normalized score: (policy - random) / (expert - random), mean over scenarios")
-    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} held-out seeds per scenario (95% CIs)", fontsize=9)
+    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} test seeds per scenario (95% CIs)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

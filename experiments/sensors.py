@@ -2,11 +2,11 @@
 
 For every sensor (kinematics, lidar, grid, camera): bare ``env.step`` time [ms] (IDLE, no
 policy), demonstration size on disk [MB per episode], and a BC clone of the scripted expert
-trained on DEMO_EPISODES episodes (seeds 0..) evaluated on held-out seeds (10000..).
+trained on DEMO_EPISODES episodes (seeds 0..) evaluated on sealed test seeds (1000000..).
 The expert is privileged, so its demonstrations are the same driving for every sensor; only
 what the clone sees changes. Writes results/sensors/: summary.csv, config.json and one
 subdirectory per sensor (demos' metadata, clone, evaluation), episodes.csv and sensors.png.
-The expert drives the same held-out seeds as the reference.
+The expert drives the same test seeds as the reference.
 
     python experiments/sensors.py            # 50 demos, 50 eval seeds per sensor
     python experiments/sensors.py --fast     # 2 demos, 2 eval seeds, short episodes, for tests
@@ -33,11 +33,11 @@ from testbed.provenance import provenance
 from testbed.rollout import RolloutPool, fresh_episodes
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
-from testbed.seeds import EVAL_SEED, TUNING_SEED
+from testbed.seeds import TEST_SEED, TUNING_SEED, check_test_seeds, episode_seeds
 from testbed.training import TrainConfig, save_clone, train_bc
 
 TIMING_SEED = TUNING_SEED
-"""First tuning seed of the timed IDLE episodes and of the pool warm-up (never a held-out seed)."""
+"""First tuning seed of the timed IDLE episodes and of the pool warm-up (never an evaluation seed)."""
 
 
 @dataclasses.dataclass
@@ -51,7 +51,9 @@ class Args:
     demo_episodes: int = 50
     """Expert demonstration episodes (seeds 0..)."""
     eval_episodes: int = 30
-    """Held-out evaluation episodes (seeds 10000..)."""
+    """Evaluation episodes (sealed test seeds from ``eval_seed``)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     epochs: int = 100
     """BC epochs for the vector sensors (MLP)."""
     camera_epochs: int = 20
@@ -107,6 +109,7 @@ def main(args: Args) -> pd.DataFrame:
             set=(*args.set, "duration=4"),
         )
     start_all = time.perf_counter()
+    test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "sensors")
     scenarios = {s: get_scenario(args.scenario, parse_overrides(args.set), sensor=s) for s in args.sensors}
     timing = step_ms(scenarios, args.timing_steps)
     rows, episodes = [], []
@@ -139,7 +142,7 @@ def main(args: Args) -> pd.DataFrame:
                 PolicySpec("clone", str(clone), name=f"clone:{final_path(clone)}"),
             ]
             evaluation = evaluate(
-                scenario, specs, n_episodes=args.eval_episodes, seed=EVAL_SEED, pool=pool, progress=True
+                scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True
             )
             eval_s = time.perf_counter() - start
             write_evaluation(evaluation, out / sensor / "eval")
@@ -178,9 +181,10 @@ def main(args: Args) -> pd.DataFrame:
                 "args": dataclasses.asdict(args),
                 "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
                 "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
-                "eval_seeds": {"first": EVAL_SEED, "n_episodes": args.eval_episodes},
+                "eval_seeds": test_seeds,
                 "timing_seeds": {"first": TIMING_SEED},
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes; return_diff is clone minus "
+                "statistics": "means with 95% percentile-bootstrap CIs over episodes, crash rates with "
+                "Clopper-Pearson intervals; return_diff is clone minus "
                 "expert paired by seed",
                 "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
                 "wall_time_s": round(time.perf_counter() - start_all, 1),
@@ -227,7 +231,7 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     axes[2].grid(axis="y", alpha=0.3)
     fig.suptitle(
         f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
-        f"{args.eval_episodes} held-out seeds; 95% CIs)",
+        f"{args.eval_episodes} test seeds; 95% CIs)",
         fontsize=9,
     )
     fig.tight_layout()

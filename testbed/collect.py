@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from testbed.demos import DemoMetadata, Demonstrations
 from testbed.errors import TestbedError
 from testbed.experts import make_expert
@@ -66,3 +68,37 @@ def collect(
         noise=noise_record(noise, continuous=continuous),
     )
     return Demonstrations(trajectories, metadata)
+
+
+def collect_transitions(
+    scenario: Scenario,
+    expert: str,
+    n_transitions: int,
+    *,
+    seed: int,
+    pool: RolloutPool,
+    noise: float = 0.0,
+    progress: bool = False,
+) -> Demonstrations:
+    """Demonstrations holding exactly ``n_transitions`` (observation, action) pairs: episodes
+    seeded ``seed, seed + 1, ...`` are collected until there are enough, and the last one used
+    is cut (:meth:`Demonstrations.first_transitions`).
+
+    The first batch is the fewest full-length episodes that could hold ``n_transitions`` (a
+    5 Hz continuous episode is 150 decisions, a highway-fast one 30); later batches top up from
+    the observed mean length, so few episodes are simulated only to be cut away. ``noise`` is
+    :func:`collect`'s.
+    """
+    if n_transitions < 1:
+        raise TestbedError(f"need at least 1 transition, got {n_transitions}")
+    full = scenario.config.get("duration", 25) * scenario.policy_frequency_hz
+    first = max(2, int(np.ceil(n_transitions / max(full, 1.0))))
+    demos = collect(scenario, expert, n_episodes=first, seed=seed, pool=pool, noise=noise, progress=progress)
+    while demos.n_transitions < n_transitions:
+        per_episode = demos.n_transitions / len(demos.trajectories)
+        more = int(np.ceil((n_transitions - demos.n_transitions) / max(per_episode, 1.0) * 1.2)) + 1
+        start = seed + len(demos.trajectories)
+        demos = demos.concatenate(
+            collect(scenario, expert, n_episodes=more, seed=start, pool=pool, noise=noise, progress=progress)
+        )
+    return demos.first_transitions(n_transitions)

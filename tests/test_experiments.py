@@ -37,7 +37,7 @@ def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
     assert len(episodes) == len(module.CASES) * 2 * 4
     assert (out / "expert_quality.png").stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["seeds"] == {"first": 10_000, "n_episodes": 4}
+    assert config["seeds"]["range"] == "test" and config["seeds"]["first_used"] == 1_000_000
     assert config["cases"][3]["scenario"]["config"]["vehicles_density"] == 1.5
 
 
@@ -92,7 +92,7 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
         json.dumps(c["scenario"]["config"]["observation"], sort_keys=True) for c in config["cases"].values()
     }
     assert len(observations) == 1
-    assert config["seeds"]["eval"]["first"] == 10_000
+    assert config["seeds"]["eval"]["range"] == "test" and config["seeds"]["eval"]["n_used"] == 3
 
 
 def test_experts_fast(tmp_path: pathlib.Path) -> None:
@@ -111,7 +111,7 @@ def test_experts_fast(tmp_path: pathlib.Path) -> None:
     assert len(pd.read_csv(out / "episodes.csv")) == 2 * 2 * 3
     assert (out / "experts.png").stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["seeds"]["eval"]["first"] == 10_000 and config["provenance"]["git_commit"]
+    assert config["seeds"]["eval"]["range"] == "test" and config["provenance"]["git_commit"]
 
 
 def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
@@ -122,6 +122,9 @@ def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
     assert list(ranking["rank"]) == [1, 2, 3]
     for f in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "config.json"):
         assert (out / f).is_file(), f
+    config = json.loads((out / "config.json").read_text())
+    assert config["seeds"]["range"] == "test" and config["seeds"]["test"]["first_used"] == 1_000_000
+    assert "2 test seeds" in (out / "leaderboard.md").read_text()
     png = (out / "leaderboard.png").read_bytes()
     (out / "leaderboard.png").unlink()
     module.replot(out)
@@ -152,11 +155,12 @@ def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
     assert module.subset_indices(200, 10, 0) != module.subset_indices(200, 10, 1)
     assert set(module.subset_indices(200, 10, 0)) < set(module.subset_indices(200, 20, 0))
     episodes = pd.read_csv(out / "episodes.csv")
-    assert set(episodes["seed"]) == {10_000, 10_001, 10_002} and len(episodes) == (3 + 4) * 3
+    assert set(episodes["seed"]) == {1_000_000, 1_000_001, 1_000_002} and len(episodes) == (3 + 4) * 3
     for f in ("cells.csv", "baselines.csv", "summary.csv", "data_scaling.png", "config.json"):
         assert (out / f).is_file(), f
     config = json.loads((out / "config.json").read_text())
-    assert config["seeds"]["eval"] == [10_000, 10_002] and config["provenance"]["git_commit"]
+    assert config["seeds"]["eval"]["first_used"] == 1_000_000 and config["seeds"]["eval"]["last_used"] == 1_000_002
+    assert config["provenance"]["git_commit"]
     # Rerunning resumes (every cell done) and reproduces the same tables.
     again = module.main(args)
     pd.testing.assert_frame_equal(again["summary"], res["summary"])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import itertools
+import pathlib
+import sys
 
 import pytest
 
@@ -31,3 +35,32 @@ def test_seeds_stay_inside_their_range() -> None:
     with pytest.raises(TestbedError, match="do not fit the demonstrations range 0..4999"):
         seeds.DEMOS.seeds(10, offset=4_995)
     assert seeds.TEST.record([1, 2]) == {"range": "test", "first": 1_000_000, "last": 1_999_999, "n_used": 2}
+
+
+def test_committed_results_must_use_the_test_range() -> None:
+    record = seeds.check_test_seeds(seeds.TEST.seeds(3, offset=10), "x")
+    assert record["range"] == "test" and record["first_used"] == 1_000_010 and record["n_used"] == 3
+    with pytest.raises(TestbedError, match="x: committed results evaluate on the sealed test range 1000000..1999999"):
+        seeds.check_test_seeds(seeds.DEVELOPMENT.seeds(3), "x")
+    with pytest.raises(TestbedError, match="sealed test range"):
+        seeds.check_test_seeds([], "x")
+
+
+EXPERIMENTS = sorted((pathlib.Path(__file__).resolve().parent.parent / "experiments").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_evaluates_on_the_test_range(script: pathlib.Path) -> None:
+    """Each script's evaluation-seed defaults lie in the sealed test range, and the script
+    checks the seeds it evaluates on (so a user's --eval-seed in another range is refused)."""
+    spec = importlib.util.spec_from_file_location(f"_experiment_{script.stem}", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is made
+    spec.loader.exec_module(module)
+    fields = {f.name: f.default for f in dataclasses.fields(module.Args)}
+    # The evaluation seed is ``eval_seed``, or ``seed`` in scripts that only evaluate.
+    name = "eval_seed" if "eval_seed" in fields else "seed"
+    defaults = {name: fields[name]} if isinstance(fields.get(name), int) else {}
+    assert all(seed in seeds.TEST for seed in defaults.values()), defaults
+    assert "check_test_seeds(" in script.read_text(), f"{script.name} never checks its evaluation seeds"

@@ -1,7 +1,7 @@
 """Data scaling of behavioral cloning: clone quality against the number of demonstrations.
 
 For every number of expert demonstration episodes n (1, 5, 20, 50, 100 by default) and every
-training seed, one BC clone is trained and driven on held-out seeds; expert, idle and random
+training seed, one BC clone is trained and driven on sealed test seeds; expert, idle and random
 are driven on the same seeds as reference lines. Every (n, seed) clone and every baseline is
 one cell of a resumable sweep (:mod:`testbed.sweep`): rerunning after an interruption
 finishes the missing cells (the code's git commit is part of the sweep config, so cells are
@@ -16,7 +16,7 @@ its clone with n episodes trains on the first n of that order, so a seed's sets 
 (n=5 within n=10) and different seeds see different episodes; at n = pool size all seeds share
 the data and differ in initialisation, batch order only. All training happens on the whole
 subset (no validation split: n counts training episodes); the batch size is capped at the
-subset's number of transitions so that n = 1 can train. Evaluation seeds start at 10000 and
+subset's number of transitions so that n = 1 can train. Evaluation seeds start at 1000000 (the sealed test range) and
 are checked to be disjoint from every clone's demonstration seeds.
 
 Outputs under ``results/data_scaling/``: ``config.json`` (args, scenario, seeds, statistics,
@@ -52,14 +52,22 @@ import tyro
 from testbed.collect import collect
 from testbed.demos import load_demos, save_demos
 from testbed.errors import TestbedError
-from testbed.metrics import NAN_INTERVAL, episodes_table, mean_ci
+from testbed.metrics import (
+    Interval,
+    clones_mean_ci,
+    clones_rate_ci,
+    episode_ci,
+    episodes_table,
+    mean_ci,
+    normalized_score_ci,
+)
 from testbed.outputs import read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import git_commit, provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import EVAL_SEED
+from testbed.seeds import TEST_SEED, check_test_seeds
 from testbed.sweep import CellResult, Sweep
 
 SUBSET_KEY = 0x5CA1E
@@ -89,10 +97,10 @@ class Args:
     """BC epochs (passes over each clone's own subset)."""
     batch_size: int = 64
     """BC batch size (capped at a subset's transitions)."""
-    eval_episodes: int = 20
-    """Held-out evaluation episodes per clone and per baseline."""
-    eval_seed: int = EVAL_SEED
-    """First held-out evaluation seed."""
+    eval_episodes: int = 50
+    """Evaluation episodes per clone and per baseline (sealed test seeds)."""
+    eval_seed: int = TEST_SEED
+    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     executor: Literal["local", "ray"] = "local"
     """Where cells run: local spawn processes, or Ray."""
     address: str | None = None
@@ -157,7 +165,7 @@ class Context:
     batch_size: int
     """BC batch size before capping."""
     eval_seeds: tuple[int, ...]
-    """Held-out evaluation seeds."""
+    """Evaluation seeds (sealed test range)."""
 
     def to_dict(self) -> dict[str, Any]:
         # The demos path is where, not what: leave it out so that a moved directory resumes.
@@ -228,38 +236,57 @@ def _cells(args: Args) -> list[dict[str, Any]]:
     return baselines + clones
 
 
-def _ci(values: Any, prefix: str) -> dict[str, float]:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return NAN_INTERVAL.columns(prefix)
-    ci = mean_ci(values)
-    return ci.columns(prefix)
+def _table(episodes: pd.DataFrame, policies: list[str], metric: str, seeds: list[int]) -> np.ndarray:
+    """``metric`` of each policy (rows) on each evaluation seed (columns, in ``seeds`` order)."""
+    wide = episodes[episodes["policy"].isin(policies)].pivot(index="policy", columns="seed", values=metric)
+    return wide.loc[policies, seeds].to_numpy(dtype=float)
 
 
 def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]:
-    """Tables from the sweep's results: per clone, per baseline, per episode, and summary."""
+    """Tables from the sweep's results: per clone, per baseline, per episode, and summary.
+
+    A BC row averages clones (training seeds) that all drove the same evaluation seeds, so its
+    intervals carry both sources of noise: :func:`testbed.metrics.clones_mean_ci` for the
+    return, :func:`testbed.metrics.clones_rate_ci` for the crash rate, and
+    :func:`testbed.metrics.normalized_score_ci` for the normalized score (which also carries the
+    noise of the expert's and random's means on those seeds). Validation accuracy is one number
+    per clone on the shared validation episodes: Student's t over the training seeds.
+    """
     episodes = pd.concat([pd.read_csv(r.path / "episodes.csv") for r in results], ignore_index=True)
     baselines = pd.DataFrame([r.result for r in results if r.params["kind"] == "baseline"])
     ref = baselines.set_index("policy")["return"]
-    expert_return, random_return = ref[f"expert:{expert}"], ref["random"]
+    expert_label = f"expert:{expert}"
+    expert_return, random_return = ref[expert_label], ref["random"]
     cells = pd.DataFrame(
         [{k: v for k, v in r.result.items() if k != "demo_seeds"} for r in results if r.params["kind"] == "bc"]
     )
     cells["normalized_score"] = (cells["return"] - random_return) / (expert_return - random_return)
+    seeds = sorted(episodes.loc[episodes["policy"] == expert_label, "seed"].tolist())
+    expert_row, random_row = (_table(episodes, [p], "return", seeds) for p in (expert_label, "random"))
     rows = []
     for n, g in cells.groupby("n_demo_episodes", sort=True):
+        names = [f"bc n={int(n)} seed={int(s)}" for s in g["train_seed"]]
+        returns = _table(episodes, names, "return", seeds)
+        several = len(g) > 1
         rows.append(
             {
                 "policy": "bc",
                 "n_demo_episodes": int(n),
                 "n": len(g),
-                "ci_over": "training seeds",
+                "ci_over": "training and evaluation seeds" if several else "evaluation seeds (one clone)",
                 "n_transitions": float(g["n_transitions"].mean()),
-                **_ci(g["return"], "return"),
-                **_ci(g["crash_rate"], "crash_rate"),
-                **_ci(g["val_accuracy"], "val_accuracy"),
-                **_ci(g["normalized_score"], "normalized_score"),
+                **(clones_mean_ci(returns) if several else mean_ci(returns[0])).columns("return"),
+                **(
+                    clones_rate_ci(crashes := _table(episodes, names, "crashed", seeds))
+                    if several
+                    else episode_ci("crashed", crashes[0])
+                ).columns("crash_rate"),
+                **(
+                    clones_mean_ci(g["val_accuracy"].to_numpy(dtype=float)[:, None])
+                    if several
+                    else Interval(float(g["val_accuracy"].iloc[0]), np.nan, np.nan)  # no spread measured
+                ).columns("val_accuracy"),
+                **normalized_score_ci(returns, random_row, expert_row).columns("normalized_score"),
             }
         )
     for policy in baselines["policy"]:
@@ -271,8 +298,8 @@ def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]
                 "n_demo_episodes": np.nan,
                 "n": len(ep),
                 "ci_over": "episodes",
-                **_ci(ep["return"], "return"),
-                **_ci(ep["crashed"], "crash_rate"),
+                **mean_ci(ep["return"]).columns("return"),
+                **episode_ci("crashed", ep["crashed"]).columns("crash_rate"),
                 "normalized_score": score,
             }
         )
@@ -292,6 +319,7 @@ def main(args: Args) -> dict[str, Any]:
         shutil.rmtree(out)
     demos_dir = out.absolute() / "demos"  # absolute: cells may run in Ray workers elsewhere
     eval_seeds = tuple(range(args.eval_seed, args.eval_seed + args.eval_episodes))
+    test_seeds = check_test_seeds(list(eval_seeds), "data_scaling")
     ctx = Context(
         scenario.to_dict(), args.expert, str(demos_dir), args.pool_episodes, args.epochs, args.batch_size, eval_seeds
     )
@@ -342,12 +370,15 @@ def main(args: Args) -> dict[str, Any]:
             "seeds": {
                 "demo_pool": [0, args.pool_episodes - 1],
                 "validation_demos": [args.pool_episodes, n_demos - 1],
-                "eval": [eval_seeds[0], eval_seeds[-1]],
+                "eval": test_seeds,
                 "subsets": f"training seed s uses the first n of rng([s, {SUBSET_KEY:#x}]).permutation(pool)",
             },
-            "statistics": "clones: mean over training seeds with 95% percentile-bootstrap CIs over the per-seed "
-            "means (each over the evaluation episodes; with 5 seeds the interval is rough); baselines: CIs over "
-            "episodes; normalized_score = (clone - random) / (expert - random) on mean returns over the same seeds",
+            "statistics": "clones (all on the same evaluation seeds): 95% variance-components intervals over "
+            "training and evaluation seeds (testbed.metrics.clones_mean_ci; crash rate: its hull with the pooled "
+            "Clopper-Pearson interval, clones_rate_ci); normalized_score = (clone - random) / (expert - random) on "
+            "mean returns over the same seeds, delta-method interval carrying the expert's and random's noise "
+            "(normalized_score_ci); val_accuracy: Student's t over training seeds; baselines: bootstrap over "
+            "episodes, crash rates Clopper-Pearson",
             "executor": {"name": args.executor, "address": args.address, "workers": args.workers},
             "wall_time_s": {k: round(v, 1) for k, v in timings.items()}
             | {
@@ -415,7 +446,7 @@ def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> No
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(
         f"{args.scenario}: BC vs number of demonstrations ({len(args.train_seeds)} training seeds, "
-        f"{args.eval_episodes} held-out episodes each)",
+        f"{args.eval_episodes} test episodes each)",
         fontsize=9,
     )
     fig.tight_layout()

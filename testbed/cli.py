@@ -8,6 +8,7 @@ to a temporary directory and renamed into place only when complete.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import sys
@@ -151,15 +152,21 @@ class Train:
     """DAgger: scenario config override KEY=VALUE (repeatable)."""
     rounds: int = 5
     """DAgger: rounds of collect-aggregate-retrain (round 0 is the expert driving)."""
-    episodes_per_round: int = 20
-    """DAgger: episodes collected per round."""
+    labels_per_round: int = 500
+    """DAgger: expert labels collected per round, exactly (the episode in progress when the
+    count is reached is cut there)."""
+    beta_schedule: Literal["expert-first", "linear"] = "expert-first"
+    """DAgger: probability beta that the expert's action is applied. expert-first: 1 in round 0,
+    0 after (Ross et al. 2011). linear: falls from 1 to 0 over --rampdown-rounds rounds."""
     rampdown_rounds: int = 3
-    """DAgger: beta (probability the expert's action is applied) falls linearly from 1 to 0
-    over this many rounds."""
+    """DAgger, --beta-schedule linear: rounds over which beta falls linearly from 1 to 0."""
+    sample_learner: bool = False
+    """DAgger: the learner samples its actions while collecting (imitation's default) instead
+    of taking its most likely action, as it is evaluated."""
     epochs_per_round: int = 20
     """DAgger: BC epochs over the aggregate after each round."""
     first_seed: int = DAGGER_SEED
-    """DAgger: round r's env is seeded with FIRST_SEED + r (keep below evaluation seeds)."""
+    """DAgger: round r's env is seeded with FIRST_SEED + r (within the DAgger seed range 5000..9999)."""
     overwrite: Overwrite = False
 
     def config(self) -> TrainConfig:
@@ -206,7 +213,7 @@ class Train:
             f"validation {fit.replace('_', ' ')} {last[f'val/{fit}']:.3f} -> {self.out}"
         )
 
-    def _run_dagger(self, config) -> None:
+    def _run_dagger(self, config: TrainConfig) -> None:
 
         if self.demos is not None:
             raise TestbedError("--demos is for --algo bc; DAgger collects its own data (round 0 is the expert driving)")
@@ -214,32 +221,44 @@ class Train:
         make_expert(self.expert)
         dagger = DAggerConfig(
             n_rounds=self.rounds,
-            episodes_per_round=self.episodes_per_round,
+            labels_per_round=self.labels_per_round,
+            beta_schedule=self.beta_schedule,
             rampdown_rounds=self.rampdown_rounds,
             epochs_per_round=self.epochs_per_round,
             first_seed=self.first_seed,
+            sample_learner=self.sample_learner,
         )
         dagger.validate()
         check_output_dir(self.out, overwrite=self.overwrite)
         start = time.perf_counter()
         result = train_dagger(scenario, self.expert, config, dagger, progress=True)
+        # Without a validation set best() is the last iterate; the record says which was kept.
+        policy, chosen = result.best()
+        scored = not math.isnan(chosen.val_score)
+        iterate = {
+            "round": chosen.round,
+            "n_labels": chosen.n_labels,
+            "val_score": chosen.val_score if scored else None,
+            "selection": "best validation score" if scored else "last iterate: no validation set",
+        }
         data = as_demonstrations(result, scenario, self.expert)
         save_clone(
             self.out,
-            result,
+            dataclasses.replace(result, policy=policy),
             demos=data,
             demos_path="(collected by DAgger)",
             config=config,
             algorithm="dagger",
-            extra={"dagger": dataclasses.asdict(dagger)},
+            extra={"dagger": dataclasses.asdict(dagger), "iterate": iterate},
             overwrite=self.overwrite,
         )
-        last = result.log.iloc[-1]
+        last = result.log.iloc[chosen.round]
         fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
         print(
-            f"trained DAgger for {dagger.n_rounds} rounds ({int(last['n_labels'])} expert labels) in "
-            f"{time.perf_counter() - start:.1f} s: train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f} "
-            f"-> {self.out}"
+            f"trained DAgger for {dagger.n_rounds} rounds ({int(result.log['n_labels'].iloc[-1])} expert labels, "
+            f"beta {dagger.beta_schedule}, learner {'sampling' if dagger.sample_learner else 'argmax'}) in "
+            f"{time.perf_counter() - start:.1f} s; kept round {chosen.round} ({iterate['selection']}, "
+            f"{chosen.n_labels} labels): train {fit.replace('_', ' ')} {last[f'train/{fit}']:.3f} -> {self.out}"
         )
 
 

@@ -8,17 +8,27 @@ decides (with probability beta) whether the expert's or the learner's action is 
 saved label is always the expert's. Training is ``DAggerTrainer.extend_and_update``: BC on
 the aggregate of all rounds.
 
-Expert queries are counted per labelled transition, so BC and DAgger can be compared at equal
-numbers of expert labels.
+Three choices make BC and DAgger comparable:
+
+- Rounds are sized in expert *labels*, not episodes, so a DAgger run and a BC run can be put
+  side by side at equal numbers of expert queries.
+- The learner drives with its most likely action (``deterministic=True``), as every evaluation
+  in this testbed does; imitation's collector would otherwise sample from the policy
+  (``policy.predict`` defaults to ``deterministic=False``) and visit states the evaluated
+  policy never reaches.
+- The policy after every round is kept (:attr:`DAggerResult.iterates`), so a run can report its
+  best iterate on a validation set at a label budget instead of whatever the last round left.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -30,7 +40,7 @@ from testbed.experts import make_expert
 from testbed.policies import check_expert_fits
 from testbed.runtime import set_torch_threads
 from testbed.scenarios import Scenario, describe_spaces, make_env
-from testbed.seeds import DAGGER_SEED
+from testbed.seeds import DAGGER, DAGGER_SEED
 from testbed.spaces import space_from_dict
 from testbed.training import (
     TrainConfig,
@@ -41,6 +51,14 @@ from testbed.training import (
     set_observation_statistics,
 )
 
+BetaScheduleName = Literal["expert-first", "linear"]
+BETA_SCHEDULES: tuple[str, ...] = get_args(BetaScheduleName)
+
+CUT_DEMO = "dagger-demo-cut.npz"
+"""File name of a round's cut (last, unfinished) episode in imitation's round directory. It
+sorts after imitation's own ``dagger-demo-0-<uuid>.npz`` names, so the cut episode is the
+round's last trajectory."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DAggerConfig:
@@ -48,53 +66,148 @@ class DAggerConfig:
 
     n_rounds: int = 5
     """Rounds of (collect, aggregate, retrain). Round 0 is pure expert driving (beta = 1)."""
-    episodes_per_round: int = 20
-    """Episodes collected per round."""
+    labels_per_round: int = 500
+    """Expert labels (labelled transitions) collected per round, exactly: episodes run until
+    the count is reached and the episode in progress then is cut there (kept as a
+    non-terminal trajectory)."""
+    beta_schedule: BetaScheduleName = "expert-first"
+    """Probability beta that the expert's action is applied, per round. ``expert-first``: 1 in
+    round 0 and 0 after (Ross et al. 2011, sec. 3: beta = I(i = 1) "often performs best in
+    practice"). ``linear``: imitation's ``LinearBetaSchedule(rampdown_rounds)``."""
     rampdown_rounds: int = 3
-    """beta falls linearly from 1 at round 0 to 0 at this round (imitation's
-    ``LinearBetaSchedule``)."""
+    """``linear`` only: beta falls linearly from 1 at round 0 to 0 at this round."""
     epochs_per_round: int = 20
     """BC epochs over the aggregated data after each round."""
     first_seed: int = DAGGER_SEED
     """Round r's environment is seeded with ``first_seed + r`` (subsequent episodes of the
-    round continue that env's generator). Keep it below the evaluation seeds (10000..)."""
+    round continue that env's generator). Every round seed must lie in the DAgger seed range
+    (:data:`testbed.seeds.DAGGER`)."""
+    sample_learner: bool = False
+    """False: the learner drives with its most likely action (argmax, the Gaussian mean for
+    continuous actions), as it is evaluated. True: it samples from its action distribution
+    (imitation's default)."""
 
     def validate(self) -> None:
-        """Raise :class:`TestbedError` on nonsense values."""
+        """Raise :class:`TestbedError` on nonsense values (naming the CLI flag)."""
         flags = {
             "n_rounds": "--rounds",
-            "episodes_per_round": "--episodes-per-round",
+            "labels_per_round": "--labels-per-round",
             "rampdown_rounds": "--rampdown-rounds",
             "epochs_per_round": "--epochs-per-round",
         }
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise TestbedError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise TestbedError(
+                f"--beta-schedule must be one of {', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}"
+            )
         if self.first_seed < 0:
-            raise TestbedError(f"DAgger seeds must be non-negative, got {self.first_seed}")
+            raise TestbedError(f"--first-seed must be non-negative, got {self.first_seed}")
+        last = self.first_seed + self.n_rounds - 1
+        if self.first_seed not in DAGGER or last not in DAGGER:
+            raise TestbedError(
+                f"--first-seed {self.first_seed} with --rounds {self.n_rounds} seeds rounds "
+                f"{self.first_seed}..{last}, outside the DAgger seed range {DAGGER.describe()}"
+            )
+
+    def beta(self, round_num: int) -> float:
+        """beta of round ``round_num`` (the schedule handed to imitation's ``DAggerTrainer``)."""
+        if self.beta_schedule == "linear":
+            from imitation.algorithms.dagger import LinearBetaSchedule
+
+            return float(LinearBetaSchedule(self.rampdown_rounds)(round_num))
+        return 1.0 if round_num == 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Iterate:
+    """The policy after one DAgger round."""
+
+    round: int
+    """The round after whose training it was taken."""
+    n_labels: int
+    """Expert labels it was trained on (all rounds up to ``round``)."""
+    val_score: float
+    """Validation accuracy, or minus the action MAE for continuous actions (higher is better);
+    NaN without a validation set."""
+    state_dict: dict[str, Any]
+    """A copy of the policy's ``state_dict`` (tensors)."""
 
 
 @dataclasses.dataclass
 class DAggerResult(TrainResult):
-    """A :class:`TrainResult` whose log has one row per round, plus the aggregated data."""
+    """A :class:`TrainResult` whose log has one row per round, plus the aggregated data and the
+    policy after every round. ``policy`` is the *last* iterate; :meth:`best` picks another."""
 
     trajectories: Sequence[Any] = ()
-    """All labelled trajectories of all rounds (expert labels)."""
+    """All labelled trajectories of all rounds (expert labels), each round's cut episode last
+    among its round's."""
     round_seeds: list[int] = dataclasses.field(default_factory=list)
     """The env seed of each round."""
+    iterates: list[Iterate] = dataclasses.field(default_factory=list)
+    """The policy after each round, in round order."""
+
+    def best(self, max_labels: int | None = None) -> tuple[Any, Iterate]:
+        """The iterate with the highest validation score among those trained on at most
+        ``max_labels`` expert labels (all if None); ties go to fewer labels. Without
+        validation scores (all NaN) it is the last such iterate.
+
+        Returns:
+            A fresh policy (a copy of :attr:`policy`) holding that iterate's weights, in eval
+            mode, and the iterate.
+
+        Raises:
+            TestbedError: no iterate within ``max_labels``.
+        """
+        within = [it for it in self.iterates if max_labels is None or it.n_labels <= max_labels]
+        if not within:
+            fewest = min((it.n_labels for it in self.iterates), default=None)
+            raise TestbedError(f"no DAgger iterate has at most {max_labels} expert labels (the fewest: {fewest})")
+        scored = [it for it in within if not math.isnan(it.val_score)]
+        chosen = max(scored, key=lambda it: (it.val_score, -it.n_labels)) if scored else within[-1]
+        policy = copy.deepcopy(self.policy)
+        policy.load_state_dict(chosen.state_dict)
+        policy.set_training_mode(False)
+        return policy, chosen
 
 
 def _round_demos(trainer: Any, round_num: int) -> list[Any]:
-    """Trajectories the collector saved for ``round_num`` (imitation's on-disk layout)."""
+    """Trajectories saved for ``round_num`` (imitation's on-disk layout and order)."""
     from imitation.data import serialize
 
     directory = trainer._demo_dir_path_for_round(round_num)
-    return [serialize.load(p)[0] for p in sorted(directory.glob("*.npz"))]
+    return [serialize.load(p)[0] for p in trainer._get_demo_paths(directory)]
 
 
 def _expert_labels(venv: Any, experts: Sequence[Any], *, continuous: bool) -> np.ndarray:
     labels = [expert.act(None, env.unwrapped) for expert, env in zip(experts, venv.envs)]
     return np.array(labels, dtype=np.float32 if continuous else np.int64)
+
+
+def _save_cut_episode(collector: Any) -> int:
+    """Save the collector's unfinished episode as a non-terminal trajectory; its length.
+
+    imitation's collector saves an episode only when it ends; the round's last episode is
+    cut when the label budget is reached, so finish its accumulated steps here."""
+    from imitation.data import serialize
+
+    if len(collector.traj_accum.partial_trajectories[0]) < 2:  # the budget ran out as an episode ended
+        return 0
+    traj = collector.traj_accum.finish_trajectory(0, terminal=False)
+    save_dir = collector.save_dir
+    save_dir.mkdir(parents=True, exist_ok=True)
+    serialize.save(save_dir / CUT_DEMO, [traj])
+    return len(traj.acts)
+
+
+def _check_validation(validation: tuple[np.ndarray, np.ndarray], obs_space: Any) -> tuple[np.ndarray, np.ndarray]:
+    obs, acts = (np.asarray(a) for a in validation)
+    if len(obs) != len(acts):
+        raise TestbedError(f"validation set: {len(obs)} observations but {len(acts)} actions")
+    if obs.shape[1:] != obs_space.shape:
+        raise TestbedError(f"validation observations have shape {obs.shape[1:]}, the scenario's {obs_space.shape}")
+    return obs, acts
 
 
 def train_dagger(
@@ -103,76 +216,120 @@ def train_dagger(
     config: TrainConfig,
     dagger: DAggerConfig,
     *,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
     on_round_end: Callable[[int, Any, int], None] | None = None,
     progress: bool = False,
 ) -> DAggerResult:
     """Train a policy with DAgger, the privileged expert labelling every visited state.
+
+    Each round collects exactly ``dagger.labels_per_round`` labelled transitions: episodes run
+    until the count is reached and the episode in progress then is cut and kept as a
+    non-terminal trajectory. BC then trains ``dagger.epochs_per_round`` epochs on the
+    aggregate of all rounds.
 
     Args:
         scenario: where to drive.
         expert: expert name.
         config: BC hyperparameters (``n_epochs`` is ignored: ``dagger.epochs_per_round``).
         dagger: round schedule.
+        validation: held-out (observations ``(n, *obs_shape)``, expert actions ``(n,)`` or
+            ``(n, act_dim)``) scored after every round; without it the ``val/`` columns and
+            the iterates' scores are NaN.
         on_round_end: called after each round's training with (round, policy, number of
             expert labels so far), e.g. to snapshot the policy for a learning curve.
         progress: print one line per round.
 
     Returns:
-        Policy, per-round log (``round``, ``beta``, ``n_labels``, ``n_episodes``,
-        ``train/loss``, ``train/accuracy`` (``train/action_mae`` for continuous actions),
-        ``crash_rate`` of the round's episodes), the
-        aggregated labelled trajectories and the round seeds.
+        The last iterate as ``policy``, the policy after every round (``iterates``), the
+        aggregated labelled trajectories, the round seeds and a log with one row per round:
+        ``round``, ``beta``, ``n_labels`` (aggregate labels BC trained on), ``round_labels``,
+        ``round_cut_labels`` (labels of the round's cut episode, 0 if none),
+        ``round_episodes``, ``crashes``, ``crash_rate``, ``train/loss``, ``train/accuracy``,
+        ``val/loss``, ``val/accuracy`` (``.../action_mae`` for continuous actions; train on
+        the aggregate).
+
+    Note:
+        ``round_episodes``, ``crashes`` and ``crash_rate`` count the episodes that *ended*
+        within the round; the cut episode is not one of them (it neither crashed nor finished
+        yet), so ``crash_rate`` is NaN in a round shorter than one episode.
+
+    Raises:
+        TestbedError: invalid configs, a round too small for one batch, a malformed
+            validation set or an expert that cannot drive the scenario.
     """
     import torch
-    from imitation.algorithms.dagger import DAggerTrainer, LinearBetaSchedule
+    from imitation.algorithms.dagger import DAggerTrainer
     from imitation.data.wrappers import RolloutInfoWrapper
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     config.validate()
     dagger.validate()
+    if dagger.labels_per_round < config.batch_size:
+        raise TestbedError(
+            f"--labels-per-round {dagger.labels_per_round} is smaller than --batch-size {config.batch_size}: "
+            "round 0 would not fill one batch"
+        )
+    spaces = describe_spaces(scenario)
+    obs_space, act_space = space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"])
+    val_obs, val_acts = (
+        _check_validation(validation, obs_space) if validation is not None else (np.zeros((0,)), np.zeros((0,)))
+    )
+    check_expert_fits(make_expert(expert), scenario)
     quiet_datasets()  # imitation saves every DAgger episode through `datasets`
     set_torch_threads(config.torch_threads)
     torch.manual_seed(config.seed)
-    spaces = describe_spaces(scenario)
-    obs_space, act_space = space_from_dict(spaces["observation_space"]), space_from_dict(spaces["action_space"])
     # Box actions work as they are: imitation's collector swaps whole rows of the (n_envs,
     # act_dim) action array, and BC fits the Gaussian policy to the float labels.
     continuous = spaces["action_space"]["type"] != "Discrete"
+    fit = "action_mae" if continuous else "accuracy"
 
-    check_expert_fits(make_expert(expert), scenario)
     policy = make_policy(obs_space, act_space, config.net_arch)
     venv = DummyVecEnv([lambda: RolloutInfoWrapper(make_env(scenario))])
     labeller = make_expert(expert)
+    deterministic = not dagger.sample_learner
+
+    def learner_acts(obs: np.ndarray) -> np.ndarray:
+        return policy.predict(obs, deterministic=deterministic)[0]
+
     rows: list[dict[str, float]] = []
     seeds: list[int] = []
+    iterates: list[Iterate] = []
+    trajectories: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="testbed-dagger-") as scratch:
         trainer = make_bc_trainer(policy, config, log_dir=scratch + "/log")
         dagger_trainer = DAggerTrainer(
             venv=venv,
             scratch_dir=scratch + "/dagger",
             rng=np.random.default_rng(config.seed),
-            beta_schedule=LinearBetaSchedule(dagger.rampdown_rounds),
+            beta_schedule=dagger.beta,
             bc_trainer=trainer,
             custom_logger=trainer.logger,
         )
         for round_num in range(dagger.n_rounds):
             collector = dagger_trainer.create_trajectory_collector()
+            # imitation's collector calls `policy.predict(obs)`, which samples by default.
+            collector.get_robot_acts = learner_acts
             seed = dagger.first_seed + round_num
             seeds.append(seed)
             collector.seed(seed)
             collector.reset()
             labeller.reset(venv.envs[0].unwrapped, seed)
-            finished, crashes = 0, 0
-            while finished < dagger.episodes_per_round:
+            n_steps, ended, crashes = 0, 0, 0
+            while n_steps < dagger.labels_per_round:
                 _, _, dones, infos = collector.step(_expert_labels(venv, [labeller], continuous=continuous))
+                n_steps += 1
                 if dones[0]:
-                    finished += 1
+                    ended += 1
                     crashes += bool(infos[0].get("crashed", False))
                     labeller.reset(venv.envs[0].unwrapped, seed)
+            cut = _save_cut_episode(collector)
+            round_trajs = _round_demos(dagger_trainer, round_num)
+            round_labels = int(sum(len(t.acts) for t in round_trajs))
+            assert round_labels == dagger.labels_per_round, (round_labels, dagger.labels_per_round)
             if round_num == 0:
                 # Input standardisation from the first round, which the expert drove alone
                 # (beta = 1, so the learner was never asked to act before this).
-                round0 = np.concatenate([np.asarray(t.obs) for t in _round_demos(dagger_trainer, 0)])
+                round0 = np.concatenate([np.asarray(t.obs) for t in round_trajs])
                 set_observation_statistics(policy, *observation_statistics(round0))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
@@ -182,26 +339,42 @@ def train_dagger(
             trajectories = list(dagger_trainer._all_demos)  # imitation keeps the aggregate here
             obs = np.concatenate([np.asarray(t.obs[:-1]) for t in trajectories])
             acts = np.concatenate([np.asarray(t.acts) for t in trajectories])
-            loss, accuracy = evaluate_fit(trainer, obs, acts)
+            train_loss, train_fit = evaluate_fit(trainer, obs, acts)
+            val_loss, val_fit = evaluate_fit(trainer, val_obs, val_acts)
+            n_labels = int(len(acts))
             rows.append(
                 {
                     "round": round_num,
                     "beta": float(collector.beta),
-                    "n_labels": int(len(acts)),
-                    "n_episodes": len(trajectories),
-                    "train/loss": loss,
-                    "train/action_mae" if continuous else "train/accuracy": accuracy,
-                    "crash_rate": crashes / finished,
+                    "n_labels": n_labels,
+                    "round_labels": round_labels,
+                    "round_cut_labels": cut,
+                    "round_episodes": ended,
+                    "crashes": crashes,
+                    "crash_rate": crashes / ended if ended else float("nan"),
+                    "train/loss": train_loss,
+                    f"train/{fit}": train_fit,
+                    "val/loss": val_loss,
+                    f"val/{fit}": val_fit,
                 }
             )
+            iterates.append(
+                Iterate(
+                    round=round_num,
+                    n_labels=n_labels,
+                    val_score=-val_fit if continuous else val_fit,
+                    state_dict={k: v.detach().clone() for k, v in policy.state_dict().items()},
+                )
+            )
             if on_round_end is not None:
-                on_round_end(round_num, policy, int(len(acts)))
+                on_round_end(round_num, policy, n_labels)
             if progress:
-                r = rows[-1]
+                name = fit.replace("_", " ")
                 print(
-                    f"dagger round {round_num}: beta {r['beta']:.2f}, {r['n_labels']} expert labels, "
-                    f"train {'action MAE' if continuous else 'accuracy'} {accuracy:.3f}, "
-                    f"crash rate while collecting {r['crash_rate']:.2f}",
+                    f"dagger round {round_num}: beta {rows[-1]['beta']:.2f}, {n_labels} expert labels, "
+                    f"train {name} {train_fit:.3f}, "
+                    + (f"validation {name} {val_fit:.3f}, " if validation is not None else "")
+                    + f"{crashes} crashes in {ended} finished episodes while collecting",
                     flush=True,
                 )
     venv.close()
@@ -213,6 +386,7 @@ def train_dagger(
         val_episodes=[],
         trajectories=trajectories,
         round_seeds=seeds,
+        iterates=iterates,
     )
 
 
@@ -225,6 +399,7 @@ def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> 
         result.trajectories,
         [0] * len(result.trajectories),
         expert={"name": expert, "params": make_expert(expert).params()},
-        note=f"{DAGGER_NOTE}: episode seeds continue each round's env generator from its round seed",
+        note=f"{DAGGER_NOTE}: episode seeds continue each round's env generator from its round seed; "
+        "each round's last episode is cut where its label budget ran out",
     )
     return Demonstrations(list(result.trajectories), dataclasses.replace(meta, seeds=list(result.round_seeds)))

@@ -262,6 +262,22 @@ CASES: dict[str, tuple[Callable[[World], list[str]], str]] = {
     ),
     "dagger with demos": (lambda w: ["train", "--algo", "dagger", "--demos", w.demos(), "--out", w.out], "--demos"),
     "dagger zero rounds": (lambda w: ["train", "--algo", "dagger", "--rounds", "0", "--out", w.out], "round"),
+    "dagger zero labels per round": (
+        lambda w: ["train", "--algo", "dagger", "--labels-per-round", "0", "--out", w.out],
+        "--labels-per-round",
+    ),
+    "dagger round smaller than a batch": (
+        lambda w: ["train", "--algo", "dagger", "--labels-per-round", "8", "--out", w.out],
+        "--batch-size",
+    ),
+    "dagger rounds beyond the seed range": (
+        lambda w: ["train", "--algo", "dagger", "--first-seed", "9998", "--rounds", "3", "--out", w.out],
+        "--first-seed",
+    ),
+    "dagger zero rampdown": (
+        lambda w: ["train", "--algo", "dagger", "--beta-schedule", "linear", "--rampdown-rounds", "0", "--out", w.out],
+        "--rampdown-rounds",
+    ),
     # --- corrupt demonstration metadata ---
     "metadata not JSON": (
         lambda w: ["train", "--demos", _with_file(w.demos(), "metadata.json", "{not json"), "--out", w.out],

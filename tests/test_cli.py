@@ -192,8 +192,8 @@ def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
         str(run),
         "--rounds",
         "2",
-        "--episodes-per-round",
-        "2",
+        "--labels-per-round",
+        "40",
         "--epochs-per-round",
         "2",
         "--batch-size",
@@ -202,10 +202,18 @@ def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
     assert main(args) == 0
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["algorithm"] == "dagger" and meta["dagger"]["n_rounds"] == 2
+    assert meta["dagger"]["beta_schedule"] == "expert-first" and meta["dagger"]["sample_learner"] is False
+    # No validation set in the CLI: the last iterate is kept, and the record says so.
+    assert meta["iterate"]["round"] == 1 and meta["iterate"]["val_score"] is None
+    assert "no validation set" in meta["iterate"]["selection"]
     log = pd.read_csv(run / "train_log.csv")
-    assert list(log["round"]) == [0, 1] and log["beta"].iloc[0] == 1.0
-    assert log["n_labels"].is_monotonic_increasing
-    fails(capsys, ["train", "--algo", "dagger", "--out", str(tmp_path / "x"), "--rounds", "0"], "--rounds")
+    assert list(log["round"]) == [0, 1] and list(log["beta"]) == [1.0, 0.0]
+    assert list(log["round_labels"]) == [40, 40] and list(log["n_labels"]) == [40, 80]
+    dagger = ["train", "--algo", "dagger", "--out", str(tmp_path / "x")]
+    fails(capsys, [*dagger, "--rounds", "0"], "--rounds")
+    fails(capsys, [*dagger, "--labels-per-round", "0"], "--labels-per-round")
+    fails(capsys, [*dagger, "--labels-per-round", "10"], "--batch-size")
+    fails(capsys, [*dagger, "--first-seed", "9999", "--rounds", "2"], "--first-seed")
     fails(capsys, ["train", "--algo", "bc", "--out", str(tmp_path / "x")], "--demos is required")
 
     demos = tmp_path / "noisy"

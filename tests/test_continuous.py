@@ -213,8 +213,8 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
                 "continuous",
                 "--rounds",
                 "2",
-                "--episodes-per-round",
-                "1",
+                "--labels-per-round",
+                "12",
                 "--epochs-per-round",
                 "2",
                 "--batch-size",
@@ -226,7 +226,7 @@ def test_cli_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
         == 0
     )
     log = pd.read_csv(dg / "train_log.csv")
-    assert list(log["round"]) == [0, 1] and (log["n_labels"].diff().dropna() > 0).all()
+    assert list(log["round"]) == [0, 1] and list(log["n_labels"]) == [12, 24]
     assert (log["train/action_mae"] > 0).all()
     assert (
         main(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -151,6 +152,54 @@ def disagreement(record: EpisodeRecord, *, action_range: np.ndarray | None = Non
     if np.ndim(record.trajectory.acts) > 1:
         return action_error(record.trajectory.acts, record.labels, action_range)
     return (record.labels != record.trajectory.acts).astype(float)
+
+
+def off_policy_errors(policy: Any, record: EpisodeRecord) -> np.ndarray:
+    """``policy``'s argmax disagreement (0/1 per step) with the actions of ``record`` on
+    ``record``'s own observations: eps_off computed offline on an expert episode, with no
+    second rollout."""
+    import torch
+
+    obs = np.asarray(record.trajectory.obs[:-1])
+    with torch.no_grad():
+        predicted = policy._predict(torch.as_tensor(obs), deterministic=True).cpu().numpy()
+    return (predicted != np.asarray(record.trajectory.acts)).astype(np.float64)
+
+
+def pooled_scores(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
+    """Per-episode scores whose row means are the pooled ratios of each row.
+
+    A rate pooled over steps (errors / steps over all of a clone's episodes) is a ratio, not a
+    mean of per-episode rates (which would overweight short, crashed episodes). With
+    ``numerators[t][e]`` and ``denominators[t][e]`` the sums of clone ``t``'s episode ``e``,
+    the linearised scores ``z = r_t + (num - r_t * den) / mean_e(den_t)`` have row mean exactly
+    ``r_t = sum(num_t) / sum(den_t)`` and the ratio estimator's first-order variance, so
+    :func:`testbed.metrics.clones_mean_ci` of them is an interval for the mean pooled rate.
+
+    Raises:
+        ValueError: shapes differ, or a row has no steps.
+    """
+    num, den = (
+        np.atleast_2d(np.asarray(numerators, dtype=np.float64)),
+        np.atleast_2d(np.asarray(denominators, dtype=np.float64)),
+    )
+    if num.shape != den.shape or (den.sum(axis=1) <= 0).any():
+        raise ValueError(f"need matching tables with steps in every row, got {num.shape} and {den.shape}")
+    ratio = num.sum(axis=1, keepdims=True) / den.sum(axis=1, keepdims=True)
+    return ratio + (num - ratio * den) / den.mean(axis=1, keepdims=True)
+
+
+def same_step_difference(on: np.ndarray, off: np.ndarray) -> tuple[float, int]:
+    """``(sum of on[t] - off[t], number of steps t)`` over the steps both episodes reached.
+
+    ``on`` is a policy's per-step error on its own episode from a seed, ``off`` its error on
+    the expert's episode from the same seed: compared at the same time step, so that a
+    policy whose episodes end early (crashes) is not credited with the expert's late, easy
+    steps. Pooled over episodes (``sum / sum`` of the pairs, :func:`pooled_scores`) this is the
+    covariate-shift term eps_on(t) - eps_off(t) at equal t.
+    """
+    n = min(len(on), len(off))
+    return float(np.sum(np.asarray(on[:n], dtype=np.float64) - np.asarray(off[:n], dtype=np.float64))), n
 
 
 def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, horizon: int) -> pd.DataFrame:

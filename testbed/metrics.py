@@ -206,7 +206,8 @@ def clones_rate_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence
         raise ValueError("a rate needs 0/1 values per episode")
     hierarchical = clones_mean_ci(y, confidence=confidence)
     pooled = rate_ci(int(y.sum()), int(y.size), confidence=confidence)
-    return Interval(hierarchical.mean, min(hierarchical.low, pooled.low), max(hierarchical.high, pooled.high))
+    low, high = min(hierarchical.low, pooled.low), max(hierarchical.high, pooled.high)
+    return Interval(hierarchical.mean, max(low, 0.0), min(high, 1.0))  # a rate stays in [0, 1]
 
 
 def combination_ci(

@@ -121,6 +121,11 @@ class TrainResult:
     """Indices of validation episodes."""
 
 
+def stack_transitions(trajectories: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """All (observation, action) pairs of ``trajectories``, stacked: ``(obs, acts)``."""
+    return _stack(trajectories, list(range(len(trajectories))))
+
+
 def _stack(trajectories: Sequence[Any], indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     if not indices:
         return np.zeros((0,)), np.zeros((0,), dtype=np.int64)
@@ -299,8 +304,10 @@ def save_clone(
     if algorithm == "bc":
         train_seeds = [demos.seeds[i] for i in result.train_episodes]
         val_seeds = [demos.seeds[i] for i in result.val_episodes]
-    else:  # the data's own seed record (DAgger: round seeds)
+        n_train_labels = int(sum(len(demos.trajectories[i].acts) for i in result.train_episodes))
+    else:  # the data's own seed record (DAgger: round seeds); the iterate's labels if given
         train_seeds, val_seeds = list(demos.seeds), []
+        n_train_labels = int((extra or {}).get("iterate", {}).get("n_labels", demos.n_transitions))
     metadata = {
         "algorithm": algorithm,
         "config": config.to_dict(),
@@ -310,6 +317,8 @@ def save_clone(
             "expert": demos.metadata.expert,
             "n_episodes": len(demos.trajectories),
             "n_transitions": demos.n_transitions,
+            # The labels the model trained on: not the validation split's.
+            "n_train_labels": n_train_labels,
             "train_seeds": train_seeds,
             "val_seeds": val_seeds,
         },

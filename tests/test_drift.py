@@ -14,6 +14,8 @@ from testbed.drift import (
     first_index,
     kaplan_meier,
     measure_drift,
+    pooled_scores,
+    same_step_difference,
     twin_episode,
     twin_steps,
 )
@@ -113,3 +115,24 @@ def test_idle_policy_diverges_and_disagrees(scenario) -> None:
     assert row["eps_on"] > 0 and row["eps_off"] > 0
     assert set(result.survival["policy"]) == {"idle", "expert:scripted"}
     assert isinstance(result.twin_episodes, pd.DataFrame) and len(result.twin_episodes) == 3
+
+
+def test_pooled_scores_weigh_steps_not_episodes() -> None:
+    # One clone: a 2-step episode with 2 errors and an 8-step one with none. Pooled over steps
+    # the rate is 2/10, not the per-episode mean (1 + 0) / 2.
+    z = pooled_scores(np.array([[2.0, 0.0]]), np.array([[2.0, 8.0]]))
+    assert z.mean() == pytest.approx(0.2)
+    # Every row's mean is its own pooled ratio, whatever the lengths.
+    rng = np.random.default_rng(0)
+    den = rng.integers(1, 30, size=(4, 50)).astype(float)
+    num = rng.binomial(den.astype(int), 0.3).astype(float)
+    assert np.allclose(pooled_scores(num, den).mean(axis=1), num.sum(axis=1) / den.sum(axis=1))
+    with pytest.raises(ValueError, match="steps in every row"):
+        pooled_scores(np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_same_step_difference_compares_only_steps_both_reached() -> None:
+    # The policy crashed after 3 steps; the expert drove 6. Only steps 0..2 are compared.
+    on, off = np.array([0, 1, 1]), np.array([0, 0, 1, 1, 1, 1])
+    assert same_step_difference(on, off) == (1.0, 3)
+    assert same_step_difference(off, on) == (-1.0, 3)

@@ -40,6 +40,10 @@ def test_training_log_and_metadata(clone_dir: pathlib.Path) -> None:
     assert meta["algorithm"] == "bc" and meta["config"]["n_epochs"] == 60
     train_seeds, val_seeds = meta["demos"]["train_seeds"], meta["demos"]["val_seeds"]
     assert len(val_seeds) == 6 and not set(train_seeds) & set(val_seeds)
+    # Label counting counts only the labels trained on, not the validation split's.
+    demos = load_demos(meta["demos"]["path"])
+    lengths = {seed: len(t.acts) for seed, t in zip(demos.seeds, demos.trajectories)}
+    assert meta["demos"]["n_train_labels"] == sum(lengths[s] for s in train_seeds) < demos.n_transitions
 
 
 def test_training_is_deterministic(demos_dir: pathlib.Path) -> None:

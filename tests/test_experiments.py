@@ -44,30 +44,32 @@ def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
 def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
     module = _load("compounding_error")
     out = tmp_path / "ce"
-    res = module.main(module.Args(fast=True, out=str(out), workers=2))
-    drift = res["drift"].set_index("policy")
-    # The expert against itself is the built-in zero check.
-    assert drift.loc["expert:scripted", "eps_on"] == 0 and drift.loc["expert:scripted", "p_diverged"] == 0
-    assert set(res["methods"]["method"]) == {"bc", "dart", "dagger"}
-    for f in (
-        "drift/drift.png",
-        "drift/twin_steps.csv",
-        "drift/survival.csv",
-        "labels.csv",
-        "labels.png",
-        "methods.csv",
-        "open_vs_closed.csv",
-        "open_vs_closed.png",
-        "horizon.csv",
-        "horizon_slopes.csv",
-        "horizon.png",
-        "config.json",
-    ):
-        assert (out / f).is_file(), f
-    horizon = pd.read_csv(out / "horizon.csv")
-    assert sorted(set(horizon["T_s"])) == [5, 10]
+    tables = module.main(module.Args(fast=True, out=str(out), workers=2))
+    methods = tables["methods"].set_index(["method", "budget"])
+    clones = tables["clones"]
+    assert set(clones["method"]) == {"bc", "dart", "dagger"} and len(clones) == 3 * 2 * 2
+    # Equal training labels: BC and DART train on exactly the budget, DAgger on at most it.
+    plain = clones[clones["method"] != "dagger"]
+    assert (plain["n_train_labels"] == plain["budget"]).all()
+    assert (clones["n_train_labels"] <= clones["budget"]).all()
+    for col in ("return", "crash_rate", "eps_on", "eps_off", "shift"):
+        rows = methods.loc[["bc", "dart", "dagger"]]
+        assert ((rows[f"{col}_ci_low"] <= rows[col]) & (rows[col] <= rows[f"{col}_ci_high"])).all(), col
+    assert (methods.loc["bc", "return_vs_bc"] == 0).all()
+    episodes = pd.read_csv(out / "episodes.csv")
+    assert set(episodes["seed"]) == {1_000_000, 1_000_001, 1_000_002}
+    # eps_off is the clone on the expert's own episodes: every step of the expert is scored.
+    assert (episodes.groupby("seed")["off_steps"].nunique() == 1).all()
     config = json.loads((out / "config.json").read_text())
-    assert config["seeds"]["eval"][0] == 10_000 and config["provenance"]["git_commit"]
+    assert config["seeds"]["eval"]["range"] == "test" and config["provenance"]["git_commit"]
+    assert (
+        config["dart_noise"]["chosen"] == 0.2 and config["seeds"]["dart_tuning"]["evaluation"]["range"] == "development"
+    )
+    pngs = {p: (out / p).read_bytes() for p in ("methods.png", "steps.png", "open_vs_closed.png")}
+    module.replot(out)
+    assert {p: (out / p).read_bytes() for p in pngs} == pngs
+    with pytest.raises(TestbedError, match="sealed test range"):
+        module.main(module.Args(fast=True, out=str(tmp_path / "x"), eval_seed=10_000))
 
 
 def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:

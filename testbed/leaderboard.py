@@ -55,7 +55,7 @@ from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
 from testbed.rollout import EpisodeRecord, RolloutPool
 from testbed.scenarios import Scenario, get_scenario
-from testbed.seeds import EVAL_SEED, episode_seeds, range_of
+from testbed.seeds import EVAL_SEED, episode_seeds, range_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,12 +149,6 @@ def twin_error_at(policy: EpisodeRecord, expert: EpisodeRecord, step: int) -> fl
 
     errors = twin_steps(policy, expert)["position_error_m"].to_numpy()
     return float(errors[min(step, len(errors)) - 1])
-
-
-def _range_name(seeds: Sequence[int]) -> str:
-    """The seed-protocol range all of ``seeds`` fall in ("mixed" if none holds them all)."""
-    first = range_of(int(seeds[0]))
-    return first.name if first is not None and all(s in first for s in seeds) else "mixed"
 
 
 def normalized_score(
@@ -305,7 +299,7 @@ def run_benchmark(
             for n, e in zip(scenarios, entries)
         },
         "extra_overrides": dict(overrides or {}),
-        "seeds": {"first": seeds[0], "n_episodes": len(seeds), "range": _range_name(seeds)},
+        "seeds": {"first": seeds[0], "n_episodes": len(seeds), "range": range_name(seeds)},
         "policies": [
             {"spec": s.label, **({"clone": read_clone_metadata(s.arg)} if s.kind == "clone" else {})} for s in specs
         ],

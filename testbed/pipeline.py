@@ -26,7 +26,7 @@ from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
-from testbed.seeds import DEMO_SEED, EVAL_SEED, episode_seeds
+from testbed.seeds import DEMO_SEED, EVAL_SEED, episode_seeds, range_name
 from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
 
 Repeatable = tyro.conf.UseAppendAction
@@ -138,8 +138,18 @@ class Pipeline:
                     "args": dataclasses.asdict(self),
                     "scenario": scenario.to_dict(),
                     "train_config": config.to_dict(),
-                    "demo_seeds": {"first": self.demo_seed, "n_episodes": self.demo_episodes},
-                    "eval_seeds": {"first": self.eval_seed, "n_episodes": self.eval_episodes},
+                    "demo_seeds": {
+                        "first": self.demo_seed,
+                        "n_episodes": self.demo_episodes,
+                        "range": range_name([self.demo_seed]),
+                    },
+                    # The quick pipeline evaluates on the development range by default: a
+                    # smoke test and a starting point, not a committed claim.
+                    "eval_seeds": {
+                        "first": self.eval_seed,
+                        "n_episodes": self.eval_episodes,
+                        "range": range_name([self.eval_seed]),
+                    },
                     "wall_time_s": {k: round(v, 1) for k, v in times.items()},
                     "provenance": provenance(),
                 },

@@ -15,6 +15,7 @@ evaluation never share a seed and so that results reported as held out are held 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from testbed.errors import TestbedError
 
@@ -123,3 +124,9 @@ def episode_seeds(seed: int, n_episodes: int) -> list[int]:
     if seed < 0:
         raise TestbedError(f"--seed must be non-negative, got {seed}")
     return list(range(seed, seed + n_episodes))
+
+
+def range_name(seeds: Sequence[int]) -> str:
+    """The name of the range holding every seed of ``seeds`` ("mixed" if none does)."""
+    first = range_of(int(seeds[0])) if len(seeds) else None
+    return first.name if first is not None and all(int(s) in first for s in seeds) else "mixed"

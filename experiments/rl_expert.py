@@ -26,7 +26,7 @@ import pandas as pd
 import tyro
 
 from testbed.evaluation import evaluate, write_evaluation
-from testbed.metrics import format_summary, mean_ci
+from testbed.metrics import episode_ci, format_summary
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
@@ -72,12 +72,12 @@ class Args:
 
 def training_bins(curve: pd.DataFrame, width: int) -> pd.DataFrame:
     """Training episodes grouped by the block of ``width`` timesteps they ended in: mean
-    return and crash rate with 95% bootstrap CIs over the block's episodes."""
+    return (95% bootstrap CI) and crash rate (Clopper-Pearson) over the block's episodes."""
     rows = []
     for block, group in curve.groupby(((curve["timesteps"] - 1) // width).astype(int)):
         row = {"timesteps_from": int(block) * width, "timesteps_to": (int(block) + 1) * width, "n_episodes": len(group)}
         for column in ("return", "crashed"):
-            ci = mean_ci(group[column].to_numpy(dtype=float))
+            ci = episode_ci(column, group[column].to_numpy(dtype=float))
             row.update(ci.columns(column))
         rows.append(row)
     return pd.DataFrame(rows)

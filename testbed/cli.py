@@ -264,7 +264,8 @@ class Train:
 
 @dataclasses.dataclass
 class Evaluate:
-    """Run policies on the same held-out seeds; per-episode CSV and summary with 95% CIs."""
+    """Run policies on the same evaluation seeds (development range by default); per-episode CSV
+    and summary with 95% CIs."""
 
     out: str
     """Output directory for episodes.csv, summary.csv, summary.json and config.json."""
@@ -485,7 +486,7 @@ class Reproduce:
 
 @dataclasses.dataclass
 class Benchmark:
-    """Leaderboard: policies on a fixed scenario suite and held-out seeds, normalized between
+    """Leaderboard: policies on a fixed scenario suite and shared evaluation seeds, normalized between
     random (0) and the expert (1), with 95% CIs; writes leaderboard.md/.csv."""
 
     out: str
@@ -611,7 +612,7 @@ class TrainExpert:
     """Environment steps (decisions) to train for."""
     seed: int = 0
     """Seed of the algorithm and of the first training episode; episode k uses env seed
-    (SEED + k) mod 10000, never a held-out evaluation seed."""
+    the seed-protocol RL range (testbed.seeds.RL), never an evaluation seed."""
     learning_rate: float | None = None
     """Learning rate (default: the algorithm's, 5e-4)."""
     gamma: float | None = None

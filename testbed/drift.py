@@ -250,10 +250,13 @@ def crash_step(record: EpisodeRecord) -> float:
 
 
 def step_curve(frame: pd.DataFrame, column: str, *, by: str = "step") -> pd.DataFrame:
-    """Mean of ``column`` at each value of ``by`` with a 95% bootstrap CI and the count."""
+    """Mean of ``column`` at each value of ``by`` with a 95% CI and the count: Clopper-Pearson
+    where the column is 0/1 (a disagreement rate), else a bootstrap over the rows."""
     rows = []
     for step, group in frame.groupby(by, sort=True):
-        ci = mean_ci(group[column].to_numpy())
+        values = group[column].to_numpy(dtype=np.float64)
+        binary = np.isin(values, (0.0, 1.0)).all()
+        ci = rate_ci(int(values.sum()), len(values)) if binary else mean_ci(values)
         rows.append({by: step, "mean": ci.mean, "ci_low": ci.low, "ci_high": ci.high, "n": len(group)})
     return pd.DataFrame(rows)
 

@@ -1,6 +1,6 @@
 """Paired-seed evaluation of several policies.
 
-Every policy drives the same held-out seeds, so differences between policies are paired
+Every policy drives the same evaluation seeds (never a demonstration seed), so differences between policies are paired
 episode by episode (same initial scene, same traffic randomness until behaviours diverge).
 """
 

@@ -1,8 +1,8 @@
 """A leaderboard: any policies on a fixed suite of scenarios, normalized between random and the expert.
 
-Every policy drives the same held-out seeds (from :data:`SUITE_SEED`) on every scenario of a
-suite (:data:`SUITES`, the one place suites are defined). Per scenario the leaderboard reports
-return, crash rate, the **normalized score**
+Every policy drives the same evaluation seeds (by default from :data:`SUITE_SEED`, in the
+development range) on every scenario of a suite (:data:`SUITES`, the one place suites are
+defined). Per scenario the leaderboard reports return, crash rate, the **normalized score**
 
     (mean return of the policy - mean return of random) / (mean return of the expert - mean return of random)
 
@@ -86,7 +86,8 @@ SUITES: dict[str, tuple[SuiteScenario, ...]] = {
 """Suite name -> its scenarios, in column order."""
 
 SUITE_SEED = EVAL_SEED
-"""First seed of every suite scenario: episode ``i`` uses seed ``SUITE_SEED + i`` (held out)."""
+"""First seed of every suite scenario: episode ``i`` uses seed ``SUITE_SEED + i``
+(development range; the committed leaderboard uses the test range)."""
 
 DEFAULT_EPISODES = 100
 """Episodes per policy and scenario of a full leaderboard run."""

@@ -156,8 +156,8 @@ class Pipeline:
             )
         print(
             f"\n{scenario.name}: expert:{self.expert} cloned from {self.demo_episodes} episodes "
-            f"({demos.n_transitions} transitions); {self.eval_episodes} paired held-out episodes "
-            f"from seed {self.eval_seed}; mean [95% CI]"
+            f"({demos.n_transitions} transitions); {self.eval_episodes} paired episodes "
+            f"from seed {self.eval_seed} ({range_name([self.eval_seed])} range); mean [95% CI]"
         )
         print(format_summary(evaluation.summary))
         print(

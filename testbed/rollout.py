@@ -301,7 +301,7 @@ _REUSABLE_KINDS = ("expert", "idle", "random")
 def reuse_episodes() -> Iterator[None]:
     """Within this block, an episode already run in this process is not run again.
 
-    Experiments often replay the same episode: the expert on the held-out seeds, the same
+    Experiments often replay the same episode: the expert on the evaluation seeds, the same
     demonstration seeds, the baselines. An episode is a deterministic function of the
     scenario's resolved config, the driving and labelling policies, the noise and the seed,
     so when all of those are equal the earlier :class:`EpisodeRecord` is returned instead.

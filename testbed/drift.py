@@ -308,6 +308,8 @@ def measure_drift(
             steps = twin_steps(p, e).assign(policy=spec.label, seed=p.seed)
             twin_rows.append(steps)
             eps = disagreement(p, action_range=action_range)
+            eps_expert = disagreement(e, action_range=action_range)
+            shift_sum, shift_steps = same_step_difference(eps, eps_expert)
             audit_rows.append(
                 pd.DataFrame(
                     {"policy": spec.label, "seed": p.seed, "step": np.arange(1, len(eps) + 1), "disagree": eps}
@@ -319,7 +321,11 @@ def measure_drift(
                     "seed": p.seed,
                     **twin_episode(p, e, threshold_m=threshold_m, action_range=action_range),
                     "eps_on": float(eps.mean()),
-                    "eps_off": float(disagreement(e, action_range=action_range).mean()),
+                    "eps_off": float(eps_expert.mean()),
+                    "on_steps": len(eps),
+                    "off_steps": len(eps_expert),
+                    "shift_sum": shift_sum,
+                    "shift_steps": shift_steps,
                     "crashed": float(p.infos[-1]["crashed"]),
                     "return": float(np.sum(p.trajectory.rews)),
                 }
@@ -359,17 +365,25 @@ def _action_range(scenario: Scenario) -> np.ndarray | None:
 def summarize_drift(episodes: pd.DataFrame) -> pd.DataFrame:
     """Per-policy means with 95% CIs of the per-episode drift measures.
 
-    ``first_disagreement_step`` and ``divergence_step`` are averaged over the episodes where
-    they happened; ``p_diverged`` is the fraction of episodes where the position error ever
-    passed the threshold. ``eps_gap`` is ``eps_on - eps_off`` paired by seed.
+    ``eps_on`` and ``eps_off`` are pooled over steps (errors / steps over all episodes, so a
+    short crashed episode weighs its few steps, not a whole episode); ``eps_gap`` is
+    ``eps_on(t) - eps_off(t)`` on the same seed at the same step, pooled over the steps both
+    runs reached (:func:`same_step_difference`). Their intervals bootstrap the linearised
+    per-episode scores of :func:`pooled_scores`. ``first_disagreement_step`` and
+    ``divergence_step`` are averaged over the episodes where they happened; ``p_diverged`` is
+    the fraction of episodes where the position error ever passed the threshold.
     """
     rows = []
     for policy, df in episodes.groupby("policy", sort=False):
         row: dict[str, float | str | int] = {"policy": policy, "n_episodes": len(df)}
+
+        def pooled(num: pd.Series, den: pd.Series) -> pd.Series:
+            return pd.Series(pooled_scores(num.to_numpy(float)[None], den.to_numpy(float)[None])[0])
+
         measures = {
-            "eps_on": df["eps_on"],
-            "eps_off": df["eps_off"],
-            "eps_gap": df["eps_on"] - df["eps_off"],
+            "eps_on": pooled(df["eps_on"] * df["on_steps"], df["on_steps"]),
+            "eps_off": pooled(df["eps_off"] * df["off_steps"], df["off_steps"]),
+            "eps_gap": pooled(df["shift_sum"], df["shift_steps"]),
             "p_diverged": df["divergence_step"].notna().astype(float),
             "first_disagreement_step": df["first_disagreement_step"].dropna(),
             "divergence_step": df["divergence_step"].dropna(),
@@ -422,7 +436,7 @@ def format_drift(summary: pd.DataFrame) -> str:
     cols = {
         "eps_off": "eps_off",
         "eps_on": "eps_on",
-        "eps_gap": "eps_on - eps_off",
+        "eps_gap": "eps_on(t) - eps_off(t)",
         "first_disagreement_step": "1st disagreement",
         "p_diverged": "P(diverged)",
         "crashed": "crash rate",

@@ -28,7 +28,7 @@ twin's first disagreement is the first step whose error exceeds
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -200,6 +200,78 @@ def same_step_difference(on: np.ndarray, off: np.ndarray) -> tuple[float, int]:
     """
     n = min(len(on), len(off))
     return float(np.sum(np.asarray(on[:n], dtype=np.float64) - np.asarray(off[:n], dtype=np.float64))), n
+
+
+def fit_horizon_cost(horizons: Sequence[float], costs: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``(a, b)`` of ``C(T) = a T + b T^2`` through the origin.
+
+    A constant per-step cost gives ``b = 0``; errors that compound (a per-step cost growing
+    with the time already driven) give ``b > 0``. ``costs[i]`` is the mean episode cost at
+    horizon ``horizons[i]``; needs at least two distinct horizons.
+    """
+    t = np.asarray(horizons, dtype=np.float64)
+    c = np.asarray(costs, dtype=np.float64)
+    if t.ndim != 1 or t.shape != c.shape or len(np.unique(t)) < 2:
+        raise ValueError("need one cost per horizon and at least two distinct horizons")
+    design = np.column_stack([t, t**2])
+    (a, b), *_ = np.linalg.lstsq(design, c, rcond=None)
+    return float(a), float(b)
+
+
+def horizon_fit_ci(
+    per_horizon: Mapping[int, np.ndarray], *, n_boot: int = 2000, seed: int = 0, confidence: float = CONFIDENCE
+) -> dict[str, float]:
+    """``a`` and ``b`` of :func:`fit_horizon_cost` with percentile-bootstrap intervals.
+
+    ``per_horizon[T]`` is a table (training seeds x episodes) of episode costs at horizon T,
+    from *independent* episodes per horizon (fresh seeds, not prefixes of longer runs), with
+    the same training seeds (rows) at every horizon: a resample draws training seeds once,
+    jointly for every horizon, and episodes independently within each horizon. One row (an
+    expert, a control) resamples episodes only.
+    """
+    tables = {int(t): np.atleast_2d(np.asarray(v, dtype=np.float64)) for t, v in per_horizon.items()}
+    horizons = sorted(tables)
+    n_rows = {tables[t].shape[0] for t in horizons}
+    if len(n_rows) != 1:
+        raise ValueError("every horizon needs the same training seeds")
+    rows = n_rows.pop()
+    point = fit_horizon_cost(horizons, [tables[t].mean() for t in horizons])
+    rng = np.random.default_rng(seed)
+    boots = np.empty((n_boot, 2))
+    for k in range(n_boot):
+        r = rng.integers(rows, size=rows) if rows > 1 else np.zeros(1, dtype=int)
+        means = []
+        for t in horizons:
+            y = tables[t][r]
+            means.append(y[:, rng.integers(y.shape[1], size=y.shape[1])].mean())
+        boots[k] = fit_horizon_cost(horizons, means)
+    tail = (1 - confidence) / 2 * 100
+    (a_lo, b_lo), (a_hi, b_hi) = np.percentile(boots, tail, axis=0), np.percentile(boots, 100 - tail, axis=0)
+    return {"a": point[0], "a_ci_low": a_lo, "a_ci_high": a_hi, "b": point[1], "b_ci_low": b_lo, "b_ci_high": b_hi}
+
+
+def hazard_curve(
+    event_steps: Sequence[Sequence[int]], lengths: Sequence[int], *, bin_steps: int, confidence: float = CONFIDENCE
+) -> pd.DataFrame:
+    """Binned per-step hazard of a cost event: events in a bin / steps driven in it.
+
+    ``event_steps[e]`` lists the steps (0-based) of episode ``e``'s events (one for a
+    terminating crash, any number when collisions are recoverable or for near misses) and
+    ``lengths[e]`` its number of steps. The interval is Clopper-Pearson on (events, steps at
+    risk), treating steps as independent trials: a rate's interval, not a cluster-robust one.
+    """
+    lengths_ = np.asarray(lengths, dtype=np.int64)
+    if len(event_steps) != len(lengths_) or bin_steps < 1:
+        raise ValueError("need one length per episode and bin_steps >= 1")
+    horizon = int(lengths_.max()) if len(lengths_) else 0
+    rows = []
+    for lo in range(0, horizon, bin_steps):
+        hi = lo + bin_steps
+        at_risk = int(np.clip(lengths_ - lo, 0, bin_steps).sum())
+        events = sum(sum(lo <= s < hi for s in steps) for steps in event_steps)
+        ci = rate_ci(min(events, at_risk), at_risk, confidence=confidence)
+        rows.append({"step_lo": lo, "step_hi": hi, "steps_at_risk": at_risk, "events": events, **ci.columns("hazard")})
+    return pd.DataFrame(rows)
 
 
 def kaplan_meier(event_steps: Sequence[float], end_steps: Sequence[float], *, horizon: int) -> pd.DataFrame:

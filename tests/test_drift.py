@@ -12,6 +12,9 @@ from imitation.data.types import TrajectoryWithRew
 from testbed.drift import (
     disagreement,
     first_index,
+    fit_horizon_cost,
+    hazard_curve,
+    horizon_fit_ci,
     kaplan_meier,
     measure_drift,
     pooled_scores,
@@ -136,3 +139,26 @@ def test_same_step_difference_compares_only_steps_both_reached() -> None:
     on, off = np.array([0, 1, 1]), np.array([0, 0, 1, 1, 1, 1])
     assert same_step_difference(on, off) == (1.0, 3)
     assert same_step_difference(off, on) == (-1.0, 3)
+
+
+def test_horizon_fit_recovers_known_a_and_b() -> None:
+    horizons = [20, 40, 80, 160]
+    assert fit_horizon_cost(horizons, [0.05 * t + 0.001 * t**2 for t in horizons]) == pytest.approx((0.05, 0.001))
+    # Noisy episodes (Poisson costs) around C(T) = 0.02 T + 0.0005 T^2: the interval covers the truth.
+    rng = np.random.default_rng(1)
+    tables = {t: rng.poisson(0.02 * t + 0.0005 * t**2, size=(5, 200)) for t in horizons}
+    fit = horizon_fit_ci(tables, n_boot=400)
+    assert fit["a_ci_low"] < 0.02 < fit["a_ci_high"] and fit["b_ci_low"] < 0.0005 < fit["b_ci_high"]
+    # A constant hazard gives b compatible with 0.
+    flat = horizon_fit_ci({t: rng.poisson(0.03 * t, size=(1, 300)) for t in horizons}, n_boot=400)
+    assert flat["b_ci_low"] < 0 < flat["b_ci_high"]
+    with pytest.raises(ValueError, match="two distinct horizons"):
+        fit_horizon_cost([10, 10], [1.0, 1.0])
+
+
+def test_hazard_curve_counts_steps_at_risk() -> None:
+    # Episode 0: 10 steps, events at 2 and 7; episode 1: crashed at step 3 (4 steps driven).
+    curve = hazard_curve([[2, 7], [3]], [10, 4], bin_steps=5)
+    assert list(curve["steps_at_risk"]) == [9, 5] and list(curve["events"]) == [2, 1]
+    assert curve["hazard"].tolist() == pytest.approx([2 / 9, 1 / 5])
+    assert (curve["hazard_ci_low"] <= curve["hazard"]).all() and (curve["hazard"] <= curve["hazard_ci_high"]).all()

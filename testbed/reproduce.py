@@ -46,7 +46,12 @@ STEPS: tuple[Step, ...] = (
     Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case"),
     Step("rl_expert", "rl_expert", "SB3 DQN expert trained on highway-fast, evaluated beside the scripted expert"),
     Step("experts", "experts", "expert zoo x scenarios, and BC clones of each expert"),
-    Step("compounding_error", "compounding_error", "drift, BC vs DART vs DAgger, horizon scaling"),
+    Step(
+        "compounding_error",
+        "compounding_error",
+        "BC vs DART vs DAgger at equal training labels: return, crash rate, eps_on vs eps_off at the same step",
+    ),
+    Step("realizability", "realizability", "the clone's gap split into realizability, estimation and covariate shift"),
     Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations"),
     Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix"),
     Step("sensors", "sensors", "the same data cloned from kinematics, lidar, occupancy grid and camera"),

@@ -239,6 +239,28 @@ SENSORS: dict[str, Mapping[str, Any] | None] = {
         "scaling": 1.75,
         "centering_position": [0.3, 0.5],
     },
+    # A richer Kinematics, to ask whether a clone is limited by what it sees or by its data:
+    # the ego and its 9 nearest vehicles (instead of 4), vehicles behind included (the default
+    # sees only those ahead and beside), and every vehicle's heading (cos_h, sin_h) besides
+    # position and velocity; relative coordinates on every preset (the roundabout's kinematics
+    # sensor uses absolute ones), highway-env's default normalisation ranges (features_range
+    # None: x +-5 MAX_SPEED, y +- lane width x lanes, vx and vy +-2 MAX_SPEED). Shape (10, 7).
+    # Still not observable: the ego's target speed (the DiscreteMetaAction state that FASTER
+    # and SLOWER change, which the scripted expert plans with) is not a Kinematics feature,
+    # nor are lane markings or the other drivers' IDM/MOBIL parameters.
+    "kinrich": {
+        "type": "Kinematics",
+        "features": ["presence", "x", "y", "vx", "vy", "cos_h", "sin_h"],
+        "vehicles_count": 10,
+        "features_range": None,
+        "absolute": False,
+        "order": "sorted",
+        "normalize": True,
+        "clip": True,
+        "see_behind": True,
+        "observe_intentions": False,
+        "include_obstacles": True,
+    },
 }
 DEFAULT_SENSOR = "kinematics"
 

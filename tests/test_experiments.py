@@ -185,7 +185,7 @@ def test_sensors_fast(tmp_path: pathlib.Path) -> None:
     module = _load("sensors")
     out = tmp_path / "se"
     summary = module.main(module.Args(fast=True, out=str(out), workers=1))
-    assert list(summary["sensor"]) == ["kinematics", "lidar", "grid", "camera"]
+    assert list(summary["sensor"]) == ["kinematics", "lidar", "grid", "camera", "kinrich"]
     # The expert is privileged: every sensor's demonstrations and reference are the same driving.
     assert summary["expert_return"].nunique() == 1
     assert summary.set_index("sensor").loc["camera", "obs_dtype"] == "uint8"

@@ -49,7 +49,7 @@ def test_sensor_env_contract(sensor: str, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_sensor_configs_are_validated() -> None:
-    assert sensor_names() == ["kinematics", "lidar", "grid", "camera"]
+    assert sensor_names() == ["kinematics", "lidar", "grid", "camera", "kinrich"]
     assert get_scenario("merge", sensor="kinematics").name == "merge"
     cases = [
         (("highway-fast-sonar", None), "unknown scenario"),

@@ -158,6 +158,7 @@ QUICK_CASES = [
     ("highway-fast-lidar", (2,), 8, 8),
     ("highway-fast-grid", (2,), 8, 8),
     ("highway-fast-camera", (2,), 5, 5),
+    ("highway-fast-kinrich", (2,), 8, 8),
 ]
 
 

@@ -7,13 +7,15 @@ to a temporary directory and renamed into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import pathlib
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 import tyro
@@ -26,8 +28,10 @@ from testbed.drift import format_drift, measure_drift, write_drift
 from testbed.errors import Interrupted, TestbedError
 from testbed.evaluation import check_policies, evaluate, write_evaluation
 from testbed.experts import make_expert
+from testbed.export import export_policy
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.metrics import format_summary
+from testbed.minari_io import dataset_dir, export_minari, read_minari
 from testbed.outputs import atomic_output_dir, check_output_dir, check_output_path, write_json
 from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
 from testbed.policies import PolicySpec
@@ -39,12 +43,32 @@ from testbed.rollout import RolloutPool
 from testbed.runtime import default_workers, signals_as_exceptions
 from testbed.scenarios import Scenario, check_spaces, get_scenario, parse_overrides
 from testbed.seeds import DAGGER_SEED, EVAL_SEED, episode_seeds
-from testbed.training import TrainConfig, parse_net_arch, save_clone, train_bc
+from testbed.training import (
+    TENSORBOARD_DIR,
+    TrainConfig,
+    check_tensorboard,
+    parse_net_arch,
+    save_clone,
+    tensorboard_logging,
+    tensorboard_scalars,
+    train_bc,
+)
 from testbed.verify import verify_demos
 
 
 def _scenario(name: str, settings: Sequence[str]) -> Scenario:
     return get_scenario(name, parse_overrides(settings))
+
+
+@contextlib.contextmanager
+def _tensorboard_scratch(wanted: bool) -> Iterator[pathlib.Path | None]:
+    """A temporary folder for TensorBoard event files while the run directory does not exist yet
+    (it is written whole at the end, by :func:`testbed.training.save_clone`); None if not wanted."""
+    if not wanted:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="testbed-tensorboard-") as scratch:
+        yield pathlib.Path(scratch) / TENSORBOARD_DIR
 
 
 Settings = Annotated[
@@ -167,6 +191,9 @@ class Train:
     """DAgger: BC epochs over the aggregate after each round."""
     first_seed: int = DAGGER_SEED
     """DAgger: round r's env is seeded with FIRST_SEED + r (within the DAgger seed range 5000..9999)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to OUT/tensorboard: imitation's bc/* batch statistics, and BC's
+    per-epoch train/val evaluations or DAgger's per-round table (dagger_round/*); view with tensorboard --logdir OUT."""
     overwrite: Overwrite = False
 
     def config(self) -> TrainConfig:
@@ -189,6 +216,8 @@ class Train:
     def run(self) -> None:
 
         config = self.config()
+        if self.tensorboard:
+            check_tensorboard()
         if self.algo == "dagger":
             return self._run_dagger(config)
 
@@ -203,8 +232,18 @@ class Train:
             what=f"demonstrations at {self.demos}",
         )
         start = time.perf_counter()
-        result = train_bc(demos, config, progress=True)
-        save_clone(self.out, result, demos=demos, demos_path=self.demos, config=config, overwrite=self.overwrite)
+        with _tensorboard_scratch(self.tensorboard) as tensorboard:
+            with tensorboard_logging(tensorboard) if tensorboard else contextlib.nullcontext():
+                result = train_bc(demos, config, progress=True)
+            save_clone(
+                self.out,
+                result,
+                demos=demos,
+                demos_path=self.demos,
+                config=config,
+                overwrite=self.overwrite,
+                tensorboard_dir=tensorboard,
+            )
         last = result.log.iloc[-1]
         fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
         print(
@@ -231,7 +270,23 @@ class Train:
         dagger.validate()
         check_output_dir(self.out, overwrite=self.overwrite)
         start = time.perf_counter()
-        result = train_dagger(scenario, self.expert, config, dagger, progress=True)
+        with _tensorboard_scratch(self.tensorboard) as tensorboard:
+            with tensorboard_logging(tensorboard) if tensorboard else contextlib.nullcontext():
+                result = train_dagger(scenario, self.expert, config, dagger, progress=True)
+            if tensorboard:
+                tensorboard_scalars(tensorboard, result.log, step="round", prefix="dagger_round")
+            self._save_dagger(result, scenario, dagger, config, tensorboard, start)
+
+    def _save_dagger(
+        self,
+        result: Any,
+        scenario: Scenario,
+        dagger: DAggerConfig,
+        config: TrainConfig,
+        tensorboard: pathlib.Path | None,
+        start: float,
+    ) -> None:
+
         # Without a validation set best() is the last iterate; the record says which was kept.
         policy, chosen = result.best()
         scored = not math.isnan(chosen.val_score)
@@ -251,6 +306,7 @@ class Train:
             algorithm="dagger",
             extra={"dagger": dataclasses.asdict(dagger), "iterate": iterate},
             overwrite=self.overwrite,
+            tensorboard_dir=tensorboard,
         )
         last = result.log.iloc[chosen.round]
         fit = "accuracy" if "train/accuracy" in last else "action_mae"  # action_mae: continuous actions
@@ -647,6 +703,80 @@ class TrainExpert:
         )
 
 
+@dataclasses.dataclass
+class ExportPolicy:
+    """Write a clone as a stable-baselines3 model zip that plain SB3 loads with
+    stable_baselines3.PPO.load(path) (no testbed import): the input standardisation is folded
+    into the first linear layer; a testbed.json entry records where it came from."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Clone run directory (from `testbed train` or `testbed pipeline`'s clone/)."""
+    out: str
+    """Output .zip file (refused if it exists, unless --overwrite)."""
+    overwrite: Overwrite = False
+
+    def run(self) -> None:
+
+        record = export_policy(self.run_dir, self.out, overwrite=self.overwrite)
+        print(
+            f"exported {self.run_dir} as an SB3 PPO model zip (logits within {record['max_disagreement']:.1e} of "
+            f"the clone's) -> {self.out}; load it with stable_baselines3.PPO.load({self.out!r})"
+        )
+
+
+@dataclasses.dataclass
+class ExportMinari:
+    """Write a demonstration directory as a Minari dataset (HDF5, written by the minari package:
+    pip install -e ".[minari]"), with the env spec, the demonstrations' record and provenance in
+    its metadata."""
+
+    demos: tyro.conf.Positional[str]
+    """Demonstration directory (from `testbed collect` or `testbed drive`)."""
+    dataset_id: str
+    """Minari dataset id, (namespace/)name-vN, e.g. highway-fast/scripted-v0."""
+    out: str | None = None
+    """Minari datasets root to write under (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets);
+    the dataset lands in OUT/DATASET_ID."""
+    overwrite: Overwrite = False
+
+    def run(self) -> None:
+
+        if not pathlib.Path(self.demos).is_dir():
+            raise TestbedError(f"demonstration directory not found: {self.demos}")
+        demos = load_demos(self.demos)
+        path = export_minari(demos, self.dataset_id, root=self.out, source=self.demos, overwrite=self.overwrite)
+        root = path.parents[len(pathlib.Path(self.dataset_id).parts) - 1]
+        print(
+            f"exported {demos.metadata.n_episodes} episodes ({demos.n_transitions} transitions) as the Minari dataset "
+            f"{self.dataset_id} -> {path}; load it with MINARI_DATASETS_PATH={root} and "
+            f"minari.load_dataset({self.dataset_id!r})"
+        )
+
+
+@dataclasses.dataclass
+class ImportMinari:
+    """Read a Minari dataset written by `testbed export-minari` back into a demonstration directory
+    (the format `testbed train --demos` takes)."""
+
+    dataset: tyro.conf.Positional[str]
+    """A Minari dataset id (under --root) or the path of a dataset directory."""
+    out: str
+    """Demonstration directory to write (refused if it exists, unless --overwrite)."""
+    root: str | None = None
+    """Minari datasets root for an id (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)."""
+    overwrite: Overwrite = False
+
+    def run(self) -> None:
+
+        check_output_dir(self.out, overwrite=self.overwrite)
+        demos = read_minari(self.dataset, root=self.root)
+        save_demos(demos, self.out, overwrite=self.overwrite)
+        print(
+            f"imported {demos.metadata.n_episodes} episodes ({demos.n_transitions} transitions) from "
+            f"{dataset_dir(self.dataset, root=self.root)} -> {self.out}"
+        )
+
+
 COMMANDS = {
     "collect": Collect,
     "train": Train,
@@ -659,6 +789,9 @@ COMMANDS = {
     "benchmark": Benchmark,
     "render": Render,
     "train-expert": TrainExpert,
+    "export-policy": ExportPolicy,
+    "export-minari": ExportMinari,
+    "import-minari": ImportMinari,
 }
 
 

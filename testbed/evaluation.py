@@ -19,6 +19,7 @@ from testbed.errors import TestbedError
 from testbed.metrics import METRICS, episodes_table, summarize
 from testbed.outputs import write_json
 from testbed.policies import PolicySpec, build_agent
+from testbed.progress import Bar
 from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario
@@ -88,7 +89,8 @@ def evaluate(
     """Run every policy on the same ``n_episodes`` seeds starting at ``seed`` and summarise.
 
     Episodes run in ``pool`` (a :class:`testbed.rollout.RolloutPool`) if given, else in a pool
-    of ``n_workers`` processes shared by all policies.
+    of ``n_workers`` processes shared by all policies. ``progress`` shows one bar for all of
+    them (on a terminal only: :mod:`testbed.progress`).
 
     Raises:
         TestbedError: no policies, duplicate policies, bad counts, clones that do not fit the
@@ -101,9 +103,14 @@ def evaluate(
     seeds = episode_seeds(seed, n_episodes)
     check_policies(scenario, specs, seeds)
     records = []
-    with contextlib.nullcontext(pool) if pool is not None else RolloutPool(n_workers) as workers:
+    with (
+        contextlib.nullcontext(pool) if pool is not None else RolloutPool(n_workers) as workers,
+        # One bar for the whole stage (every policy's episodes), named after the policy running.
+        Bar(len(specs) * len(seeds), "evaluate", unit="ep", show=None if progress else False) as bar,
+    ):
         for spec in specs:
-            records += workers.run(scenario, spec, seeds, progress=progress, desc=spec.label)
+            bar.set_postfix(spec.label)
+            records += workers.run(scenario, spec, seeds, progress=bar, desc=spec.label)
     episodes = episodes_table((r.policy, r.seed, r.trajectory) for r in records)
     summary = summarize(episodes)
     config = {

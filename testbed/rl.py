@@ -29,6 +29,7 @@ import pandas as pd
 
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, write_json
+from testbed.progress import enabled as progress_enabled
 from testbed.provenance import provenance
 from testbed.runtime import set_torch_threads
 from testbed.scenarios import Scenario, make_env
@@ -193,7 +194,7 @@ def train_expert(scenario: Scenario, config: RLConfig, *, progress: bool = False
     cls = DQN if config.algo == "dqn" else PPO
     model = cls("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **config.hyperparameters())
     start = time.perf_counter()
-    model.learn(total_timesteps=config.n_timesteps, progress_bar=progress)
+    model.learn(total_timesteps=config.n_timesteps, progress_bar=progress and progress_enabled())
     wall = time.perf_counter() - start
     venv.close()
     columns = ["episode", "seed", "timesteps", "return", "length", "crashed"]

@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
+from testbed.progress import track
 from testbed.provenance import provenance
 from testbed.runtime import broken_pool_error, init_worker, one_thread, stop_pool
 
@@ -250,9 +251,7 @@ class Sweep:
             runner = _run_local if executor == "local" else _run_ray
             finished = runner(payloads, workers=workers, address=address)
             if progress:
-                from tqdm import tqdm
-
-                finished = tqdm(finished, total=len(payloads), desc="cells", unit="cell")
+                finished = track(finished, len(payloads), "cells", unit="cell")
             for _ in finished:
                 pass
         results = self.results()

@@ -3,15 +3,25 @@
 Training uses ``imitation.algorithms.bc.BC`` unchanged; this module adds an episode-level
 validation split, a per-epoch log (loss, train and validation accuracy) and deliberate torch
 threading. The run directory it writes (policy file, log, metadata) is :mod:`testbed.clone_io`'s.
+
+Progress is one bar over epochs (on a terminal only, :mod:`testbed.progress`), not imitation's
+batch bar, which also prints a line per epoch. TensorBoard logging is opt-in: inside
+:func:`tensorboard_logging`, every trainer :func:`make_bc_trainer` builds (BC's and DAgger's)
+writes imitation's ``bc/*`` batch statistics as event files (BC: at each epoch's first batch;
+inside DAgger: at each round's first batch and every 500 batches, imitation's default), and
+:func:`train_bc` adds its own per-epoch ``train/*`` and ``val/*`` evaluations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import pathlib
+import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -22,6 +32,7 @@ from testbed.clone_io import LOG_FILE, METADATA, POLICY_FILE, is_image_space, ma
 from testbed.demos import Demonstrations
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, write_json
+from testbed.progress import Bar
 from testbed.provenance import provenance
 from testbed.runtime import set_torch_threads
 from testbed.spaces import space_from_dict
@@ -154,11 +165,78 @@ def set_observation_statistics(policy: Any, mean: list[float], std: list[float])
     policy.features_extractor_kwargs = {"mean": list(mean), "std": list(std)}
 
 
+TENSORBOARD_DIR = "tensorboard"
+"""Where a run directory keeps its TensorBoard event files (``testbed train --tensorboard``)."""
+
+
+@dataclasses.dataclass
+class _TensorBoardRun:
+    folder: pathlib.Path
+    loggers: list[Any] = dataclasses.field(default_factory=list)
+
+
+_TENSORBOARD: contextvars.ContextVar[_TensorBoardRun | None] = contextvars.ContextVar("tensorboard", default=None)
+
+
+def check_tensorboard() -> None:
+    """Raise :class:`TestbedError` (with the install command) if TensorBoard logging cannot work."""
+    try:
+        import tensorboard  # noqa: F401
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise TestbedError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+
+
+@contextlib.contextmanager
+def tensorboard_logging(folder: str | pathlib.Path) -> Iterator[pathlib.Path]:
+    """Within the block, BC trainers built by :func:`make_bc_trainer` log to TensorBoard
+    event files under ``folder`` (through imitation's logger, ``format_strs=["tensorboard"]``);
+    their writers are closed when the block ends. Logging never changes the weights.
+
+    Raises:
+        TestbedError: tensorboard is not installed.
+    """
+    check_tensorboard()
+    run = _TensorBoardRun(pathlib.Path(folder))
+    run.folder.mkdir(parents=True, exist_ok=True)
+    token = _TENSORBOARD.set(run)
+    try:
+        yield run.folder
+    finally:
+        _TENSORBOARD.reset(token)
+        for logger in run.loggers:
+            logger.close()
+
+
+def tensorboard_scalars(folder: str | pathlib.Path, log: pd.DataFrame, *, step: str, prefix: str) -> None:
+    """Write every numeric column of ``log`` (one row per step) as TensorBoard scalars
+    ``PREFIX/COLUMN`` at the step in column ``step`` (e.g. DAgger's per-round table)."""
+    check_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(folder))
+    try:
+        for _, row in log.iterrows():
+            for column, value in row.items():
+                if column != step and isinstance(value, int | float | np.number) and not pd.isna(value):
+                    writer.add_scalar(f"{prefix}/{column}", float(value), int(row[step]))
+    finally:
+        writer.close()
+
+
 def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstrations: Any = None) -> Any:
     """imitation's ``BC`` trainer for ``policy`` with ``config``'s hyperparameters, on the
-    CPU, logging silently into ``log_dir``."""
+    CPU, logging silently into ``log_dir`` — or, inside :func:`tensorboard_logging`, to
+    TensorBoard event files in that block's folder."""
     from imitation.algorithms import bc
     from imitation.util import logger as im_logger
+
+    tensorboard = _TENSORBOARD.get()
+    if tensorboard is None:
+        custom_logger = im_logger.configure(log_dir, format_strs=[])
+    else:
+        custom_logger = im_logger.configure(tensorboard.folder, format_strs=["tensorboard"])
+        tensorboard.loggers.append(custom_logger)
 
     return bc.BC(
         observation_space=policy.observation_space,
@@ -171,7 +249,7 @@ def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstra
         ent_weight=config.ent_weight,
         l2_weight=config.l2_weight,
         device="cpu",
-        custom_logger=im_logger.configure(log_dir, format_strs=[]),
+        custom_logger=custom_logger,
     )
 
 
@@ -181,7 +259,7 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     Args:
         demos: expert episodes.
         config: hyperparameters.
-        progress: show imitation's progress bar.
+        progress: show one bar over the epochs (on a terminal only: :mod:`testbed.progress`).
 
     Raises:
         TestbedError: invalid config, or too little data for one batch.
@@ -210,7 +288,11 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
     val_obs, val_acts = _stack(demos.trajectories, val_idx)
     fit = "accuracy" if not isinstance(act_space, gym.spaces.Box) else "action_mae"
     rows: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="testbed-bc-log-") as log_dir:
+    tensorboard = _TENSORBOARD.get() is not None
+    with (
+        tempfile.TemporaryDirectory(prefix="testbed-bc-log-") as log_dir,
+        Bar(config.n_epochs, "train", unit="epoch", show=None if progress else False) as bar,
+    ):
         trainer = make_bc_trainer(policy, config, log_dir=log_dir, demonstrations=transitions)
 
         epoch = 0
@@ -218,25 +300,37 @@ def train_bc(demos: Demonstrations, config: TrainConfig, *, progress: bool = Fal
         def on_epoch_end() -> None:
             nonlocal epoch
             epoch += 1
+            bar.update()
             if epoch % config.eval_every and epoch != config.n_epochs:
                 return
             train_loss, train_acc = evaluate_fit(trainer, train_obs, train_acts)
             val_loss, val_acc = evaluate_fit(trainer, val_obs, val_acts)
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "train/loss": train_loss,
-                    f"train/{fit}": train_acc,
-                    "val/loss": val_loss,
-                    f"val/{fit}": val_acc,
-                }
-            )
+            row = {
+                "epoch": epoch,
+                "train/loss": train_loss,
+                f"train/{fit}": train_acc,
+                "val/loss": val_loss,
+                f"val/{fit}": val_acc,
+            }
+            rows.append(row)
+            bar.set_postfix(f"val {fit.replace('_', ' ')} {val_acc:.3f}" if val_idx else f"{fit} {train_acc:.3f}")
+            if tensorboard:  # same step as imitation's bc/* points: epochs completed
+                for key, value in row.items():
+                    if key != "epoch" and not np.isnan(value):
+                        trainer.logger.record(key, value)
+                trainer.logger.dump(epoch)
 
+        # Logging reads the weights, never changes them: with TensorBoard, imitation logs its
+        # bc/* statistics at the first batch of every epoch; without, only once.
+        batches_per_epoch = max(1, len(transitions) // config.batch_size)
         with warnings.catch_warnings():
             # imitation 1.0.1 logs float(loss) of a tensor that still requires grad.
             warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
             trainer.train(
-                n_epochs=config.n_epochs, on_epoch_end=on_epoch_end, progress_bar=progress, log_interval=10**9
+                n_epochs=config.n_epochs,
+                on_epoch_end=on_epoch_end,
+                progress_bar=False,  # imitation's bar prints one line per epoch; ours is one per stage
+                log_interval=batches_per_epoch if tensorboard else 10**9,
             )
     policy.set_training_mode(False)
     return TrainResult(policy=policy, log=pd.DataFrame(rows), train_episodes=train_idx, val_episodes=val_idx)
@@ -288,6 +382,7 @@ def save_clone(
     algorithm: str = "bc",
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
+    tensorboard_dir: str | pathlib.Path | None = None,
 ) -> pathlib.Path:
     """Write a run directory (policy, training log, metadata) atomically.
 
@@ -300,6 +395,8 @@ def save_clone(
         algorithm: ``bc`` or ``dagger``.
         extra: more metadata (e.g. the DAgger schedule).
         overwrite: replace an existing directory.
+        tensorboard_dir: TensorBoard event files written while training (by
+            :func:`tensorboard_logging`), copied into the run's ``tensorboard/``.
     """
     if algorithm == "bc":
         train_seeds = [demos.seeds[i] for i in result.train_episodes]
@@ -332,6 +429,8 @@ def save_clone(
         save_policy(result.policy, tmp / POLICY_FILE)
         result.log.to_csv(tmp / LOG_FILE, index=False)
         write_json(tmp / METADATA, metadata)
+        if tensorboard_dir is not None:
+            shutil.copytree(tensorboard_dir, tmp / TENSORBOARD_DIR)
     return pathlib.Path(path)
 
 
@@ -341,6 +440,8 @@ __all__ = [
     "train_bc",
     "save_clone",
     "parse_net_arch",
+    "tensorboard_logging",
+    "tensorboard_scalars",
     "split_episodes",
     "action_accuracy",
 ]

@@ -452,6 +452,22 @@ CASES: dict[str, tuple[Callable[[World], list[str]], str]] = {
     "train-expert zero timesteps": (lambda w: ["train-expert", "--timesteps", "0", "--out", w.out], "timesteps"),
     "train-expert bad gamma": (lambda w: ["train-expert", "--gamma", "2", "--out", w.out], "gamma"),
     "pipeline zero episodes": (lambda w: ["pipeline", "--demo-episodes", "0", "--out", w.out], "episodes"),
+    "export-policy missing clone": (
+        lambda w: ["export-policy", str(w.root / "none"), "--out", str(w.root / "p.zip")],
+        "not found",
+    ),
+    "export-policy output not a zip": (
+        lambda w: ["export-policy", w.clone(), "--out", str(w.root / "p.pt")],
+        "must name a .zip file",
+    ),
+    "export-policy output exists": (
+        lambda w: ["export-policy", w.clone(), "--out", w.file("p.zip", "x")],
+        "output file exists",
+    ),
+    "export-policy corrupt clone": (
+        lambda w: ["export-policy", w.clone(policy=b"junk"), "--out", str(w.root / "p.zip")],
+        "not a loadable policy",
+    ),
 }
 
 
@@ -598,6 +614,18 @@ HOSTILE: dict[str, Callable[[World], list[str]]] = {
         w.out,
     ],
     "evaluate, class in a clone's policy file": lambda w: _evaluate(w, f"clone:{w.clone(policy=_pickled_class())}"),
+    "export-policy, vehicle class in clone metadata": lambda w: [
+        "export-policy",
+        w.clone(VEHICLE),
+        "--out",
+        str(w.root / "p.zip"),
+    ],
+    "export-policy, class in a clone's policy file": lambda w: [
+        "export-policy",
+        w.clone(policy=_pickled_class()),
+        "--out",
+        str(w.root / "p.zip"),
+    ],
     "collect, --set vehicle class": lambda w: [*COLLECT, "--set", f"other_vehicles_type={PLANTED}.Car", "--out", w.out],
 }
 

@@ -80,7 +80,7 @@ def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "testbed: error: unknown scenario 'nope'; choose from: highway, highway-fast, highway-fast-continuous, merge, "
-        "roundabout, optionally with a sensor suffix: -lidar, -grid, -camera (e.g. highway-fast-camera)"
+        "roundabout, optionally with a sensor suffix: -lidar, -grid, -camera, -kinrich (e.g. highway-fast-camera)"
     ]
 
 

@@ -1,0 +1,374 @@
+"""Demonstrations as Minari datasets, and back (``testbed export-minari`` / ``import-minari``).
+
+`Minari <https://minari.farama.org>`_ is Farama's dataset format for offline RL and imitation
+learning. The files are written and read by the real ``minari`` package (the optional extra
+``pip install -e ".[minari]"``, minari 0.5.4: the newest release, and one whose requirements,
+``gymnasium>=0.28.1``, install beside this project's pinned gymnasium 0.29.1), in its HDF5
+layout: ``ROOT/DATASET_ID/data/metadata.json`` and ``main_data.hdf5`` with one group per
+episode (``observations`` T+1, ``actions``, ``rewards``, ``terminations``, ``truncations``
+T each, and ``infos``) and the episode's ``seed`` as an attribute. A user loads it with::
+
+    MINARI_DATASETS_PATH=ROOT python -c "import minari; print(minari.load_dataset('DATASET_ID'))"
+
+What is kept, and how:
+
+- the env spec: the scenario's gymnasium id with its full recorded config as ``kwargs`` and
+  its ``max_episode_steps``, so ``dataset.recover_environment()`` builds the same highway-env
+  environment (stock highway-env: the testbed's accelerated simulator is bit-identical; a
+  lidar env returns float64 where the testbed casts to the recorded float32);
+- ``requirements``: the highway-env version the config is for;
+- under the metadata key ``testbed``: the demonstrations' own record
+  (:class:`testbed.demos.DemoMetadata`, with the provenance of the data), the export's
+  provenance, where the data came from, and the infos' key order;
+- terminations and truncations: the episode's last step is terminated if the trajectory is
+  terminal (a crash), else truncated (time limit, or an episode cut short);
+- infos: the testbed's per-step info, one entry per *step* (the info returned by step k); no
+  reset entry, which the testbed does not record (Minari's ``DataCollector`` would put one
+  first). Values must be numbers, booleans, strings or equal-length lists, with the same keys
+  at every step; a number key that mixes ints and floats comes back as floats.
+- images (the camera sensor) are stored raw (``jpeg_encoding=False``): Minari's default JPEG
+  encoding is lossy.
+
+Reading back needs the ``testbed`` record: a Minari dataset from elsewhere carries no
+scenario, so it cannot become a :class:`~testbed.demos.Demonstrations`. The recorded scenario
+is re-validated like any demonstration record (it may name no code to import), and the data
+are checked against the recorded spaces as :func:`testbed.demos.load_demos` checks them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from testbed.demos import DemoMetadata, Demonstrations, _as_recorded_dtype, _check_values
+from testbed.errors import TestbedError
+from testbed.provenance import package_versions, provenance
+from testbed.spaces import space_from_dict
+
+RECORD_KEY = "testbed"
+"""The Minari metadata key under which the testbed's record is stored."""
+RECORD_FORMAT = 1
+"""Version of that record's layout."""
+INSTALL_HINT = 'pip install -e ".[minari]"'
+
+
+def _minari() -> Any:
+    """The ``minari`` module, or a one-line error that says how to install it."""
+    try:
+        import h5py  # noqa: F401  # minari's HDF5 storage needs it; fail here, not mid-write
+        import minari
+    except ImportError as e:
+        raise TestbedError(
+            f"Minari export/import needs the minari package ({e.name} is missing): {INSTALL_HINT}"
+        ) from None
+    return minari
+
+
+def default_root() -> pathlib.Path:
+    """Minari's datasets root: ``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``."""
+    env = os.environ.get("MINARI_DATASETS_PATH")
+    return pathlib.Path(env) if env else pathlib.Path.home() / ".minari" / "datasets"
+
+
+def check_dataset_id(dataset_id: str) -> None:
+    """Refuse an id Minari would not accept (``(namespace/)name-vN``).
+
+    Raises:
+        TestbedError: a malformed id.
+    """
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    try:
+        parse_dataset_id(dataset_id)
+    except (ValueError, TypeError):
+        raise TestbedError(
+            f"--dataset-id {dataset_id!r} is not a Minari id: use (namespace/)name-vN, e.g. highway-fast/scripted-v0"
+        ) from None
+
+
+@contextlib.contextmanager
+def _datasets_root(root: pathlib.Path) -> Iterator[None]:
+    """Point Minari's datasets root at ``root`` for the block (Minari reads it at every call)."""
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = before
+
+
+def _leaf_array(values: list[Any], *, where: str) -> np.ndarray:
+    """One info key's values over an episode as an array HDF5 can store."""
+    if all(isinstance(v, bool | np.bool_) for v in values):
+        return np.asarray(values, dtype=bool)
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    if all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values):
+        return np.asarray(values, dtype=np.float64)
+    if all(isinstance(v, str) for v in values):
+        return np.asarray(values, dtype=object)
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        array = np.asarray(values, dtype=object)
+    if array.dtype == object or array.dtype.kind not in "biuf":
+        raise TestbedError(f"{where}: values {values[:2]!r}... cannot be stored as an array in Minari's infos")
+    return array
+
+
+def _infos_to_arrays(infos: Sequence[Mapping[str, Any]], *, where: str) -> dict[str, Any]:
+    """Per-step info dicts -> Minari's dict of arrays (nested dicts become nested groups)."""
+    keys = list(infos[0])
+    for k, info in enumerate(infos):
+        if set(info) != set(keys):
+            raise TestbedError(
+                f"{where}, step {k}: info keys {sorted(info)} differ from step 0's {sorted(keys)}; Minari stores "
+                "infos as one array per key"
+            )
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [info[key] for info in infos]
+        if all(isinstance(v, Mapping) for v in values):
+            out[key] = _infos_to_arrays(values, where=f"{where}, info {key!r}")
+        else:
+            out[key] = _leaf_array(values, where=f"{where}, info {key!r}")
+    return out
+
+
+def _arrays_to_infos(arrays: Mapping[str, Any], n_steps: int, order: Mapping[str, Any], *, where: str) -> list[dict]:
+    """Inverse of :func:`_infos_to_arrays`; ``order`` holds each level's key order."""
+    keys = list(order.get("keys", [])) or sorted(arrays)
+    if set(keys) != set(arrays):
+        raise TestbedError(f"{where}: info keys {sorted(arrays)} differ from the recorded {sorted(keys)}")
+    columns: dict[str, list[Any]] = {}
+    for key in keys:
+        value = arrays[key]
+        if isinstance(value, Mapping):
+            columns[key] = _arrays_to_infos(value, n_steps, order.get("children", {}).get(key, {}), where=where)
+        else:
+            array = np.asarray(value)
+            if len(array) != n_steps:
+                raise TestbedError(f"{where}: info {key!r} has {len(array)} entries for {n_steps} steps")
+            column = array.tolist()
+            columns[key] = [v.decode() if isinstance(v, bytes) else v for v in column]
+    return [{key: columns[key][k] for key in keys} for k in range(n_steps)]
+
+
+def _key_order(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    first = infos[0]
+    children = {k: _key_order([info[k] for info in infos]) for k, v in first.items() if isinstance(v, Mapping)}
+    return {"keys": list(first), **({"children": children} if children else {})}
+
+
+def _env_spec(scenario: Mapping[str, Any]) -> Any:
+    """The gymnasium ``EnvSpec`` of a recorded scenario: its id, full config, time limit."""
+    import gymnasium as gym
+    import highway_env  # noqa: F401  # registers the highway-env ids
+
+    spec = gym.spec(str(scenario["env_id"]))
+    return dataclasses.replace(
+        spec, kwargs={"config": dict(scenario["config"])}, max_episode_steps=int(scenario["max_episode_steps"])
+    )
+
+
+def export_minari(
+    demos: Demonstrations,
+    dataset_id: str,
+    *,
+    root: str | pathlib.Path | None = None,
+    source: str = "",
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write ``demos`` as the Minari dataset ``dataset_id`` under ``root``.
+
+    The dataset is built in a temporary root beside the final one and moved into place only
+    when complete.
+
+    Args:
+        demos: the demonstrations.
+        dataset_id: Minari id, ``(namespace/)name-vN``.
+        root: Minari datasets root (default :func:`default_root`).
+        source: where the demonstrations came from (recorded).
+        overwrite: replace an existing dataset with this id.
+
+    Returns:
+        The dataset's directory, ``root/dataset_id``.
+
+    Raises:
+        TestbedError: minari missing, a malformed id, an existing dataset without
+            ``overwrite``, or infos Minari cannot store.
+    """
+    minari = _minari()
+    from minari.data_collector import EpisodeBuffer
+
+    check_dataset_id(dataset_id)
+    base = pathlib.Path(root) if root is not None else default_root()
+    if base.exists() and not base.is_dir():
+        raise TestbedError(f"Minari datasets root {base} is not a directory")
+    final = base / dataset_id
+    if (final.exists() or final.is_symlink()) and not overwrite:
+        raise TestbedError(f"Minari dataset exists: {final} (pass --overwrite to replace it)")
+    meta = demos.metadata
+    buffers, orders = [], []
+    for i, (t, seed) in enumerate(zip(demos.trajectories, demos.seeds)):
+        n = len(t.acts)
+        terminal = bool(t.terminal)
+        infos = list(t.infos) if t.infos is not None and len(t.infos) else None
+        buffers.append(
+            EpisodeBuffer(
+                id=i,
+                seed=int(seed),
+                observations=np.asarray(t.obs),
+                actions=np.asarray(t.acts),
+                rewards=[float(r) for r in t.rews],
+                terminations=[False] * (n - 1) + [terminal],
+                truncations=[False] * (n - 1) + [not terminal],
+                infos=None if infos is None else _infos_to_arrays(infos, where=f"episode {i}"),
+            )
+        )
+        orders.append(None if infos is None else _key_order(infos))
+    record = {
+        "format": RECORD_FORMAT,
+        "demonstrations": meta.to_dict(),
+        "source": source,
+        "infos": "one entry per step: the info returned by step k (no reset entry)",
+        "info_key_order": orders,
+        "export_provenance": provenance(),
+    }
+    expert = meta.expert.get("name", "?")
+    scenario = meta.scenario
+    description = (
+        f"{meta.n_episodes} episodes ({meta.n_transitions} transitions) of expert:{expert} on the testbed scenario "
+        f"{scenario.get('name')!r} ({scenario['env_id']} with the recorded config, env_spec.kwargs['config']); "
+        "written by highway-bc-testbed (testbed export-minari); its own record is under the metadata key 'testbed'."
+    )
+    base.mkdir(parents=True, exist_ok=True)
+    tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=".minari-export-tmp-", dir=base))
+    try:
+        with _datasets_root(tmp_root), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Minari warns on every optional field left out
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id,
+                buffers,
+                env=None,  # the spec is added below: with an env, Minari would build (and reset) it
+                algorithm_name=f"expert:{expert}" + (" with DART noise" if meta.noise else ""),
+                author="highway-bc-testbed",
+                code_permalink=f"highway-bc-testbed@{provenance()['git_commit']}",
+                observation_space=space_from_dict(meta.observation_space),
+                action_space=space_from_dict(meta.action_space),
+                description=description,
+                data_format="hdf5",
+                requirements=[f"highway-env=={package_versions()['highway-env']}"],
+                jpeg_encoding=False,
+            )
+            dataset.storage.update_metadata({"env_spec": _env_spec(scenario).to_json(), RECORD_KEY: record})
+        built = tmp_root / dataset_id
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for parent in reversed(pathlib.Path(dataset_id).parents):  # namespaces: Minari's marker files
+            marker = tmp_root / parent / "namespace_metadata.json"
+            if str(parent) != "." and marker.is_file() and not (base / parent / marker.name).exists():
+                shutil.copy(marker, base / parent / marker.name)
+        if final.exists() or final.is_symlink():
+            trash = pathlib.Path(tempfile.mkdtemp(prefix=".minari-export-old-", dir=base))
+            final.rename(trash / "old")
+            built.rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            built.rename(final)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    return final
+
+
+def dataset_dir(dataset: str, *, root: str | pathlib.Path | None = None) -> pathlib.Path:
+    """The directory of a dataset given as a path (``.../DATASET_ID`` or its ``data/``) or as
+    an id under ``root`` (default :func:`default_root`).
+
+    Raises:
+        TestbedError: no dataset there.
+    """
+    as_path = pathlib.Path(dataset)
+    for candidate in (as_path, as_path.parent) if as_path.name == "data" else (as_path,):
+        if (candidate / "data" / "metadata.json").is_file():
+            return candidate
+    under_root = (pathlib.Path(root) if root is not None else default_root()) / dataset
+    if (under_root / "data" / "metadata.json").is_file():
+        return under_root
+    raise TestbedError(
+        f"Minari dataset not found: {dataset} (neither a dataset directory nor an id under {under_root.parent})"
+    )
+
+
+def read_minari(dataset: str, *, root: str | pathlib.Path | None = None) -> Demonstrations:
+    """Read a Minari dataset written by :func:`export_minari` back into demonstrations.
+
+    Args:
+        dataset: a dataset directory or a Minari id under ``root``.
+        root: Minari datasets root for an id (default :func:`default_root`).
+
+    Raises:
+        TestbedError: minari missing, no dataset, a dataset without the testbed's record, a
+            corrupt file, or data that disagree with the record (counts, seeds, spaces, values).
+    """
+    minari = _minari()
+    from imitation.data.types import TrajectoryWithRew
+
+    path = dataset_dir(dataset, root=root)
+    where = f"Minari dataset at {path}"
+    try:
+        data = minari.MinariDataset(path / "data")
+        raw = data.storage.metadata
+        record = raw.get(RECORD_KEY)
+        if not isinstance(record, dict) or not isinstance(record.get("demonstrations"), dict):
+            raise TestbedError(
+                f"{where} has no '{RECORD_KEY}' record in its metadata: only datasets written by "
+                "`testbed export-minari` carry the scenario that demonstrations need"
+            )
+        meta = DemoMetadata.from_dict(record["demonstrations"], where=f"{where}: the '{RECORD_KEY}' record")
+        orders = record.get("info_key_order") or []
+        episodes = list(data.iterate_episodes())
+        seeds = [m.get("seed") for m in data.storage.get_episode_metadata(range(len(episodes)))]
+    except TestbedError:
+        raise
+    except Exception as e:  # h5py, json, minari and gymnasium raise many types on corrupt files
+        raise TestbedError(f"cannot read {where}: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if len(episodes) != meta.n_episodes or len(meta.seeds) != len(episodes):
+        raise TestbedError(f"{where} holds {len(episodes)} episodes; its record says {meta.n_episodes}")
+    if [None if s is None else int(s) for s in seeds] != list(meta.seeds):
+        raise TestbedError(f"{where}: the episodes' seeds differ from the record's")
+    trajectories = []
+    for i, ep in enumerate(episodes):
+        n = len(ep.rewards)
+        order = orders[i] if i < len(orders) and isinstance(orders[i], dict) else {}
+        infos = _arrays_to_infos(ep.infos, n, order, where=f"{where}, episode {i}") if ep.infos else [{}] * n
+        obs, acts = np.asarray(ep.observations), np.asarray(ep.actions)
+        if len(obs) != n + 1 or len(acts) != n or len(ep.terminations) != n:
+            raise TestbedError(f"{where}, episode {i}: {len(obs)} observations, {len(acts)} actions, {n} rewards")
+        trajectories.append(
+            TrajectoryWithRew(
+                obs=obs,
+                acts=acts,
+                infos=np.asarray(infos, dtype=object),
+                terminal=bool(ep.terminations[-1]),
+                rews=np.asarray(ep.rewards, dtype=np.float64),
+            )
+        )
+    _check_values(trajectories, meta, where=where)
+    note = f"imported from the Minari dataset {raw.get('dataset_id')} (testbed import-minari)"
+    meta = dataclasses.replace(meta, note=f"{meta.note}; {note}" if meta.note else note)
+    return Demonstrations(_as_recorded_dtype(trajectories, meta.observation_space), meta)
+
+
+__all__ = ["export_minari", "read_minari", "dataset_dir", "default_root", "check_dataset_id", "RECORD_KEY"]

@@ -23,7 +23,7 @@ import json
 import multiprocessing as mp
 import multiprocessing.context
 import pathlib
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
 from testbed.policies import Agent, PolicyError, PolicySpec, build_agent
+from testbed.progress import Bar, track
 from testbed.runtime import broken_pool_error, init_worker, stop_pool, torch_threads
 from testbed.scenarios import Scenario, make_env
 
@@ -91,12 +92,17 @@ class EgoTracker:
         self.position = np.array(base.vehicle.position, dtype=float)
         self.road_id, self.lane, _ = _lane_state(base.vehicle, base)
 
-    def step(self, applied: Any, terminated: bool) -> dict[str, Any]:
-        """Infos after a step that applied ``applied`` (stored as given)."""
+    def step(self, applied: Any, terminated: bool, env_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Infos after a step that applied ``applied`` (stored as given); ``env_info`` is the
+        env's own step info, whose per-step costs (``collision``, ``near_miss``: scenarios with
+        :data:`testbed.recovery.COST_KEYS`) are kept. Where collisions are recoverable the ego
+        is no longer crashed after the step, so ``crashed`` is that step's ``collision``."""
         vehicle = self.base.vehicle
         new_position = np.array(vehicle.position, dtype=float)
         new_road, new_lane, rightmost = _lane_state(vehicle, self.base)
-        info: dict[str, Any] = {"speed": float(vehicle.speed), "crashed": bool(vehicle.crashed)}
+        costs = {k: int(env_info[k]) for k in ("collision", "near_miss") if env_info and k in env_info}
+        crashed = bool(vehicle.crashed or costs.get("collision", 0))
+        info: dict[str, Any] = {"speed": float(vehicle.speed), "crashed": crashed, **costs}
         if self.offroad_is_crash:
             info["crashed"] = bool(vehicle.crashed or (terminated and not vehicle.on_road))
             info["collided"] = bool(vehicle.crashed)
@@ -208,8 +214,8 @@ def run_episode(
             action = codec.clean(agent.act(obs, base))
             applied = codec.applied(action)
             executed.append(applied)
-            obs, reward, terminated, truncated, _ = env.step(applied)
-            infos.append(tracker.step(codec.info(applied), terminated))
+            obs, reward, terminated, truncated, step_info = env.step(applied)
+            infos.append(tracker.step(codec.info(applied), terminated, step_info))
             observations.append(obs)
             actions.append(action)
             rewards.append(float(reward))
@@ -490,15 +496,17 @@ class RolloutPool:
         *,
         labeller: PolicySpec | str | None = None,
         noise: float = 0.0,
-        progress: bool = False,
+        progress: bool | Bar = False,
         desc: str | None = None,
     ) -> list[EpisodeRecord]:
-        """All episodes of :meth:`imap` as a list, with an optional progress bar."""
+        """All episodes of :meth:`imap` as a list, with an optional progress bar: ``True`` for
+        a bar of its own (drawn only on a terminal, :mod:`testbed.progress`), or a stage's
+        :class:`~testbed.progress.Bar` to advance by one per episode."""
         iterator = self.imap(scenario, spec, seeds, labeller=labeller, noise=noise)
+        if isinstance(progress, Bar):
+            return list(track(iterator, len(seeds), desc or spec.label, unit="ep", bar=progress))
         if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(iterator, total=len(seeds), desc=desc or spec.label, unit="ep", leave=False)
+            return list(track(iterator, len(seeds), desc or spec.label, unit="ep"))
         return list(iterator)
 
 
@@ -511,7 +519,7 @@ def rollouts(
     pool: RolloutPool | None = None,
     labeller: PolicySpec | str | None = None,
     noise: float = 0.0,
-    progress: bool = False,
+    progress: bool | Bar = False,
     desc: str | None = None,
 ) -> list[EpisodeRecord]:
     """Run ``spec`` on every seed (in ``pool`` if given, else in a pool of ``n_workers``).
@@ -525,7 +533,7 @@ def rollouts(
         labeller: agent (spec, or expert name) whose action is recorded at every visited state.
         noise: probability of applying a random action instead of the driver's (for a Box
             action space: Gaussian noise of std ``noise`` times the action range).
-        progress: show a progress bar.
+        progress: show a progress bar (or advance this :class:`~testbed.progress.Bar`).
         desc: progress bar label.
     """
     if pool is not None:

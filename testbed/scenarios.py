@@ -23,6 +23,7 @@ import numpy as np
 
 from testbed import sim
 from testbed.errors import TestbedError
+from testbed.recovery import COST_KEYS, CostWrapper
 from testbed.spaces import brief, is_int, jsonable, space_from_dict, space_to_dict
 
 
@@ -500,10 +501,16 @@ def get_scenario(
         if dot and top in ("observation", "action"):
             _set_nested(config, top, sub, value, name)
             continue
+        if key in COST_KEYS:  # the testbed's own keys (recoverable-cost driving)
+            value = _coerce(key, value, COST_KEYS[key])
+            if key == "near_miss_headway_s" and not 0 < value <= 10:
+                raise TestbedError(f"{where}: 'near_miss_headway_s' must be in (0, 10] s, got {value}")
+            config[key] = value
+            continue
         if key not in config:
             raise TestbedError(
                 f"unknown config key {key!r} for scenario {name!r}; valid keys: {', '.join(sorted(config))}"
-                " (and observation.<key>, action.<key>)"
+                f" (and observation.<key>, action.<key>, and the testbed's {', '.join(COST_KEYS)})"
             )
         value = _coerce(key, value, config[key])
         _check_numbers(key, value)
@@ -671,6 +678,7 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
     sim.enable()
     cls = _env_class(scenario.env_id)
     config = copy.deepcopy(dict(scenario.config))
+    costs = {k: config.pop(k) for k in COST_KEYS if k in config}  # the testbed's, not highway-env's
     observation = dict(config["observation"])
     if observation.get("type") == "GrayscaleObservation":
         # highway-env concatenates (stack_size,) + observation_shape: it must be a tuple.
@@ -682,6 +690,12 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
         base = cls(config=config, render_mode=render_mode)
     base.spec = gym.spec(scenario.env_id)
     env: gym.Env = _QuietStep(base)
+    if costs:
+        env = CostWrapper(
+            env,
+            recover_crashes=bool(costs.get("crash_recovery", COST_KEYS["crash_recovery"])),
+            near_miss_headway_s=float(costs.get("near_miss_headway_s", COST_KEYS["near_miss_headway_s"])),
+        )
     if observation.get("type") == "LidarObservation":
         env = _CastObservation(env)
     return gym.wrappers.TimeLimit(env, max_episode_steps=scenario.max_episode_steps)

@@ -1,0 +1,72 @@
+"""Recoverable-cost driving: collisions charged and survived, near misses, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.errors import TestbedError
+from testbed.recovery import time_headway
+from testbed.scenarios import get_scenario, make_env
+
+RECOVER = {"crash_recovery": True, "near_miss_headway_s": 0.5, "duration": 20}
+
+
+def _idle_run(overrides: dict, seed: int) -> list[tuple[int, int, bool]]:
+    env = make_env(get_scenario("highway-fast", overrides))
+    env.reset(seed=seed)
+    steps, done = [], False
+    while not done:
+        _, _, terminated, truncated, info = env.step(1)  # IDLE: keeps lane and speed, so it gets hit
+        steps.append((info["collision"], info["near_miss"], bool(terminated)))
+        done = terminated or truncated
+    env.close()
+    return steps
+
+
+def test_a_collision_is_charged_and_the_episode_goes_on() -> None:
+    seed = next(s for s in range(20) if sum(c for c, _, _ in _idle_run(RECOVER, s)) > 0)
+    recovered = _idle_run(RECOVER, seed)
+    first = next(i for i, (c, _, _) in enumerate(recovered) if c)
+    assert len(recovered) == 20 and not any(t for _, _, t in recovered)  # ran to the time limit
+    # The terminating scenario, same seed and actions, ends at that very step.
+    terminating = _idle_run({"near_miss_headway_s": 0.5, "duration": 20}, seed)
+    assert len(terminating) == first + 1 and terminating[-1][0] == 1 and terminating[-1][2]
+    assert recovered[: first + 1] == [(c, n, False) for c, n, _ in terminating]
+    # Same seed, same trajectory.
+    assert _idle_run(RECOVER, seed) == recovered
+
+
+def test_near_miss_is_zero_alone_and_positive_when_following_close() -> None:
+    from highway_env.vehicle.kinematics import Vehicle
+
+    env = make_env(get_scenario("highway-fast", {"near_miss_headway_s": 0.5, "vehicles_count": 1}))
+    env.reset(seed=0)
+    base = env.unwrapped
+    ego = base.vehicle
+    base.road.vehicles[:] = [ego]  # a lone car
+    assert time_headway(base) == float("inf")
+    assert [env.step(1)[4]["near_miss"] for _ in range(3)] == [0, 0, 0]
+    lane = base.road.network.get_lane(ego.lane_index)
+    s, _ = lane.local_coordinates(ego.position)
+    # A car 8 m ahead (3 m bumper to bumper) at the ego's speed: about 0.12 s headway.
+    base.road.vehicles.append(Vehicle(base.road, lane.position(s + 8.0, 0.0), lane.heading_at(s), ego.speed))
+    assert time_headway(base) == pytest.approx(3.0 / ego.speed)
+    _, _, _, _, info = env.step(1)
+    assert info["near_miss"] == 1 and info["collision"] == 0
+    env.close()
+
+
+def test_cost_keys_are_validated() -> None:
+    with pytest.raises(TestbedError, match="near_miss_headway_s"):
+        get_scenario("highway-fast", {"near_miss_headway_s": -1})
+    with pytest.raises(TestbedError, match="crash_recovery"):
+        get_scenario("highway-fast", {"crash_recovery": "yes"})
+    with pytest.raises(TestbedError, match="crash_recovery, near_miss_headway_s"):
+        get_scenario("highway-fast", {"crash_recover": True})
+    # Plain scenarios are untouched: no cost key, no cost infos.
+    assert "crash_recovery" not in get_scenario("highway-fast").config
+    env = make_env(get_scenario("highway-fast"))
+    env.reset(seed=0)
+    assert "collision" not in env.step(1)[4]
+    assert np.isfinite(get_scenario("highway-fast", RECOVER).config["near_miss_headway_s"])

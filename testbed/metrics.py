@@ -32,7 +32,13 @@ METRICS: dict[str, str] = {
     "lane_changes": "Completed lane changes (lane id changed within a road segment)",
     "right_lane_fraction": "Fraction of decisions ending in the rightmost lane",
 }
-"""Column name -> meaning, for every per-episode metric."""
+"""Column name -> meaning, for every per-episode metric of every scenario."""
+
+COST_METRICS: dict[str, str] = {
+    "collisions": "Decision steps with a collision (recoverable-cost scenarios: each is charged, the episode goes on)",
+    "near_misses": "Decision steps ending with a time headway below the scenario's near_miss_headway_s",
+}
+"""Column name -> meaning, for the metrics of scenarios with per-step costs (``testbed.recovery``)."""
 
 RATES: frozenset[str] = frozenset({"crashed"})
 """Metrics that are 0/1 per episode: their mean is a rate and gets :func:`rate_ci`."""
@@ -57,14 +63,22 @@ def episode_metrics(trajectory: TrajectoryWithRew) -> dict[str, float]:
     n = len(trajectory.acts)
     if n == 0 or len(infos) != n:
         raise ValueError("trajectory needs one info dict per action and at least one step")
+    costs = {}
+    if "collision" in infos[-1]:  # a scenario with per-step costs (testbed.recovery)
+        costs = {
+            "collisions": float(sum(int(i["collision"]) for i in infos)),
+            "near_misses": float(sum(int(i["near_miss"]) for i in infos)),
+        }
     return {
         "return": float(np.sum(trajectory.rews, dtype=np.float64)),
         "length": float(n),
-        "crashed": float(bool(infos[-1]["crashed"])),
+        # With recoverable collisions: crashed at least once.
+        "crashed": float(bool(costs["collisions"]) if costs else bool(infos[-1]["crashed"])),
         "mean_speed_mps": float(np.mean([i["speed"] for i in infos])),
         "distance_m": float(np.sum([i["distance_m"] for i in infos])),
         "lane_changes": float(np.sum([bool(i["lane_change"]) for i in infos])),
         "right_lane_fraction": float(np.mean([bool(i["rightmost"]) for i in infos])),
+        **costs,
     }
 
 
@@ -308,9 +322,11 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, confidence: flo
 
 
 def episodes_table(records: Iterable[tuple[str, int, TrajectoryWithRew]]) -> pd.DataFrame:
-    """One row per episode: ``policy``, ``seed`` and every metric of :data:`METRICS`."""
+    """One row per episode: ``policy``, ``seed`` and every metric of :data:`METRICS` (and of
+    :data:`COST_METRICS` in scenarios with per-step costs)."""
     rows = [{"policy": policy, "seed": int(seed), **episode_metrics(traj)} for policy, seed, traj in records]
-    return pd.DataFrame(rows, columns=["policy", "seed", *METRICS])
+    costs = [m for m in COST_METRICS if any(m in r for r in rows)]
+    return pd.DataFrame(rows, columns=["policy", "seed", *METRICS, *costs])
 
 
 def summarize(episodes: pd.DataFrame, *, reference: str | None = None) -> pd.DataFrame:
@@ -337,7 +353,7 @@ def summarize(episodes: pd.DataFrame, *, reference: str | None = None) -> pd.Dat
     for policy in policies:
         df = episodes[episodes["policy"] == policy]
         row: dict[str, float | str | int] = {"policy": policy, "n_episodes": len(df)}
-        for metric in METRICS:
+        for metric in [*METRICS, *(m for m in COST_METRICS if m in episodes)]:
             row.update(episode_ci(metric, df[metric].to_numpy()).columns(metric))
         mine = df.set_index("seed")["return"]
         if set(mine.index) != set(ref.index):

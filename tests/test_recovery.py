@@ -70,3 +70,20 @@ def test_cost_keys_are_validated() -> None:
     env.reset(seed=0)
     assert "collision" not in env.step(1)[4]
     assert np.isfinite(get_scenario("highway-fast", RECOVER).config["near_miss_headway_s"])
+
+
+def test_the_harness_records_costs_the_same_with_any_worker_count() -> None:
+    from testbed.metrics import episodes_table, summarize
+    from testbed.policies import PolicySpec
+    from testbed.rollout import rollouts
+
+    scenario = get_scenario("highway-fast", RECOVER)
+    seeds = [0, 1, 2, 3]
+    one = rollouts(scenario, PolicySpec("idle"), seeds, n_workers=1)
+    two = rollouts(scenario, PolicySpec("idle"), seeds, n_workers=2)
+    for a, b in zip(one, two):
+        assert list(a.infos) == list(b.infos) and np.array_equal(a.trajectory.obs, b.trajectory.obs)
+    episodes = episodes_table(("idle", r.seed, r.trajectory) for r in one)
+    assert (episodes["length"] == 20).all()  # no collision ends an episode
+    assert (episodes["crashed"] == (episodes["collisions"] > 0)).all() and episodes["collisions"].sum() > 0
+    assert {"collisions", "near_misses"} <= set(summarize(episodes).columns)

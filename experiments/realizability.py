@@ -75,7 +75,8 @@ import numpy as np
 import pandas as pd
 import tyro
 
-from testbed.demos import DemoMetadata, Demonstrations
+from testbed.collect import demonstrations_from
+from testbed.demos import Demonstrations
 from testbed.errors import TestbedError
 from testbed.experts import make_expert
 from testbed.metrics import BOOTSTRAP_SEED, CONFIDENCE, N_RESAMPLES, Interval, mean_ci, paired_difference, rate_ci
@@ -389,13 +390,6 @@ def val_score(policy: Any, n_episodes: int, validation: Demonstrations) -> ValSc
     return ValScore(n_episodes, np.asarray(correct), np.asarray(labels))
 
 
-def as_demonstrations(scenario: Scenario, records: Sequence[EpisodeRecord], teacher: dict[str, Any]) -> Demonstrations:
-    """The teacher's episodes as demonstrations (imitation trajectories with their record)."""
-    trajectories = [r.trajectory for r in records]
-    meta = DemoMetadata.describe(scenario, trajectories, [r.seed for r in records], expert=teacher)
-    return Demonstrations(trajectories, meta)
-
-
 def train_config(args: Args, n: int, n_transitions: int) -> TrainConfig:
     """The recipe for a clone of ``n`` episodes (``n_transitions`` labels)."""
     epochs = args.epochs if n <= args.full_epochs_up_to else max(1, round(args.epochs * args.full_epochs_up_to / n))
@@ -470,13 +464,13 @@ def run_row(
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     n_max = max(row.sizes)
-    demos = as_demonstrations(
+    demos = demonstrations_from(
         row.scenario,
         pool.run(row.scenario, row.spec, DEMOS.seeds(n_max), progress=True, desc=f"{row.label}: demos"),
         teacher_record,
     )
     val_seeds = DEMOS.seeds(row.n_val, offset=args.val_offset)
-    validation = as_demonstrations(
+    validation = demonstrations_from(
         row.scenario,
         pool.run(row.scenario, row.spec, val_seeds, progress=True, desc=f"{row.label}: validation"),
         teacher_record,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 
 from testbed.demos import DemoMetadata, Demonstrations
 from testbed.errors import TestbedError
 from testbed.experts import make_expert
 from testbed.policies import PolicySpec, check_expert_fits
-from testbed.rollout import RolloutPool, rollouts
+from testbed.rollout import EpisodeRecord, RolloutPool, rollouts
 from testbed.scenarios import Scenario
 from testbed.seeds import episode_seeds
 
@@ -102,3 +105,14 @@ def collect_transitions(
             collect(scenario, expert, n_episodes=more, seed=start, pool=pool, noise=noise, progress=progress)
         )
     return demos.first_transitions(n_transitions)
+
+
+def demonstrations_from(
+    scenario: Scenario, records: Sequence[EpisodeRecord], driver: Mapping[str, Any]
+) -> Demonstrations:
+    """Any driver's episodes from the harness as demonstrations (imitation trajectories and
+    their record): e.g. a clone driving with its argmax as a realizable teacher. ``driver`` is
+    recorded as the demonstrations' expert (``{"name": ..., "params": ...}``)."""
+    trajectories = [r.trajectory for r in records]
+    meta = DemoMetadata.describe(scenario, trajectories, [r.seed for r in records], expert=driver)
+    return Demonstrations(trajectories, meta)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import json
 import pathlib
 import sys
 
@@ -64,3 +65,27 @@ def test_every_experiment_evaluates_on_the_test_range(script: pathlib.Path) -> N
     defaults = {name: fields[name]} if isinstance(fields.get(name), int) else {}
     assert all(seed in seeds.TEST for seed in defaults.values()), defaults
     assert "check_test_seeds(" in script.read_text(), f"{script.name} never checks its evaluation seeds"
+
+
+def _ranges(record: object) -> set[str]:
+    """Every seed-range name recorded anywhere in a JSON record."""
+    if isinstance(record, dict):
+        found = {record["range"]} if isinstance(record.get("range"), str) else set()
+        return found.union(*(_ranges(v) for v in record.values()))
+    if isinstance(record, list):
+        return set().union(*(_ranges(v) for v in record))
+    return set()
+
+
+RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
+COMMITTED = sorted(p for p in RESULTS.glob("*/*.json") if p.name in ("config.json", "render.json"))
+
+
+@pytest.mark.parametrize("record", COMMITTED, ids=lambda p: p.parent.name)
+def test_every_committed_result_states_the_test_range(record: pathlib.Path) -> None:
+    assert "test" in _ranges(json.loads(record.read_text())), f"{record} does not record the sealed test range"
+
+
+def test_the_quick_pipeline_labels_its_development_seeds() -> None:
+    config = json.loads((RESULTS / "pipeline" / "highway-fast" / "config.json").read_text())
+    assert config["eval_seeds"]["range"] == "development"

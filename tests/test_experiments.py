@@ -72,6 +72,27 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
         module.main(module.Args(fast=True, out=str(tmp_path / "x"), eval_seed=10_000))
 
 
+def test_compounding_fast(tmp_path: pathlib.Path) -> None:
+    module = _load("compounding")
+    out = tmp_path / "cmp"
+    tables = module.main(module.Args(fast=True, out=str(out), workers=2))
+    fits = tables["fits"]
+    assert set(fits["group"]) == {"bc", "dart", "dagger", "iid-errors", "realizable"}
+    assert set(fits["variant"]) == {"terminating", "recoverable"}
+    assert ((fits["b_ci_low"] <= fits["b"]) & (fits["b"] <= fits["b_ci_high"])).all()
+    episodes = pd.read_csv(out / "episodes.csv")
+    # Recoverable episodes run to their horizon; independent seeds per horizon, all in the test range.
+    rec = episodes[episodes["variant"] == "recoverable"]
+    assert (rec["length"] == rec["T"]).all()
+    blocks = episodes.groupby(["variant", "T"])["seed"].apply(frozenset)
+    assert len(set(blocks)) == len(blocks) and all(s >= 1_000_000 for b in blocks for s in b)
+    config = json.loads((out / "config.json").read_text())
+    assert all(r["range"] == "test" for r in config["seeds"]["test"].values())
+    pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png")}
+    module.replot(out)
+    assert {p: (out / p).read_bytes() for p in pngs} == pngs
+
+
 def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     module = _load("distribution_shift")
     out = tmp_path / "ds"

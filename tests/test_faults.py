@@ -108,7 +108,8 @@ class Command:
         self.cwd.mkdir(exist_ok=True)
         self.tmpdir.mkdir(exist_ok=True)
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        environ = {**os.environ, "PYTHONPATH": path, "TMPDIR": str(self.tmpdir)}
+        # Bars are drawn only on a terminal; the test reads them to know an episode is done.
+        environ = {**os.environ, "PYTHONPATH": path, "TMPDIR": str(self.tmpdir), "TESTBED_PROGRESS": "1"}
         with self.stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "testbed", *args],

@@ -241,7 +241,7 @@ def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
         columns=list(args.test_cases),
         column_notes=[f"expert crash {c:.2f}" for c in expert["expert_crashed"]],
         title=f"BC under distribution shift ({args.demo_episodes} demos per training case, "
-        f"{args.eval_episodes} test seeds per cell)",
+        f"{args.eval_episodes} seeds per cell)",
         row_label="trained in",
         column_label="driven in",
     )

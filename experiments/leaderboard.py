@@ -122,7 +122,7 @@ def _plot(ranking: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     ax.axvline(0, color="k", lw=0.8)
     ax.axvline(1, color="k", lw=0.8, ls="--")
     ax.set_xlabel("normalized score: (policy - random) / (expert - random), mean over scenarios")
-    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} test seeds per scenario (95% CIs)", fontsize=9)
+    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} seeds per scenario (95% CIs)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

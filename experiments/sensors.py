@@ -231,7 +231,7 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
     axes[2].grid(axis="y", alpha=0.3)
     fig.suptitle(
         f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
-        f"{args.eval_episodes} test seeds; 95% CIs)",
+        f"{args.eval_episodes} seeds; 95% CIs)",
         fontsize=9,
     )
     fig.tight_layout()

@@ -147,7 +147,7 @@ def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
         assert (out / f).is_file(), f
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"]["range"] == "test" and config["seeds"]["test"]["first_used"] == 1_000_000
-    assert "2 test seeds" in (out / "leaderboard.md").read_text()
+    assert "2 test seeds" in (out / "leaderboard.md").read_text()  # the markdown names the range
     png = (out / "leaderboard.png").read_bytes()
     (out / "leaderboard.png").unlink()
     module.replot(out)

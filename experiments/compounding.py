@@ -45,9 +45,17 @@ import pandas as pd
 import tyro
 
 from testbed.collect import demonstrations_from
-from testbed.drift import hazard_curve, horizon_fit_ci, off_policy_errors, pooled_scores, same_step_difference
+from testbed.drift import (
+    errors_from_text,
+    errors_text,
+    hazard_curve,
+    horizon_fit_ci,
+    off_policy_errors,
+    pooled_scores,
+    same_step_difference,
+)
 from testbed.errors import TestbedError
-from testbed.metrics import clones_mean_ci, mean_ci, rate_ci
+from testbed.metrics import clone_table, clones_mean_ci, mean_ci, rate_ci
 from testbed.outputs import atomic_output_dir, final_path, read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
@@ -249,8 +257,8 @@ def run_policy(
                 "length": len(on),
                 "cost": int(sum(int(i["collision"]) for i in infos)),
                 "collision_steps": " ".join(str(t) for t, i in enumerate(infos) if i["collision"]),
-                "on_errors": "".join(str(int(e)) for e in on),
-                "off_errors": "".join(str(int(e)) for e in off),
+                "on_errors": errors_text(on),
+                "off_errors": errors_text(off),
                 "shift_sum": shift,
                 "shift_steps": n,
             }
@@ -258,22 +266,12 @@ def run_policy(
     return rows
 
 
-def _bits(text: Any) -> np.ndarray:
-    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0") if isinstance(text, str) else np.zeros(0)
-
-
-def _table(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return (
-        frame.pivot(index="train_seed", columns="seed", values=column).sort_index().sort_index(axis=1).to_numpy(float)
-    )
-
-
 def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
     """costs.csv, fits.csv, hazard.csv and errors.csv from the per-episode rows."""
     costs, fits, hazard, errors = [], [], [], []
     longest = max(args.horizons)
     for (variant, group), g in episodes.groupby(["variant", "group"], sort=False):
-        per_t = {int(t): _table(h, "cost") for t, h in g.groupby("T")}
+        per_t = {int(t): clone_table(h, "cost") for t, h in g.groupby("T")}
         for t, table in per_t.items():
             ci = clones_mean_ci(table) if table.shape[0] > 1 else mean_ci(table[0])
             costs.append(
@@ -287,7 +285,7 @@ def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
             bin_steps=args.hazard_bin,
         )
         hazard.append(curve.assign(variant=variant, group=group))
-        on, off = [_bits(t) for t in last["on_errors"]], [_bits(t) for t in last["off_errors"]]
+        on, off = [errors_from_text(t) for t in last["on_errors"]], [errors_from_text(t) for t in last["off_errors"]]
         for lo in range(0, longest, args.hazard_bin):
             row: dict[str, Any] = {"variant": variant, "group": group, "step_lo": lo, "step_hi": lo + args.hazard_bin}
             for name, series in (("eps_on", on), ("eps_off", off)):

@@ -49,10 +49,11 @@ import tyro
 
 from testbed.collect import collect_transitions
 from testbed.demos import load_demos, save_demos
-from testbed.drift import off_policy_errors, pooled_scores, same_step_difference
+from testbed.drift import errors_from_text, errors_text, off_policy_errors, pooled_scores, same_step_difference
 from testbed.errors import TestbedError
 from testbed.metrics import (
     Interval,
+    clone_table,
     clones_mean_ci,
     clones_rate_ci,
     combination_ci,
@@ -195,7 +196,7 @@ def _drive(scenario: Scenario, expert: str, path: pathlib.Path, seeds: tuple[int
                 "return": float(np.sum(r.trajectory.rews)),
                 "crashed": int(bool(infos[-1].get("crashed", False))),
                 "length": len(errors),
-                "on_errors": "".join(map(str, errors)),
+                "on_errors": errors_text(errors),
             }
         )
     return rows
@@ -203,6 +204,7 @@ def _drive(scenario: Scenario, expert: str, path: pathlib.Path, seeds: tuple[int
 
 def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
     """One method and training seed: collect, train a clone per budget, drive the test seeds."""
+    from testbed.clone_io import load_clone
     from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
     from testbed.training import TrainResult, action_accuracy, save_clone, stack_transitions, train_bc
 
@@ -256,8 +258,6 @@ def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict
                 clones.append({"budget": budget, "n_train_labels": it.n_labels, "path": path, "dagger_round": it.round})
         rows = []
         for c in clones:
-            from testbed.clone_io import load_clone
-
             c["val_accuracy"] = action_accuracy(load_clone(c["path"], scenario=scenario), validation)
             rows += [
                 {"budget": c["budget"], **r} for r in _drive(scenario, ctx.expert, c["path"], ctx.eval_seeds, pool)
@@ -294,10 +294,6 @@ def tune_dart(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dic
     }
 
 
-def _errors(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0") if isinstance(text, str) else np.zeros(0)
-
-
 def _clone_errors(cells: list[CellResult], expert_runs: dict[int, Any], scenario: Scenario) -> pd.DataFrame:
     """One row per (clone, test seed): outcome, on- and off-policy error sums, same-step shift."""
     from testbed.clone_io import load_clone
@@ -308,7 +304,7 @@ def _clone_errors(cells: list[CellResult], expert_runs: dict[int, Any], scenario
         for c in cell.result["clones"]:
             policy = load_clone(cell.path / c["path"], scenario=scenario)
             ep = episodes[episodes["budget"] == c["budget"]].copy()
-            on = [_errors(t) for t in ep["on_errors"]]
+            on = [errors_from_text(t) for t in ep["on_errors"]]
             off = [off_policy_errors(policy, expert_runs[s]) for s in ep["seed"]]
             pairs = [same_step_difference(a, b) for a, b in zip(on, off)]
             ep = ep.assign(
@@ -322,17 +318,10 @@ def _clone_errors(cells: list[CellResult], expert_runs: dict[int, Any], scenario
                 off_steps=[len(b) for b in off],
                 shift_sum=[p[0] for p in pairs],
                 shift_steps=[p[1] for p in pairs],
-                off_errors=["".join(map(str, b.astype(int))) for b in off],
+                off_errors=[errors_text(b) for b in off],
             )
             frames.append(ep)
     return pd.concat(frames, ignore_index=True)
-
-
-def _table(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Training seeds (rows) x test seeds (columns) of ``column``."""
-    return (
-        frame.pivot(index="train_seed", columns="seed", values=column).sort_index().sort_index(axis=1).to_numpy(float)
-    )
 
 
 def method_rows(clones: pd.DataFrame, expert: pd.DataFrame) -> pd.DataFrame:
@@ -347,21 +336,21 @@ def method_rows(clones: pd.DataFrame, expert: pd.DataFrame) -> pd.DataFrame:
             "n_test_seeds": g["seed"].nunique(),
             "n_train_labels_min": int(g["n_train_labels"].min()),
             "n_train_labels_max": int(g["n_train_labels"].max()),
-            **clones_mean_ci(_table(g, "return")).columns("return"),
-            **clones_rate_ci(_table(g, "crashed")).columns("crash_rate"),
+            **clones_mean_ci(clone_table(g, "return")).columns("return"),
+            **clones_rate_ci(clone_table(g, "crashed")).columns("crash_rate"),
             **clones_mean_ci(g.groupby("train_seed")["val_accuracy"].first().to_numpy()[:, None]).columns(
                 "val_accuracy"
             ),
         }
         for name in ("on", "off", "shift"):
-            ci = clones_mean_ci(pooled_scores(_table(g, f"{name}_sum"), _table(g, f"{name}_steps")))
+            ci = clones_mean_ci(pooled_scores(clone_table(g, f"{name}_sum"), clone_table(g, f"{name}_steps")))
             floor = -1.0 if name == "shift" else 0.0  # error rates lie in [0, 1], their difference in [-1, 1]
             ci = Interval(ci.mean, max(ci.low, floor), min(ci.high, 1.0))
             row.update(ci.columns(f"eps_{name}" if name != "shift" else "shift"))
         bc = clones[(clones["method"] == "bc") & (clones["budget"] == budget)]
         for col, out in (("return", "return_vs_bc"), ("crashed", "crash_rate_vs_bc")):
             row.update(
-                combination_ci([_table(g, col), _table(bc, col)], (1.0, -1.0)).columns(out)
+                combination_ci([clone_table(g, col), clone_table(bc, col)], (1.0, -1.0)).columns(out)
                 if method != "bc"
                 else Interval(0.0, 0.0, 0.0).columns(out)
             )
@@ -384,7 +373,7 @@ def step_rows(clones: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, budget), g in clones.groupby(["method", "budget"], sort=False):
         for kind in ("on", "off"):
-            errors = [_errors(t) for t in g[f"{kind}_errors"]]
+            errors = [errors_from_text(t) for t in g[f"{kind}_errors"]]
             horizon = max(len(e) for e in errors)
             for t in range(horizon):
                 at_t = [e[t] for e in errors if len(e) > t]

@@ -166,6 +166,16 @@ def off_policy_errors(policy: Any, record: EpisodeRecord) -> np.ndarray:
     return (predicted != np.asarray(record.trajectory.acts)).astype(np.float64)
 
 
+def errors_text(errors: np.ndarray) -> str:
+    """Per-step 0/1 errors as a compact string (``"0010"``), one CSV cell per episode."""
+    return "".join(str(int(e)) for e in errors)
+
+
+def errors_from_text(text: object) -> np.ndarray:
+    """Inverse of :func:`errors_text`; an empty cell (pandas reads NaN) is no step."""
+    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0") if isinstance(text, str) else np.zeros(0)
+
+
 def pooled_scores(numerators: np.ndarray, denominators: np.ndarray) -> np.ndarray:
     """Per-episode scores whose row means are the pooled ratios of each row.
 

@@ -207,6 +207,13 @@ def clones_mean_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence
     return Interval(grand, grand - half, grand + half)
 
 
+def clone_table(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` as the table the clone intervals take: training seeds (``train_seed``, rows)
+    x evaluation seeds (``seed``, columns), both sorted."""
+    wide = frame.pivot(index="train_seed", columns="seed", values=column)
+    return wide.sort_index().sort_index(axis=1).to_numpy(float)
+
+
 def clones_rate_ci(values: Sequence[Sequence[float]] | np.ndarray, *, confidence: float = CONFIDENCE) -> Interval:
     """A rate (0/1 per episode) averaged over clones: the hull of :func:`clones_mean_ci` (training
     and evaluation noise) and the Clopper-Pearson interval of the pooled count (which keeps the

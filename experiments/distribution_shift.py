@@ -105,11 +105,12 @@ def case_scenario(case: str) -> Scenario:
     preset, overrides = CASES[case]
     scenario = get_scenario(preset, parse_overrides(overrides))
     shared = get_scenario("highway-fast").config["observation"]
+    labels = [case] if overrides else []
     if scenario.config["observation"] != shared:
-        scenario = dataclasses.replace(
-            scenario, name=f"{scenario.name}+relative-obs", config={**scenario.config, "observation": dict(shared)}
-        )
-    return dataclasses.replace(scenario, name=f"{scenario.name}[{case}]" if overrides else scenario.name)
+        scenario = dataclasses.replace(scenario, config={**scenario.config, "observation": dict(shared)})
+        labels.append("relative-obs")
+    # NAME[LABEL] (testbed.scenarios.split_label): records of these scenarios load back.
+    return dataclasses.replace(scenario, name=f"{preset}[{','.join(labels)}]" if labels else preset)
 
 
 def main(args: Args) -> pd.DataFrame:

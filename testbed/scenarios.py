@@ -79,6 +79,7 @@ class Scenario:
             raise TestbedError(f"{where}: 'config' must be an object")
         if not (is_int(steps) and 1 <= steps <= _MAX_EPISODE_STEPS):
             raise TestbedError(f"{where}: 'max_episode_steps' must be an integer in 1..{_MAX_EPISODE_STEPS}")
+        name, label = split_label(name, where=where)
         base, _ = split_scenario_name(name)
         if env_id != PRESETS[base].env_id:
             raise TestbedError(
@@ -89,7 +90,7 @@ class Scenario:
         resolved = get_scenario(name, _differences(config, get_scenario(name).config, where=where), where=where)
         if jsonable(dict(resolved.config)) != jsonable(dict(config)):
             raise TestbedError(f"{where}: config does not resolve to itself (values highway-env would not accept)")
-        return cls(name=resolved.name, env_id=env_id, config=dict(config), max_episode_steps=int(steps))
+        return cls(name=resolved.name + label, env_id=env_id, config=dict(config), max_episode_steps=int(steps))
 
 
 _MAX_EPISODE_STEPS = 100_000
@@ -112,6 +113,8 @@ def _differences(config: Mapping[str, Any], preset: Mapping[str, Any], *, where:
                     raise TestbedError(f"{where}: observation type {sub_value!r} is not the scenario's")
                 if sub not in default or jsonable(sub_value) != jsonable(default[sub]):
                     out[f"{key}.{sub}"] = sub_value
+            for sub in sorted(set(default) - set(value)):
+                out[f"{key}.{sub}"] = None  # removed: the class's own default applies
             continue
         if key not in preset or jsonable(value) != jsonable(default):
             out[key] = value
@@ -274,6 +277,26 @@ def scenario_names() -> list[str]:
 def sensor_names() -> list[str]:
     """Names of the sensors a scenario can give the clone."""
     return list(SENSORS)
+
+
+_LABEL = re.compile(r"^(?P<name>[^\[\]]+)(?P<label>\[[A-Za-z0-9_.,=+-]{1,64}\])$")
+"""``NAME[LABEL]``: a scenario name with a case label, as experiments name overridden variants."""
+
+
+def split_label(name: str, *, where: str = "scenario record") -> tuple[str, str]:
+    """``"highway-fast[dense]"`` -> ``("highway-fast", "[dense]")``; a name without a label
+    -> ``(name, "")``. Experiments label a preset run with ``--set`` overrides this way
+    (the overrides themselves are in the record's config); the label is kept, not parsed.
+
+    Raises:
+        TestbedError: a bracket that is not one trailing label of letters, digits and ``_.,=+-``.
+    """
+    if "[" not in name and "]" not in name:
+        return name, ""
+    match = _LABEL.match(name)
+    if match is None:
+        raise TestbedError(f"{where}: scenario name {name!r} is not NAME or NAME[LABEL]")
+    return match["name"], match["label"]
 
 
 def split_scenario_name(name: str) -> tuple[str, str]:
@@ -647,6 +670,11 @@ def _set_nested(config: dict[str, Any], top: str, sub: str, value: Any, name: st
             f"unknown config key {top + '.' + sub!r} for scenario {name!r}; valid keys: "
             + ", ".join(f"{top}.{k}" for k in sorted(valid))
         )
+    if value is None:
+        # null removes the key: the observation/action class's own default applies.
+        nested.pop(sub, None)
+        config[top] = nested
+        return
     if sub in nested:
         value = _coerce(f"{top}.{sub}", value, nested[sub])
     _check_numbers(sub, value)

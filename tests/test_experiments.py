@@ -93,6 +93,17 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
 
 
+def test_distribution_shift_cases_load_back() -> None:
+    """Every case's scenario record passes the validation clone records go through (the
+    fast preset trains no labelled case, so the full run is the only other check)."""
+    from testbed.scenarios import Scenario
+
+    module = _load("distribution_shift")
+    for case in module.CASES:
+        scenario = module.case_scenario(case)
+        assert Scenario.from_dict(scenario.to_dict()).to_dict() == scenario.to_dict(), case
+
+
 def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     module = _load("distribution_shift")
     out = tmp_path / "ds"

@@ -7,7 +7,15 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from testbed.errors import TestbedError
-from testbed.scenarios import describe_spaces, get_scenario, make_env, parse_overrides, scenario_names
+from testbed.scenarios import (
+    Scenario,
+    describe_spaces,
+    get_scenario,
+    make_env,
+    parse_overrides,
+    scenario_names,
+    split_label,
+)
 from testbed.spaces import space_from_dict
 
 
@@ -92,3 +100,30 @@ def test_space_round_trip() -> None:
     env = make_env(get_scenario("highway-fast"))
     assert space_from_dict(spaces["observation_space"]) == env.observation_space
     assert space_from_dict(spaces["action_space"]) == env.action_space
+
+
+def test_labelled_record_round_trips() -> None:
+    """Experiments name overridden variants NAME[LABEL]; their records must load back."""
+    scenario = get_scenario("highway-fast", parse_overrides(["vehicles_density=1.5"]))
+    labelled = Scenario(
+        name="highway-fast[dense]", env_id=scenario.env_id, config=scenario.config, max_episode_steps=1000
+    )
+    back = Scenario.from_dict(labelled.to_dict())
+    assert back.name == "highway-fast[dense]"
+    assert back.to_dict() == labelled.to_dict()
+    assert split_label("highway-fast") == ("highway-fast", "")
+
+
+@pytest.mark.parametrize("name", ["highway-fast[dense", "highway-fast[a][b]", "[dense]", "highway-fast[d e]"])
+def test_malformed_label_is_refused(name: str) -> None:
+    record = {**get_scenario("highway-fast").to_dict(), "name": name}
+    with pytest.raises(TestbedError, match="NAME or NAME\\[LABEL\\]|unknown scenario"):
+        Scenario.from_dict(record)
+
+
+def test_null_removes_a_nested_key_and_records_round_trip() -> None:
+    """A record whose observation lacks a key its preset has (roundabout's features_range)
+    resolves through ``observation.KEY=null``, which leaves the class's default."""
+    scenario = get_scenario("roundabout", parse_overrides(["observation.features_range=null"]))
+    assert "features_range" not in scenario.config["observation"]
+    assert Scenario.from_dict(scenario.to_dict()).to_dict() == scenario.to_dict()

@@ -51,6 +51,11 @@ STEPS: tuple[Step, ...] = (
         "compounding_error",
         "BC vs DART vs DAgger at equal training labels: return, crash rate, eps_on vs eps_off at the same step",
     ),
+    Step(
+        "compounding",
+        "compounding",
+        "compounding error or a constant hazard: horizon fits, hazards and same-step errors with two controls",
+    ),
     Step("realizability", "realizability", "the clone's gap split into realizability, estimation and covariate shift"),
     Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations"),
     Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix"),

@@ -87,3 +87,26 @@ def test_the_harness_records_costs_the_same_with_any_worker_count() -> None:
     assert (episodes["length"] == 20).all()  # no collision ends an episode
     assert (episodes["crashed"] == (episodes["collisions"] > 0)).all() and episodes["collisions"].sum() > 0
     assert {"collisions", "near_misses"} <= set(summarize(episodes).columns)
+
+
+def test_the_iid_error_control_has_no_quadratic_term_on_a_small_run() -> None:
+    """The expert with i.i.d. random actions on recoverable driving: its errors cannot
+    compound, so the horizon fit's b must be compatible with 0 (fresh seeds per horizon).
+    A fit that read the constant hazard as T^2 (as the terminating variant's saturating cost
+    or prefixes of one rollout would) fails this."""
+    from testbed.drift import horizon_fit_ci
+    from testbed.policies import PolicySpec
+    from testbed.rollout import rollouts
+    from testbed.seeds import DEVELOPMENT
+
+    per_t = {}
+    for k, horizon in enumerate((10, 20, 40)):
+        scenario = get_scenario("highway-fast", {**RECOVER, "duration": horizon})
+        seeds = DEVELOPMENT.seeds(12, offset=100 * k)
+        records = rollouts(scenario, PolicySpec("expert", "scripted"), seeds, n_workers=2, noise=0.3)
+        assert all(len(r.infos) == horizon for r in records)
+        per_t[horizon] = np.array([[sum(int(i["collision"]) for i in r.infos) for r in records]])
+    fit = horizon_fit_ci(per_t, n_boot=500)
+    assert sum(float(v.sum()) for v in per_t.values()) > 0  # the noise does cause collisions
+    assert fit["b_ci_low"] <= 0 <= fit["b_ci_high"]
+    assert fit["a_ci_low"] > 0  # and the linear term carries them

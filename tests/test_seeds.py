@@ -81,17 +81,8 @@ RESULTS = pathlib.Path(__file__).resolve().parent.parent / "results"
 COMMITTED = sorted(p for p in RESULTS.glob("*/*.json") if p.name in ("config.json", "render.json"))
 
 
-NOT_REBUILT = {"distribution_shift", "sensors", "leaderboard"}
-"""Committed before the seed protocol: the 2026-12-03 rebuild failed at distribution_shift
-(results/reproduce-log.txt), so these still hold development-seed results, marked as such in
-results/README.md. Remove a name once its step is rebuilt."""
-
-
 @pytest.mark.parametrize("record", COMMITTED, ids=lambda p: p.parent.name)
 def test_every_committed_result_states_the_test_range(record: pathlib.Path) -> None:
-    if record.parent.name in NOT_REBUILT:
-        assert "test" not in _ranges(json.loads(record.read_text())), f"{record} was rebuilt: drop it from NOT_REBUILT"
-        return
     assert "test" in _ranges(json.loads(record.read_text())), f"{record} does not record the sealed test range"
 
 

@@ -35,11 +35,11 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit() -> str:
-    """The checkout's commit, suffixed ``-dirty`` when tracked files outside ``results/`` have
-    changes; or
+def git_commit(root: pathlib.Path | None = None) -> str:
+    """The commit of the checkout at ``root`` (default: the one this package is imported
+    from), suffixed ``-dirty`` when tracked files outside ``results/`` have changes; or
     ``unknown`` outside a git checkout."""
-    root = pathlib.Path(__file__).resolve().parent.parent
+    root = root or pathlib.Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
@@ -59,9 +59,21 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def _script_checkout() -> pathlib.Path | None:
+    """The checkout holding the running script, when it is not the package's own: an
+    experiment run from a second worktree still imports ``testbed`` from wherever it is
+    installed (an editable install of another checkout), and both commits then matter."""
+    script = pathlib.Path(sys.argv[0]).resolve()
+    package_root = pathlib.Path(__file__).resolve().parent.parent
+    for parent in script.parents:
+        if (parent / ".git").exists():
+            return None if parent == package_root else parent
+    return None
+
+
 def provenance() -> dict[str, Any]:
     """Everything needed to say where a result came from."""
-    return {
+    record = {
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "command": [pathlib.Path(sys.argv[0]).name, *sys.argv[1:]],
@@ -69,3 +81,7 @@ def provenance() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": package_versions(),
     }
+    other = _script_checkout()
+    if other is not None:
+        record["script_git_commit"] = git_commit(other)
+    return record

@@ -92,3 +92,20 @@ def test_first_transitions_cuts_the_last_episode() -> None:
     assert cut.n_transitions == 7 and [len(t.acts) for t in cut.trajectories] == [5, 2]
     assert cut.trajectories[1].terminal is False and cut.seeds == [0, 1]
     assert (cut.metadata.n_episodes, cut.metadata.n_transitions) == (2, 7)  # the record counts what is kept
+
+
+def test_provenance_names_the_scripts_checkout_when_it_is_another(tmp_path, monkeypatch) -> None:
+    """A script run from a second checkout imports the installed package: both commits are kept."""
+    import subprocess
+    import sys
+
+    from testbed import provenance as prov
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    script = tmp_path / "experiments" / "x.py"
+    script.parent.mkdir()
+    script.write_text("")
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    assert prov.provenance()["script_git_commit"] == "unknown"  # a checkout without a commit
+    monkeypatch.setattr(sys, "argv", [str(prov.pathlib.Path(prov.__file__))])
+    assert "script_git_commit" not in prov.provenance()

@@ -55,7 +55,7 @@ from testbed.drift import (
     same_step_difference,
 )
 from testbed.errors import TestbedError
-from testbed.metrics import clone_table, clones_mean_ci, mean_ci, rate_ci
+from testbed.metrics import clone_table, clones_mean_ci, episode_metrics, mean_ci, rate_ci
 from testbed.outputs import atomic_output_dir, final_path, read_args, read_json, write_json
 from testbed.policies import PolicySpec
 from testbed.provenance import provenance
@@ -248,15 +248,14 @@ def run_policy(
         else:  # the noisy expert on the expert's own episode: the harness's noise, replayed
             off = _noise_errors(reference[r.seed], policy.noise, scenario)
         shift, n = same_step_difference(on, off)
-        infos = r.infos
         rows.append(
             {
                 "group": policy.group,
                 "train_seed": policy.seed,
                 "seed": r.seed,
                 "length": len(on),
-                "cost": int(sum(int(i["collision"]) for i in infos)),
-                "collision_steps": " ".join(str(t) for t, i in enumerate(infos) if i["collision"]),
+                "cost": int(episode_metrics(r.trajectory)["collisions"]),
+                "collision_steps": " ".join(str(t) for t, i in enumerate(r.infos) if i["collision"]),
                 "on_errors": errors_text(on),
                 "off_errors": errors_text(off),
                 "shift_sum": shift,

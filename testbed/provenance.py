@@ -35,11 +35,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _package_root() -> pathlib.Path:
+    """The checkout (or site-packages directory) this package is imported from."""
+    return pathlib.Path(__file__).resolve().parent.parent
+
+
 def git_commit(root: pathlib.Path | None = None) -> str:
     """The commit of the checkout at ``root`` (default: the one this package is imported
     from), suffixed ``-dirty`` when tracked files outside ``results/`` have changes; or
     ``unknown`` outside a git checkout."""
-    root = root or pathlib.Path(__file__).resolve().parent.parent
+    root = root or _package_root()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
@@ -63,11 +68,9 @@ def _script_checkout() -> pathlib.Path | None:
     """The checkout holding the running script, when it is not the package's own: an
     experiment run from a second worktree still imports ``testbed`` from wherever it is
     installed (an editable install of another checkout), and both commits then matter."""
-    script = pathlib.Path(sys.argv[0]).resolve()
-    package_root = pathlib.Path(__file__).resolve().parent.parent
-    for parent in script.parents:
+    for parent in pathlib.Path(sys.argv[0]).resolve().parents:
         if (parent / ".git").exists():
-            return None if parent == package_root else parent
+            return None if parent == _package_root() else parent
     return None
 
 

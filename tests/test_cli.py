@@ -221,3 +221,14 @@ def test_dagger_and_noise_commands(capsys, tmp_path: pathlib.Path) -> None:
     meta = json.loads((demos / "metadata.json").read_text())
     assert meta["noise"]["probability"] == 0.5
     fails(capsys, ["collect", "--out", str(tmp_path / "n2"), "--noise", "1.5"], "--noise")
+
+
+def test_the_only_option_names_every_step() -> None:
+    """`--only`'s help lists the steps in order (it is written out, so it could go stale)."""
+    import inspect
+
+    from testbed.cli import Reproduce
+    from testbed.reproduce import STEPS
+
+    listed = inspect.getsource(Reproduce).split("Steps:", 1)[1].split('"""', 1)[0]
+    assert [s.strip(" .\n") for s in listed.replace("\n", " ").split(",")] == [s.name for s in STEPS]

@@ -95,6 +95,7 @@ def test_the_iid_error_control_has_no_quadratic_term_on_a_small_run() -> None:
     A fit that read the constant hazard as T^2 (as the terminating variant's saturating cost
     or prefixes of one rollout would) fails this."""
     from testbed.drift import horizon_fit_ci
+    from testbed.metrics import episode_metrics
     from testbed.policies import PolicySpec
     from testbed.rollout import rollouts
     from testbed.seeds import DEVELOPMENT
@@ -105,7 +106,7 @@ def test_the_iid_error_control_has_no_quadratic_term_on_a_small_run() -> None:
         seeds = DEVELOPMENT.seeds(12, offset=100 * k)
         records = rollouts(scenario, PolicySpec("expert", "scripted"), seeds, n_workers=2, noise=0.3)
         assert all(len(r.infos) == horizon for r in records)
-        per_t[horizon] = np.array([[sum(int(i["collision"]) for i in r.infos) for r in records]])
+        per_t[horizon] = np.array([[episode_metrics(r.trajectory)["collisions"] for r in records]])
     fit = horizon_fit_ci(per_t, n_boot=500)
     assert sum(float(v.sum()) for v in per_t.values()) > 0  # the noise does cause collisions
     assert fit["b_ci_low"] <= 0 <= fit["b_ci_high"]

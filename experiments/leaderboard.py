@@ -2,7 +2,9 @@
 standard suite (the same code path as ``testbed benchmark``).
 
 Writes results/leaderboard/: leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv,
-config.json and leaderboard.png (normalized score per policy with 95% CIs).
+config.json, leaderboard.png (normalized score per policy with 95% CIs), and the aggregates over
+scenarios and seeds: aggregate.csv (IQM, mean, median), profiles.csv, improvement.csv and
+aggregate.png (IQM and performance profiles with stratified-bootstrap CIs).
 
     python experiments/leaderboard.py           # wall time: results/reproduce.json
                                                 # (it reuses earlier steps' episodes)
@@ -94,18 +96,37 @@ def main(args: Args) -> pd.DataFrame:
     with atomic_output_dir(args.out, overwrite=True) as out:
         write_leaderboard(board, out)
         _plot(board.ranking, out / "leaderboard.png", args)
+        if board.aggregates is not None:
+            _plot_aggregates(board.aggregates.scores, board.aggregates.profiles, board.ranking, out, args)
     print(format_markdown(board).split("\n\n## ")[0])
     return board.ranking
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Redraw the figure from ``leaderboard.csv`` and ``config.json`` of an earlier run in ``out``."""
+    """Redraw the figures from the CSVs and ``config.json`` of an earlier run in ``out``."""
     from testbed.outputs import read_args
 
     out = pathlib.Path(out)
     args = read_args(out / "config.json", Args)
-    _plot(pd.read_csv(out / "leaderboard.csv"), out / "leaderboard.png", args)
-    return [out / "leaderboard.png"]
+    ranking = pd.read_csv(out / "leaderboard.csv")
+    _plot(ranking, out / "leaderboard.png", args)
+    if not (out / "aggregate.csv").is_file():
+        return [out / "leaderboard.png"]
+    _plot_aggregates(pd.read_csv(out / "aggregate.csv"), pd.read_csv(out / "profiles.csv"), ranking, out, args)
+    return [out / "leaderboard.png", out / "aggregate.png"]
+
+
+def _plot_aggregates(
+    scores: pd.DataFrame, profiles: pd.DataFrame, ranking: pd.DataFrame, out: pathlib.Path, args: Args
+):
+    import matplotlib.pyplot as plt
+
+    from testbed.plotting import plot_aggregates
+
+    title = f"{args.suite} suite, {args.episodes} seeds per scenario, runs pooled over scenarios"
+    fig = plot_aggregates(scores, profiles, order=list(ranking["policy"]), title=title)
+    fig.savefig(out / "aggregate.png", dpi=120)
+    plt.close(fig)
 
 
 def _plot(ranking: pd.DataFrame, path: pathlib.Path, args: Args) -> None:

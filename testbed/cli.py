@@ -29,7 +29,9 @@ from testbed.errors import Interrupted, TestbedError
 from testbed.evaluation import check_policies, evaluate, write_evaluation
 from testbed.experts import make_expert
 from testbed.export import export_policy
+from testbed.faults import filesystem_fault
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
+from testbed.limits import check_frame_skip, check_options, check_panel
 from testbed.metrics import format_summary
 from testbed.minari_io import dataset_dir, export_minari, read_minari
 from testbed.outputs import atomic_output_dir, check_output_dir, check_output_path, write_json
@@ -113,6 +115,7 @@ class Collect:
 
     def run(self) -> None:
 
+        check_options(self)
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
         episode_seeds(self.seed, self.episodes)
@@ -215,6 +218,7 @@ class Train:
 
     def run(self) -> None:
 
+        check_options(self)
         config = self.config()
         if self.tensorboard:
             check_tensorboard()
@@ -341,6 +345,7 @@ class Evaluate:
 
     def run(self) -> None:
 
+        check_options(self)
         scenario = _scenario(self.scenario, self.set)
         specs = [PolicySpec.parse(p) for p in self.policy]
         check_output_dir(self.out, overwrite=self.overwrite)
@@ -385,6 +390,7 @@ class Drift:
 
     def run(self) -> None:
 
+        check_options(self)
         scenario = _scenario(self.scenario, self.set)
         make_expert(self.expert)
         specs = [PolicySpec.parse(p) for p in self.policy]
@@ -446,15 +452,16 @@ class Drive:
 
     def run(self) -> None:
 
-        scenario = _scenario(self.scenario, self.set)
-        seeds = episode_seeds(self.seed, self.episodes)
-        check_output_dir(self.out, overwrite=self.overwrite)
         params: dict[str, Any] = dict(
             accel_rate_per_s=self.accel_rate_per_s,
             steer_rate_per_s=self.steer_rate_per_s,
             max_steering=self.max_steering,
         )
         human.ContinuousKeyMapper(**params)  # validate before opening a window
+        check_options(self)
+        scenario = _scenario(self.scenario, self.set)
+        seeds = episode_seeds(self.seed, self.episodes)
+        check_output_dir(self.out, overwrite=self.overwrite)
         window = human.PygameWindow(int(scenario.config["screen_width"]), int(scenario.config["screen_height"]))
         try:
             demos, episodes = human.drive(
@@ -518,6 +525,7 @@ class Reproduce:
 
     def run(self) -> None:
 
+        check_options(self)
         steps = select_steps(self.only)
         root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
         times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=check_workers(self.workers))
@@ -566,6 +574,7 @@ class Benchmark:
 
     def run(self) -> None:
 
+        check_options(self)
         entries = suite_scenarios(self.suite, self.scenarios)
         specs = [PolicySpec.parse(p) for p in self.policy]
         overrides = parse_overrides(self.set)
@@ -620,7 +629,10 @@ class Render:
 
     def run(self) -> None:
 
+        check_options(self)
         scenario = _scenario(self.scenario, self.set)
+        check_frame_skip(self.frame_skip, scenario.max_episode_steps)
+        check_panel(self.scale, int(scenario.config["screen_width"]), int(scenario.config["screen_height"]))
         policy, reference = PolicySpec.parse(self.policy), PolicySpec.parse(self.reference)
 
         check_policies(scenario, [reference, policy], [self.seed])
@@ -681,6 +693,7 @@ class TrainExpert:
 
     def run(self) -> None:
 
+        check_options(self)
         scenario = _scenario(self.scenario, self.set)
         config = RLConfig(
             algo=self.algo,
@@ -827,6 +840,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _after_interruption()
         print("testbed: interrupted by SIGINT; partial outputs removed", file=sys.stderr)
         return 130
+    except Exception as e:
+        # A full disk, a read-only mount, a denied or too-long path is the machine's fault, not
+        # a bug: one line like a user error (the writers have removed their partial outputs).
+        fault = filesystem_fault(e, output=getattr(command, "out", None) or getattr(command, "out_root", None))
+        if fault is None:
+            raise
+        if debug and fault.detail:
+            print(fault.detail.rstrip(), file=sys.stderr)
+        print(f"testbed: error: {fault}", file=sys.stderr)
+        return 2
     return 0
 
 

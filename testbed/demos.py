@@ -22,6 +22,7 @@ from typing import Any
 import gymnasium as gym
 from imitation.data.types import TrajectoryWithRew
 
+from testbed import safe_json
 from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.provenance import provenance
@@ -381,6 +382,7 @@ def _decode_info(text: Any, *, where: str) -> dict[str, Any]:
 
     if not isinstance(text, str):
         raise TestbedError(f"{where}: the info is not text")
+    safe_json.check(text, where=f"{where}: the info")  # size and nesting depth, before parsing
     try:
         # Without a '"py/' substring there is no tag; the C decoder then needs no hook.
         info = json.loads(text, object_pairs_hook=refuse_tags) if '"py/' in text else json.loads(text)

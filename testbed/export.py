@@ -31,17 +31,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pathlib
-import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from testbed.cards import card_path, policy_card
 from testbed.clone_io import POLICY_FILE, is_image_space, load_clone, read_clone_metadata
 from testbed.errors import TestbedError
-from testbed.outputs import check_output_path
+from testbed.outputs import atomic_output_file, check_output_path
 from testbed.provenance import provenance
 from testbed.spaces import space_from_dict
 
@@ -224,19 +223,16 @@ def export_policy(run_dir: str | pathlib.Path, out: str | pathlib.Path, *, overw
         "clone": {"path": str(run), **meta},
         "export_provenance": provenance(),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    tmp = pathlib.Path(tmp_name)
-    try:
-        buffer = io.BytesIO()
-        model.save(buffer)
-        with zipfile.ZipFile(buffer, "a") as archive:
-            archive.writestr(METADATA_ENTRY, json.dumps(record, indent=2))
+    buffer = io.BytesIO()
+    model.save(buffer)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr(METADATA_ENTRY, json.dumps(record, indent=2))
+    # Built in memory, written in one go: a full disk fails a plain write (an OSError that
+    # names the file), and atomic_output_file removes the partial file.
+    card = policy_card(meta, run, {"out": str(target), **record, "provenance": record["export_provenance"]})
+    with atomic_output_file(target) as tmp, atomic_output_file(card_path(target)) as card_tmp:
         tmp.write_bytes(buffer.getvalue())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        card_tmp.write_text(card)
     return record
 
 

@@ -35,11 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from testbed.aggregate import Aggregates, aggregate_scores, returns_by_scenario
 from testbed.clone_io import read_clone_metadata
 from testbed.drift import twin_steps
 from testbed.errors import TestbedError
 from testbed.evaluation import check_held_out
 from testbed.experts import make_expert
+from testbed.limits import check_option
 from testbed.metrics import (
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -221,6 +223,9 @@ class Leaderboard:
     """One row per (scenario, policy, seed): :data:`testbed.metrics.METRICS` and ``twin_error_m``."""
     config: dict[str, Any]
     """Suite, scenario configs, seeds, policies, reference policies, horizon and provenance."""
+    aggregates: Aggregates | None = None
+    """IQM, performance profiles and probabilities of improvement over the scenarios with a
+    defined scale and their seeds (:mod:`testbed.aggregate`); None when no scenario has one."""
 
 
 def run_benchmark(
@@ -245,8 +250,7 @@ def run_benchmark(
             policy that fits none of the scenarios.
     """
 
-    if not horizon_s > 0:
-        raise TestbedError(f"--horizon-s must be > 0, got {horizon_s}")
+    check_option("horizon_s", horizon_s)
     make_expert(expert)
     seeds = episode_seeds(first_seed, n_episodes)
     specs = with_references(specs, expert)
@@ -293,6 +297,16 @@ def run_benchmark(
     episodes = pd.concat(episode_frames, ignore_index=True)
     per_scenario = pd.DataFrame(summary_rows)
     ranking = _rank(specs, list(scenarios), episodes, per_scenario, expert_label, random_label)
+    scaled = [n for n in scenarios if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
+    aggregates = (
+        aggregate_scores(
+            returns_by_scenario(episodes[episodes["scenario"].isin(scaled)], [s.label for s in specs]),
+            expert=expert_label,
+            random=random_label,
+        )
+        if scaled
+        else None
+    )
     config = {
         "suite": suite,
         "scenarios": {
@@ -316,10 +330,12 @@ def run_benchmark(
             f"after {horizon_s:g} s (or at the end of the shorter run)",
         },
         "statistics": "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
-        "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean",
+        "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean; "
+        "aggregates (IQM, mean, median, performance profiles, probability of improvement over runs pooled across "
+        "scenarios): stratified bootstrap, seeds resampled within each scenario jointly for every policy",
         "provenance": provenance(),
     }
-    return Leaderboard(ranking=ranking, scenarios=per_scenario, episodes=episodes, config=config)
+    return Leaderboard(ranking=ranking, scenarios=per_scenario, episodes=episodes, config=config, aggregates=aggregates)
 
 
 def _interval(name: str, ci: Interval) -> dict[str, float]:
@@ -402,6 +418,8 @@ def format_markdown(board: Leaderboard) -> str:
             + " |"
         )
     order = list(board.ranking["policy"])
+    if board.aggregates is not None:
+        lines += _aggregate_markdown(board.aggregates, order)
     for name in names:
         scenario = board.config["scenarios"][name]["scenario"]
         extra = board.config["scenarios"][name]["suite_overrides"]
@@ -447,9 +465,37 @@ def format_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _aggregate_markdown(aggregates: Aggregates, order: Sequence[str]) -> list[str]:
+    """The aggregate section of :func:`format_markdown`: IQM, mean and median per policy in
+    ranking order, and each policy's probability of improvement over the next one down."""
+    scores = aggregates.scores.set_index("policy").loc[[p for p in order if p in set(aggregates.scores["policy"])]]
+    lines = [
+        "",
+        "## Aggregate over scenarios and seeds",
+        "",
+        "Normalized scores of every (scenario, seed) run pooled; 95% stratified-bootstrap CIs (seeds resampled "
+        "within scenarios, the references with them). Performance profiles: `profiles.csv`, `aggregate.png`.",
+        "",
+        "| policy | runs | IQM | mean | median | P(better than the next row) |",
+        "|---|---|---|---|---|---|",
+    ]
+    improvement = aggregates.improvement.set_index(["policy_x", "policy_y"])
+    policies = list(scores.index)
+    for i, (policy, r) in enumerate(scores.iterrows()):
+        better = "—"
+        if i + 1 < len(policies) and (policy, policies[i + 1]) in improvement.index:
+            better = _cell(improvement.loc[(policy, policies[i + 1])], "p_improvement")
+        lines.append(
+            f"| `{policy}` | {r['n_runs']} ({r['n_scenarios']} sc.) | {_cell(r, 'iqm')} | {_cell(r, 'mean')} | "
+            f"{_cell(r, 'median')} | {better} |"
+        )
+    return lines
+
+
 def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
-    """Write ``leaderboard.md``, ``leaderboard.csv``, ``scenarios.csv``, ``episodes.csv`` and
-    ``config.json`` into ``directory``."""
+    """Write ``leaderboard.md``, ``leaderboard.csv``, ``scenarios.csv``, ``episodes.csv``,
+    ``config.json`` and, when there are aggregates, ``aggregate.csv``, ``profiles.csv`` and
+    ``improvement.csv`` into ``directory``."""
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -457,4 +503,8 @@ def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
     board.ranking.to_csv(directory / "leaderboard.csv", index=False)
     board.scenarios.to_csv(directory / "scenarios.csv", index=False)
     board.episodes.to_csv(directory / "episodes.csv", index=False)
+    if board.aggregates is not None:
+        board.aggregates.scores.to_csv(directory / "aggregate.csv", index=False)
+        board.aggregates.profiles.to_csv(directory / "profiles.csv", index=False)
+        board.aggregates.improvement.to_csv(directory / "improvement.csv", index=False)
     write_json(directory / "config.json", board.config)

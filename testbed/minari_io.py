@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import pathlib
 import shutil
@@ -49,10 +50,13 @@ from typing import Any
 
 import numpy as np
 
+from testbed import safe_json
+from testbed.cards import DATASET_CARD, dataset_card
 from testbed.demos import DemoMetadata, Demonstrations, _as_recorded_dtype, _check_values
 from testbed.errors import TestbedError
+from testbed.outputs import check_output_path, make_parents, remove_created
 from testbed.provenance import package_versions, provenance
-from testbed.spaces import space_from_dict
+from testbed.spaces import MAX_SPACE_SIZE, space_from_dict
 
 RECORD_KEY = "testbed"
 """The Minari metadata key under which the testbed's record is stored."""
@@ -159,11 +163,32 @@ def _arrays_to_infos(arrays: Mapping[str, Any], n_steps: int, order: Mapping[str
             columns[key] = _arrays_to_infos(value, n_steps, order.get("children", {}).get(key, {}), where=where)
         else:
             array = np.asarray(value)
-            if len(array) != n_steps:
-                raise TestbedError(f"{where}: info {key!r} has {len(array)} entries for {n_steps} steps")
-            column = array.tolist()
-            columns[key] = [v.decode() if isinstance(v, bytes) else v for v in column]
+            problem = _info_leaf_problem(array.shape, array.dtype, n_steps)
+            if problem is not None:
+                raise TestbedError(f"{where}: info {key!r} {problem}")
+            columns[key] = [
+                _info_value(v, where=f"{where}, step {k}, info {key!r}") for k, v in enumerate(array.tolist())
+            ]
     return [{key: columns[key][k] for key in keys} for k in range(n_steps)]
+
+
+def _info_value(value: Any, *, where: str) -> Any:
+    """One step's value of an info column as the testbed's infos hold it: numbers, booleans
+    and strings (HDF5 gives strings back as UTF-8 bytes), or lists of them.
+
+    Raises:
+        TestbedError: bytes that are not UTF-8, or any other type of value.
+    """
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError as e:
+            raise TestbedError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if isinstance(value, list):
+        return [_info_value(v, where=where) for v in value]
+    if value is None or not isinstance(value, bool | int | float | str):
+        raise TestbedError(f"{where}: a {type(value).__name__} value (infos are numbers, booleans or strings)")
+    return value
 
 
 def _key_order(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -181,6 +206,63 @@ def _env_spec(scenario: Mapping[str, Any]) -> Any:
     return dataclasses.replace(
         spec, kwargs={"config": dict(scenario["config"])}, max_episode_steps=int(scenario["max_episode_steps"])
     )
+
+
+HDF5_OBJECT_BYTES = 4096
+"""Bytes of HDF5 bookkeeping allowed per group or dataset in :func:`_estimated_size`: object
+header, link and creation-order indexes (Minari's episodes measure about 2.5 KiB each)."""
+HDF5_FILE_BYTES = 1 << 20
+"""Bytes allowed for what does not grow with the data: superblock, metadata.json, markers."""
+
+
+def _estimated_size(buffers: Sequence[Any]) -> int:
+    """An upper bound on the bytes Minari's HDF5 file takes for ``buffers`` (EpisodeBuffers)."""
+
+    def size(value: Any) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, Mapping):
+            return HDF5_OBJECT_BYTES + sum(size(v) for v in value.values())
+        array = np.asarray(value)
+        if array.dtype == object:  # variable-length strings: the bytes plus a heap entry each
+            return HDF5_OBJECT_BYTES + sum(len(str(v).encode()) + 32 for v in array.ravel())
+        return HDF5_OBJECT_BYTES + array.nbytes
+
+    fields = ("observations", "actions", "rewards", "terminations", "truncations", "infos")
+    return HDF5_FILE_BYTES + sum(HDF5_OBJECT_BYTES + sum(size(getattr(b, f)) for f in fields) for b in buffers)
+
+
+def _reserve_space(directory: pathlib.Path, n_bytes: int, final: pathlib.Path) -> None:
+    """Make sure ``n_bytes`` can be written in ``directory`` before HDF5 writes anything.
+
+    HDF5 does not fail cleanly on a full disk or quota: its file-close errors come back in
+    ``__dealloc__`` and the process ends in a segmentation fault, its temporary files left
+    behind. So the space is claimed first (``posix_fallocate``, which a quota counts too)
+    and released just before Minari writes.
+
+    Raises:
+        TestbedError: the space is not there (ENOSPC, EDQUOT).
+    """
+    fd, name = tempfile.mkstemp(prefix=".reserve-", dir=directory)
+    try:
+        number = None
+        try:
+            os.posix_fallocate(fd, 0, n_bytes)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                number = e.errno
+            elif e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            elif shutil.disk_usage(directory).free < n_bytes:  # no fallocate here: the free space must do
+                number = errno.ENOSPC
+        if number is not None:
+            raise TestbedError(
+                f"cannot write {final}: {os.strerror(number).lower()} (errno {number}); the dataset needs up to "
+                f"{n_bytes / 1e6:.1f} MB, {shutil.disk_usage(directory).free / 1e6:.1f} MB are free"
+            )
+    finally:
+        os.close(fd)
+        os.unlink(name)
 
 
 def export_minari(
@@ -214,10 +296,13 @@ def export_minari(
     from minari.data_collector import EpisodeBuffer
 
     check_dataset_id(dataset_id)
-    base = pathlib.Path(root) if root is not None else default_root()
+    # Absolute: Minari joins the dataset's relative data path onto itself when it sizes the
+    # file (a relative root ended in FileNotFoundError on ROOT/.../ROOT/.../main_data.hdf5).
+    base = (pathlib.Path(root) if root is not None else default_root()).absolute()
+    final = base / dataset_id
+    check_output_path(final)  # a read-only root, a name too long, a path under a file: refused now
     if base.exists() and not base.is_dir():
         raise TestbedError(f"Minari datasets root {base} is not a directory")
-    final = base / dataset_id
     if (final.exists() or final.is_symlink()) and not overwrite:
         raise TestbedError(f"Minari dataset exists: {final} (pass --overwrite to replace it)")
     meta = demos.metadata
@@ -239,13 +324,14 @@ def export_minari(
             )
         )
         orders.append(None if infos is None else _key_order(infos))
+    exported_by = provenance()
     record = {
         "format": RECORD_FORMAT,
         "demonstrations": meta.to_dict(),
         "source": source,
         "infos": "one entry per step: the info returned by step k (no reset entry)",
         "info_key_order": orders,
-        "export_provenance": provenance(),
+        "export_provenance": exported_by,
     }
     expert = meta.expert.get("name", "?")
     scenario = meta.scenario
@@ -254,9 +340,11 @@ def export_minari(
         f"{scenario.get('name')!r} ({scenario['env_id']} with the recorded config, env_spec.kwargs['config']); "
         "written by highway-bc-testbed (testbed export-minari); its own record is under the metadata key 'testbed'."
     )
-    base.mkdir(parents=True, exist_ok=True)
-    tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=".minari-export-tmp-", dir=base))
+    created = make_parents(final)  # the root and namespace directories, removed again on failure
+    tmp_root: pathlib.Path | None = None
     try:
+        tmp_root = pathlib.Path(tempfile.mkdtemp(prefix=".minari-export-tmp-", dir=base))
+        _reserve_space(tmp_root, _estimated_size(buffers), final)
         with _datasets_root(tmp_root), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # Minari warns on every optional field left out
             dataset = minari.create_dataset_from_buffers(
@@ -275,20 +363,32 @@ def export_minari(
             )
             dataset.storage.update_metadata({"env_spec": _env_spec(scenario).to_json(), RECORD_KEY: record})
         built = tmp_root / dataset_id
-        final.parent.mkdir(parents=True, exist_ok=True)
+        (built / DATASET_CARD).write_text(
+            dataset_card(meta.to_dict(), dataset_id, source=source, provenance=exported_by)
+        )
         for parent in reversed(pathlib.Path(dataset_id).parents):  # namespaces: Minari's marker files
             marker = tmp_root / parent / "namespace_metadata.json"
             if str(parent) != "." and marker.is_file() and not (base / parent / marker.name).exists():
                 shutil.copy(marker, base / parent / marker.name)
         if final.exists() or final.is_symlink():
             trash = pathlib.Path(tempfile.mkdtemp(prefix=".minari-export-old-", dir=base))
-            final.rename(trash / "old")
-            built.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
+            try:
+                final.rename(trash / "old")
+                try:
+                    built.rename(final)
+                except BaseException:
+                    (trash / "old").rename(final)  # keep the dataset that was there
+                    raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
         else:
             built.rename(final)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+    except BaseException:
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+        remove_created(created)
+        raise
+    shutil.rmtree(tmp_root, ignore_errors=True)
     return final
 
 
@@ -311,6 +411,146 @@ def dataset_dir(dataset: str, *, root: str | pathlib.Path | None = None) -> path
     )
 
 
+MAX_DATASET_BYTES = 8 * 1024**3
+"""Most bytes the arrays of a Minari dataset may declare, all episodes together (8 GiB). A
+1000-episode camera dataset holds about 1 GB; an HDF5 header can declare any shape, and an
+unwritten chunked dataset of 10**12 values takes no space on disk but all of memory to read."""
+MAX_INFO_DEPTH = 16
+"""Deepest nesting of info groups read (the testbed's infos are flat)."""
+_NUMBER_KINDS = "biuf"
+_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}
+
+
+def _describe_kinds(kinds: str) -> str:
+    return " or ".join(dict.fromkeys(_KIND_NAMES[k] for k in kinds))
+
+
+def _expected_fields(meta: DemoMetadata, n: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each episode array's shape and dtype kinds for an episode of ``n`` steps, from the
+    recorded spaces: what :func:`export_minari` writes."""
+    import gymnasium as gym
+
+    obs_space = space_from_dict(meta.observation_space)
+    act_space = space_from_dict(meta.action_space)
+    discrete = isinstance(act_space, gym.spaces.Discrete)
+    act_shape = () if discrete else tuple(int(s) for s in act_space.shape or ())
+    return {
+        "observations": ((n + 1, *(int(s) for s in obs_space.shape or ())), _NUMBER_KINDS),
+        "actions": ((n, *act_shape), "iu" if discrete else "iuf"),
+        "rewards": ((n,), "iuf"),
+        "terminations": ((n,), "b"),
+        "truncations": ((n,), "b"),
+    }
+
+
+def _check_field(
+    name: str, shape: tuple[int, ...], dtype: np.dtype, expected: tuple[tuple[int, ...], str], *, where: str
+) -> None:
+    """Refuse an episode array of another dtype kind or shape than :func:`_expected_fields`'s."""
+    want_shape, kinds = expected
+    if dtype.kind not in kinds:
+        raise TestbedError(f"{where}: {name} are {dtype} values; the record's spaces need {_describe_kinds(kinds)}")
+    if tuple(shape) != want_shape:
+        raise TestbedError(f"{where}: {name} have shape {list(shape)}; the record's spaces need {list(want_shape)}")
+
+
+def _info_leaf_problem(shape: tuple[int, ...], dtype: np.dtype, n_steps: int) -> str | None:
+    """Why an info array (one entry per step) cannot be an info column, or None."""
+    import h5py
+
+    if dtype.kind not in _NUMBER_KINDS and h5py.check_string_dtype(dtype) is None and dtype.kind not in "OSU":
+        return f"holds {dtype} values (infos are numbers, booleans or UTF-8 strings)"
+    if not shape or shape[0] != n_steps:
+        return f"has shape {list(shape)} for {n_steps} steps"
+    if int(np.prod(shape[1:], dtype=np.float64)) > MAX_SPACE_SIZE:
+        return f"has {list(shape[1:])} values per step (at most {MAX_SPACE_SIZE})"
+    return None
+
+
+def _check_hdf5(data_dir: pathlib.Path, meta: DemoMetadata, orders: Sequence[Any], *, where: str) -> None:
+    """Check every episode's arrays in Minari's HDF5 file from their headers, before Minari
+    reads any: dtype kinds and shapes against the record's spaces, infos with only the
+    recorded keys and numeric, boolean or string columns of one entry per step, and at most
+    :data:`MAX_DATASET_BYTES` declared in all.
+
+    Raises:
+        TestbedError: one line naming the episode and array.
+    """
+    import h5py
+
+    declared = 0
+
+    def member(group: Any, key: str, at: str) -> Any:
+        """``group[key]`` (None if absent); a soft or external link, which could point into
+        another file, is refused."""
+        link = group.get(key, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            raise TestbedError(f"{at}: {key!r} is a link ({type(link).__name__}), not data stored in the file")
+        return None if link is None else group[key]
+
+    def check_infos(group: Any, n: int, order: Any, at: str, depth: int = 1) -> int:
+        if depth > MAX_INFO_DEPTH:
+            raise TestbedError(f"{at}: infos nested more than {MAX_INFO_DEPTH} groups deep")
+        size = 0
+        keys = order.get("keys") if isinstance(order, dict) else None
+        if isinstance(keys, list) and keys and set(group.keys()) != set(keys):
+            raise TestbedError(f"{at}: info keys {sorted(group.keys())} differ from the recorded {sorted(keys)}")
+        children = order.get("children", {}) if isinstance(order, dict) else {}
+        for key in group.keys():
+            value = member(group, key, at)
+            if isinstance(value, h5py.Group):
+                child = children.get(key, {}) if isinstance(children, dict) else {}
+                size += check_infos(value, n, child, f"{at}, info {key!r}", depth + 1)
+            elif isinstance(value, h5py.Dataset):
+                problem = _info_leaf_problem(value.shape, value.dtype, n)
+                if problem is not None:
+                    raise TestbedError(f"{at}: info {key!r} {problem}")
+                size += int(np.prod(value.shape, dtype=np.float64)) * value.dtype.itemsize
+            else:
+                raise TestbedError(f"{at}: info {key!r} is neither an array nor a group")
+        return size
+
+    with h5py.File(data_dir / "main_data.hdf5", "r") as file:
+        for i in range(meta.n_episodes):
+            at = f"{where}, episode {i}"
+            episode = member(file, f"episode_{i}", where)
+            if not isinstance(episode, h5py.Group):
+                raise TestbedError(f"{at} is missing from main_data.hdf5")
+            rewards = member(episode, "rewards", at)
+            if not isinstance(rewards, h5py.Dataset) or len(rewards.shape) != 1:
+                raise TestbedError(f"{at}: rewards are not a one-dimensional array")
+            for name, expected in _expected_fields(meta, int(rewards.shape[0])).items():
+                field = member(episode, name, at)
+                if not isinstance(field, h5py.Dataset):
+                    raise TestbedError(f"{at}: {name} are not an array")
+                _check_field(name, field.shape, field.dtype, expected, where=at)
+                declared += int(np.prod(field.shape, dtype=np.float64)) * field.dtype.itemsize
+            infos = member(episode, "infos", at)
+            if infos is not None:
+                if not isinstance(infos, h5py.Group):
+                    raise TestbedError(f"{at}: infos are not a group of arrays")
+                order = orders[i] if i < len(orders) else None
+                declared += check_infos(infos, int(rewards.shape[0]), order, at)
+            if declared > MAX_DATASET_BYTES:
+                raise TestbedError(f"{where} declares more than {MAX_DATASET_BYTES} bytes of arrays")
+
+
+def _check_minari_metadata(data_dir: pathlib.Path, *, where: str) -> None:
+    """Read Minari's ``metadata.json`` (and the JSON strings inside it Minari parses again)
+    within :mod:`testbed.safe_json`'s limits, before Minari reads it without any.
+
+    Raises:
+        TestbedError: one line naming the file.
+    """
+    path = data_dir / "metadata.json"
+    raw = safe_json.read_file(path, what=f"the metadata of the {where}")
+    if not isinstance(raw, dict):
+        raise TestbedError(f"{where}: {path} is not a JSON object")
+    for key in ("observation_space", "action_space", "env_spec"):
+        if isinstance(raw.get(key), str):
+            safe_json.check(raw[key], where=f"{where}: {path}'s {key!r}")
+
+
 def read_minari(dataset: str, *, root: str | pathlib.Path | None = None) -> Demonstrations:
     """Read a Minari dataset written by :func:`export_minari` back into demonstrations.
 
@@ -327,6 +567,7 @@ def read_minari(dataset: str, *, root: str | pathlib.Path | None = None) -> Demo
 
     path = dataset_dir(dataset, root=root)
     where = f"Minari dataset at {path}"
+    _check_minari_metadata(path / "data", where=where)
     try:
         data = minari.MinariDataset(path / "data")
         raw = data.storage.metadata
@@ -338,6 +579,10 @@ def read_minari(dataset: str, *, root: str | pathlib.Path | None = None) -> Demo
             )
         meta = DemoMetadata.from_dict(record["demonstrations"], where=f"{where}: the '{RECORD_KEY}' record")
         orders = record.get("info_key_order") or []
+        if not isinstance(orders, list):
+            raise TestbedError(f"{where}: the '{RECORD_KEY}' record's info_key_order is not a list")
+        if raw.get("data_format") == "hdf5":  # headers first: shapes and dtypes before Minari reads
+            _check_hdf5(path / "data", meta, orders, where=where)
         episodes = list(data.iterate_episodes())
         seeds = [m.get("seed") for m in data.storage.get_episode_metadata(range(len(episodes)))]
     except TestbedError:
@@ -350,12 +595,18 @@ def read_minari(dataset: str, *, root: str | pathlib.Path | None = None) -> Demo
         raise TestbedError(f"{where}: the episodes' seeds differ from the record's")
     trajectories = []
     for i, ep in enumerate(episodes):
-        n = len(ep.rewards)
+        at = f"{where}, episode {i}"
+        rewards = np.asarray(ep.rewards)
+        if rewards.ndim != 1:
+            raise TestbedError(f"{at}: rewards are not a one-dimensional array")
+        n = len(rewards)
+        fields = _expected_fields(meta, n)
+        for name in fields:  # Minari's arrays as read, whatever the storage format
+            value = rewards if name == "rewards" else np.asarray(getattr(ep, name))
+            _check_field(name, value.shape, value.dtype, fields[name], where=at)
         order = orders[i] if i < len(orders) and isinstance(orders[i], dict) else {}
-        infos = _arrays_to_infos(ep.infos, n, order, where=f"{where}, episode {i}") if ep.infos else [{}] * n
+        infos = _arrays_to_infos(ep.infos, n, order, where=at) if ep.infos else [{}] * n
         obs, acts = np.asarray(ep.observations), np.asarray(ep.actions)
-        if len(obs) != n + 1 or len(acts) != n or len(ep.terminations) != n:
-            raise TestbedError(f"{where}, episode {i}: {len(obs)} observations, {len(acts)} actions, {n} rewards")
         trajectories.append(
             TrajectoryWithRew(
                 obs=obs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pathlib
@@ -11,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from testbed import safe_json
 from testbed.errors import TestbedError
 
 
@@ -40,6 +42,7 @@ def check_output_path(path: str | pathlib.Path) -> pathlib.Path:
     out = pathlib.Path(path)
     if str(path).strip() == "":
         raise TestbedError("the output path is empty")
+    _check_lengths(out)  # first: a name too long makes every later check raise ENAMETOOLONG
     if out.is_symlink() and not out.exists():
         try:
             target = os.readlink(out)
@@ -62,8 +65,68 @@ def check_output_path(path: str | pathlib.Path) -> pathlib.Path:
     if not parent.is_dir():
         raise TestbedError(f"output path {out} lies under {parent}, which is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise TestbedError(f"output path {out}: cannot write in {parent} (permission denied)")
+        raise TestbedError(f"output path {out}: cannot write in {parent} ({_why_not_writable(parent)})")
     return out
+
+
+NAME_ROOM = 32
+"""Bytes an output's own name must leave below the filesystem's limit on a name: the
+temporary names written beside it add to it (``.NAME.tmp-XXXXXXXX``, ``.NAME.old-XXXXXXXX``,
+``.NAME.tmp-XXXXXXXX.gif``)."""
+_DEFAULT_NAME_MAX, _DEFAULT_PATH_MAX = 255, 4096
+"""Linux's limits, for a filesystem that does not say (``pathconf`` fails)."""
+
+
+def _limit(directory: pathlib.Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(directory, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _check_lengths(out: pathlib.Path) -> None:
+    """Refuse an output path with a name longer than its filesystem allows, before anything
+    is written: otherwise the run would fail at its end, on the temporary directory's name.
+
+    Raises:
+        TestbedError: a component over the limit (``NAME_MAX``, usually 255 bytes; the output's
+            own name must leave :data:`NAME_ROOM` of it), or a path over ``PATH_MAX``.
+    """
+    absolute = out.absolute()
+    directory = pathlib.Path(absolute.anchor)
+    name_max = _limit(directory, "PC_NAME_MAX", _DEFAULT_NAME_MAX)
+    parts = absolute.parts[1:]
+    for i, part in enumerate(parts):
+        size = len(os.fsencode(part))
+        allowed = name_max - (NAME_ROOM if i == len(parts) - 1 else 0)
+        if size > allowed:
+            shown = part if len(part) <= 40 else f"{part[:40]}..."
+            room = f" ({name_max} less {NAME_ROOM} for the temporary name beside it)" if i == len(parts) - 1 else ""
+            raise TestbedError(
+                f"output path component {shown!r} is {size} bytes, longer than the {allowed} allowed here{room}: "
+                f"file name too long (errno {errno.ENAMETOOLONG})"
+            )
+        directory = directory / part
+        if directory.is_dir():  # limits are per filesystem: read them where the name is created
+            name_max = _limit(directory, "PC_NAME_MAX", name_max)
+    path_max = _limit(pathlib.Path(absolute.anchor), "PC_PATH_MAX", _DEFAULT_PATH_MAX)
+    if len(os.fsencode(str(absolute))) + NAME_ROOM > path_max:
+        raise TestbedError(
+            f"output path {str(absolute)[:60]}... is {len(os.fsencode(str(absolute)))} bytes long, too long for "
+            f"this system's {path_max}-byte limit on a path (less {NAME_ROOM} for temporary names): file name "
+            f"too long (errno {errno.ENAMETOOLONG})"
+        )
+
+
+def _why_not_writable(directory: pathlib.Path) -> str:
+    """Why ``os.access`` says ``directory`` is not writable: a read-only mount or permissions."""
+    try:
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return f"read-only file system, errno {errno.EROFS}"
+    return "permission denied"
 
 
 TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt")
@@ -90,24 +153,94 @@ def atomic_output_dir(path: str | pathlib.Path, *, overwrite: bool = False) -> I
     there, a demonstrations path in a clone's metadata) must name their final location
     (:func:`final_path`); a text file (:data:`TEXT_SUFFIXES`) that names the temporary
     directory is a bug, refused before the rename. On any exception the temporary directory
-    is deleted and ``path`` is left as it was.
+    is deleted and ``path`` is left as it was, as are the parent directories this call
+    created (a full disk or a read-only mount may fail any step, the final rename included).
     """
     out = check_output_dir(path, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_MARK}", dir=out.parent))
+    created = make_parents(out)
+    tmp: pathlib.Path | None = None
     try:
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{_TMP_MARK}", dir=out.parent))
         yield tmp
         _check_no_temporary_paths(tmp)
+        _replace_dir(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        remove_created(created)
         raise
-    if out.exists():
-        trash = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+
+
+def _replace_dir(tmp: pathlib.Path, out: pathlib.Path) -> None:
+    """Rename ``tmp`` to ``out``, replacing an existing ``out`` (kept if the rename fails)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    trash = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    try:
         out.rename(trash / out.name)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            (trash / out.name).rename(out)
+            raise
+    finally:
         shutil.rmtree(trash, ignore_errors=True)
-    else:
-        tmp.rename(out)
+
+
+@contextlib.contextmanager
+def atomic_output_file(path: str | pathlib.Path, *, suffix: str = "") -> Iterator[pathlib.Path]:
+    """Yield a temporary sibling file name that replaces the file ``path`` only if the block
+    succeeds (the caller checks ``path`` first: whether it may be overwritten, its suffix).
+
+    Args:
+        path: the output file.
+        suffix: the temporary file's suffix, for writers that choose a format by it.
+
+    On any exception the temporary file is deleted, ``path`` is left as it was, and so are
+    the parent directories this call created.
+    """
+    out = pathlib.Path(path)
+    created = make_parents(out)
+    tmp: pathlib.Path | None = None
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}{_TMP_MARK}", suffix=suffix, dir=out.parent)
+        os.close(fd)
+        tmp = pathlib.Path(name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the output is an ordinary file
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        remove_created(created)
+        raise
+
+
+def make_parents(out: pathlib.Path) -> list[pathlib.Path]:
+    """Create the missing parent directories of ``out``; return them, deepest first."""
+    missing = []
+    parent = out.absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        remove_created(missing)
+        raise
+    return missing
+
+
+def remove_created(created: list[pathlib.Path]) -> None:
+    """Remove the directories :func:`make_parents` created, deepest first, while empty."""
+    for directory in created:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
 
 
 def _check_no_temporary_paths(tmp: pathlib.Path) -> None:
@@ -123,14 +256,9 @@ def write_json(path: str | pathlib.Path, data: Any) -> None:
 
 
 def read_json(path: str | pathlib.Path, *, what: str) -> Any:
-    """Read JSON, turning a missing or corrupt file into a :class:`TestbedError`."""
-    p = pathlib.Path(path)
-    if not p.is_file():
-        raise TestbedError(f"{what} not found: {p}")
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TestbedError(f"{what} is corrupt ({p}): {e}") from None
+    """Read JSON, turning a missing, corrupt, oversized or too deeply nested file into a
+    :class:`TestbedError` (:func:`testbed.safe_json.read_file`)."""
+    return safe_json.read_file(path, what=what)
 
 
 def read_args(path: str | pathlib.Path, cls: type, *, what: str = "experiment config") -> Any:

@@ -18,6 +18,7 @@ from testbed.demos import save_demos
 from testbed.errors import TestbedError
 from testbed.evaluation import evaluate, write_evaluation
 from testbed.experts import make_expert
+from testbed.limits import check_option, check_options
 from testbed.metrics import format_summary
 from testbed.outputs import atomic_output_dir, check_output_dir, write_json
 from testbed.plotting import plot_summary, plot_training_log
@@ -33,13 +34,12 @@ Repeatable = tyro.conf.UseAppendAction
 
 
 def check_workers(n: int) -> int:
-    """``n`` if it is a valid worker count.
+    """``n`` if it is a valid worker count (:data:`testbed.limits.OPTIONS`).
 
     Raises:
-        TestbedError: ``n < 1``.
+        TestbedError: ``n < 1`` or more than :data:`testbed.limits.MAX_WORKERS`.
     """
-    if n < 1:
-        raise TestbedError(f"--workers must be at least 1, got {n}")
+    check_option("workers", n)
     return n
 
 
@@ -87,6 +87,7 @@ class Pipeline:
     """Replace an existing output directory."""
 
     def run(self) -> None:
+        check_options(self)
         scenario = get_scenario(self.scenario, parse_overrides(self.set))
         make_expert(self.expert)
         episode_seeds(self.demo_seed, self.demo_episodes)

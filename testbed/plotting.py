@@ -192,3 +192,38 @@ def plot_matrix(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_aggregates(scores: pd.DataFrame, profiles: pd.DataFrame, *, order: Sequence[str], title: str = ""):
+    """Aggregate scores across scenarios (rliable's two standard panels): the interquartile
+    mean per policy with its 95% CI, and the performance profiles with their bands.
+
+    Args:
+        scores: :attr:`testbed.aggregate.Aggregates.scores` (``iqm`` with ``_ci_low``/``_ci_high``).
+        profiles: :attr:`testbed.aggregate.Aggregates.profiles` (``tau``, ``fraction`` with CI).
+        order: policies top to bottom (the leaderboard's ranking).
+        title: figure title.
+    """
+    fig, axes = _figure(2, width_per_panel=5.0, height=0.4 * len(order) + 2.2)
+    left, right = axes[0]
+    colors = {p: f"C{i}" for i, p in enumerate(order)}
+    rows = scores.set_index("policy").loc[[p for p in order if p in set(scores["policy"])]].iloc[::-1]
+    v = rows["iqm"].to_numpy(dtype=float)
+    err = [v - rows["iqm_ci_low"].to_numpy(dtype=float), rows["iqm_ci_high"].to_numpy(dtype=float) - v]
+    left.barh(range(len(rows)), v, xerr=err, capsize=3, color=[colors[p] for p in rows.index])
+    left.set_yticks(range(len(rows)), [p[-40:] for p in rows.index], fontsize=7)
+    left.axvline(0, color="k", lw=0.8)
+    left.axvline(1, color="k", lw=0.8, ls="--")
+    left.set_xlabel("IQM of normalized score (95% CI)")
+    for policy in rows.index[::-1]:
+        p = profiles[profiles["policy"] == policy].sort_values("tau")
+        right.plot(p["tau"], p["fraction"], color=colors[policy], lw=1.2, label=policy[-40:])
+        right.fill_between(p["tau"], p["fraction_ci_low"], p["fraction_ci_high"], color=colors[policy], alpha=0.2)
+    right.set_xlabel("normalized score tau")
+    right.set_ylabel("fraction of runs with score > tau")
+    right.legend(fontsize=6, loc="upper right")
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -21,9 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +29,8 @@ import numpy as np
 
 from testbed.drift import DIVERGENCE_THRESHOLD_M, twin_episode
 from testbed.errors import TestbedError
+from testbed.limits import check_frame_skip, check_option, check_panel
+from testbed.outputs import atomic_output_file
 from testbed.policies import PolicySpec, build_agent
 from testbed.provenance import provenance
 from testbed.rollout import EpisodeRecord, run_episode
@@ -212,15 +212,8 @@ def save_gif(images: Sequence[Any], path: str | pathlib.Path, *, fps: float, com
     """Write an animated GIF (looping) atomically: a temporary file renamed into place."""
     if not fps > 0:
         raise TestbedError(f"--fps must be > 0, got {fps}")
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gif", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the GIF is an ordinary output
-    try:
+    # On a full disk PIL's write fails with an OSError; atomic_output_file removes the partial file.
+    with atomic_output_file(path, suffix=".gif") as tmp:
         first, *rest = images
         first.save(
             tmp,
@@ -232,10 +225,6 @@ def save_gif(images: Sequence[Any], path: str | pathlib.Path, *, fps: float, com
             optimize=True,
             comment=comment.encode(),
         )
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class _FrameGrabber:
@@ -307,11 +296,10 @@ def render_comparison(
     """
 
     threshold_m = DIVERGENCE_THRESHOLD_M if threshold_m is None else threshold_m
-    for name, value in (("--threshold-m", threshold_m), ("--scale", scale), ("--fps", fps)):
-        if not value > 0:
-            raise TestbedError(f"{name} must be > 0, got {value}")
-    if frame_skip < 1:
-        raise TestbedError(f"--frame-skip must be at least 1, got {frame_skip}")
+    for name, value in (("threshold_m", threshold_m), ("scale", scale), ("fps", fps), ("frame_skip", frame_skip)):
+        check_option(name, value)
+    check_frame_skip(frame_skip, scenario.max_episode_steps)
+    check_panel(scale, int(scenario.config["screen_width"]), int(scenario.config["screen_height"]))
     if pathlib.Path(out).suffix.lower() != ".gif":
         raise TestbedError(f"--out must be a .gif file (MP4 is not supported), got {out}")
     ref_record, ref_frames = record_frames(scenario, reference, seed)

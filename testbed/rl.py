@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.errors import TestbedError
+from testbed.limits import check_net_arch, check_option
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.progress import enabled as progress_enabled
 from testbed.provenance import provenance
@@ -94,8 +95,7 @@ class RLConfig:
         """Raise :class:`TestbedError` on nonsense values."""
         if self.algo not in ("dqn", "ppo"):
             raise TestbedError(f"--algo must be dqn or ppo, got {self.algo!r}")
-        if self.n_timesteps < 1:
-            raise TestbedError(f"--timesteps must be at least 1, got {self.n_timesteps}")
+        check_option("timesteps", self.n_timesteps)
         if not 0 <= self.seed < TRAIN_SEED_LIMIT:
             raise TestbedError(
                 f"--seed must be in [0, {TRAIN_SEED_LIMIT}) (training episodes use the RL seed range {RL.describe()}), "
@@ -107,8 +107,10 @@ class RLConfig:
             raise TestbedError(f"--gamma must be in [0, 1], got {self.gamma}")
         if self.net_arch is not None and (not self.net_arch or any(int(h) < 1 for h in self.net_arch)):
             raise TestbedError(f"--net-arch needs positive layer sizes, got {list(self.net_arch)}")
-        if self.torch_threads < 1:
-            raise TestbedError(f"--torch-threads must be at least 1, got {self.torch_threads}")
+        if self.net_arch is not None:
+            check_net_arch([int(h) for h in self.net_arch])
+        # Out of bounds torch's OpenMP pool crashes the process (testbed.limits).
+        check_option("torch_threads", self.torch_threads)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Keyword arguments for the SB3 algorithm's constructor (JSON-serialisable)."""

@@ -59,18 +59,27 @@ def init_worker() -> None:
     Besides :func:`one_thread`: SIGINT is ignored, because Ctrl-C signals the whole process
     group and the parent stops its workers itself (a worker would otherwise die first, with
     a ``KeyboardInterrupt`` traceback of its own); and on Linux the worker is killed when its
-    parent process ends (a forkserver worker's parent is the forkserver, which exits with the
-    main process), so that no worker outlives a main process that was killed outright.
+    parent process ends (:func:`_die_with_parent`) and when the process that started it ends
+    (:func:`_die_with_owner`; a forkserver worker's parent is the forkserver, not that
+    process), so that no worker outlives a main process that was killed outright, even by
+    SIGKILL. Once the workers are gone the forkserver and multiprocessing's resource tracker
+    exit by themselves: each waits for the end of a pipe that only this process and its
+    workers hold.
     """
     import signal
 
     one_thread()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    _die_with_owner()
 
 
 def _die_with_parent() -> None:
-    """``prctl(PR_SET_PDEATHSIG, SIGKILL)``, where there is one (best effort)."""
+    """``prctl(PR_SET_PDEATHSIG, SIGKILL)``, where there is one (best effort).
+
+    It does not fire when the parent ended before the call; :func:`_die_with_owner` covers
+    that for a spawned worker, whose parent is its owner.
+    """
     import ctypes
     import signal
     import sys
@@ -81,6 +90,57 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
         pass
+
+
+def _die_with_owner() -> None:
+    """Kill this process (SIGKILL) as soon as the process that started it ends, however it
+    ended, or at once when it has ended already (best effort: Linux >= 5.3, pidfds).
+
+    A forkserver worker's parent is the forkserver, so its ``PDEATHSIG`` does not fire when
+    the main process dies; and nothing else tells it: it holds both ends of the executor's
+    call queue (they are pickled to it), so it never reads EOF there. Worse, it holds the
+    write ends of the forkserver's "alive" pipe and of the resource tracker's pipe, which
+    are how those two learn that their clients have gone: after a SIGKILL of the main
+    process the workers, the forkserver and the tracker all stayed, reparented to init. So a
+    daemon thread waits on a pidfd of the owner (a ``poll`` of it returns once that process
+    has ended, as a zombie too) and does nothing else: no effect on what the worker computes.
+    The owner's pid is read when this worker starts: if the owner died and its pid was
+    reused by then (pids wrap around only after ``pid_max`` processes), this watches the
+    wrong process.
+    """
+    import multiprocessing
+    import os
+    import threading
+
+    owner = multiprocessing.parent_process()
+    if owner is None or owner.pid is None or not hasattr(os, "pidfd_open"):  # pragma: no cover - not Linux
+        return
+    try:
+        pidfd = os.pidfd_open(owner.pid)
+    except ProcessLookupError:  # the owner has ended (and been reaped) already
+        _kill_self()
+        return  # pragma: no cover - unreachable
+    except OSError:  # pragma: no cover - no pidfds in this kernel (ENOSYS), or not permitted
+        return
+    threading.Thread(target=_kill_self_when_readable, args=(pidfd,), name="die-with-owner", daemon=True).start()
+
+
+def _kill_self_when_readable(fd: int) -> None:
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll()  # retried after a signal (PEP 475): returns only when the process has ended
+    _kill_self()
+
+
+def _kill_self() -> None:
+    """End this process as ``PDEATHSIG`` would: SIGKILL, no clean-up (the owner that would
+    want results or clean-up is gone)."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def stop_pool(executor: ProcessPoolExecutor, *, terminate: bool, timeout_s: float = 10.0) -> None:

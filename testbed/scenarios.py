@@ -23,6 +23,7 @@ import numpy as np
 
 from testbed import sim
 from testbed.errors import TestbedError
+from testbed.limits import check_config, check_finite
 from testbed.recovery import COST_KEYS, CostWrapper
 from testbed.spaces import brief, is_int, jsonable, space_from_dict, space_to_dict
 
@@ -336,7 +337,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """Parse ``key=value`` strings; values are JSON when they parse as JSON, else strings.
 
     Raises:
-        TestbedError: an item without ``=``.
+        TestbedError: an item without ``=``, or a value holding a non-finite number.
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -347,6 +348,8 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             value: Any = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
+        # JSON gives inf for 1e400 and reads NaN and Infinity: refused here, nested ones too.
+        check_finite(f"--set {key.strip()}", value)
         out[key.strip()] = value
     return out
 
@@ -400,18 +403,9 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 
 def _check_numbers(key: str, value: Any) -> None:
-    if isinstance(value, float) and not np.isfinite(value):
-        raise TestbedError(f"config key {key!r} must be finite, got {value}")
-    positive = {
-        "duration",
-        "vehicles_count",
-        "lanes_count",
-        "vehicles_density",
-        "simulation_frequency",
-        "policy_frequency",
-    }
-    if key in positive and isinstance(value, (int, float)) and value <= 0:
-        raise TestbedError(f"config key {key!r} must be > 0, got {value}")
+    """Refuse a non-finite number anywhere in an override (its bounds are checked on the
+    resolved config, :func:`testbed.limits.check_config`)."""
+    check_finite(f"config key {key!r}", value)
 
 
 VEHICLE_CLASSES = tuple(
@@ -460,23 +454,6 @@ def _strings(value: Any, key: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from _strings(v, key)
-
-
-# Largest values the testbed accepts: beyond them highway-env runs out of memory or time
-# (100 million vehicles) before it fails.
-_UPPER_LIMITS = {
-    "vehicles_count": 1000,
-    "lanes_count": 20,
-    "duration": 3600,
-    "simulation_frequency": 1000,
-    "policy_frequency": 1000,
-    "vehicles_density": 100,
-    "screen_width": 4096,
-    "screen_height": 4096,
-    "cells": 4096,
-    "stack_size": 64,
-    "maximum_range": 10_000,
-}
 
 
 def get_scenario(
@@ -560,11 +537,8 @@ def get_scenario(
 
 
 def _check_limits(config: Mapping[str, Any], *, where: str) -> None:
-    for top, values in (("", config), ("observation.", config["observation"]), ("action.", config["action"])):
-        for key, limit in _UPPER_LIMITS.items():
-            value: Any = values.get(key)
-            if _is_number(value) and value > limit:
-                raise TestbedError(f"{where}: config key {top + key!r} must be at most {limit}, got {value}")
+    # The bounds of every number that sizes memory or time: testbed.limits.
+    check_config(config, where=where)
     if config.get("controlled_vehicles", 1) != 1:
         raise TestbedError(f"{where}: config key 'controlled_vehicles' must be 1 (the testbed drives one ego vehicle)")
     if config.get("manual_control"):

@@ -1,6 +1,7 @@
 """Behavioral cloning through imitation's trainer.
 
-Training uses ``imitation.algorithms.bc.BC`` unchanged; this module adds an episode-level
+Training runs ``imitation.algorithms.bc.BC``'s training loop (in a subclass with cheaper
+batches and bit-identical results, :func:`bc_trainer_class`); this module adds an episode-level
 validation split, a per-epoch log (loss, train and validation accuracy) and deliberate torch
 threading. The run directory it writes (policy file, log, metadata) is :mod:`testbed.clone_io`'s.
 
@@ -17,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import pathlib
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -31,6 +33,7 @@ import pandas as pd
 from testbed.clone_io import LOG_FILE, METADATA, POLICY_FILE, is_image_space, make_policy, save_policy
 from testbed.demos import Demonstrations
 from testbed.errors import TestbedError
+from testbed.limits import check_net_arch, check_option
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.progress import Bar
 from testbed.provenance import provenance
@@ -78,6 +81,7 @@ class TrainConfig:
             raise TestbedError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not self.net_arch or any(int(h) < 1 for h in self.net_arch):
             raise TestbedError(f"--net-arch needs positive layer sizes, got {list(self.net_arch)}")
+        check_net_arch([int(h) for h in self.net_arch])
         if not np.isfinite(self.learning_rate) or self.learning_rate <= 0:
             raise TestbedError(f"--learning-rate must be > 0, got {self.learning_rate}")
         for name in ("l2_weight", "ent_weight"):
@@ -86,20 +90,26 @@ class TrainConfig:
                 raise TestbedError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise TestbedError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.torch_threads < 1:
-            raise TestbedError(f"--torch-threads must be at least 1, got {self.torch_threads}")
+        # Out of bounds torch's OpenMP pool crashes the process (testbed.limits).
+        check_option("torch_threads", self.torch_threads)
         if self.eval_every < 1:
             raise TestbedError(f"--eval-every must be at least 1, got {self.eval_every}")
 
 
 def parse_net_arch(text: str) -> tuple[int, ...]:
-    """``"64,64"`` -> ``(64, 64)``."""
+    """``"64,64"`` -> ``(64, 64)``.
+
+    Raises:
+        TestbedError: not comma-separated positive integers, or a network beyond the limits
+            of :func:`testbed.limits.check_net_arch`.
+    """
     try:
         arch = tuple(int(h) for h in text.split(",") if h.strip())
     except ValueError:
         raise TestbedError(f"--net-arch expects comma-separated integers like 64,64, got {text!r}") from None
     if not arch or any(h < 1 for h in arch):
         raise TestbedError(f"--net-arch expects positive integers like 64,64, got {text!r}")
+    check_net_arch(arch)
     return arch
 
 
@@ -224,11 +234,254 @@ def tensorboard_scalars(folder: str | pathlib.Path, log: pd.DataFrame, *, step: 
         writer.close()
 
 
+# imitation's BC spends most of a small network's training time outside the network (cProfile,
+# 2400 transitions x 20 epochs, net 64,64: 35 % in its DataLoader, which indexes the dataset one
+# sample at a time and collates per-sample dicts; a quarter in the loss calculator, which at every
+# batch also computes the statistics BCLogger logs at a few: the L2 norm of every parameter, even
+# at weight 0, the value head, the probability of the expert's action). The trainer
+# make_bc_trainer builds keeps imitation's BC - its training loop, optimiser, logging - and
+# changes only those two pieces, so that the weights, logs and statistics stay bit for bit
+# imitation's (tests/test_training.py trains both and compares).
+
+
+class _GatherTransitions:
+    """``collate_fn`` making a batch of imitation transitions from its indices by indexing
+    tensors stacked once, instead of imitation's per-sample ``transitions_collate_fn``.
+
+    The batch holds what BC reads, ``obs`` and ``acts``, with the values, dtype and shape of
+    imitation's (which stacks the samples' numpy arrays); not ``next_obs``, ``dones`` or
+    ``infos``.
+
+    Args:
+        transitions: an ``imitation.data.types.TransitionsMinimal`` with array observations.
+    """
+
+    def __init__(self, transitions: Any) -> None:
+        from imitation.util import util
+
+        # imitation's conversion: shares the arrays' memory (no second copy of a large image
+        # dataset), copying only read-only arrays.
+        self.obs = util.safe_to_tensor(np.asarray(transitions.obs))
+        self.acts = util.safe_to_tensor(np.asarray(transitions.acts))
+
+    def __call__(self, indices: list[int]) -> dict[str, Any]:
+        import torch
+
+        index = torch.tensor(indices, dtype=torch.int64)
+        return {"obs": self.obs[index], "acts": self.acts[index]}
+
+
+def _gathering_loader(loader: Any) -> Any:
+    """A ``DataLoader`` yielding the batches ``loader`` yields, gathered from tensors
+    (:class:`_GatherTransitions`), if ``loader`` is a single-process ``DataLoader`` over imitation
+    transitions with imitation's per-sample collate (what ``BC`` and ``DAggerTrainer`` build);
+    else None.
+
+    The new loader iterates ``range(n)`` through ``loader``'s own batch sampler and generator, so
+    it draws the same random numbers from the same generators (the sampler's seed and the
+    iterator's base seed, torch's global generator unless ``loader`` has one) and yields the
+    same indices in the same order.
+    """
+    from imitation.data import types
+    from torch.utils.data import DataLoader
+
+    if not (
+        isinstance(loader, DataLoader)
+        and loader.collate_fn is types.transitions_collate_fn
+        and isinstance(loader.dataset, types.TransitionsMinimal)
+        and isinstance(loader.dataset.obs, np.ndarray)  # not dict observations
+        and loader.batch_sampler is not None
+        and loader.num_workers == 0
+    ):
+        return None
+    return DataLoader(
+        range(len(loader.dataset)),  # type: ignore[arg-type]  # any sized, indexable dataset works
+        batch_sampler=loader.batch_sampler,
+        collate_fn=_GatherTransitions(loader.dataset),
+        generator=loader.generator,
+    )
+
+
+def _plain_actor_critic(policy: Any) -> bool:
+    """Whether ``policy.evaluate_actions`` is SB3's ``ActorCriticPolicy``'s, whose action
+    distribution ``policy.get_distribution`` computes by the same operations."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    cls = type(policy)
+    return (
+        isinstance(policy, ActorCriticPolicy)
+        and cls.evaluate_actions is ActorCriticPolicy.evaluate_actions
+        and cls.get_distribution is ActorCriticPolicy.get_distribution
+    )
+
+
+class _LoggedBatchesLoss:
+    """imitation's BC loss calculator, computing its statistics only for the batches BC logs.
+
+    imitation's ``BehaviorCloningLossCalculator`` computes at every batch, besides the loss,
+    statistics that ``BCLogger`` records only every ``log_interval`` batches. Between
+    :meth:`begin` and :meth:`end` (one ``BC.train`` call) this calculator gives the batches
+    that will not be logged the loss alone, by the same operations on the same values; every
+    other call (logged batches, evaluations under ``torch.no_grad``, calls outside training) is
+    imitation's calculator's. The loss alone differs from imitation's in three places, none of
+    which changes a bit of the trained weights:
+
+    - no value head (SB3's ``evaluate_actions`` computes it; the loss does not use it);
+    - no mean probability of the expert's action (a statistic only);
+    - at L2 weight 0, no L2 norm: imitation adds ``0 * norm``, which is +0.0 for finite
+      parameters; ``+ 0.0`` keeps the loss's value (a -0.0 loss becomes +0.0 in both). The
+      gradient of that term is a signed zero per parameter, which changes a gradient only
+      where it is zero, and only its sign, which Adam ignores (``lerp`` to +-0 and the square
+      give the same moments); the value network's parameters, whose only gradient it was,
+      keep none, and Adam leaves them as imitation's zero-moment updates do: unchanged.
+
+    The statistics a fast batch does not compute are NaN in its ``BCTrainingMetrics``.
+
+    Args:
+        full: imitation's calculator (its ``ent_weight`` and ``l2_weight`` are used).
+    """
+
+    def __init__(self, full: Any) -> None:
+        self.full = full
+        self.ent_weight: float = full.ent_weight
+        self.l2_weight: float = full.l2_weight
+        self._log_interval: int | None = None
+        self._batch = 0
+
+    def begin(self, log_interval: int | None) -> None:
+        """Start a training call whose batches, numbered from 0 by :meth:`batch_done`, are
+        logged when their number is a multiple of ``log_interval`` (None: compute every
+        batch in full)."""
+        self._log_interval = log_interval
+        self._batch = 0
+
+    def batch_done(self) -> None:
+        """Count one batch of the training call (its optimiser step and logging are done)."""
+        self._batch += 1
+
+    def end(self) -> None:
+        """End the training call: every later call is imitation's calculator's."""
+        self._log_interval = None
+
+    def __call__(self, policy: Any, obs: Any, acts: Any) -> Any:
+        """imitation's ``BCTrainingMetrics`` of ``policy`` on (``obs``, ``acts``)."""
+        import torch
+
+        if self._log_interval is None or self._batch % self._log_interval == 0 or not torch.is_grad_enabled():
+            return self.full(policy, obs, acts)
+        return self._loss_only(policy, obs, acts)
+
+    def _loss_only(self, policy: Any, obs: Any, acts: Any) -> Any:
+        """imitation's ``BehaviorCloningLossCalculator.__call__`` line by line, minus what
+        only its statistics use."""
+        import torch
+        from imitation.algorithms import bc
+        from imitation.data import types
+        from imitation.util import util
+
+        tensor_obs = types.map_maybe_dict(util.safe_to_tensor, types.maybe_unwrap_dictobs(obs))
+        acts = util.safe_to_tensor(acts)
+        distribution = policy.get_distribution(tensor_obs)  # evaluate_actions minus the value head
+        log_prob = distribution.log_prob(acts)
+        entropy = distribution.entropy()
+        log_prob = log_prob.mean()
+        entropy = entropy.mean() if entropy is not None else None
+        not_computed = torch.tensor(float("nan"))
+        l2_norm: Any = not_computed
+        l2_loss: Any = 0.0
+        if self.l2_weight != 0:
+            l2_norms = [torch.sum(torch.square(w)) for w in policy.parameters()]
+            l2_norm = sum(l2_norms) / 2
+            l2_loss = self.l2_weight * l2_norm
+        ent_loss = -self.ent_weight * (entropy if entropy is not None else torch.zeros(1))
+        neglogp = -log_prob
+        loss = neglogp + ent_loss + l2_loss
+        return bc.BCTrainingMetrics(
+            neglogp=neglogp,
+            entropy=entropy,
+            ent_loss=ent_loss,
+            prob_true_act=not_computed,
+            l2_norm=l2_norm,
+            l2_loss=torch.as_tensor(l2_loss),
+            loss=loss,
+        )
+
+
+@functools.cache
+def bc_trainer_class() -> type[Any]:
+    """imitation's ``BC`` with cheaper batches, the class :func:`make_bc_trainer` builds.
+
+    A subclass (made on first use: imitation's ``bc`` module imports stable-baselines3) that
+    keeps ``BC.train``, replacing two of its pieces: the batches of imitation transitions
+    come from :func:`_gathering_loader` and the loss from :class:`_LoggedBatchesLoss`. Weights,
+    losses and logged statistics are bit for bit ``BC``'s.
+    """
+    from imitation.algorithms import base as algo_base
+    from imitation.algorithms import bc
+    from torch.utils.data import BatchSampler
+
+    class CheapBatchBC(bc.BC):
+        """imitation's ``BC`` with cheaper batches (see :func:`bc_trainer_class`)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            self._full_batches = False  # BC.__init__ sets the demonstrations
+            super().__init__(**kwargs)
+            self.loss_calculator: Any = _LoggedBatchesLoss(self.loss_calculator)
+
+        def set_demonstrations(self, demonstrations: Any) -> None:
+            # imitation's own first: its checks, errors and side effects (it iterates a
+            # DataLoader once, drawing from torch's generator), then its loader is swapped.
+            super().set_demonstrations(demonstrations)
+            current: Any = self._demo_data_loader
+            wrapped = isinstance(current, algo_base._WrappedDataLoader)
+            loader = _gathering_loader(current.data_loader if wrapped else current)
+            if loader is None:
+                self._full_batches = False
+                return
+            if wrapped:  # keep imitation's batch-size check
+                current.data_loader = loader
+            else:
+                self._demo_data_loader = loader
+            sampler = loader.batch_sampler
+            self._full_batches = (
+                isinstance(sampler, BatchSampler)
+                and sampler.drop_last
+                and sampler.batch_size == self.minibatch_size == self.batch_size
+            )
+
+        def train(
+            self, *, log_interval: int = 500, on_batch_end: Callable[[], None] | None = None, **kwargs: Any
+        ) -> None:
+            """``BC.train``, with statistics computed only at the batches it logs.
+
+            That needs BC's batch numbers: it numbers the batches of a call from 0, logs
+            those whose number is a multiple of ``log_interval`` and calls ``on_batch_end``
+            after each one's logging. With partial batches or gradient accumulation over
+            minibatches the numbers are not one per loader batch: every batch is then
+            computed in full.
+            """
+            calculator = self.loss_calculator
+            fast = self._full_batches and _plain_actor_critic(self.policy)
+            calculator.begin(log_interval if fast else None)
+
+            def counted_batch_end() -> None:
+                calculator.batch_done()
+                if on_batch_end is not None:
+                    on_batch_end()
+
+            try:
+                super().train(log_interval=log_interval, on_batch_end=counted_batch_end, **kwargs)
+            finally:
+                calculator.end()
+
+    return CheapBatchBC
+
+
 def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstrations: Any = None) -> Any:
     """imitation's ``BC`` trainer for ``policy`` with ``config``'s hyperparameters, on the
     CPU, logging silently into ``log_dir`` — or, inside :func:`tensorboard_logging`, to
-    TensorBoard event files in that block's folder."""
-    from imitation.algorithms import bc
+    TensorBoard event files in that block's folder. The trainer is :func:`bc_trainer_class`'s
+    ``BC`` subclass: imitation's training loop with cheaper batches, bit-identical results."""
     from imitation.util import logger as im_logger
 
     tensorboard = _TENSORBOARD.get()
@@ -238,7 +491,7 @@ def make_bc_trainer(policy: Any, config: TrainConfig, *, log_dir: str, demonstra
         custom_logger = im_logger.configure(tensorboard.folder, format_strs=["tensorboard"])
         tensorboard.loggers.append(custom_logger)
 
-    return bc.BC(
+    return bc_trainer_class()(
         observation_space=policy.observation_space,
         action_space=policy.action_space,
         rng=np.random.default_rng(config.seed),

@@ -133,6 +133,17 @@ def test_benchmark_ranks_user_policy(tmp_path: pathlib.Path) -> None:
     ranked_lines = [line for line in markdown.splitlines() if line.startswith("| 1 ") or line.startswith("| 4 ")]
     assert "`expert:scripted`" in ranked_lines[0] and "`random`" in ranked_lines[1]
     assert "_user_policy:keep_right" in markdown and "## highway-fast" in markdown
+    # Aggregates over scenarios and seeds: the mean of pooled runs is the ranking's score.
+    aggregate = pd.read_csv(out / "aggregate.csv").set_index("policy")
+    assert set(aggregate.index) == policies and (aggregate["n_runs"] == 2).all()
+    for policy in policies:
+        assert aggregate.loc[policy, "mean"] == pytest.approx(by_policy.loc[policy, "normalized_score"])
+        assert (
+            aggregate.loc[policy, "iqm_ci_low"] <= aggregate.loc[policy, "iqm"] <= aggregate.loc[policy, "iqm_ci_high"]
+        )
+    assert set(pd.read_csv(out / "profiles.csv")["policy"]) == policies
+    assert len(pd.read_csv(out / "improvement.csv")) == 4 * 3
+    assert "## Aggregate over scenarios and seeds" in markdown
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import zipfile
 from importlib.metadata import version
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import fails
 
@@ -147,3 +148,33 @@ def test_export_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.Pa
     (fake / "policy.pt").write_bytes(b"not a policy")
     fails(capsys, ["export-policy", str(fake), "--out", out], "not a loadable policy", only_line=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.zip", "fake"]
+
+
+def test_a_model_card_is_written_beside_the_export(exported: pathlib.Path, clone_dir: pathlib.Path) -> None:
+    from testbed.cards import card_path
+    from testbed.clone_io import read_clone_metadata
+
+    card = card_path(exported)
+    assert card == exported.with_name("policy.card.md")
+    text = card.read_text()
+    meta = read_clone_metadata(clone_dir)
+    assert text.startswith("# Model card: BC clone of expert `scripted` on `highway-fast`")
+    assert 'PPO.load("policy.zip")' in text
+    assert f"{meta['demos']['n_episodes']} episodes" in text and f"{meta['demos']['n_train_labels']} labels" in text
+    assert f"val/accuracy {meta['final']['val/accuracy']:.3f}" in text  # the recorded metrics
+    assert "(demonstrations range)" in text  # the seeds and their range
+    assert meta["provenance"]["git_commit"] in text and "torch " in text  # commit and versions
+    assert "testbed evaluate --policy clone:" in text  # no closed-loop result beside it: how to get one
+
+
+def test_the_card_of_a_pipeline_clone_quotes_its_paired_evaluation() -> None:
+    import testbed
+    from testbed.cards import policy_card
+    from testbed.clone_io import read_clone_metadata
+
+    run = pathlib.Path(testbed.__file__).resolve().parent.parent / "results" / "pipeline" / "highway-fast" / "clone"
+    text = policy_card(read_clone_metadata(run), run, {"out": "p.zip", "max_disagreement": 0.0, "provenance": {}})
+    row = pd.read_csv(run.parent / "eval" / "summary.csv").iloc[1]
+    assert str(row["policy"]).startswith("clone:")
+    assert f"Closed loop ({row['n_episodes']} episodes" in text
+    assert f"crash rate {row['crashed']:.2f} [{row['crashed_ci_low']:.2f}, {row['crashed_ci_high']:.2f}]" in text

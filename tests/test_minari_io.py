@@ -202,3 +202,14 @@ def test_a_hostile_record_never_imports_code(
     fails(capsys, ["import-minari", str(hostile), "--out", str(tmp_path / "d")], "other_vehicles_type")
     assert not marker.exists() and "planted_minari" not in sys.modules
     assert not (tmp_path / "d").exists()
+
+
+def test_a_dataset_card_is_written_with_the_dataset(exported: pathlib.Path, demos_dir: pathlib.Path) -> None:
+    from testbed.demos import load_demos
+
+    meta = load_demos(demos_dir).metadata
+    text = (exported / DATASET_ID / "README.md").read_text()
+    assert text.startswith(f"# Dataset card: `{DATASET_ID}`")
+    assert f"{meta.n_episodes} episodes, {meta.n_transitions} transitions, {meta.n_crashed} ending in a crash" in text
+    assert f"Seeds: {meta.n_episodes} seeds, {min(meta.seeds)}–{max(meta.seeds)} (demonstrations range)" in text
+    assert f'minari.load_dataset("{DATASET_ID}")' in text and str(demos_dir) in text

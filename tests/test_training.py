@@ -140,3 +140,91 @@ def test_committed_clones_still_load() -> None:
 
     policy = load_clone(run, scenario=get_scenario("highway-fast"))
     assert policy.action_space.n == 5
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")  # imitation logs float(loss)
+@pytest.mark.parametrize(
+    ("actions", "l2_weight", "through_loader"),
+    [("discrete", 0.0, False), ("discrete", 1e-2, True), ("continuous", 0.0, False)],
+)
+def test_cheap_batch_trainer_is_imitations_bc_bit_for_bit(
+    demos_dir: pathlib.Path, tmp_path: pathlib.Path, actions: str, l2_weight: float, through_loader: bool
+) -> None:
+    """The trainer make_bc_trainer builds (batches gathered from stacked tensors, statistics
+    computed only for logged batches) trains exactly as an unmodified imitation BC on the same
+    data and seed: the same weights to the bit, the same bc/* statistics at every logged batch,
+    the same losses in mid-training evaluations and the same draws from torch's generator; given
+    transitions (BC's case) or a DataLoader over them (DAgger's), at L2 weight 0 (no L2 norm in
+    its cheap batches) or not, for discrete and continuous actions."""
+    from imitation.algorithms import bc
+    from imitation.data import rollout, types
+    from imitation.util import logger as im_logger
+    from torch.utils.data import DataLoader
+
+    from testbed.clone_io import make_policy
+    from testbed.spaces import space_from_dict
+    from testbed.training import bc_trainer_class, make_bc_trainer, observation_statistics
+
+    demos = load_demos(demos_dir)
+    transitions = rollout.flatten_trajectories(demos.trajectories)
+    obs_space = space_from_dict(demos.metadata.observation_space)
+    act_space: gym.Space = space_from_dict(demos.metadata.action_space)
+    if actions == "continuous":
+        act_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        labels = np.random.default_rng(0).uniform(-1, 1, (len(transitions), 2)).astype(np.float32)
+        transitions = types.Transitions(
+            obs=transitions.obs,
+            acts=labels,
+            infos=transitions.infos,
+            next_obs=transitions.next_obs,
+            dones=transitions.dones,
+        )
+    config = TrainConfig(batch_size=32, net_arch=(32, 32), l2_weight=l2_weight, seed=5)
+    used = make_bc_trainer(make_policy(obs_space, act_space, (8,)), config, log_dir=str(tmp_path / "unused"))
+    assert type(used) is bc_trainer_class()
+    mean, std = observation_statistics(transitions.obs)
+
+    runs = {}
+    for name, trainer_class in (("imitation", bc.BC), ("testbed", bc_trainer_class())):
+        torch.manual_seed(config.seed)
+        policy = make_policy(obs_space, act_space, config.net_arch, obs_mean=mean, obs_std=std)
+        data = transitions
+        if through_loader:  # as DAggerTrainer hands over its aggregate
+            data = DataLoader(transitions, 32, shuffle=True, drop_last=True, collate_fn=types.transitions_collate_fn)
+        trainer = trainer_class(
+            observation_space=obs_space,
+            action_space=act_space,
+            rng=np.random.default_rng(config.seed),
+            policy=policy,
+            demonstrations=data,
+            batch_size=config.batch_size,
+            optimizer_kwargs={"lr": config.learning_rate},
+            ent_weight=config.ent_weight,
+            l2_weight=config.l2_weight,
+            device="cpu",
+            custom_logger=im_logger.configure(str(tmp_path / name), format_strs=["csv"]),
+        )
+        evaluations: list[float] = []
+
+        def evaluate(trainer=trainer, policy=policy, evaluations=evaluations) -> None:
+            with torch.no_grad():
+                evaluations.append(trainer.loss_calculator(policy, transitions.obs, transitions.acts).loss.item())
+
+        trainer.train(n_epochs=3, log_interval=4, on_epoch_end=evaluate, progress_bar=False)
+        trainer.logger.close()
+        runs[name] = (
+            policy.state_dict(),
+            evaluations,
+            torch.get_rng_state(),
+            (tmp_path / name / "progress.csv").read_text(),
+        )
+
+    (weights, evaluations, rng_state, statistics), (weights2, evaluations2, rng_state2, statistics2) = runs.values()
+    assert list(weights) == list(weights2)
+    assert all(weights[k].numpy().tobytes() == weights2[k].numpy().tobytes() for k in weights)
+    assert evaluations == evaluations2 and len(evaluations) == 3
+    assert torch.equal(rng_state, rng_state2)
+    assert statistics == statistics2
+    logged = pd.read_csv(tmp_path / "testbed" / "progress.csv")
+    assert len(logged) == len(range(0, 3 * (len(transitions) // 32), 4))  # batches 0, 4, 8, ...
+    assert logged["bc/prob_true_act"].notna().all() and logged["bc/l2_norm"].notna().all()

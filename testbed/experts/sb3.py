@@ -11,7 +11,9 @@ Loading never unpickles anything. SB3's own ``load`` rebuilds the algorithm from
 JSON; ``stable_baselines3/common/save_util.py``): unpickling those runs whatever code the
 file's author chose. Instead this module reads
 
-- ``data`` as plain JSON, using only the human-readable fields SB3 writes beside each blob
+- ``data`` as plain JSON (bounded in size and depth: :mod:`testbed.safe_json`; the zip's
+  members are checked and read without inflating past their declared sizes:
+  :mod:`testbed.safe_zip`), using only the human-readable fields SB3 writes beside each blob
   (a space's ``_shape``, ``dtype``, ``n``; the policy class's ``__module__``), and
 - ``policy.pth`` with ``torch.load(weights_only=True)`` (a state dict: tensors only),
 
@@ -26,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import pathlib
 import zipfile
 from typing import Any
 
 import numpy as np
 
+from testbed import safe_json, safe_zip
 from testbed.errors import TestbedError
 from testbed.experts.base import Expert
 from testbed.scenarios import describe_spaces
@@ -86,7 +88,9 @@ def _space(entry: Any, key: str, path: pathlib.Path) -> Any:
             return gym.spaces.Discrete(n, start=start)
         if kind.endswith(".Box'>"):
             shape = entry["_shape"]
-            shape = tuple(int(s) for s in (json.loads(shape) if isinstance(shape, str) else shape))
+            if isinstance(shape, str):
+                shape = safe_json.loads(shape, where=f"{path}: the {key}'s _shape")
+            shape = tuple(int(s) for s in shape)
             if not shape or min(shape) < 1 or int(np.prod(shape, dtype=np.float64)) > MAX_SPACE_SIZE:
                 raise _fail(path, f"its {key} has shape {list(shape)} (1..{MAX_SPACE_SIZE} elements are served)")
             dtype = np.dtype(str(entry["dtype"]))
@@ -95,7 +99,7 @@ def _space(entry: Any, key: str, path: pathlib.Path) -> Any:
                 info = np.iinfo(dtype)
                 low, high = max(low, info.min), min(high, info.max)
             return gym.spaces.Box(low=low, high=high, shape=shape, dtype=dtype)  # type: ignore[arg-type]  # gymnasium's stub omits np.dtype
-    except (KeyError, TypeError, ValueError, AssertionError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, ValueError, AssertionError) as e:
         raise _fail(path, f"unreadable {key} record ({_first_line(e)})") from None
     raise TestbedError(
         f"{path}: unsupported {key} {kind.strip('<>')}; only Box observations and Discrete actions are served"
@@ -155,8 +159,10 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
     """Rebuild the policy of a stable-baselines3 DQN, PPO or A2C model zip, safely.
 
     Raises:
-        TestbedError: missing file, not a zip, missing or corrupt entries, an algorithm or
-            space this module does not serve, or weights that do not fit the network.
+        TestbedError: missing file, not a zip, missing or corrupt entries, members that declare
+            or inflate to more than :mod:`testbed.safe_zip` reads (zip bombs), ``data`` JSON
+            beyond :mod:`testbed.safe_json`'s limits, an algorithm or space this module does
+            not serve, or weights that do not fit the network.
     """
     import gymnasium as gym
     import torch
@@ -166,6 +172,8 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
     p = pathlib.Path(path)
     if not p.is_file():
         raise TestbedError(f"SB3 model file not found: {p}")
+    if p.stat().st_size > safe_zip.MAX_ARCHIVE_BYTES:
+        raise _fail(p, f"the file is larger than {safe_zip.MAX_ARCHIVE_BYTES} bytes")
     raw = p.read_bytes()
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
@@ -173,8 +181,10 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
             missing = [n for n in ("data", "policy.pth") if n not in names]
             if missing:
                 raise _fail(p, f"no {' or '.join(missing)} entry")
-            data_text = archive.read("data").decode()
-            policy_bytes = archive.read("policy.pth")
+            # Declared sizes and compression ratios first, then reads that stop at the declared size.
+            safe_zip.check_members(archive, where=str(p))
+            data_bytes = safe_zip.read_member(archive, "data", where=str(p))
+            policy_bytes = safe_zip.read_member(archive, "policy.pth", where=str(p))
     # RuntimeError: an encrypted entry; NotImplementedError: a compression method zipfile lacks.
     except (
         zipfile.BadZipFile,
@@ -187,11 +197,12 @@ def load_sb3_model(path: str | pathlib.Path) -> SB3Model:
     ) as e:
         raise _fail(p, _first_line(e)) from None
     try:
-        data = json.loads(data_text)
-    except json.JSONDecodeError as e:
-        raise _fail(p, f"corrupt 'data' JSON ({e})") from None
+        data = safe_json.loads(data_bytes, where="its 'data' entry")
+    except TestbedError as e:
+        raise _fail(p, str(e)) from None
     if not isinstance(data, dict):
         raise _fail(p, "'data' is not a JSON object")
+    safe_zip.check_archive(policy_bytes, where=f"{p}: policy.pth")  # torch's format is a zip too
     try:
         state = torch.load(io.BytesIO(policy_bytes), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors, unsafe globals, truncated files
@@ -286,8 +297,8 @@ class SB3Expert(Expert):
         ``ours`` too: same shape is not enough (relative vs absolute Kinematics)."""
         meta_path = self.model.path.parent / "metadata.json"
         try:
-            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            meta = safe_json.read_file(meta_path, what="SB3 model metadata") if meta_path.is_file() else None
+        except TestbedError:  # unreadable (or hostile) metadata: as if there were none
             meta = None
         if not isinstance(meta, dict) or meta.get("model_file") != self.model.path.name:
             return

@@ -67,10 +67,13 @@ def git_commit(root: pathlib.Path | None = None) -> str:
 def _script_checkout() -> pathlib.Path | None:
     """The checkout holding the running script, when it is not the package's own: an
     experiment run from a second worktree still imports ``testbed`` from wherever it is
-    installed (an editable install of another checkout), and both commits then matter."""
+    installed (an editable install of another checkout), and both commits then matter. A
+    script in some other git checkout (the ``testbed`` console script inside a git-installed
+    Python, e.g. pyenv's) is not a checkout of this project: only one with ``testbed/`` counts."""
     for parent in pathlib.Path(sys.argv[0]).resolve().parents:
         if (parent / ".git").exists():
-            return None if parent == _package_root() else parent
+            ours = (parent / "testbed" / "__init__.py").is_file()
+            return None if parent == _package_root() or not ours else parent
     return None
 
 

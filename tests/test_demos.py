@@ -106,6 +106,10 @@ def test_provenance_names_the_scripts_checkout_when_it_is_another(tmp_path, monk
     script.parent.mkdir()
     script.write_text("")
     monkeypatch.setattr(sys, "argv", [str(script)])
+    # A git checkout that is not one of this project (a console script in a git-installed Python).
+    assert "script_git_commit" not in prov.provenance()
+    (tmp_path / "testbed").mkdir()
+    (tmp_path / "testbed" / "__init__.py").write_text("")
     assert prov.provenance()["script_git_commit"] == "unknown"  # a checkout without a commit
     monkeypatch.setattr(sys, "argv", [str(prov.pathlib.Path(prov.__file__))])
     assert "script_git_commit" not in prov.provenance()

@@ -486,8 +486,8 @@ def _aggregate_markdown(aggregates: Aggregates, order: Sequence[str]) -> list[st
         if i + 1 < len(policies) and (policy, policies[i + 1]) in improvement.index:
             better = _cell(improvement.loc[(policy, policies[i + 1])], "p_improvement")
         lines.append(
-            f"| `{policy}` | {int(r['n_runs'])} ({int(r['n_scenarios'])} sc.) | {_cell(r, 'iqm')} | {_cell(r, 'mean')} | "
-            f"{_cell(r, 'median')} | {better} |"
+            f"| `{policy}` | {int(r['n_runs'])} ({int(r['n_scenarios'])} sc.) | {_cell(r, 'iqm')} | "
+            f"{_cell(r, 'mean')} | {_cell(r, 'median')} | {better} |"
         )
     return lines
 

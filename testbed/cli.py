@@ -37,7 +37,7 @@ from testbed.minari_io import dataset_dir, export_minari, read_minari
 from testbed.outputs import atomic_output_dir, check_output_dir, check_output_path, write_json
 from testbed.pipeline import Pipeline, Repeatable, check_workers, save_summary_plot
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
+from testbed.provenance import git_commit, provenance
 from testbed.render import render_comparison
 from testbed.reproduce import reproduce, select_steps
 from testbed.rl import RLConfig, save_expert, train_expert
@@ -522,17 +522,38 @@ class Reproduce:
     out_root: str | None = None
     """Root of the result directories (default: results/, or runs/reproduce-fast/ with --fast)."""
     workers: Workers = dataclasses.field(default_factory=default_workers)
+    executor: Literal["local", "ray"] = "local"
+    """Where the steps run: local worker processes, or Ray tasks (pip install -e ".[ray]")."""
+    address: str | None = None
+    """--executor ray: the cluster's address (auto, ray://host:10001); default: a local Ray instance of --workers
+    CPUs. The output root must be on a filesystem every node sees."""
 
     def run(self) -> None:
 
         check_options(self)
         steps = select_steps(self.only)
         root = pathlib.Path(self.out_root or ("runs/reproduce-fast" if self.fast else "results"))
-        times = reproduce(steps, root, fast=self.fast, plot_only=self.plot_only, workers=check_workers(self.workers))
+        if self.address is not None and self.executor != "ray":
+            raise TestbedError("--address is for --executor ray")
+        start = time.perf_counter()
+        records = reproduce(
+            steps,
+            root,
+            fast=self.fast,
+            plot_only=self.plot_only,
+            workers=check_workers(self.workers),
+            executor=self.executor,
+            address=self.address,
+            config={"git_commit": git_commit()},
+        )
+        elapsed = time.perf_counter() - start
+        resumed = [k for k, r in records.items() if r.resumed]
         print(
             "wall time: "
-            + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
-            + f"; total {sum(times.values()):.0f} s"
+            + ", ".join(
+                f"{k} {r.wall_time_s:.0f} s" + (" (earlier run)" if r.resumed else "") for k, r in records.items()
+            )
+            + f"; total {elapsed:.0f} s on {self.workers} worker(s)"
         )
         if not self.only and not self.plot_only:  # a complete rebuild records how long it took
             write_json(
@@ -540,9 +561,12 @@ class Reproduce:
                 {
                     "command": "testbed reproduce" + (" --fast" if self.fast else ""),
                     "workers": self.workers,
+                    "executor": self.executor,
                     "cpu_count": os.cpu_count(),
-                    "wall_time_s": {k: round(v, 1) for k, v in times.items()},
-                    "total_s": round(sum(times.values()), 1),
+                    "wall_time_s": {k: r.wall_time_s for k, r in records.items()},
+                    "total_s": round(elapsed, 1),
+                    "resumed_steps": resumed,
+                    "one_run": not resumed,
                     "provenance": provenance(),
                 },
             )

@@ -8,16 +8,23 @@ rebuilt offline from the committed CSVs.
 
 The scripts live in the source checkout, not in the installed package: reproducing needs the
 repository (``pip install -e .`` from a clone).
+
+The steps run on one queue (:mod:`testbed.scheduler`): a step starts once the steps whose
+results it reads are done (:attr:`Step.after`), as many at a time as there are free cores
+(:attr:`Step.cpus` each), the longest remaining chain first; locally on long-lived workers or
+as Ray tasks. A killed rebuild run again at the same commit skips the steps it had finished
+(their record is kept in ``OUT_ROOT/.reproduce/`` until the rebuild completes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import pathlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +33,10 @@ from testbed.outputs import read_json
 from testbed.pipeline import Pipeline, save_summary_plot
 from testbed.plotting import plot_training_log
 from testbed.rollout import reuse_episodes
+from testbed.scheduler import Executor, Finished, Scheduler, Task
+
+STORE = ".reproduce"
+"""Under the output root: the record of the steps a rebuild has finished (removed when it completes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,29 +49,65 @@ class Step:
     """Experiment script in ``experiments/`` (without ``.py``); None for the quick pipeline."""
     description: str
     """What the step produces."""
+    after: tuple[str, ...] = ()
+    """Steps whose results this one reads (it starts once they are done)."""
+    cpus: int = 1
+    """Worker processes the step runs with (its rollout pools, its sweep cells): the cores it
+    keeps busy on the queue, at most the rebuild's ``--workers``."""
+    cost_s: float = 300.0
+    """Wall time [s] of the step on ``cpus`` cores as last measured (orders the queue only)."""
 
 
 STEPS: tuple[Step, ...] = (
-    Step("pipeline", None, "quick pipeline: expert -> demos -> BC -> paired evaluation (highway-fast)"),
-    Step("divergence_gif", "divergence_gif", "side-by-side GIF of expert and the pipeline's clone, divergence marked"),
-    Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case"),
-    Step("rl_expert", "rl_expert", "SB3 DQN expert trained on highway-fast, evaluated beside the scripted expert"),
-    Step("experts", "experts", "expert zoo x scenarios, and BC clones of each expert"),
+    Step("pipeline", None, "quick pipeline: expert -> demos -> BC -> paired evaluation (highway-fast)", cost_s=107),
+    Step(
+        "divergence_gif",
+        "divergence_gif",
+        "side-by-side GIF of expert and the pipeline's clone, divergence marked",
+        after=("pipeline",),
+        cost_s=1,
+    ),
+    Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case", cost_s=489),
+    Step(
+        "rl_expert",
+        "rl_expert",
+        "SB3 DQN expert trained on highway-fast, evaluated beside the scripted expert",
+        cost_s=94,
+    ),
+    Step(
+        "experts", "experts", "expert zoo x scenarios, and BC clones of each expert", after=("rl_expert",), cost_s=481
+    ),
     Step(
         "compounding_error",
         "compounding_error",
         "BC vs DART vs DAgger at equal training labels: return, crash rate, eps_on vs eps_off at the same step",
+        cpus=2,
+        cost_s=4021,
     ),
     Step(
         "compounding",
         "compounding",
         "compounding error or a constant hazard: horizon fits, hazards and same-step errors with two controls",
+        after=("compounding_error",),
+        cpus=2,
+        cost_s=1859,
     ),
-    Step("realizability", "realizability", "the clone's gap split into realizability, estimation and covariate shift"),
-    Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations"),
-    Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix"),
-    Step("sensors", "sensors", "the same data cloned from kinematics, lidar, occupancy grid and camera"),
-    Step("leaderboard", "leaderboard", "standard-suite leaderboard of experts, clones and baselines"),
+    Step(
+        "realizability",
+        "realizability",
+        "the clone's gap split into realizability, estimation and covariate shift",
+        cost_s=500,
+    ),
+    Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations", cost_s=305),
+    Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix", cost_s=226),
+    Step("sensors", "sensors", "the same data cloned from kinematics, lidar, occupancy grid and camera", cost_s=276),
+    Step(
+        "leaderboard",
+        "leaderboard",
+        "standard-suite leaderboard of experts, clones and baselines",
+        after=("pipeline", "rl_expert"),
+        cost_s=63,
+    ),
 )
 """Every result, in the order ``testbed reproduce`` rebuilds them."""
 
@@ -151,22 +198,78 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
     return module.main(args)
 
 
+def _step_task(name: str, out_root: str, fast: bool, workers: int) -> dict[str, Any]:
+    """A step as a scheduler task: rebuild ``name`` into ``out_root`` with ``workers``."""
+    (step,) = [s for s in STEPS if s.name == name]
+    run_step(step, pathlib.Path(out_root), fast=fast, plot_only=False, workers=workers)
+    return {}
+
+
+def step_tasks(steps: list[Step], out_root: pathlib.Path, *, fast: bool, workers: int) -> list[Task]:
+    """One :class:`~testbed.scheduler.Task` per step; a dependency on a step that is not
+    rebuilt in this run is dropped (its committed results are read as they are)."""
+    names = {s.name for s in steps}
+    tasks = []
+    for step in steps:
+        cpus = min(step.cpus, workers)
+        fn = functools.partial(_step_task, step.name, str(out_root.absolute()), fast, cpus)
+        after = tuple(a for a in step.after if a in names)
+        tasks.append(Task(step.name, fn, after=after, cpus=cpus, cost_s=step.cost_s))
+    return tasks
+
+
 def reproduce(
-    steps: list[Step], out_root: pathlib.Path, *, fast: bool, plot_only: bool, workers: int
-) -> dict[str, float]:
-    """Run ``steps`` in order; returns each step's wall time [s].
+    steps: list[Step],
+    out_root: pathlib.Path,
+    *,
+    fast: bool,
+    plot_only: bool,
+    workers: int,
+    executor: Executor = "local",
+    address: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Finished]:
+    """Rebuild ``steps`` into ``out_root`` on one queue; returns each step's record (its wall
+    time, and whether an earlier, killed run of the same rebuild had finished it).
 
-    The steps share one :func:`testbed.rollout.reuse_episodes` block: an expert or baseline
-    episode that an earlier step already ran (same config, policy, seed) is not simulated
-    again, which changes no number and saves a good part of the full rebuild.
+    With one local worker the steps run in this process in order, inside one
+    :func:`testbed.rollout.reuse_episodes` block (an expert or baseline episode an earlier step
+    ran is not simulated again); with more, each long-lived worker keeps such a memo of its
+    own. Either way no number changes.
+
+    Args:
+        steps: what to rebuild (:func:`select_steps`).
+        out_root: the results root.
+        fast: the tiny presets.
+        plot_only: only redraw the figures (in this process, no queue).
+        workers: cores to keep busy.
+        executor: ``local`` or ``ray``; ``address``: a Ray cluster's.
+        config: anything else that decides the outputs (the commit): a killed run resumes only
+            when it equals this one's.
     """
-
-    times: dict[str, float] = {}
-    with reuse_episodes():
+    if plot_only:
+        records = {}
         for step in steps:
-            print(f"== {step.name}: {step.description}", flush=True)
             start = time.perf_counter()
-            run_step(step, out_root, fast=fast, plot_only=plot_only, workers=workers)
-            times[step.name] = time.perf_counter() - start
-            print(f"== {step.name} done in {times[step.name]:.0f} s", flush=True)
-    return times
+            run_step(step, out_root, fast=fast, plot_only=True, workers=workers)
+            records[step.name] = Finished(step.name, {}, time.perf_counter() - start, resumed=False)
+        return records
+    tasks = step_tasks(steps, out_root, fast=fast, workers=workers)
+    state = {"fast": fast, "out_root": str(out_root.absolute()), **dict(config or {})}
+    scheduler = Scheduler(out_root / STORE, tasks, config=state, workers=workers)
+    starts: dict[str, float] = {}
+
+    def event(key: str, what: str) -> None:
+        (step,) = [s for s in steps if s.name == key]
+        if what == "start":
+            starts[key] = time.perf_counter()
+            print(f"== {key}: {step.description}", flush=True)
+        elif what == "done":
+            print(f"== {key} done in {time.perf_counter() - starts[key]:.0f} s", flush=True)
+        else:
+            print(f"== {key}: finished by the interrupted run, kept", flush=True)
+
+    with reuse_episodes():
+        records = scheduler.run(executor=executor, address=address, on_event=event)
+    scheduler.clear()
+    return records

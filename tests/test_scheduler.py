@@ -1,0 +1,218 @@
+"""The scheduler: dependencies, the critical path first, cores as capacity, resuming a killed
+run, and `testbed reproduce` on it (killed and rerun; on a local Ray cluster)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from testbed.errors import TestbedError
+from testbed.scheduler import Scheduler, Task, critical_path
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _mark(log: str, key: str, seconds: float = 0.0) -> dict[str, str]:
+    """A task that appends ``start key`` and ``end key`` lines to ``log`` (each run counts)."""
+    with open(log, "a") as f:
+        f.write(f"start {key} {time.time()}\n")
+    time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(f"end {key} {time.time()}\n")
+    return {"key": key}
+
+
+def _fail(key: str) -> None:
+    raise TestbedError(f"task {key} failed")
+
+
+def _lines(log: pathlib.Path) -> list[tuple[str, str, float]]:
+    return [(w, k, float(t)) for w, k, t in (line.split() for line in log.read_text().splitlines())]
+
+
+def _task(
+    log: pathlib.Path, key: str, *, after: tuple[str, ...] = (), cpus: int = 1, cost: float = 1.0, s: float = 0.0
+):
+    return Task(key, functools.partial(_mark, str(log), key, s), after=after, cpus=cpus, cost_s=cost)
+
+
+def test_dependencies_order_and_the_critical_path_first(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "log"
+    tasks = [
+        _task(log, "short", cost=1),
+        _task(log, "long", cost=100),
+        _task(log, "after-long", after=("long",), cost=1),
+        _task(log, "after-both", after=("short", "after-long"), cost=1),
+    ]
+    assert critical_path({t.key: t for t in tasks})["long"] == 102
+    records = Scheduler(tmp_path / "store", tasks, workers=1).run()
+    assert list(records) == ["short", "long", "after-long", "after-both"]  # the order given
+    assert all(not r.resumed and r.result == {"key": k} for k, r in records.items())
+    order = [k for w, k, _ in _lines(log) if w == "start"]
+    assert order.index("long") < order.index("after-long") < order.index("after-both")
+    assert order.index("short") < order.index("after-both")
+
+    log.unlink()
+    Scheduler(tmp_path / "store2", tasks, workers=2).run()
+    events = _lines(log)
+    ends = {k: t for w, k, t in events if w == "end"}
+    starts = {k: t for w, k, t in events if w == "start"}
+    assert starts["after-long"] >= ends["long"] and starts["after-both"] >= max(ends["short"], ends["after-long"])
+    assert [k for w, k, _ in events if w == "start"][0] == "long"  # the longest chain starts first
+
+
+def test_cores_are_the_capacity(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "log"
+    tasks = [_task(log, "wide", cpus=2, cost=10, s=0.5), _task(log, "a", s=0.5), _task(log, "b", s=0.5)]
+    Scheduler(tmp_path / "store", tasks, workers=2).run()
+    events = _lines(log)
+    start = {k: t for w, k, t in events if w == "start"}
+    end = {k: t for w, k, t in events if w == "end"}
+    assert start["a"] >= end["wide"] and start["b"] >= end["wide"]  # nothing beside a two-core task
+    assert start["b"] < end["a"] and start["a"] < end["b"]  # two one-core tasks side by side
+
+
+def test_a_failed_task_stops_the_run_and_a_rerun_skips_what_finished(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "log"
+    store = tmp_path / "store"
+    first = [_task(log, "a"), Task("b", functools.partial(_fail, "b"), after=("a",)), _task(log, "c", after=("b",))]
+    with pytest.raises(TestbedError, match="task b failed"):
+        Scheduler(store, first, workers=1).run()
+    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a"]
+    # The same tasks (same keys, dependencies, config) with b mended: a is not run again.
+    mended = [_task(log, "a"), _task(log, "b", after=("a",)), _task(log, "c", after=("b",))]
+    seen: list[tuple[str, str]] = []
+    records = Scheduler(store, mended, workers=2).run(on_event=lambda k, w: seen.append((k, w)))
+    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a", "b", "c"]
+    assert records["a"].resumed and not records["b"].resumed and ("a", "resumed") in seen
+
+
+def test_a_store_of_other_tasks_or_config_is_set_aside(tmp_path: pathlib.Path, capsys) -> None:
+    log = tmp_path / "log"
+    store = tmp_path / "store"
+    Scheduler(store, [_task(log, "a")], config={"commit": "x"}, workers=1).run()
+    Scheduler(store, [_task(log, "a")], config={"commit": "y"}, workers=1).run()
+    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a", "a"]  # not resumed across configs
+    assert "starting afresh" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("store.stale-*"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        ([Task("a", print, after=("b",))], "unknown tasks"),
+        ([Task("a", print, after=("b",)), Task("b", print, after=("a",))], "cycle"),
+        ([Task("a", print), Task("a", print)], "two tasks"),
+        ([Task("../a", print)], "task key"),
+        ([Task("a", print, cpus=3)], "needs 3 cores"),
+    ],
+)
+def test_bad_task_graphs_are_refused(tmp_path: pathlib.Path, tasks: list[Task], message: str) -> None:
+    with pytest.raises(TestbedError, match=message):
+        Scheduler(tmp_path / "store", tasks, workers=2)
+
+
+# --- testbed reproduce on the scheduler -----------------------------------------------------
+
+STEPS = ["pipeline", "divergence_gif", "rl_expert", "leaderboard"]
+"""Four fast steps with dependencies between them (the GIF and leaderboard read the pipeline's
+clone; the leaderboard the DQN)."""
+
+
+def _reproduce(out: pathlib.Path, *extra: str) -> list[str]:
+    only = sum((["--only", s] for s in STEPS), [])
+    return [sys.executable, "-m", "testbed.cli", "reproduce", "--fast", *only, "--out-root", str(out), *extra]
+
+
+def _outputs(root: pathlib.Path) -> dict[str, str]:
+    """The CSV and JSON results of a rebuild, less what records when and where it ran."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix == ".csv" and "timing" not in path.name:
+            out[str(path.relative_to(root))] = path.read_text().replace(str(root), "ROOT")
+    return out
+
+
+@pytest.mark.slow
+def test_a_killed_reproduce_resumes_without_recomputing_finished_steps(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "CI": "true"}
+    proc = subprocess.Popen(
+        _reproduce(out, "--workers", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # kill it as soon as its first step is done
+        if line.startswith("== pipeline done"):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    pipeline = out / "pipeline" / "highway-fast" / "eval" / "episodes.csv"
+    first_mtime = pipeline.stat().st_mtime_ns
+    done = json.loads((out / ".reproduce" / "done" / "pipeline.json").read_text())
+    assert done["key"] == "pipeline"
+
+    rerun = subprocess.run(_reproduce(out, "--workers", "2"), capture_output=True, text=True, env=env, timeout=900)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "== pipeline: finished by the interrupted run, kept" in rerun.stdout
+    assert "== rl_expert done" in rerun.stdout and "== leaderboard done" in rerun.stdout
+    assert pipeline.stat().st_mtime_ns == first_mtime  # not recomputed
+    assert not (out / ".reproduce").exists()  # a complete rebuild clears its record
+
+    # The resumed rebuild equals an uninterrupted one.
+    fresh = tmp_path / "fresh"
+    again = subprocess.run(_reproduce(fresh, "--workers", "2"), capture_output=True, text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _outputs(out) == _outputs(fresh) and _outputs(out)
+
+
+RAY_IN_A_NAMESPACE = """
+set -e
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled CI=true
+ray start --head --port=6500 --num-cpus=2 --include-dashboard=false --disable-usage-stats > "$1/ray-start.log" 2>&1
+trap 'ray stop --force > /dev/null 2>&1' EXIT
+shift
+"$@"
+"""
+"""Start a Ray cluster (``ray start --head``: its own GCS, raylet and 2 worker CPUs) and run a
+command against it, inside a network namespace of loopback only (``unshare -n``): Ray resolves
+127.0.0.1 to the machine's outward address otherwise, and the test talks to nothing but this
+machine's loopback."""
+
+
+@pytest.mark.slow
+def test_reproduce_on_a_ray_cluster_equals_the_local_pool(tmp_path: pathlib.Path) -> None:
+    pytest.importorskip("ray")
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root for a network namespace (unshare -n)")
+    env = {**os.environ, "CI": "true"}
+    local = subprocess.run(
+        _reproduce(tmp_path / "local", "--workers", "2"), capture_output=True, text=True, env=env, timeout=900
+    )
+    assert local.returncode == 0, local.stderr[-2000:]
+    command = _reproduce(tmp_path / "ray", "--workers", "2", "--executor", "ray", "--address", "127.0.0.1:6500")
+    ray = subprocess.run(
+        ["unshare", "-n", "bash", "-c", RAY_IN_A_NAMESPACE, "ray-test", str(tmp_path), *command],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert ray.returncode == 0, (
+        (tmp_path / "ray-start.log").read_text()[-1000:] + ray.stdout[-2000:] + ray.stderr[-2000:]
+    )
+    assert "== leaderboard done" in ray.stdout
+    assert _outputs(tmp_path / "local") == _outputs(tmp_path / "ray") and _outputs(tmp_path / "local")

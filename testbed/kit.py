@@ -88,7 +88,7 @@ def run_script(main: Callable[[Any], Any], args_type: type, argv: Sequence[str] 
 
     from testbed.runtime import set_torch_threads
 
-    args = tyro.cli(args_type, args=argv)
+    args: Any = tyro.cli(args_type, args=argv)
     set_torch_threads(1)
     name = pathlib.Path(sys.argv[0]).stem
     try:

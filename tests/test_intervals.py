@@ -52,7 +52,7 @@ def test_simulated_coverage_with_known_truth() -> None:
     """The same on simulated crash counts: 1000 experiments of 100 episodes at a 6% rate."""
     low, high = _bounds(100)
     counts = np.random.default_rng(0).binomial(100, 0.06, 1000)
-    assert np.mean((low[counts] <= 0.06) & (0.06 <= high[counts])) >= 0.93
+    assert 0.93 <= np.mean((low[counts] <= 0.06) & (0.06 <= high[counts])) <= 0.99
 
 
 @pytest.mark.parametrize(("k", "n"), [(-1, 10), (11, 10), (0, 0)])
@@ -85,7 +85,7 @@ def test_mean_over_clones_covers_with_known_truth(
     for _ in range(1000):
         ci = clones_mean_ci(_simulate(rng, sd_train, sd_eval, sd_noise, n_train, n_eval))
         hits.append(ci.low <= 0.0 <= ci.high)
-    assert np.mean(hits) >= 0.93
+    assert 0.93 <= np.mean(hits) <= 0.99, np.mean(hits)  # covers, and is not needlessly wide
 
 
 def test_a_bootstrap_over_five_clone_means_undercovers() -> None:
@@ -125,7 +125,7 @@ def test_difference_of_methods_covers_with_known_truth(
         b = _shared(rng, 1.0, sd_train, 0.8 * seeds, 1.0, n_train)
         ci = combination_ci([a, b], [1.0, -1.0])
         hits.append(ci.low <= 0.5 <= ci.high)
-    assert np.mean(hits) >= 0.93
+    assert 0.93 <= np.mean(hits) <= 0.99, np.mean(hits)  # covers, and is not needlessly wide
 
 
 @pytest.mark.parametrize(("sd_train", "n_eval"), [(1.0, 100), (3.0, 100), (0.3, 30)])
@@ -141,7 +141,7 @@ def test_normalized_score_covers_with_known_truth(sd_train: float, n_eval: int) 
         expert = _shared(rng, 25.0, 0.0, 0.3 * seeds, 1.0, 1)
         ci = normalized_score_ci(clones, random, expert)
         hits.append(ci.low <= 0.35 <= ci.high)
-    assert np.mean(hits) >= 0.93
+    assert 0.93 <= np.mean(hits) <= 0.99, np.mean(hits)  # covers, and is not needlessly wide
 
 
 def test_combination_of_one_table_is_the_mean_over_clones() -> None:
@@ -204,3 +204,76 @@ def test_rate_over_clones_keeps_the_binomial_edge_and_the_training_noise() -> No
     assert wide.mean == pytest.approx(0.4) and (wide.low, wide.high) == (0.0, 1.0)  # clipped to [0, 1]
     with pytest.raises(ValueError, match="0/1"):
         clones_rate_ci(np.full((2, 3), 0.5))
+
+
+# --- beyond Gaussian data: crashes (0/1) and heavy tails ------------------------------------
+
+
+def _bernoulli_clones(rng: np.random.Generator, base: float, sd_train: float, sd_eval: float, t: int, e: int):
+    """0/1 outcomes (crashes) of ``t`` clones on ``e`` shared seeds: the log-odds of a crash
+    are ``logit(base)`` plus a clone effect and a seed (difficulty) effect."""
+    logit = np.log(base / (1 - base)) + rng.normal(0, sd_train, (t, 1)) + rng.normal(0, sd_eval, (1, e))
+    return (rng.random((t, e)) < 1 / (1 + np.exp(-logit))).astype(float)
+
+
+def _bernoulli_truth(base: float, sd_train: float, sd_eval: float) -> float:
+    """The population crash rate: the mean of the crash probability over clone and seed effects."""
+    z = np.log(base / (1 - base)) + np.random.default_rng(99).normal(0, np.hypot(sd_train, sd_eval), 4_000_000)
+    return float(np.mean(1 / (1 + np.exp(-z))))
+
+
+@pytest.mark.parametrize(
+    ("base", "sd_train", "sd_eval", "n_train", "n_eval"),
+    [
+        (0.2, 0.5, 1.0, 5, 200),  # the compounding_error design
+        (0.05, 0.5, 1.0, 5, 200),  # a rare event
+        (0.3, 0.3, 0.5, 3, 100),  # three clones
+        (0.5, 1.0, 1.0, 5, 30),  # few seeds, clones differ a lot
+    ],
+)
+@pytest.mark.parametrize("interval", [clones_mean_ci, clones_rate_ci])
+def test_clone_intervals_cover_crash_rates(interval, base, sd_train, sd_eval, n_train, n_eval) -> None:
+    """1000 simulated experiments of 0/1 outcomes per setting: coverage between 0.93 and 0.99
+    (measured 0.94-0.97)."""
+    rng = np.random.default_rng(6)
+    truth = _bernoulli_truth(base, sd_train, sd_eval)
+    hits = []
+    for _ in range(1000):
+        ci = interval(_bernoulli_clones(rng, base, sd_train, sd_eval, n_train, n_eval))
+        hits.append(ci.low <= truth <= ci.high)
+    assert 0.93 <= np.mean(hits) <= 0.99, np.mean(hits)
+
+
+@pytest.mark.parametrize("noise", ["student-t3", "lognormal"])
+@pytest.mark.parametrize(("n_train", "n_eval"), [(5, 100), (5, 30), (3, 200)])
+def test_mean_over_clones_covers_heavy_tailed_data(noise: str, n_train: int, n_eval: int) -> None:
+    """Episode noise with heavy tails (Student's t with 3 degrees of freedom; a centred
+    lognormal, skewed like returns): coverage between 0.93 and 0.99 (measured 0.95-0.97)."""
+    rng = np.random.default_rng(7)
+    hits = []
+    for _ in range(1000):
+        shape = (n_train, n_eval)
+        episode = rng.standard_t(3, shape) if noise == "student-t3" else rng.lognormal(0, 1, shape) - np.exp(0.5)
+        y = rng.normal(0, 1, (n_train, 1)) + rng.normal(0, 1, (1, n_eval)) + episode
+        ci = clones_mean_ci(y)
+        hits.append(ci.low <= 0.0 <= ci.high)
+    assert 0.93 <= np.mean(hits) <= 0.99, np.mean(hits)
+
+
+def test_episode_bootstrap_on_skewed_returns() -> None:
+    """The percentile bootstrap of one policy's mean return over episodes, on returns shaped like
+    a clone's (80% full episodes near 25, 20% crashes anywhere in 0-15): 300 experiments per
+    size. It under-covers a little at these sizes (measured 0.93 at 30 and 100 episodes) and
+    more under a lognormal's heavier tail (0.92 at 100): the limit is stated here, not hidden."""
+    rng = np.random.default_rng(11)
+    truth = 0.2 * 7.5 + 0.8 * 25
+    for n in (30, 100):
+        hits = []
+        for _ in range(300):
+            crash = rng.random(n) < 0.2
+            returns = np.where(crash, rng.uniform(0, 15, n), 25 + rng.normal(0, 0.5, n))
+            ci = mean_ci(returns)
+            hits.append(ci.low <= truth <= ci.high)
+        assert 0.90 <= np.mean(hits) <= 0.99, (n, np.mean(hits))
+    hits = [(ci := mean_ci(rng.lognormal(0, 1, 100))).low <= np.exp(0.5) <= ci.high for _ in range(300)]
+    assert 0.88 <= np.mean(hits) <= 0.96, np.mean(hits)

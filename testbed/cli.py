@@ -191,7 +191,10 @@ class Train:
     """DAgger: the learner samples its actions while collecting (imitation's default) instead
     of taking its most likely action, as it is evaluated."""
     epochs_per_round: int = 20
-    """DAgger: BC epochs over the aggregate after each round."""
+    """DAgger, --dagger-training continue: BC epochs over the aggregate after each round."""
+    dagger_training: Literal["continue", "scratch"] = "continue"
+    """DAgger: continue training the same network after each round (imitation's), or train a fresh one for
+    --epochs epochs on the aggregate, as BC would on that data (equal gradient steps at equal labels)."""
     first_seed: int = DAGGER_SEED
     """DAgger: round r's env is seeded with FIRST_SEED + r (within the DAgger seed range 5000..9999)."""
     tensorboard: bool = False
@@ -268,6 +271,7 @@ class Train:
             beta_schedule=self.beta_schedule,
             rampdown_rounds=self.rampdown_rounds,
             epochs_per_round=self.epochs_per_round,
+            training=self.dagger_training,
             first_seed=self.first_seed,
             sample_learner=self.sample_learner,
         )

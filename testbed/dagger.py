@@ -18,6 +18,14 @@ Three choices make BC and DAgger comparable:
   policy never reaches.
 - The policy after every round is kept (:attr:`DAggerResult.iterates`), so a run can report its
   best iterate on a validation set at a label budget instead of whatever the last round left.
+
+Two training schedules: ``continue`` (imitation's: the same network trains
+``epochs_per_round`` more epochs on the aggregate after each round) and ``scratch`` (a fresh
+network, fresh optimiser and input standardisation of the aggregate after each round, trained
+for BC's ``TrainConfig.n_epochs``): under ``scratch`` every iterate has had exactly the gradient
+steps BC takes on as many training labels, so BC and DAgger compare at equal labels *and*
+equal training effort, which ``continue`` does not give (its gradient steps are a fraction of
+BC's that depends on the budget).
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from testbed.training import (
 
 BetaScheduleName = Literal["expert-first", "linear"]
 BETA_SCHEDULES: tuple[str, ...] = get_args(BetaScheduleName)
+ScheduleName = Literal["continue", "scratch"]
+TRAINING_SCHEDULES: tuple[str, ...] = get_args(ScheduleName)
 
 CUT_DEMO = "dagger-demo-cut.npz"
 """File name of a round's cut (last, unfinished) episode in imitation's round directory. It
@@ -77,7 +87,12 @@ class DAggerConfig:
     rampdown_rounds: int = 3
     """``linear`` only: beta falls linearly from 1 at round 0 to 0 at this round."""
     epochs_per_round: int = 20
-    """BC epochs over the aggregated data after each round."""
+    """``continue`` only: BC epochs over the aggregated data after each round."""
+    training: ScheduleName = "continue"
+    """``continue``: the network keeps training, ``epochs_per_round`` epochs after each round
+    (imitation's ``extend_and_update``). ``scratch``: after each round a fresh network (seeded
+    as BC seeds its own) trains ``TrainConfig.n_epochs`` epochs on the aggregate, with a fresh
+    optimiser and the aggregate's input standardisation, exactly as BC would on that data."""
     first_seed: int = DAGGER_SEED
     """Round r's environment is seeded with ``first_seed + r`` (subsequent episodes of the
     round continue that env's generator). Every round seed must lie in the DAgger seed range
@@ -98,6 +113,10 @@ class DAggerConfig:
         for name, flag in flags.items():
             if getattr(self, name) < 1:
                 raise TestbedError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.training not in TRAINING_SCHEDULES:
+            raise TestbedError(
+                f"--dagger-training must be one of {', '.join(TRAINING_SCHEDULES)}, got {self.training!r}"
+            )
         if self.beta_schedule not in BETA_SCHEDULES:
             raise TestbedError(
                 f"--beta-schedule must be one of {', '.join(BETA_SCHEDULES)}, got {self.beta_schedule!r}"
@@ -224,13 +243,15 @@ def train_dagger(
 
     Each round collects exactly ``dagger.labels_per_round`` labelled transitions: episodes run
     until the count is reached and the episode in progress then is cut and kept as a
-    non-terminal trajectory. BC then trains ``dagger.epochs_per_round`` epochs on the
-    aggregate of all rounds.
+    non-terminal trajectory. BC then trains on the aggregate of all rounds: the same network
+    ``dagger.epochs_per_round`` more epochs, or (``dagger.training == "scratch"``) a fresh
+    one ``config.n_epochs`` epochs.
 
     Args:
         scenario: where to drive.
         expert: expert name.
-        config: BC hyperparameters (``n_epochs`` is ignored: ``dagger.epochs_per_round``).
+        config: BC hyperparameters (``n_epochs``: the epochs of every round under the
+            ``scratch`` schedule; ignored under ``continue``).
         dagger: round schedule.
         validation: held-out (observations ``(n, *obs_shape)``, expert actions ``(n,)`` or
             ``(n, act_dim)``) scored after every round; without it the ``val/`` columns and
@@ -331,11 +352,13 @@ def train_dagger(
                 # (beta = 1, so the learner was never asked to act before this).
                 round0 = np.concatenate([np.asarray(t.obs) for t in round_trajs])
                 set_observation_statistics(policy, *observation_statistics(round0))
+            epochs = dagger.epochs_per_round
+            if dagger.training == "scratch":
+                epochs = config.n_epochs
+                _restart(dagger_trainer, policy, config, obs_space, act_space, round_num)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
-                dagger_trainer.extend_and_update(
-                    {"n_epochs": dagger.epochs_per_round, "progress_bar": False, "log_rollouts_venv": None}
-                )
+                dagger_trainer.extend_and_update({"n_epochs": epochs, "progress_bar": False, "log_rollouts_venv": None})
             trajectories = list(dagger_trainer._all_demos)  # imitation keeps the aggregate here
             obs = np.concatenate([np.asarray(t.obs[:-1]) for t in trajectories])
             acts = np.concatenate([np.asarray(t.acts) for t in trajectories])
@@ -388,6 +411,26 @@ def train_dagger(
         round_seeds=seeds,
         iterates=iterates,
     )
+
+
+def _restart(
+    dagger_trainer: Any, policy: Any, config: TrainConfig, obs_space: Any, act_space: Any, round_num: int
+) -> None:
+    """Before a ``scratch`` round's training: the weights of a fresh network (drawn after
+    ``torch.manual_seed(config.seed)``, as :func:`testbed.training.train_bc` draws its own), the
+    input standardisation of the aggregate the round will train on (this round's data
+    included: imitation adds it in ``extend_and_update``, read here from disk), and a fresh
+    optimiser. The policy object stays the same one imitation's trainers hold."""
+    import torch
+
+    aggregate = [t for r in range(round_num + 1) for t in _round_demos(dagger_trainer, r)]
+    observations = np.concatenate([np.asarray(t.obs[:-1]) for t in aggregate])
+    torch.manual_seed(config.seed)
+    fresh = make_policy(obs_space, act_space, config.net_arch)
+    policy.load_state_dict(fresh.state_dict())
+    set_observation_statistics(policy, *observation_statistics(observations))
+    bc = dagger_trainer.bc_trainer
+    bc.optimizer = type(bc.optimizer)(policy.parameters(), **bc.optimizer.defaults)
 
 
 def as_demonstrations(result: DAggerResult, scenario: Scenario, expert: str) -> Demonstrations:

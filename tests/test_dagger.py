@@ -269,3 +269,59 @@ def test_bad_sizes(highway: Scenario) -> None:
         train_dagger(highway, "scripted", TINY, DAggerConfig(), validation=(obs, np.zeros(2, dtype=np.int64)))
     with pytest.raises(TestbedError, match="validation"):
         train_dagger(highway, "scripted", TINY, DAggerConfig(), validation=(obs[:, :4], np.zeros(3, dtype=np.int64)))
+
+
+def test_scratch_schedule_takes_bcs_gradient_steps(monkeypatch: pytest.MonkeyPatch, highway: Scenario) -> None:
+    """Under ``training="scratch"`` every round trains a fresh network for ``n_epochs`` epochs
+    on the aggregate: as many optimiser steps as BC takes on that many training labels
+    (``n_epochs * (labels // batch_size)``: imitation drops the last partial batch), and the
+    weights each round starts from are a fresh network's, not the last round's."""
+    import testbed.dagger as dagger_module
+    from testbed.clone_io import make_policy
+
+    steps: list[int] = []
+    real_step = torch.optim.Adam.step
+
+    def counting_step(self, *args, **kwargs):
+        steps.append(1)
+        return real_step(self, *args, **kwargs)
+
+    starts: list[dict[str, torch.Tensor]] = []
+    real_restart = dagger_module._restart
+
+    def spying_restart(dagger_trainer, policy, *args, **kwargs):
+        real_restart(dagger_trainer, policy, *args, **kwargs)
+        starts.append({k: v.detach().clone() for k, v in policy.state_dict().items()})
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
+    monkeypatch.setattr(dagger_module, "_restart", spying_restart)
+    config = dataclasses.replace(TINY, n_epochs=3)
+    dagger = DAggerConfig(n_rounds=3, labels_per_round=LABELS, training="scratch", epochs_per_round=99)
+    per_round: list[tuple[int, int]] = []
+    result = train_dagger(
+        highway, "scripted", config, dagger, on_round_end=lambda r, p, n: per_round.append((len(steps), n))
+    )
+    counts = np.diff([0] + [s for s, _ in per_round])
+    labels = [n for _, n in per_round]
+    assert labels == [LABELS, 2 * LABELS, 3 * LABELS]
+    assert list(counts) == [config.n_epochs * (n // config.batch_size) for n in labels]  # not epochs_per_round
+    # Every round starts from BC's initialisation for this seed (the standardisation aside).
+    torch.manual_seed(config.seed)
+    fresh = make_policy(result.policy.observation_space, result.policy.action_space, config.net_arch).state_dict()
+    assert len(starts) == 3
+    for start in starts:
+        for key, value in fresh.items():
+            if "features_extractor" not in key:
+                assert torch.equal(start[key], value), key
+    # Continuing instead: epochs_per_round epochs on the aggregate after every round, no restart.
+    steps.clear()
+    per_round.clear()
+    cont = dataclasses.replace(dagger, training="continue", epochs_per_round=2)
+    train_dagger(highway, "scripted", config, cont, on_round_end=lambda r, p, n: per_round.append((len(steps), n)))
+    assert list(np.diff([0] + [s for s, _ in per_round])) == [2 * (n // config.batch_size) for n in labels]
+    assert len(starts) == 3
+
+
+def test_bad_training_schedule(highway: Scenario) -> None:
+    with pytest.raises(TestbedError, match="--dagger-training"):
+        train_dagger(highway, "scripted", TINY, DAggerConfig(training="nope"))  # type: ignore[arg-type]

@@ -697,6 +697,7 @@ def make_env(scenario: Scenario, *, render_mode: str | None = None) -> gym.Env:
             env,
             recover_crashes=bool(costs.get("crash_recovery", COST_KEYS["crash_recovery"])),
             near_miss_headway_s=float(costs.get("near_miss_headway_s", COST_KEYS["near_miss_headway_s"])),
+            stationary_traffic=bool(costs.get("stationary_traffic", COST_KEYS["stationary_traffic"])),
         )
     if observation.get("type") == "LidarObservation":
         env = _CastObservation(env)

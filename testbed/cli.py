@@ -86,8 +86,9 @@ Workers = Annotated[int, tyro.conf.arg(help="Worker processes (results do not de
 ScenarioName = Annotated[
     str,
     tyro.conf.arg(
-        help="Scenario preset: highway-fast, highway, merge, roundabout or highway-fast-continuous; a suffix -lidar, "
-        "-grid or -camera changes what the clone observes (highway-fast-camera)."
+        help="Scenario preset: highway-fast, highway, merge, roundabout or highway-fast-continuous (on highway-env "
+        ">= 1.12 also merge-generic, roundabout-generic); a suffix -lidar, -grid or -camera changes what the clone "
+        "observes (highway-fast-camera)."
     ),
 ]
 """The ``--scenario`` option."""

@@ -65,6 +65,10 @@ class Scenario:
         its preset), so that a record can neither name code to import (a vehicle class
         outside highway-env's, an unknown env id) nor hold values highway-env crashes on.
 
+        A record made on the other supported highway-env version (1.9.1 or 1.12.1) loads when the
+        configs differ only in behaviour-neutral keys (:func:`portable_config`); the returned
+        scenario's config is then the installed version's.
+
         Raises:
             TestbedError: a malformed record, or one no preset with valid overrides gives.
         """
@@ -88,7 +92,9 @@ class Scenario:
                 "records name only the presets' envs"
             )
         check_class_paths(config, where=where)
-        resolved = get_scenario(name, _differences(config, get_scenario(name).config, where=where), where=where)
+        preset_config = get_scenario(name).config
+        config = portable_config(config, preset_config, where=where)
+        resolved = get_scenario(name, _differences(config, preset_config, where=where), where=where)
         if jsonable(dict(resolved.config)) != jsonable(dict(config)):
             raise TestbedError(f"{where}: config does not resolve to itself (values highway-env would not accept)")
         return cls(name=resolved.name + label, env_id=env_id, config=dict(config), max_episode_steps=int(steps))
@@ -96,6 +102,81 @@ class Scenario:
 
 _MAX_EPISODE_STEPS = 100_000
 """Largest ``max_episode_steps`` a record may hold."""
+
+
+VERSION_NEUTRAL_KEYS: dict[str, Any] = {
+    # highway-env 1.12: also search connected lane segments for neighbours. False (the default of
+    # every -v0 env) is the search of 1.9.1, which has no such key (testbed.sim says why exactly).
+    "neighbour_vehicles_connected_lanes": False,
+}
+"""Config keys one supported highway-env version has and the other lacks, each with the value
+that behaves as the version without the key: a record holding that value (or lacking the key)
+loads on either version (:func:`portable_config`)."""
+
+RENDER_ONLY_KEYS = ("offscreen_rendering",)
+"""Config keys that only change how highway-env's viewer draws, never the simulation; their
+defaults differ between versions (1.9.1: False from the environment; 1.12: resolved from the
+render mode), and the testbed sets them itself where it draws (``testbed.render``,
+``testbed.human``). A record's value is replaced by the installed version's default."""
+
+
+def portable_config(config: Mapping[str, Any], preset: Mapping[str, Any], *, where: str) -> dict[str, Any]:
+    """``config`` (a record's, made on any supported highway-env) as the installed highway-env's
+    config: a key of :data:`VERSION_NEUTRAL_KEYS` missing from the record takes the installed
+    default when that is the neutral value, one the installed version lacks is dropped when the
+    record holds the neutral value; :data:`RENDER_ONLY_KEYS` take the installed defaults.
+    Everything else is left for the caller's checks, which refuse any other difference.
+
+    Args:
+        config: the record's config.
+        preset: the installed highway-env's config for the record's preset (no overrides).
+        where: what the record is, in error messages.
+
+    Raises:
+        TestbedError: one line naming the version-specific keys whose values change behaviour
+            (they would need the highway-env that wrote them).
+    """
+    out = dict(config)
+    refused: list[str] = []
+    for key, neutral in VERSION_NEUTRAL_KEYS.items():
+        if key in out and key not in preset:
+            if _same_value(out[key], neutral):
+                del out[key]
+            else:
+                refused.append(f"{key}={json.dumps(jsonable(out[key]))}")
+        elif key in preset and key not in out:
+            if _same_value(preset[key], neutral):
+                out[key] = copy.deepcopy(preset[key])
+            else:
+                refused.append(f"{key} (missing; this highway-env's default is {json.dumps(jsonable(preset[key]))})")
+    if refused:
+        raise TestbedError(
+            f"{where}: config keys of another highway-env version without their neutral value: {', '.join(refused)} "
+            f"(installed highway-env {highway_env_version()})"
+        )
+    for key in RENDER_ONLY_KEYS:
+        if key in preset:
+            out[key] = copy.deepcopy(preset[key])
+    return out
+
+
+def _same_value(value: Any, neutral: Any) -> bool:
+    """``value == neutral`` of the same JSON type (0 is not False)."""
+    return type(jsonable(value)) is type(neutral) and jsonable(value) == neutral
+
+
+def highway_env_version() -> str:
+    """The installed highway-env's version string (``"1.9.1"``, ``"1.12.1"``)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("highway-env")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
 
 
 def _differences(config: Mapping[str, Any], preset: Mapping[str, Any], *, where: str) -> dict[str, Any]:
@@ -128,6 +209,14 @@ class _Preset:
     overrides: Mapping[str, Any]
     max_episode_steps: int
     description: str
+    min_highway_env: str | None = None
+    """Oldest highway-env that has the env (None: every supported version)."""
+
+    def available(self) -> bool:
+        """Whether the installed highway-env has this preset's env."""
+        return self.min_highway_env is None or _version_tuple(highway_env_version()) >= _version_tuple(
+            self.min_highway_env
+        )
 
 
 _KINEMATICS = {
@@ -204,6 +293,28 @@ PRESETS: dict[str, _Preset] = {
         max_episode_steps=1000,
         description="highway-fast with continuous [acceleration, steering] actions at 5 Hz; ends off-road.",
     ),
+    # highway-env 1.12's configurable variants (the current stack only; refused on 1.9.1).
+    "merge-generic": _Preset(
+        env_id="merge-generic-v0",
+        overrides={"observation": _KINEMATICS, "action": {"type": "DiscreteMetaAction"}},
+        max_episode_steps=60,  # ends like merge-v0, once the ego passes the end of the road
+        description="highway-env 1.12's configurable merge (lanes, vehicles, section lengths); its defaults.",
+        min_highway_env="1.12",
+    ),
+    "roundabout-generic": _Preset(
+        env_id="roundabout-generic-v0",
+        overrides={
+            "observation": {
+                **_KINEMATICS,
+                "absolute": True,
+                "features_range": {"x": [-100, 100], "y": [-100, 100], "vx": [-15, 15], "vy": [-15, 15]},
+            },
+            "action": {"type": "DiscreteMetaAction", "target_speeds": [0, 8, 16]},
+        },
+        max_episode_steps=1000,
+        description="highway-env 1.12's configurable roundabout: two lanes, radius 20 m, 5 vehicles, 17 s.",
+        min_highway_env="1.12",
+    ),
 }
 
 
@@ -271,8 +382,9 @@ DEFAULT_SENSOR = "kinematics"
 
 
 def scenario_names() -> list[str]:
-    """Names of the shipped presets (each also takes a sensor suffix, see :data:`SENSORS`)."""
-    return sorted(PRESETS)
+    """Names of the shipped presets the installed highway-env has (each also takes a sensor
+    suffix, see :data:`SENSORS`); :data:`PRESETS` also holds those of newer versions."""
+    return sorted(name for name, preset in PRESETS.items() if preset.available())
 
 
 def sensor_names() -> list[str]:
@@ -308,14 +420,29 @@ def split_scenario_name(name: str) -> tuple[str, str]:
         TestbedError: neither a preset nor ``PRESET-SENSOR``.
     """
     if name in PRESETS:
-        return name, DEFAULT_SENSOR
+        return _available(name), DEFAULT_SENSOR
     base, _, sensor = name.rpartition("-")
     if base in PRESETS and sensor in SENSORS and sensor != DEFAULT_SENSOR:
-        return base, sensor
+        return _available(base), sensor
     raise TestbedError(
         f"unknown scenario {name!r}; choose from: {', '.join(scenario_names())}, optionally with a sensor "
         f"suffix: {', '.join('-' + s for s in SENSORS if s != DEFAULT_SENSOR)} (e.g. highway-fast-camera)"
     )
+
+
+def _available(base: str) -> str:
+    """``base`` if the installed highway-env has its preset's env.
+
+    Raises:
+        TestbedError: one line naming the highway-env version the preset needs.
+    """
+    preset = PRESETS[base]
+    if not preset.available():
+        raise TestbedError(
+            f"scenario {base!r} needs highway-env >= {preset.min_highway_env} (env {preset.env_id}); installed is "
+            f"{highway_env_version()}: use the current stack (README, 'The current stack')"
+        )
+    return base
 
 
 def _env_class(env_id: str) -> Any:
@@ -329,8 +456,13 @@ def _env_class(env_id: str) -> Any:
 
 
 def default_config(env_id: str) -> dict[str, Any]:
-    """The env's own ``default_config()`` (a fresh copy)."""
-    return copy.deepcopy(_env_class(env_id).default_config())
+    """The env's own ``default_config()`` (a fresh copy), with highway-env 1.12's
+    ``offscreen_rendering: None`` resolved as 1.12 resolves it for every render mode the
+    testbed uses (None, ``"rgb_array"``): True, so a scenario's config is what the env runs with."""
+    config = copy.deepcopy(_env_class(env_id).default_config())
+    if "offscreen_rendering" in config and config["offscreen_rendering"] is None:
+        config["offscreen_rendering"] = True
+    return config
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

@@ -14,6 +14,8 @@ import pytest
 from conftest import fails
 
 from testbed.cli import main
+from testbed.scenarios import highway_env_version, scenario_names
+from testbed.sim import SUPPORTED_HIGHWAY_ENVS
 
 
 def test_collect_bad_inputs(capsys, tmp_path: pathlib.Path) -> None:
@@ -78,10 +80,12 @@ def test_entry_point_prints_one_line(tmp_path: pathlib.Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
+    # The presets of the installed highway-env (1.12 adds merge-generic and roundabout-generic).
     assert proc.stderr.strip().splitlines() == [
-        "testbed: error: unknown scenario 'nope'; choose from: highway, highway-fast, highway-fast-continuous, merge, "
-        "roundabout, optionally with a sensor suffix: -lidar, -grid, -camera, -kinrich (e.g. highway-fast-camera)"
+        f"testbed: error: unknown scenario 'nope'; choose from: {', '.join(scenario_names())}, "
+        "optionally with a sensor suffix: -lidar, -grid, -camera, -kinrich (e.g. highway-fast-camera)"
     ]
+    assert {"highway", "highway-fast", "highway-fast-continuous", "merge", "roundabout"} <= set(scenario_names())
 
 
 @pytest.mark.slow
@@ -122,7 +126,9 @@ def test_pipeline_end_to_end(capsys, tmp_path: pathlib.Path) -> None:
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert [row["policy"] for row in summary["summary"]][0] == "expert:scripted"
     config = json.loads((out / "config.json").read_text())
-    assert config["provenance"]["packages"]["highway-env"] == "1.9.1"
+    # The installed highway-env: the pinned 1.9.1, or 1.12.1 on the current stack.
+    assert config["provenance"]["packages"]["highway-env"] == highway_env_version()
+    assert highway_env_version() in SUPPORTED_HIGHWAY_ENVS
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary directory left behind"
     # Same command again: refused without --overwrite, identical numbers with it.
     assert main(args) == 2

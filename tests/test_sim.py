@@ -1,5 +1,6 @@
 """Regression guard for :mod:`testbed.sim`: the accelerated simulation must reproduce stock
-highway-env 1.9.1 bit for bit.
+highway-env bit for bit, on whichever supported version is installed (1.9.1, the legacy stack;
+1.12.1, the current stack's lane of ``.ci/run``).
 
 Each case runs the same episode twice in this process, once inside ``testbed.sim.stock()`` and
 once with the patches enabled, and compares per step: the observation bytes (and dtype/shape),
@@ -76,16 +77,20 @@ def _step_record(env: Any, obs: Any, reward: Any, terminated: Any, truncated: An
     }
 
 
-def _overrides(name: str, duration: float | None) -> dict[str, Any]:
+def _overrides(name: str, duration: float | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     scenario = get_scenario(name)
+    out = dict(extra or {})
     if duration is not None and "duration" in scenario.config:
-        return {"duration": duration}
-    return {}
+        out["duration"] = duration
+    return out
 
 
-def trajectory(name: str, seed: int, policy: str, max_steps: int, duration: float | None) -> list[dict[str, str]]:
-    """Per-step records of one episode (reset record first) under the current sim mode."""
-    env = make_env(get_scenario(name, _overrides(name, duration)))
+def trajectory(
+    name: str, seed: int, policy: str, max_steps: int, duration: float | None, extra: dict[str, Any] | None = None
+) -> list[dict[str, str]]:
+    """Per-step records of one episode (reset record first) under the current sim mode; ``extra``
+    are config overrides."""
+    env = make_env(get_scenario(name, _overrides(name, duration, extra)))
     try:
         obs, info = env.reset(seed=seed)
         env.action_space.seed(seed)
@@ -120,12 +125,14 @@ def assert_same(name: str, seed: int, policy: str, stock: list[dict[str, str]], 
         pytest.fail(f"{name} seed={seed} policy={policy}: episode length {len(stock) - 1} (stock) vs {len(fast) - 1}")
 
 
-def compare(name: str, seed: int, policy: str, max_steps: int, duration: float | None) -> None:
+def compare(
+    name: str, seed: int, policy: str, max_steps: int, duration: float | None, extra: dict[str, Any] | None = None
+) -> None:
     with sim.stock():
-        stock = trajectory(name, seed, policy, max_steps, duration)
+        stock = trajectory(name, seed, policy, max_steps, duration, extra)
         assert not sim.is_enabled(), "a stock run was accelerated"
     assert sim.enable(), "testbed.sim.enable() did not activate the accelerated sim"
-    fast = trajectory(name, seed, policy, max_steps, duration)
+    fast = trajectory(name, seed, policy, max_steps, duration, extra)
     assert sim.is_enabled()
     assert_same(name, seed, policy, stock, fast)
 
@@ -160,6 +167,12 @@ QUICK_CASES = [
     ("highway-fast-camera", (2,), 5, 5),
     ("highway-fast-kinrich", (2,), 8, 8),
 ]
+# highway-env >= 1.12 only (the current stack): its configurable merge and roundabout.
+QUICK_CASES += [
+    case
+    for case in [("merge-generic", (0, 1), 12, None), ("roundabout-generic", (0, 1), 12, None)]
+    if case[0] in scenario_names()
+]
 
 
 def test_quick_cases_cover_every_preset_and_sensor() -> None:
@@ -176,6 +189,19 @@ def test_trajectories_identical(
 ) -> None:
     for seed in seeds:
         compare(name, seed, policy, max_steps, duration)
+
+
+@pytest.mark.skipif(
+    "neighbour_vehicles_connected_lanes" not in get_scenario("highway-fast").config,
+    reason="highway-env >= 1.12 only (the current stack)",
+)
+@pytest.mark.parametrize("name", ["highway-fast", "merge"])
+def test_connected_lane_neighbours_identical(name: str) -> None:
+    """highway-env 1.12's connected-lane neighbour search (off on -v0 envs) switched on: the
+    patched ``Road.neighbour_vehicles`` hands it to the stock code, so trajectories still match."""
+    for seed in (0, 1):
+        for policy in ("random", "expert"):
+            compare(name, seed, policy, 12, 10, {"neighbour_vehicles_connected_lanes": True})
 
 
 # --- Larger version ---------------------------------------------------------------------------

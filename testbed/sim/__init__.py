@@ -1,4 +1,4 @@
-"""Bit-identical acceleration of highway-env 1.9.1's simulation hot paths.
+"""Bit-identical acceleration of highway-env's simulation hot paths (1.9.1 and 1.12.1).
 
 :func:`enable` patches a handful of highway-env attributes in this process; :func:`disable`
 puts every original back; :func:`stock` runs a block on the stock code. Importing this package
@@ -60,8 +60,16 @@ The patches:
    whose ``clip`` and ``abs`` have exact fast paths for Python/numpy float scalars (see
    :mod:`testbed.sim._fastnp`); every other call goes to numpy.
 
+highway-env 1.12.1 (the current stack, README) is supported with all six patches: the functions
+they replace are the 1.9.1 ones up to type hints, except ``Road.neighbour_vehicles``, which in
+1.12 also searches connected lane segments when ``road.neighbour_vehicles_connected_lanes`` is
+true (``neighbour_vehicles_connected_lanes`` config key, False on every ``-v0`` env). With the
+flag false its result is the 1.9.1 one (its extra ``s_v += 0`` can only turn -0.0 into 0.0,
+which compare equal); with the flag true patch 2 hands every call to the stock method.
+``tests/test_sim.py`` runs its per-step hash comparison on whichever version is installed.
+
 Environment: ``TESTBED_STOCK_SIM=1`` makes :func:`enable` a no-op. On a highway-env other than
-1.9.1, :func:`enable` warns once and stays stock.
+those in :data:`SUPPORTED_HIGHWAY_ENVS`, :func:`enable` warns once and stays stock.
 """
 
 from __future__ import annotations
@@ -73,8 +81,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-SUPPORTED_HIGHWAY_ENV = "1.9.1"
-"""The only highway-env version the patches were verified against."""
+SUPPORTED_HIGHWAY_ENVS = ("1.9.1", "1.12.1")
+"""The highway-env versions the patches were verified against (the legacy and the current stack)."""
+SUPPORTED_HIGHWAY_ENV = SUPPORTED_HIGHWAY_ENVS[0]
+"""The legacy stack's highway-env version (kept for callers that name one version)."""
 
 _MISSING = object()
 _saved: list[tuple[Any, str, Any]] = []
@@ -122,13 +132,13 @@ def _version_ok() -> bool:
         version = importlib.metadata.version("highway-env")
     except importlib.metadata.PackageNotFoundError:
         version = "not installed"
-    if version == SUPPORTED_HIGHWAY_ENV:
+    if version in SUPPORTED_HIGHWAY_ENVS:
         return True
     if not _warned:
         _warned = True
         warnings.warn(
-            f"testbed.sim: highway-env {version} is not {SUPPORTED_HIGHWAY_ENV}, the version its patches were "
-            "verified against; using the stock (slower) simulation",
+            f"testbed.sim: highway-env {version} is not {' or '.join(SUPPORTED_HIGHWAY_ENVS)}, the versions its "
+            "patches were verified against; using the stock (slower) simulation",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -148,8 +158,8 @@ def enable() -> bool:
 
     Returns:
         True if the accelerated simulation is active; False when ``TESTBED_STOCK_SIM=1`` or
-        inside a :func:`stock` block (then nothing is done) or when highway-env is not version
-        1.9.1 (then a warning is emitted once).
+        inside a :func:`stock` block (then nothing is done) or when highway-env is none of
+        :data:`SUPPORTED_HIGHWAY_ENVS` (then a warning is emitted once).
     """
     if os.environ.get("TESTBED_STOCK_SIM") == "1" or _stock_depth:
         return False
@@ -198,4 +208,4 @@ def stock() -> Iterator[None]:
             _install()
 
 
-__all__ = ["SUPPORTED_HIGHWAY_ENV", "disable", "enable", "is_enabled", "stock"]
+__all__ = ["SUPPORTED_HIGHWAY_ENV", "SUPPORTED_HIGHWAY_ENVS", "disable", "enable", "is_enabled", "stock"]

@@ -1,6 +1,6 @@
 """The accelerated implementations installed by :func:`testbed.sim.enable`.
 
-Every function here either returns exactly what the highway-env 1.9.1 function it replaces
+Every function here either returns exactly what the highway-env 1.9.1 (or 1.12.1) function it replaces
 returns (same float bits, same Python/numpy types, same side effects in the same order) or
 hands the call to that function. See the package docstring for the argument behind each one.
 """
@@ -118,7 +118,8 @@ def neighbour_vehicles(self: Road, vehicle: Any, lane_index: Any = None) -> tupl
     """``Road.neighbour_vehicles``; inside ``Road.act`` the (s, vehicle) pairs of the objects on a
     lane are computed once per lane and scanned in the stock order with the stock comparisons."""
     acting = _ACTING.get(id(self))
-    if acting is None or acting[0] is not self:
+    # highway-env 1.12's connected-lane search (off on every -v0 env) is left to the stock code.
+    if acting is None or acting[0] is not self or getattr(self, "neighbour_vehicles_connected_lanes", False):
         return STOCK_NEIGHBOUR_VEHICLES(self, vehicle, lane_index)
     lane_index = lane_index or vehicle.lane_index
     if not lane_index:

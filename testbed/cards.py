@@ -38,6 +38,11 @@ def _seeds(seeds: Sequence[int]) -> str:
     return f"{len(s)} seeds, {span} ({range_name(s)} range)"
 
 
+def _highway_env(record: Mapping[str, Any]) -> str:
+    """The highway-env version a record was made with (its provenance), ``?`` when unrecorded."""
+    return str(record.get("provenance", {}).get("packages", {}).get("highway-env", "?"))
+
+
 def _provenance(prov: Mapping[str, Any], what: str) -> list[str]:
     command = prov.get("command")
     packages = prov.get("packages", {})
@@ -104,7 +109,7 @@ def policy_card(metadata: Mapping[str, Any], run_dir: str | pathlib.Path, export
         "```",
         "",
         f"- Environment: `{scenario.get('env_id', '?')}` with the full config recorded in the zip's `testbed.json` "
-        "(highway-env 1.9.1); observations and actions as recorded there.",
+        f"(highway-env {_highway_env(metadata)}); observations and actions as recorded there.",
         "- The PPO container is only SB3's way to store a policy: its hyperparameters are placeholders.",
         f"- Logits agree with the clone's within {export.get('max_disagreement', float('nan')):.1e} (checked on "
         "export).",
@@ -156,7 +161,8 @@ def dataset_card(metadata: Mapping[str, Any], dataset_id: str, *, source: str, p
         f"# Dataset card: `{dataset_id}`",
         "",
         f"Demonstrations of expert `{expert_name}` on `{scenario.get('name', '?')}` "
-        f"(`{scenario.get('env_id', '?')}`, highway-env 1.9.1), from the highway behavioral-cloning testbed.",
+        f"(`{scenario.get('env_id', '?')}`, highway-env {_highway_env(metadata)}), from the highway behavioral-cloning "
+        "testbed.",
         "",
         "## Use",
         "",

@@ -40,27 +40,15 @@ import pathlib
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import tyro
 
-from testbed.collect import demonstrations_from
-from testbed.drift import (
-    errors_from_text,
-    errors_text,
-    hazard_curve,
-    horizon_fit_ci,
-    off_policy_errors,
-    pooled_scores,
-    same_step_difference,
-)
+from testbed import drift, kit
 from testbed.errors import TestbedError
-from testbed.metrics import clone_table, clones_mean_ci, episode_metrics, mean_ci, rate_ci
-from testbed.outputs import atomic_output_dir, final_path, read_args, read_json, write_json
+from testbed.metrics import clone_table, clones_mean_ci, episode_metrics, mean_ci
+from testbed.outputs import atomic_output_dir, final_path, read_args, read_json
+from testbed.plotting import plot_hazard_and_shift, plot_horizon_costs
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
-from testbed.rollout import EpisodeRecord, RolloutPool
-from testbed.runtime import default_workers
+from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.seeds import DEMOS, TEST, check_test_seeds
 
@@ -78,8 +66,11 @@ STUDENT_BLOCK = 800
 
 
 @dataclasses.dataclass
-class Args:
-    """Compounding error vs a constant hazard: horizon fits, hazard and same-step error curves."""
+class Args(kit.UpstreamArgs):
+    """Compounding error vs a constant hazard: horizon fits, hazard and same-step error curves.
+
+    With ``--fast`` (tiny preset for tests) it trains two BC clones itself instead of reading
+    compounding_error's."""
 
     scenario: str = "highway-fast"
     """Scenario preset (decides at 1 Hz: a horizon T is T decisions)."""
@@ -97,27 +88,17 @@ class Args:
     """Steps per bin of the hazard and error curves."""
     student_epochs: int = 100
     """BC epochs of the realizable teacher's students (compounding_error's BC recipe)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
-    results: str = "results"
-    """Root of the upstream results (the compounding_error clones); `testbed reproduce` passes its --out-root."""
     out: str = "results/compounding"
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests: trains two BC clones itself instead of reading compounding_error's."""
 
     def resolved(self) -> Args:
-        if not self.fast:
-            return self
-        return dataclasses.replace(self, budget=60, horizons=(5, 10), episodes=3, hazard_bin=5, student_epochs=3)
+        return kit.fast_preset(self, budget=60, horizons=(5, 10), episodes=3, hazard_bin=5, student_epochs=3)
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
         if len(set(self.horizons)) < 2 or min(self.horizons) < 1 or max(self.horizons) > 3600:
             raise TestbedError(f"--horizons: need >= 2 distinct horizons in 1..3600, got {self.horizons}")
-        for name in ("budget", "episodes", "hazard_bin", "student_epochs"):
-            if getattr(self, name) < 1:
-                raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        kit.check_at_least_one(self, "budget", "episodes", "hazard_bin", "student_epochs")
         if self.episodes > 10_000:
             raise TestbedError("--episodes must be at most 10000 (each horizon's seed block)")
 
@@ -142,11 +123,9 @@ def upstream_clones(results: pathlib.Path, budget: int) -> tuple[dict[str, list[
     base = results / "compounding_error"
     cells = read_json(base / "sweep" / "results.json", what="compounding_error sweep results (run that step first)")
     clones: dict[str, list[tuple[int, pathlib.Path]]] = {m: [] for m in METHODS}
-    for cell in cells:
-        for c in cell["result"]["clones"]:
-            path = base / "sweep" / "cells" / cell["cell_id"] / c["path"]
-            if c["budget"] == budget and (path / "policy.pt").is_file():
-                clones[cell["result"]["method"]].append((int(cell["result"]["train_seed"]), path))
+    for result, c in kit.sweep_clones(cells, base / "sweep"):
+        if c["budget"] == budget and (c["path"] / "policy.pt").is_file():
+            clones[result["method"]].append((int(result["train_seed"]), c["path"]))
     if not all(clones.values()):
         raise TestbedError(
             f"{base}: no compounding_error clones at budget {budget} (run that step, or pick its budget)"
@@ -156,29 +135,17 @@ def upstream_clones(results: pathlib.Path, budget: int) -> tuple[dict[str, list[
     return clones, float(row["eps_off"].iloc[0])
 
 
-def _fast_clones(scenario: Scenario, args: Args, pool: RolloutPool, out: pathlib.Path) -> tuple[dict, float]:
+def fast_clones(scenario: Scenario, args: Args, pool: RolloutPool, out: pathlib.Path) -> tuple[dict, float]:
     """--fast: two BC clones trained here stand in for every method (the plumbing is what's tested)."""
     from testbed.collect import collect_transitions
-    from testbed.training import TrainConfig, save_clone, train_bc
 
     paths = []
     for seed in (0, 1):
-        demos = collect_transitions(
-            scenario, args.expert, args.budget, seed=DEMOS.first + seed * STUDENT_BLOCK, pool=pool
-        )
-        config = TrainConfig(n_epochs=args.student_epochs, batch_size=16, seed=seed, val_fraction=0.0)
-        paths.append(
-            (
-                seed,
-                save_clone(
-                    out / "clones" / f"bc{seed}",
-                    train_bc(demos, config),
-                    demos=demos,
-                    demos_path="(in memory)",
-                    config=config,
-                ),
-            )
-        )
+        first = DEMOS.first + seed * STUDENT_BLOCK
+        demos = collect_transitions(scenario, args.expert, args.budget, seed=first, pool=pool)
+        config = kit.every_label_config(seed, args.budget, epochs=args.student_epochs, batch_size=16)
+        kit.train_clone(out / "clones" / f"bc{seed}", demos, config)
+        paths.append((seed, out / "clones" / f"bc{seed}"))
     return {m: paths for m in METHODS}, 0.3
 
 
@@ -187,52 +154,26 @@ def realizable_students(
 ) -> list[tuple[int, pathlib.Path]]:
     """BC clones of the teacher clone (driving and labelling with its argmax), ``budget``
     labels each, student seed s on its own block of demonstration seeds."""
-    from testbed.training import TrainConfig, save_clone, train_bc
-
-    spec = PolicySpec("clone", str(teacher))
+    driver = {"name": f"clone:{final_path(teacher)}", "params": {"acts": "argmax"}}
     students = []
     for s in seeds:
-        first, records, n = DEMOS.first + s * STUDENT_BLOCK, [], 0
-        while n < args.budget:
-            batch = pool.run(scenario, spec, list(range(first + len(records), first + len(records) + 20)))
-            records += batch
-            n += sum(len(r.trajectory.acts) for r in batch)
-        if records[-1].seed >= first + STUDENT_BLOCK:
-            raise TestbedError(f"the realizable teacher needed seeds beyond its block of {STUDENT_BLOCK}")
-        demos = demonstrations_from(
-            scenario, records, {"name": f"clone:{final_path(teacher)}", "params": {"acts": "argmax"}}
+        demos = kit.driver_demonstrations(
+            scenario,
+            PolicySpec("clone", str(teacher)),
+            args.budget,
+            first_seed=DEMOS.first + s * STUDENT_BLOCK,
+            n_seeds=STUDENT_BLOCK,
+            pool=pool,
+            driver=driver,
         )
-        demos = demos.first_transitions(args.budget)
-        config = TrainConfig(n_epochs=args.student_epochs, batch_size=min(64, args.budget), seed=s, val_fraction=0.0)
-        path = save_clone(
-            out / "students" / f"s{s}", train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config
-        )
-        students.append((s, path))
+        config = kit.every_label_config(s, args.budget, epochs=args.student_epochs, batch_size=64)
+        kit.train_clone(out / "students" / f"s{s}", demos, config)
+        students.append((s, out / "students" / f"s{s}"))
     return students
 
 
-def _errors_on(record: EpisodeRecord, noisy: bool) -> np.ndarray:
-    """The driver's per-step disagreement with its labeller on its own states (the noise
-    control: the applied action against the expert's)."""
-    applied = record.executed if noisy and record.executed is not None else record.trajectory.acts
-    return (np.asarray(applied) != np.asarray(record.labels)).astype(np.float64)
-
-
-def _noise_errors(expert: EpisodeRecord, noise: float, scenario: Scenario) -> np.ndarray:
-    """Where the expert with injected noise would have applied another action than the
-    expert's along ``expert``'s episode: the harness's own noise generator for that seed
-    (:func:`testbed.rollout.run_episode`), replayed on the recorded actions."""
-    from testbed.rollout import _ActionCodec
-    from testbed.scenarios import describe_spaces
-    from testbed.spaces import space_from_dict
-
-    space = space_from_dict(describe_spaces(scenario)["action_space"])
-    codec = _ActionCodec(space, noise, np.random.default_rng([expert.seed, 0xDA27]))
-    return np.array([codec.applied(int(a)) != int(a) for a in expert.trajectory.acts], dtype=np.float64)
-
-
 def run_policy(
-    policy: Policy, scenario: Scenario, seeds: list[int], reference: dict[int, EpisodeRecord], pool: RolloutPool
+    policy: Policy, scenario: Scenario, seeds: list[int], reference: dict[int, Any], pool: RolloutPool
 ) -> list[dict[str, Any]]:
     """One row per episode: cost, length, on-policy errors and the same-step comparison with
     the policy's errors on its teacher's episode from the same seed."""
@@ -242,12 +183,12 @@ def run_policy(
     model = load_clone(policy.spec.arg, scenario=scenario) if policy.spec.kind == "clone" else None
     rows = []
     for r in records:
-        on = _errors_on(r, policy.noise > 0)
+        on = drift.applied_errors(r, noisy=policy.noise > 0)
         if model is not None:
-            off = off_policy_errors(model, reference[r.seed])
+            off = drift.off_policy_errors(model, reference[r.seed])
         else:  # the noisy expert on the expert's own episode: the harness's noise, replayed
-            off = _noise_errors(reference[r.seed], policy.noise, scenario)
-        shift, n = same_step_difference(on, off)
+            off = drift.noise_errors(reference[r.seed], policy.noise, scenario)
+        shift, n = drift.same_step_difference(on, off)
         rows.append(
             {
                 "group": policy.group,
@@ -256,8 +197,8 @@ def run_policy(
                 "length": len(on),
                 "cost": int(episode_metrics(r.trajectory)["collisions"]),
                 "collision_steps": " ".join(str(t) for t, i in enumerate(r.infos) if i["collision"]),
-                "on_errors": errors_text(on),
-                "off_errors": errors_text(off),
+                "on_errors": drift.errors_text(on),
+                "off_errors": drift.errors_text(off),
                 "shift_sum": shift,
                 "shift_steps": n,
             }
@@ -270,32 +211,26 @@ def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
     costs, fits, hazard, errors = [], [], [], []
     longest = max(args.horizons)
     for (variant, group), g in episodes.groupby(["variant", "group"], sort=False):
+        # Cost against horizon: a mean over policies and episodes per T, and the fit aT + bT^2.
         per_t = {int(t): clone_table(h, "cost") for t, h in g.groupby("T")}
         for t, table in per_t.items():
             ci = clones_mean_ci(table) if table.shape[0] > 1 else mean_ci(table[0])
             costs.append(
                 {"variant": variant, "group": group, "T": t, "n_policies": table.shape[0], **ci.columns("cost")}
             )
-        fits.append({"variant": variant, "group": group, **horizon_fit_ci(per_t)})
+        fits.append({"variant": variant, "group": group, **drift.horizon_fit_ci(per_t)})
+        # Hazard and errors over time, on the longest horizon's episodes.
         last = g[g["T"] == longest]
-        curve = hazard_curve(
+        curve = drift.hazard_curve(
             [[int(s) for s in str(c).split()] if isinstance(c, str) else [] for c in last["collision_steps"]],
             last["length"].tolist(),
             bin_steps=args.hazard_bin,
         )
         hazard.append(curve.assign(variant=variant, group=group))
-        on, off = [errors_from_text(t) for t in last["on_errors"]], [errors_from_text(t) for t in last["off_errors"]]
-        for lo in range(0, longest, args.hazard_bin):
-            row: dict[str, Any] = {"variant": variant, "group": group, "step_lo": lo, "step_hi": lo + args.hazard_bin}
-            for name, series in (("eps_on", on), ("eps_off", off)):
-                seg = [e[lo : lo + args.hazard_bin] for e in series]
-                k, n = int(sum(s.sum() for s in seg)), int(sum(len(s) for s in seg))
-                row.update(rate_ci(k, n).columns(name) if n else {name: np.nan})
-            pairs = [(a[lo : lo + args.hazard_bin], b[lo : lo + args.hazard_bin]) for a, b in zip(on, off)]
-            diffs = [same_step_difference(a, b) for a, b in pairs]
-            num, den = np.array([[d[0] for d in diffs]]), np.array([[d[1] for d in diffs]])
-            row.update(mean_ci(pooled_scores(num, den)[0]).columns("shift") if den.sum() else {"shift": np.nan})
-            errors.append(row)
+        on = [drift.errors_from_text(t) for t in last["on_errors"]]
+        off = [drift.errors_from_text(t) for t in last["off_errors"]]
+        for row in drift.binned_error_rows(on, off, bin_steps=args.hazard_bin, horizon=longest):
+            errors.append({"variant": variant, "group": group, **row})
     return {
         "costs": pd.DataFrame(costs),
         "fits": pd.DataFrame(fits),
@@ -319,9 +254,10 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
     rows: list[dict[str, Any]] = []
     with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
         if args.fast:
-            clones, eps_off = _fast_clones(base, args, pool, out)
+            clones, eps_off = fast_clones(base, args, pool, out)
         else:
             clones, eps_off = upstream_clones(pathlib.Path(args.results), args.budget)
+        # The two controls: iid errors at the BC clones' eps_off, and a realizable teacher.
         noise = min(1.0, eps_off * 5 / 4)  # a uniform random action differs from the expert's 4 times in 5
         teacher_path = clones["bc"][0][1]
         teacher = PolicySpec("clone", str(teacher_path))
@@ -329,6 +265,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
         policies = [Policy(m, s, PolicySpec("clone", str(p)), expert) for m in METHODS for s, p in clones[m]]
         policies.append(Policy("iid-errors", 0, expert, expert, noise=noise))
         policies += [Policy("realizable", s, PolicySpec("clone", str(p)), teacher) for s, p in students]
+        # Every policy on every variant and horizon, each on its own block of test seeds.
         for (variant, t), seeds in seed_blocks.items():
             scenario = get_scenario(args.scenario, {**parse_overrides(args.set), **VARIANTS[variant], "duration": t})
             reference = {spec.label: {r.seed: r for r in pool.run(scenario, spec, seeds)} for spec in (expert, teacher)}
@@ -339,39 +276,30 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
         episodes = pd.DataFrame(rows)
         tables = summarize(episodes, args)
         tables["episodes"] = episodes.drop(columns=["on_errors", "off_errors"])
-        for name, frame in tables.items():
-            frame.to_csv(out / f"{name}.csv", index=False)
+        kit.write_results(out, tables)
         pd.DataFrame(rows).to_csv(out / "errors_per_episode.csv.gz", index=False, compression="gzip")
         _plots(out, tables, args)
-        write_json(
-            out / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "scenario": base.to_dict(),
-                "variants": VARIANTS,
-                "clones": {m: [str(final_path(p)) for _, p in v] for m, v in clones.items()},
-                "controls": {
-                    "iid-errors": {"noise": noise, "matched_to": f"BC eps_off {eps_off:.4f} at budget {args.budget}"},
-                    "realizable": {
-                        "teacher": str(final_path(teacher_path)),
-                        "students": [str(final_path(p)) for _, p in students],
-                    },
+        record = kit.experiment_record(
+            args,
+            scenario=base.to_dict(),
+            variants=VARIANTS,
+            clones={m: [str(final_path(p)) for _, p in v] for m, v in clones.items()},
+            controls={
+                "iid-errors": {"noise": noise, "matched_to": f"BC eps_off {eps_off:.4f} at budget {args.budget}"},
+                "realizable": {
+                    "teacher": str(final_path(teacher_path)),
+                    "students": [str(final_path(p)) for _, p in students],
                 },
-                "seeds": {"test": test_records, "students": f"seed s: from {DEMOS.first} + s * {STUDENT_BLOCK}"},
-                "statistics": "fits: least squares C(T) = aT + bT^2 through the origin, percentile bootstrap over "
-                "training seeds (jointly across T) and episodes (within T); costs: variance-components intervals over "
-                "training and test seeds; hazard and eps per bin: Clopper-Pearson over steps; shift per bin: pooled "
-                "same-step difference, bootstrap over episodes",
-                "wall_time_s": round(time.perf_counter() - start, 1),
-                "provenance": provenance(),
             },
+            seeds={"test": test_records, "students": f"seed s: from {DEMOS.first} + s * {STUDENT_BLOCK}"},
+            statistics="fits: least squares C(T) = aT + bT^2 through the origin, percentile bootstrap over "
+            "training seeds (jointly across T) and episodes (within T); costs: variance-components intervals over "
+            "training and test seeds; hazard and eps per bin: Clopper-Pearson over steps; shift per bin: pooled "
+            "same-step difference, bootstrap over episodes",
+            wall_time_s=round(time.perf_counter() - start, 1),
         )
-    fits = tables["fits"]
-    print(
-        fits[["variant", "group", "a", "b", "b_ci_low", "b_ci_high"]].to_string(
-            index=False, float_format=lambda x: f"{x:.5f}"
-        )
-    )
+        kit.write_results(out, {}, record)
+    kit.print_table(tables["fits"], ["variant", "group", "a", "b", "b_ci_low", "b_ci_high"], digits=5)
     return tables
 
 
@@ -384,80 +312,15 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = [*METHODS, *CONTROLS]
-    costs, fits = tables["costs"], tables["fits"].set_index(["variant", "group"])
-    fig, axes = plt.subplots(1, len(VARIANTS), figsize=(10, 3.8))
-    grid = np.linspace(0, max(args.horizons), 100)
-    for ax, variant in zip(axes, VARIANTS):
-        for i, g in enumerate(groups):
-            c = costs[(costs["variant"] == variant) & (costs["group"] == g)]
-            if c.empty:
-                continue
-            ax.errorbar(
-                c["T"],
-                c["cost"],
-                yerr=[c["cost"] - c["cost_ci_low"], c["cost_ci_high"] - c["cost"]],
-                marker="o",
-                ls="",
-                capsize=3,
-                color=f"C{i}",
-                label=g,
-            )
-            f = fits.loc[(variant, g)]
-            ax.plot(grid, f["a"] * grid + f["b"] * grid**2, color=f"C{i}", lw=1)
-        ax.set_title(f"{variant}: collisions per episode, fit aT + bT^2", fontsize=9)
-        ax.set_xlabel("horizon T [decisions]")
-        ax.set_ylabel("cost C(T)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "horizon.png", dpi=120)
-    plt.close(fig)
-
-    hazard, errors = tables["hazard"], tables["errors"]
-    fig, axes = plt.subplots(2, len(VARIANTS), figsize=(10, 6.5), sharex=True)
-    for col, variant in enumerate(VARIANTS):
-        for i, g in enumerate(groups):
-            h = hazard[(hazard["variant"] == variant) & (hazard["group"] == g)]
-            e = errors[(errors["variant"] == variant) & (errors["group"] == g)]
-            if h.empty:
-                continue
-            mid = (h["step_lo"] + h["step_hi"]) / 2
-            axes[0, col].errorbar(
-                mid,
-                h["hazard"],
-                yerr=[h["hazard"] - h["hazard_ci_low"], h["hazard_ci_high"] - h["hazard"]],
-                marker="o",
-                capsize=2,
-                color=f"C{i}",
-                label=g,
-            )
-            emid = (e["step_lo"] + e["step_hi"]) / 2
-            axes[1, col].plot(emid, e["shift"], marker="o", color=f"C{i}")
-            axes[1, col].fill_between(emid, e["shift_ci_low"], e["shift_ci_high"], color=f"C{i}", alpha=0.15)
-        axes[0, col].set_title(f"{variant}: collision hazard per step, T = {max(args.horizons)}", fontsize=9)
-        axes[1, col].set_title("eps_on(t) - eps_off(t), same seed and step", fontsize=9)
-        axes[1, col].axhline(0, color="k", lw=0.8)
-        axes[1, col].set_xlabel("decision step t")
-        for ax in axes[:, col]:
-            ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "hazard.png", dpi=120)
-    plt.close(fig)
-    return [out / "horizon.png", out / "hazard.png"]
+    figures = {
+        "horizon.png": plot_horizon_costs(tables["costs"], tables["fits"], variants=list(VARIANTS), groups=groups),
+        "hazard.png": plot_hazard_and_shift(
+            tables["hazard"], tables["errors"], variants=list(VARIANTS), groups=groups, horizon=max(args.horizons)
+        ),
+    }
+    return [kit.save_laid_out_figure(fig, out / name) for name, fig in figures.items()]
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main(tyro.cli(Args))
-    except TestbedError as e:
-        print(f"compounding: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    kit.run_script(main, Args)

@@ -43,32 +43,19 @@ import pathlib
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import tyro
 
-from testbed.collect import collect_transitions
+from testbed import drift, kit
+from testbed.collect import collect, collect_transitions
 from testbed.demos import load_demos, save_demos
-from testbed.drift import errors_from_text, errors_text, off_policy_errors, pooled_scores, same_step_difference
 from testbed.errors import TestbedError
-from testbed.metrics import (
-    Interval,
-    clone_table,
-    clones_mean_ci,
-    clones_rate_ci,
-    combination_ci,
-    episode_ci,
-    mean_ci,
-    rate_ci,
-)
-from testbed.outputs import atomic_output_dir, read_args, write_json
+from testbed.metrics import outcome_columns, spearman_within_groups
+from testbed.outputs import atomic_output_dir, read_args
+from testbed.plotting import plot_methods_by_budget, plot_open_vs_closed, plot_step_errors
 from testbed.policies import PolicySpec
-from testbed.provenance import git_commit, provenance
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST_SEED, TUNING, check_test_seeds, episode_seeds
-from testbed.sweep import CellResult, Sweep
 
 METHODS = ("bc", "dart", "dagger")
 DEMO_BLOCK = 800
@@ -80,7 +67,7 @@ DAGGER_BLOCK = 100
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.StepArgs):
     """BC vs DART vs DAgger at equal training labels, >= 5 training seeds, on test seeds."""
 
     scenario: str = "highway-fast"
@@ -113,17 +100,11 @@ class Args:
     """Test episodes per clone (the expert drives the same seeds)."""
     eval_seed: int = TEST_SEED
     """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes (one sweep cell each)."""
     out: str = "results/compounding_error"
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests."""
 
     def resolved(self) -> Args:
-        if not self.fast:
-            return self
-        return dataclasses.replace(
+        return kit.fast_preset(
             self,
             set=(*self.set, "duration=8"),
             budgets=(40, 80),
@@ -143,23 +124,16 @@ class Args:
         """Raise :class:`TestbedError` on nonsense values."""
         if not self.budgets or min(self.budgets) < 1 or list(self.budgets) != sorted(set(self.budgets)):
             raise TestbedError(f"--budgets must be increasing positive label counts, got {self.budgets}")
-        if (
-            len(self.train_seeds) < 2
-            or min(self.train_seeds) < 0
-            or len(set(self.train_seeds)) != len(self.train_seeds)
-        ):
-            raise TestbedError(f"--train-seeds: need >= 2 distinct non-negative seeds, got {self.train_seeds}")
-        if (max(self.train_seeds) + 1) * DEMO_BLOCK > VALIDATION_OFFSET:
-            raise TestbedError(
-                f"--train-seeds must stay below {VALIDATION_OFFSET // DEMO_BLOCK} (demonstration blocks)"
-            )
+        seeds = self.train_seeds
+        if len(seeds) < 2 or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+            raise TestbedError(f"--train-seeds: need >= 2 distinct non-negative seeds, got {seeds}")
+        if (max(seeds) + 1) * DEMO_BLOCK > VALIDATION_OFFSET:
+            raise TestbedError(f"--train-seeds must stay below {VALIDATION_OFFSET // DEMO_BLOCK} (seed blocks)")
         if not self.dart_noises or not all(0 < p <= 1 for p in self.dart_noises):
             raise TestbedError(f"--dart-noises must be probabilities in (0, 1], got {self.dart_noises}")
         if self.budgets[-1] % self.dagger_labels_per_round or self.dagger_labels_per_round < 1:
             raise TestbedError("--dagger-labels-per-round must divide the largest budget")
-        for name in ("epochs", "batch_size", "dagger_epochs_per_round", "val_episodes", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        kit.check_at_least_one(self, "epochs", "batch_size", "dagger_epochs_per_round", "val_episodes", "eval_episodes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,58 +151,32 @@ class Context:
     eval_seeds: tuple[int, ...]
 
 
-def _train_config(ctx: Context, seed: int, n_labels: int, epochs: int) -> Any:
-    from testbed.training import TrainConfig
-
-    return TrainConfig(n_epochs=epochs, batch_size=min(ctx.batch_size, n_labels), seed=seed, val_fraction=0.0)
-
-
-def _drive(scenario: Scenario, expert: str, path: pathlib.Path, seeds: tuple[int, ...], pool: RolloutPool) -> list:
-    """Rows of the clone at ``path`` driving ``seeds`` with the expert labelling its states."""
-    records = pool.run(scenario, PolicySpec("clone", str(path)), list(seeds), labeller=PolicySpec("expert", expert))
-    rows = []
-    for r in records:
-        infos = r.infos
-        errors = (np.asarray(r.trajectory.acts) != np.asarray(r.labels)).astype(int)
-        rows.append(
-            {
-                "seed": r.seed,
-                "return": float(np.sum(r.trajectory.rews)),
-                "crashed": int(bool(infos[-1].get("crashed", False))),
-                "length": len(errors),
-                "on_errors": errors_text(errors),
-            }
-        )
-    return rows
-
-
 def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
     """One method and training seed: collect, train a clone per budget, drive the test seeds."""
     from testbed.clone_io import load_clone
     from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
-    from testbed.training import TrainResult, action_accuracy, save_clone, stack_transitions, train_bc
+    from testbed.training import action_accuracy, stack_transitions
 
     scenario = Scenario.from_dict(ctx.scenario)
     method, seed = cell["method"], int(cell["train_seed"])
     validation = load_demos(ctx.validation_dir, scenario=scenario).trajectories
     clones: list[dict[str, Any]] = []
     with RolloutPool(1) as pool:  # the cells are the parallel unit
-        if method in ("bc", "dart"):
-            noise = float(cell.get("noise", 0.0))
+        if method in ("bc", "dart"):  # the first B transitions of (noisy) demonstrations
             start = DEMOS.first + seed * DEMO_BLOCK
+            noise = float(cell.get("noise", 0.0))
             demos = collect_transitions(scenario, ctx.expert, ctx.budgets[-1], seed=start, pool=pool, noise=noise)
             if demos.seeds[-1] >= start + DEMO_BLOCK:
                 raise TestbedError(f"{method} seed {seed} needed seeds beyond its block of {DEMO_BLOCK}")
             for budget in ctx.budgets:
-                subset = demos.first_transitions(budget)
-                config = _train_config(ctx, seed, budget, ctx.epochs)
-                result = train_bc(subset, config)
-                path = save_clone(
-                    cell_dir / "clones" / f"B{budget}", result, demos=subset, demos_path="(in memory)", config=config
-                )
+                subset, path = demos.first_transitions(budget), cell_dir / "clones" / f"B{budget}"
+                config = kit.every_label_config(seed, budget, epochs=ctx.epochs, batch_size=ctx.batch_size)
+                kit.train_clone(path, subset, config)
                 clones.append({"budget": budget, "n_train_labels": subset.n_transitions, "path": path})
-        else:
-            config = _train_config(ctx, seed, ctx.dagger_labels_per_round, ctx.dagger_epochs_per_round)
+        else:  # DAgger's rounds; at budget B its best validation iterate with at most B labels
+            config = kit.every_label_config(
+                seed, ctx.dagger_labels_per_round, epochs=ctx.dagger_epochs_per_round, batch_size=ctx.batch_size
+            )
             dagger = DAggerConfig(
                 n_rounds=ctx.budgets[-1] // ctx.dagger_labels_per_round,
                 labels_per_round=ctx.dagger_labels_per_round,
@@ -238,346 +186,140 @@ def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict
             result = train_dagger(scenario, ctx.expert, config, dagger, validation=stack_transitions(validation))
             result.log.to_csv(cell_dir / "dagger_log.csv", index=False)
             data = as_demonstrations(result, scenario, ctx.expert)
-            for budget in ctx.budgets:
-                policy, it = result.best(budget)
-                snapshot = TrainResult(
-                    policy=policy, log=result.log.iloc[: it.round + 1], train_episodes=[], val_episodes=[]
-                )
-                path = save_clone(
-                    cell_dir / "clones" / f"B{budget}",
-                    snapshot,
-                    demos=data,
-                    demos_path="(DAgger)",
-                    config=config,
-                    algorithm="dagger",
-                    extra={
-                        "dagger": dataclasses.asdict(dagger),
-                        "iterate": {"round": it.round, "n_labels": it.n_labels},
-                    },
-                )
-                clones.append({"budget": budget, "n_train_labels": it.n_labels, "path": path, "dagger_round": it.round})
+            clones = kit.save_dagger_clones(
+                result, ctx.budgets, cell_dir / "clones", data=data, config=config, dagger=dagger
+            )
         rows = []
-        for c in clones:
+        for c in clones:  # open loop on the common validation set, closed loop on the test seeds
             c["val_accuracy"] = action_accuracy(load_clone(c["path"], scenario=scenario), validation)
-            rows += [
-                {"budget": c["budget"], **r} for r in _drive(scenario, ctx.expert, c["path"], ctx.eval_seeds, pool)
-            ]
+            spec, labeller = PolicySpec("clone", str(c["path"])), PolicySpec("expert", ctx.expert)
+            records = pool.run(scenario, spec, list(ctx.eval_seeds), labeller=labeller)
+            rows += [{"budget": c["budget"], **r} for r in drift.outcome_rows(records)]
     pd.DataFrame(rows).to_csv(cell_dir / "episodes.csv", index=False)
-    return {
-        "method": method,
-        "train_seed": seed,
-        "clones": [{k: (str(v.relative_to(cell_dir)) if k == "path" else v) for k, v in c.items()} for c in clones],
-    }
+    clones = [{k: (str(v.relative_to(cell_dir)) if k == "path" else v) for k, v in c.items()} for c in clones]
+    return {"method": method, "train_seed": seed, "clones": clones}
 
 
 def tune_dart(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
     """One DART candidate on tuning demonstrations, driven on development seeds."""
     from testbed.metrics import episodes_table
-    from testbed.training import save_clone, train_bc
 
     scenario = Scenario.from_dict(ctx.scenario)
     budget, noise = int(cell["budget"]), float(cell["noise"])
     with RolloutPool(1) as pool:
         demos = collect_transitions(scenario, ctx.expert, budget, seed=TUNING.first, pool=pool, noise=noise)
-        config = _train_config(ctx, 0, budget, ctx.epochs)
-        path = save_clone(
-            cell_dir / "clone", train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config
-        )
-        records = pool.run(scenario, PolicySpec("clone", str(path)), list(ctx.eval_seeds))
+        config = kit.every_label_config(0, budget, epochs=ctx.epochs, batch_size=ctx.batch_size)
+        spec = kit.train_clone(cell_dir / "clone", demos, config)
+        records = pool.run(scenario, PolicySpec("clone", spec.arg), list(ctx.eval_seeds))
     episodes = episodes_table((f"dart p={noise}", r.seed, r.trajectory) for r in records)
     return {
         "noise": noise,
         "n_train_labels": demos.n_transitions,
         "demo_seeds": [demos.seeds[0], demos.seeds[-1]],
-        **mean_ci(episodes["return"]).columns("return"),
-        **episode_ci("crashed", episodes["crashed"]).columns("crash_rate"),
+        **outcome_columns(episodes),
     }
 
 
-def _clone_errors(cells: list[CellResult], expert_runs: dict[int, Any], scenario: Scenario) -> pd.DataFrame:
-    """One row per (clone, test seed): outcome, on- and off-policy error sums, same-step shift."""
-    from testbed.clone_io import load_clone
-
-    frames = []
-    for cell in cells:
-        episodes = pd.read_csv(cell.path / "episodes.csv", dtype={"on_errors": str})
-        for c in cell.result["clones"]:
-            policy = load_clone(cell.path / c["path"], scenario=scenario)
-            ep = episodes[episodes["budget"] == c["budget"]].copy()
-            on = [errors_from_text(t) for t in ep["on_errors"]]
-            off = [off_policy_errors(policy, expert_runs[s]) for s in ep["seed"]]
-            pairs = [same_step_difference(a, b) for a, b in zip(on, off)]
-            ep = ep.assign(
-                method=cell.result["method"],
-                train_seed=cell.result["train_seed"],
-                n_train_labels=c["n_train_labels"],
-                val_accuracy=c["val_accuracy"],
-                on_sum=[a.sum() for a in on],
-                on_steps=[len(a) for a in on],
-                off_sum=[b.sum() for b in off],
-                off_steps=[len(b) for b in off],
-                shift_sum=[p[0] for p in pairs],
-                shift_steps=[p[1] for p in pairs],
-                off_errors=[errors_text(b) for b in off],
-            )
-            frames.append(ep)
-    return pd.concat(frames, ignore_index=True)
-
-
-def method_rows(clones: pd.DataFrame, expert: pd.DataFrame) -> pd.DataFrame:
-    """methods.csv: per method and budget, means over clones with intervals over training and
-    test seeds, and the paired difference to BC at the same budget."""
-    rows = []
-    for (method, budget), g in clones.groupby(["method", "budget"], sort=False):
-        row: dict[str, Any] = {
-            "method": method,
-            "budget": int(budget),
-            "n_clones": g["train_seed"].nunique(),
-            "n_test_seeds": g["seed"].nunique(),
-            "n_train_labels_min": int(g["n_train_labels"].min()),
-            "n_train_labels_max": int(g["n_train_labels"].max()),
-            **clones_mean_ci(clone_table(g, "return")).columns("return"),
-            **clones_rate_ci(clone_table(g, "crashed")).columns("crash_rate"),
-            **clones_mean_ci(g.groupby("train_seed")["val_accuracy"].first().to_numpy()[:, None]).columns(
-                "val_accuracy"
-            ),
-        }
-        for name in ("on", "off", "shift"):
-            ci = clones_mean_ci(pooled_scores(clone_table(g, f"{name}_sum"), clone_table(g, f"{name}_steps")))
-            floor = -1.0 if name == "shift" else 0.0  # error rates lie in [0, 1], their difference in [-1, 1]
-            ci = Interval(ci.mean, max(ci.low, floor), min(ci.high, 1.0))
-            row.update(ci.columns(f"eps_{name}" if name != "shift" else "shift"))
-        bc = clones[(clones["method"] == "bc") & (clones["budget"] == budget)]
-        for col, out in (("return", "return_vs_bc"), ("crashed", "crash_rate_vs_bc")):
-            row.update(
-                combination_ci([clone_table(g, col), clone_table(bc, col)], (1.0, -1.0)).columns(out)
-                if method != "bc"
-                else Interval(0.0, 0.0, 0.0).columns(out)
-            )
-        rows.append(row)
-    rows.append(
-        {
-            "method": "expert",
-            "n_test_seeds": len(expert),
-            **mean_ci(expert["return"]).columns("return"),
-            **episode_ci("crashed", expert["crashed"]).columns("crash_rate"),
-        }
-    )
-    return pd.DataFrame(rows)
-
-
-def step_rows(clones: pd.DataFrame) -> pd.DataFrame:
-    """steps.csv: eps_on(t) over the clones' episodes alive at step t and eps_off(t) over the
-    expert's, pooled over a method's clones (Clopper-Pearson per step, treating the step's
-    episodes as independent: a rough band, the pooled rows of methods.csv carry the clustering)."""
-    rows = []
-    for (method, budget), g in clones.groupby(["method", "budget"], sort=False):
-        for kind in ("on", "off"):
-            errors = [errors_from_text(t) for t in g[f"{kind}_errors"]]
-            horizon = max(len(e) for e in errors)
-            for t in range(horizon):
-                at_t = [e[t] for e in errors if len(e) > t]
-                ci = rate_ci(int(np.sum(at_t)), len(at_t))
-                rows.append(
-                    {
-                        "method": method,
-                        "budget": int(budget),
-                        "kind": f"eps_{kind}",
-                        "step": t,
-                        "n": len(at_t),
-                        **ci.columns("error"),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def open_vs_closed(clones: pd.DataFrame, rng_seed: int = 0, n_boot: int = 2000) -> pd.DataFrame:
-    """Spearman's rho between validation accuracy and closed-loop return/crash rate across the
-    clones of each budget (bootstrap over clones within the budget), and its mean over budgets
-    (stratified bootstrap): correlations within a data size, not across sizes."""
-    import warnings
-
-    from scipy import stats
-
-    per_clone = clones.groupby(["method", "train_seed", "budget"], as_index=False).agg(
-        val_accuracy=("val_accuracy", "first"), **{"return": ("return", "mean")}, crash_rate=("crashed", "mean")
-    )
-    rng = np.random.default_rng(rng_seed)
-    rows = []
-    for target in ("return", "crash_rate"):
-        groups = [g for _, g in per_clone.groupby("budget", sort=True)]
-
-        def rho(frames: list[pd.DataFrame], target: str = target) -> float:
-            with warnings.catch_warnings():  # a resample with one distinct value has no rho
-                warnings.simplefilter("ignore")
-                return float(np.nanmean([stats.spearmanr(f["val_accuracy"], f[target]).statistic for f in frames]))
-
-        boots = [rho([g.iloc[rng.integers(len(g), size=len(g))] for g in groups]) for _ in range(n_boot)]
-        for budget, g in zip(sorted(per_clone["budget"].unique()), groups):
-            b = [rho([g.iloc[rng.integers(len(g), size=len(g))]]) for _ in range(n_boot)]
-            rows.append(
-                {
-                    "closed_loop": target,
-                    "budget": int(budget),
-                    "n_clones": len(g),
-                    "spearman_rho": rho([g]),
-                    **_percentiles(b),
-                }
-            )
-        rows.append(
-            {
-                "closed_loop": target,
-                "budget": "within-budget mean",
-                "n_clones": len(per_clone),
-                "spearman_rho": rho(groups),
-                **_percentiles(boots),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    low, high = np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan)
-    return {"ci_low": float(low), "ci_high": float(high)}
-
-
-def main(args: Args) -> dict[str, Any]:
+def main(args: Args) -> dict[str, pd.DataFrame]:
     args = args.resolved()
     args.validate()
     start = time.perf_counter()
     scenario = get_scenario(args.scenario, parse_overrides(args.set))
     eval_seeds = tuple(episode_seeds(args.eval_seed, args.eval_episodes))
     test_seeds = check_test_seeds(list(eval_seeds), "compounding_error")
+    val_seed = DEMOS.first + VALIDATION_OFFSET
     timings: dict[str, float] = {}
     with atomic_output_dir(args.out, overwrite=True) as out:
-        t0 = time.perf_counter()
-        val_seed = DEMOS.first + VALIDATION_OFFSET
-        with RolloutPool(args.workers) as pool:
-            from testbed.collect import collect
-
+        # The common validation set of expert states, and the expert's own test episodes.
+        with kit.timed(timings, "validation_and_expert_s"), RolloutPool(args.workers) as pool:
             validation = collect(scenario, args.expert, n_episodes=args.val_episodes, seed=val_seed, pool=pool)
             save_demos(validation, out / "validation")
-            expert_records = pool.run(
-                scenario, PolicySpec("expert", args.expert), list(eval_seeds), progress=True, desc="expert"
-            )
-        timings["validation_and_expert_s"] = time.perf_counter() - t0
+            expert_spec = PolicySpec("expert", args.expert)
+            expert_runs = pool.run(scenario, expert_spec, list(eval_seeds), progress=True, desc="expert")
+        validation_dir = str((out / "validation").absolute())
+        ctx = kit.context_from(
+            args, Context, scenario=scenario.to_dict(), validation_dir=validation_dir, eval_seeds=eval_seeds
+        )
 
-        def context(seeds: tuple[int, ...]) -> Context:
-            return Context(
-                scenario.to_dict(),
-                args.expert,
-                args.budgets,
-                args.epochs,
-                args.batch_size,
-                args.dagger_labels_per_round,
-                args.dagger_epochs_per_round,
-                str((out / "validation").absolute()),
-                seeds,
-            )
+        # The sweeps' config: the cells' context and the commit (not where this run keeps its files).
+        sweep = functools.partial(kit.context_sweep, workers=args.workers, unrecorded=["validation_dir"])
 
         # DART's noise level, chosen on tuning demonstrations and development seeds only.
-        t0 = time.perf_counter()
-        tuning_ctx = context(tuple(DEVELOPMENT.seeds(args.dart_tuning_episodes)))
-        tuning = Sweep(
-            out / "dart_tuning",
-            [{"noise": p, "budget": args.dart_tuning_budget} for p in args.dart_noises],
-            functools.partial(tune_dart, tuning_ctx),
-            config={"context": dataclasses.asdict(tuning_ctx) | {"validation_dir": None}, "code": git_commit()},
-        ).run(workers=args.workers, progress=True)
-        tuning_table = pd.DataFrame([r.result for r in tuning])
-        noise = float(tuning_table.loc[tuning_table["return"].idxmax(), "noise"])
-        tuning_table["chosen"] = tuning_table["noise"] == noise
-        timings["dart_tuning_s"] = time.perf_counter() - t0
+        with kit.timed(timings, "dart_tuning_s"):
+            tuning_ctx = dataclasses.replace(ctx, eval_seeds=tuple(DEVELOPMENT.seeds(args.dart_tuning_episodes)))
+            candidates = [{"noise": p, "budget": args.dart_tuning_budget} for p in args.dart_noises]
+            tuning = sweep(out / "dart_tuning", candidates, tune_dart, tuning_ctx)
+            tuning_table = pd.DataFrame([r.result for r in tuning])
+            noise = float(tuning_table.loc[tuning_table["return"].idxmax(), "noise"])
+            tuning_table["chosen"] = tuning_table["noise"] == noise
 
-        t0 = time.perf_counter()
-        ctx = context(eval_seeds)
-        cells = [
-            {"method": m, "train_seed": s, **({"noise": noise} if m == "dart" else {})}
-            for s in args.train_seeds
-            for m in METHODS
-        ]
-        sweep = Sweep(
-            out / "sweep",
-            cells,
-            functools.partial(run_cell, ctx),
-            config={"context": dataclasses.asdict(ctx) | {"validation_dir": None}, "code": git_commit()},
-        )
-        results = sweep.run(workers=args.workers, progress=True)
-        timings["sweep_s"] = time.perf_counter() - t0
-
-        expert_by_seed = {r.seed: r for r in expert_records}
-        expert = pd.DataFrame(
-            [
-                {
-                    "seed": r.seed,
-                    "return": float(np.sum(r.trajectory.rews)),
-                    "crashed": int(bool(r.infos[-1].get("crashed", False))),
-                }
-                for r in expert_records
+        # One sweep cell per method and training seed: its clones at every budget, driven.
+        with kit.timed(timings, "sweep_s"):
+            cells = [
+                {"method": m, "train_seed": s, **({"noise": noise} if m == "dart" else {})}
+                for s in args.train_seeds
+                for m in METHODS
             ]
-        )
-        clones = _clone_errors(results, expert_by_seed, scenario)
+            results = sweep(out / "sweep", cells, run_cell, ctx)
+
+        cell_results = [{"cell_id": r.cell_id, "result": r.result} for r in results]
+        clones = kit.clone_error_table(cell_results, out / "sweep", {r.seed: r for r in expert_runs}, scenario)
+        per_clone = drift.clone_rows(clones, ["method", "budget", "train_seed"])
+        expert = pd.DataFrame(drift.outcome_rows(expert_runs, labelled=False))
         tables = {
-            "methods": method_rows(clones, expert),
-            "steps": step_rows(clones),
-            "open_vs_closed": open_vs_closed(clones),
-            "clones": clones.groupby(["method", "budget", "train_seed"], as_index=False, sort=False).agg(
-                n_train_labels=("n_train_labels", "first"),
-                val_accuracy=("val_accuracy", "first"),
-                **{"return": ("return", "mean")},
-                crash_rate=("crashed", "mean"),
+            "methods": drift.method_rows(clones, reference="bc", expert=expert),
+            "steps": drift.step_error_rows(clones, ["method", "budget"]),
+            # Open vs closed loop: correlations within a data size, not across sizes.
+            "open_vs_closed": spearman_within_groups(
+                per_clone.sort_values(["method", "train_seed", "budget"], ignore_index=True),
+                "val_accuracy",
+                ("return", "crash_rate"),
+                by="budget",
+                label="closed_loop",
+                n_label="n_clones",
+                mean_label="within-budget mean",
             ),
+            "clones": per_clone,
             "episodes": clones.drop(columns=["on_errors", "off_errors"]),
             "dart_tuning": tuning_table,
         }
-        for name, frame in tables.items():
-            frame.to_csv(out / f"{name}.csv", index=False)
-        _plots(out, tables["methods"], tables["steps"], tables["clones"], args)
-        write_json(
-            out / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "scenario": scenario.to_dict(),
-                "dart_noise": {
-                    "chosen": noise,
-                    "by": "highest mean return on development seeds",
-                    "candidates": list(args.dart_noises),
-                },
-                "seeds": {
-                    "eval": test_seeds,
-                    "demonstrations": f"seed s: from {DEMOS.first} + s * {DEMO_BLOCK}, BC and DART alike",
-                    "validation": DEMOS.record(list(range(val_seed, val_seed + args.val_episodes)))
-                    | {"first_used": val_seed},
-                    "dagger_rounds": f"training seed s, round r: {DAGGER.first} + s * {DAGGER_BLOCK} + r",
-                    "dart_tuning": {
-                        "demonstrations": TUNING.record(),
-                        "evaluation": DEVELOPMENT.record(list(tuning_ctx.eval_seeds)),
-                    },
-                },
-                "labels": "budget = labels the model trains on: BC and DART train on exactly that many (no validation "
-                "split); DAgger's clone is its best validation iterate with at most that many aggregate labels "
-                "(n_train_labels). The validation set's labels are not counted (every method is scored on it; "
-                "only DAgger selects on it).",
-                "statistics": "rows averaging clones: variance-components intervals over training and test "
-                "seeds (testbed.metrics.clones_mean_ci; crash rate clones_rate_ci); eps_on/eps_off/shift pooled "
-                "over steps per clone (ratio, linearised per episode: testbed.drift.pooled_scores); shift = "
-                "eps_on(t) - eps_off(t) on the same seed at the same step, over the steps both episodes reached; "
-                "*_vs_bc: paired by test seed, training seeds independent (combination_ci); expert: bootstrap "
-                "over episodes, crash rate Clopper-Pearson; open_vs_closed: Spearman within each budget, "
-                "bootstrap over clones (stratified for the mean over budgets)",
-                "wall_time_s": {k: round(v, 1) for k, v in timings.items()}
-                | {"total": round(time.perf_counter() - start, 1)},
-                "provenance": provenance(),
+        kit.write_results(out, tables)
+        _plots(out, tables, args)
+        record = kit.experiment_record(
+            args,
+            scenario=scenario.to_dict(),
+            dart_noise={
+                "chosen": noise,
+                "by": "highest mean return on development seeds",
+                "candidates": list(args.dart_noises),
             },
+            seeds={
+                "eval": test_seeds,
+                "demonstrations": f"seed s: from {DEMOS.first} + s * {DEMO_BLOCK}, BC and DART alike",
+                "validation": DEMOS.record(list(range(val_seed, val_seed + args.val_episodes)))
+                | {"first_used": val_seed},
+                "dagger_rounds": f"training seed s, round r: {DAGGER.first} + s * {DAGGER_BLOCK} + r",
+                "dart_tuning": {
+                    "demonstrations": TUNING.record(),
+                    "evaluation": DEVELOPMENT.record(list(tuning_ctx.eval_seeds)),
+                },
+            },
+            labels="budget = labels the model trains on: BC and DART train on exactly that many (no validation "
+            "split); DAgger's clone is its best validation iterate with at most that many aggregate labels "
+            "(n_train_labels). The validation set's labels are not counted (every method is scored on it; "
+            "only DAgger selects on it).",
+            statistics="rows averaging clones: variance-components intervals over training and test "
+            "seeds (testbed.metrics.clones_mean_ci; crash rate clones_rate_ci); eps_on/eps_off/shift pooled "
+            "over steps per clone (ratio, linearised per episode: testbed.drift.pooled_scores); shift = "
+            "eps_on(t) - eps_off(t) on the same seed at the same step, over the steps both episodes reached; "
+            "*_vs_bc: paired by test seed, training seeds independent (combination_ci); expert: bootstrap "
+            "over episodes, crash rate Clopper-Pearson; open_vs_closed: Spearman within each budget, "
+            "bootstrap over clones (stratified for the mean over budgets)",
+            wall_time_s={k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - start, 1)},
         )
-    methods = tables["methods"]
-    print(
-        methods[["method", "budget", "return", "crash_rate", "eps_on", "eps_off", "shift", "return_vs_bc"]].to_string(
-            index=False, float_format=lambda x: f"{x:.3f}"
-        )
-    )
+        kit.write_results(out, {}, record)
+    columns = ["method", "budget", "return", "crash_rate", "eps_on", "eps_off", "shift", "return_vs_bc"]
+    kit.print_table(tables["methods"], columns, digits=3)
     print(f"DART noise {noise} (development seeds); total {time.perf_counter() - start:.0f} s -> {args.out}")
     return tables
 
@@ -585,120 +327,22 @@ def main(args: Args) -> dict[str, Any]:
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw every figure from the CSVs an earlier run wrote into ``out``."""
     out = pathlib.Path(out)
-    args = read_args(out / "config.json", Args)
-    read = {name: pd.read_csv(out / f"{name}.csv") for name in ("methods", "steps", "clones")}
-    return _plots(out, read["methods"], read["steps"], read["clones"], args)
+    tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("methods", "steps", "clones")}
+    return _plots(out, tables, read_args(out / "config.json", Args))
 
 
-def _plots(
-    out: pathlib.Path, methods: pd.DataFrame, steps: pd.DataFrame, clones: pd.DataFrame, args: Args
-) -> list[pathlib.Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    m = methods[methods["method"].isin(METHODS)]
-    expert = methods[methods["method"] == "expert"].iloc[0]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    panels = (
-        ("return", "closed-loop return"),
-        ("crash_rate", "crash rate"),
-        ("eps_on", "eps_on (dashed: eps_off)"),
-        ("shift", "eps_on(t) - eps_off(t), same seed and step"),
-    )
-    for ax, (col, label) in zip(axes.flat, panels):
-        for i, (name, g) in enumerate(m.groupby("method", sort=False)):
-            x = g["budget"] * (1 + 0.04 * (i - 1))  # side by side
-            ax.errorbar(
-                x,
-                g[col],
-                yerr=[g[col] - g[f"{col}_ci_low"], g[f"{col}_ci_high"] - g[col]],
-                marker="o",
-                capsize=3,
-                color=f"C{i}",
-                label=name,
-            )
-            if col == "eps_on":
-                ax.errorbar(
-                    x,
-                    g["eps_off"],
-                    yerr=[g["eps_off"] - g["eps_off_ci_low"], g["eps_off_ci_high"] - g["eps_off"]],
-                    marker="s",
-                    ls="--",
-                    capsize=3,
-                    color=f"C{i}",
-                )
-        if col in ("return", "crash_rate"):
-            ax.axhline(expert[col], color="k", ls=":", lw=1, label="expert")
-        if col == "shift":
-            ax.axhline(0, color="k", lw=0.8)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xticks(list(args.budgets), [str(b) for b in args.budgets])
-        ax.set_xlabel("training labels")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(
+def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
+    title = (
         f"{args.scenario}: BC vs DART vs DAgger at equal training labels ({len(args.train_seeds)} training seeds x "
-        f"{args.eval_episodes} test seeds; 95% CIs over both)",
-        fontsize=9,
+        f"{args.eval_episodes} test seeds; 95% CIs over both)"
     )
-    fig.tight_layout()
-    fig.savefig(out / "methods.png", dpi=120)
-    plt.close(fig)
-
-    budget = max(args.budgets)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, name in enumerate(METHODS):
-        for kind, ls in (("eps_on", "-"), ("eps_off", "--")):
-            g = steps[(steps["method"] == name) & (steps["budget"] == budget) & (steps["kind"] == kind)]
-            ax.plot(g["step"], g["error"], ls=ls, color=f"C{i}", label=f"{name} {kind}")
-            if kind == "eps_on":
-                ax.fill_between(g["step"], g["error_ci_low"], g["error_ci_high"], color=f"C{i}", alpha=0.15)
-    ax.set_xlabel("decision step t")
-    ax.set_ylabel("disagreement with the expert at step t")
-    ax.set_title(f"Own states (solid) vs the expert's (dashed) at {budget} training labels", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(out / "steps.png", dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, col in zip(axes, ("return", "crash_rate")):
-        for j, b in enumerate(args.budgets):
-            for marker, name in zip("o^s", METHODS):
-                g = clones[(clones["budget"] == b) & (clones["method"] == name)]
-                ax.scatter(
-                    g["val_accuracy"],
-                    g[col],
-                    marker=marker,
-                    color=f"C{j}",
-                    s=18,
-                    label=f"{name}, {b}" if col == "return" else None,
-                )
-        ax.set_xlabel("validation action accuracy (open loop, common set)")
-        ax.set_ylabel(f"closed-loop {col.replace('_', ' ')}")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncol=len(args.budgets))
-    fig.suptitle(
-        "Open vs closed loop per clone (colour: training labels; within-budget correlations: open_vs_closed.csv)",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    fig.savefig(out / "open_vs_closed.png", dpi=120)
-    plt.close(fig)
-    return [out / "methods.png", out / "steps.png", out / "open_vs_closed.png"]
+    figures = {
+        "methods.png": plot_methods_by_budget(tables["methods"], order=METHODS, budgets=args.budgets, title=title),
+        "steps.png": plot_step_errors(tables["steps"], order=METHODS, budget=max(args.budgets)),
+        "open_vs_closed.png": plot_open_vs_closed(tables["clones"], order=METHODS, budgets=args.budgets),
+    }
+    return [kit.save_laid_out_figure(fig, out / name) for name, fig in figures.items()]
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main(tyro.cli(Args))
-    except TestbedError as e:
-        print(f"compounding_error: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    kit.run_script(main, Args)

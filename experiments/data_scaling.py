@@ -16,8 +16,8 @@ its clone with n episodes trains on the first n of that order, so a seed's sets 
 (n=5 within n=10) and different seeds see different episodes; at n = pool size all seeds share
 the data and differ in initialisation, batch order only. All training happens on the whole
 subset (no validation split: n counts training episodes); the batch size is capped at the
-subset's number of transitions so that n = 1 can train. Evaluation seeds start at 1000000 (the sealed test range) and
-are checked to be disjoint from every clone's demonstration seeds.
+subset's transitions so that n = 1 can train. Evaluation seeds start at 1000000 (the sealed
+test range), checked to be disjoint from every clone's demonstration seeds.
 
 Outputs under ``results/data_scaling/``: ``config.json`` (args, scenario, seeds, statistics,
 wall times, provenance), ``cells.csv`` (one row per clone), ``baselines.csv``,
@@ -29,10 +29,8 @@ training seeds; baselines: over episodes), ``data_scaling.png``; the sweep itsel
     python experiments/data_scaling.py --executor ray --address auto
     python experiments/data_scaling.py --fast               # ~1 min, used by the tests
 
-Wall time of the default study in ``testbed reproduce`` on 2 cores: 264–324 s (the 25 clone
-cells and 3 baselines take 470–575 s of CPU over 2 workers; the demonstration pool is reused
-from the quick pipeline's episodes there, ~40 s more when run alone).
-Every cell records its wall and CPU time in ``sweep/cells/*/timing.json``.
+In ``testbed reproduce`` on 2 cores: 264–324 s (25 clone cells and 3 baselines: 470–575 s of CPU; the
+pool reused from the quick pipeline, ~40 s more alone); each cell's times: ``sweep/cells/*/timing.json``.
 """
 
 from __future__ import annotations
@@ -40,32 +38,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import shutil
-import tempfile
 import time
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.collect import collect
 from testbed.demos import load_demos, save_demos
 from testbed.errors import TestbedError
-from testbed.metrics import (
-    Interval,
-    clones_mean_ci,
-    clones_rate_ci,
-    episode_ci,
-    episodes_table,
-    mean_ci,
-    normalized_score_ci,
-)
-from testbed.outputs import read_args, read_json, write_json
+from testbed.metrics import Interval, clones_ci, clones_mean_ci, episode_ci, mean_ci, normalized_score_ci, policy_table
+from testbed.outputs import read_args, read_json
+from testbed.plotting import plot_data_scaling
 from testbed.policies import PolicySpec
-from testbed.provenance import git_commit, provenance
+from testbed.provenance import git_commit
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.seeds import TEST_SEED, check_test_seeds
 from testbed.sweep import CellResult, Sweep
@@ -76,7 +64,7 @@ BASELINES = ("idle", "random")
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.StepArgs):
     """Data scaling of BC: return, crash rate and validation accuracy vs demonstration episodes."""
 
     scenario: str = "highway-fast"
@@ -106,29 +94,17 @@ class Args:
     address: str | None = None
     """Ray cluster address (e.g. auto; the output directory must then be on a filesystem all
     nodes share); default: a local Ray instance of --workers CPUs."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Parallel cells (local processes, or the CPUs of a local Ray instance); also the
-    collection workers."""
     out: str = "results/data_scaling"
     """Output directory; rerunning with the same arguments resumes it."""
     overwrite: bool = False
     """Delete an existing output directory first instead of resuming it."""
-    fast: bool = False
-    """Tiny preset for tests (2 sizes, 2 seeds, few episodes and epochs)."""
 
     def resolved(self) -> Args:
+        """The tiny --fast preset (2 sizes, 2 seeds, few episodes and epochs), else itself."""
         if not self.fast:
             return self
-        return dataclasses.replace(
-            self,
-            data_sizes=(1, 3),
-            train_seeds=(0, 1),
-            pool_episodes=3,
-            val_episodes=2,
-            epochs=3,
-            batch_size=16,
-            eval_episodes=3,
-        )
+        sizes = dict(pool_episodes=3, val_episodes=2, epochs=3, batch_size=16, eval_episodes=3)
+        return dataclasses.replace(self, data_sizes=(1, 3), train_seeds=(0, 1), **sizes)
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
@@ -140,7 +116,7 @@ class Args:
             raise TestbedError("give at least one --train-seeds value")
         if self.pool_episodes < max(self.data_sizes):
             raise TestbedError(f"--pool-episodes {self.pool_episodes} is smaller than the largest data size")
-        if self.val_episodes < 1 or self.eval_episodes < 1 or self.epochs < 1 or self.batch_size < 1:
+        if min(self.val_episodes, self.eval_episodes, self.epochs, self.batch_size) < 1:
             raise TestbedError("--val-episodes, --eval-episodes, --epochs and --batch-size must be at least 1")
         if self.pool_episodes + self.val_episodes > self.eval_seed:
             raise TestbedError("demonstration seeds would reach the evaluation seeds; raise --eval-seed")
@@ -181,52 +157,35 @@ def subset_indices(pool_episodes: int, n: int, train_seed: int) -> list[int]:
     return sorted(order[:n].tolist())
 
 
-def _evaluate(
-    scenario: Scenario, spec: PolicySpec, seeds: tuple[int, ...], name: str, cell_dir: pathlib.Path
-) -> dict[str, float]:
-    from testbed.rollout import rollouts
-
-    records = rollouts(scenario, spec, list(seeds))  # in this process: cells are the parallel unit
-    episodes = episodes_table((name, r.seed, r.trajectory) for r in records)
-    episodes.to_csv(cell_dir / "episodes.csv", index=False)
-    return {
-        "return": float(episodes["return"].mean()),
-        "crash_rate": float(episodes["crashed"].mean()),
-        "mean_speed_mps": float(episodes["mean_speed_mps"].mean()),
-    }
-
-
 def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
     """One sweep cell: a baseline's evaluation, or one clone's training and evaluation."""
-    from testbed.evaluation import check_held_out
-    from testbed.training import TrainConfig, action_accuracy, save_clone, train_bc
+    from testbed.training import TrainConfig
 
     scenario = Scenario.from_dict(ctx.scenario)
     if cell["kind"] == "baseline":
-        return {
-            "policy": cell["policy"],
-            **_evaluate(scenario, PolicySpec.parse(cell["policy"]), ctx.eval_seeds, cell["policy"], cell_dir),
-        }
+        policy, spec = cell["policy"], PolicySpec.parse(cell["policy"])
+        return {"policy": policy, **kit.evaluate_in_cell(scenario, spec, ctx.eval_seeds, policy, cell_dir)}
     n, seed = int(cell["n_demo_episodes"]), int(cell["train_seed"])
     everything = load_demos(ctx.demos_dir, scenario=scenario)
     demos = everything.subset(subset_indices(ctx.pool_episodes, n, seed))
-    validation = everything.trajectories[ctx.pool_episodes :]
-    config = TrainConfig(
-        n_epochs=ctx.epochs, batch_size=min(ctx.batch_size, demos.n_transitions), seed=seed, val_fraction=0.0
-    )
-    result = train_bc(demos, config)
-    clone = save_clone(cell_dir / "clone", result, demos=demos, demos_path=ctx.demos_dir, config=config)
-    spec = PolicySpec("clone", str(clone))
-    check_held_out([spec], ctx.eval_seeds)
+    batch_size = min(ctx.batch_size, demos.n_transitions)
+    config = TrainConfig(n_epochs=ctx.epochs, batch_size=batch_size, seed=seed, val_fraction=0.0)
     return {
         "n_demo_episodes": n,
         "train_seed": seed,
         "demo_seeds": demos.seeds,
         "n_transitions": demos.n_transitions,
         "batch_size": config.batch_size,
-        "train_accuracy": float(result.log["train/accuracy"].iloc[-1]),
-        "val_accuracy": action_accuracy(result.policy, validation),
-        **_evaluate(scenario, spec, ctx.eval_seeds, f"bc n={n} seed={seed}", cell_dir),
+        **kit.clone_cell(
+            cell_dir,
+            scenario,
+            demos,
+            config,
+            demos_path=ctx.demos_dir,
+            validation=everything.trajectories[ctx.pool_episodes :],
+            eval_seeds=ctx.eval_seeds,
+            name=f"bc n={n} seed={seed}",
+        ),
     }
 
 
@@ -234,12 +193,6 @@ def _cells(args: Args) -> list[dict[str, Any]]:
     baselines = [{"kind": "baseline", "policy": p} for p in (f"expert:{args.expert}", *BASELINES)]
     clones = [{"kind": "bc", "n_demo_episodes": n, "train_seed": s} for n in args.data_sizes for s in args.train_seeds]
     return baselines + clones
-
-
-def _table(episodes: pd.DataFrame, policies: list[str], metric: str, seeds: list[int]) -> np.ndarray:
-    """``metric`` of each policy (rows) on each evaluation seed (columns, in ``seeds`` order)."""
-    wide = episodes[episodes["policy"].isin(policies)].pivot(index="policy", columns="seed", values=metric)
-    return wide.loc[policies, seeds].to_numpy(dtype=float)
 
 
 def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]:
@@ -262,12 +215,14 @@ def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]
     )
     cells["normalized_score"] = (cells["return"] - random_return) / (expert_return - random_return)
     seeds = sorted(episodes.loc[episodes["policy"] == expert_label, "seed"].tolist())
-    expert_row, random_row = (_table(episodes, [p], "return", seeds) for p in (expert_label, "random"))
+    expert_row, random_row = (policy_table(episodes, [p], "return", seeds) for p in (expert_label, "random"))
     rows = []
     for n, g in cells.groupby("n_demo_episodes", sort=True):
         names = [f"bc n={int(n)} seed={int(s)}" for s in g["train_seed"]]
-        returns = _table(episodes, names, "return", seeds)
-        several = len(g) > 1
+        returns, crashes = (policy_table(episodes, names, m, seeds) for m in ("return", "crashed"))
+        accuracy, several = g["val_accuracy"].to_numpy(dtype=float), len(g) > 1
+        # One clone: intervals over evaluation seeds only, none for its validation accuracy.
+        val = clones_mean_ci(accuracy[:, None]) if several else Interval(accuracy[0], np.nan, np.nan)
         rows.append(
             {
                 "policy": "bc",
@@ -275,23 +230,14 @@ def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]
                 "n": len(g),
                 "ci_over": "training and evaluation seeds" if several else "evaluation seeds (one clone)",
                 "n_transitions": float(g["n_transitions"].mean()),
-                **(clones_mean_ci(returns) if several else mean_ci(returns[0])).columns("return"),
-                **(
-                    clones_rate_ci(crashes := _table(episodes, names, "crashed", seeds))
-                    if several
-                    else episode_ci("crashed", crashes[0])
-                ).columns("crash_rate"),
-                **(
-                    clones_mean_ci(g["val_accuracy"].to_numpy(dtype=float)[:, None])
-                    if several
-                    else Interval(float(g["val_accuracy"].iloc[0]), np.nan, np.nan)  # no spread measured
-                ).columns("val_accuracy"),
+                **clones_ci("return", returns).columns("return"),
+                **clones_ci("crashed", crashes).columns("crash_rate"),
+                **val.columns("val_accuracy"),
                 **normalized_score_ci(returns, random_row, expert_row).columns("normalized_score"),
             }
         )
     for policy in baselines["policy"]:
         ep = episodes[episodes["policy"] == policy]
-        score = (ep["return"].mean() - random_return) / (expert_return - random_return)
         rows.append(
             {
                 "policy": policy,
@@ -300,7 +246,7 @@ def aggregate(results: list[CellResult], expert: str) -> dict[str, pd.DataFrame]
                 "ci_over": "episodes",
                 **mean_ci(ep["return"]).columns("return"),
                 **episode_ci("crashed", ep["crashed"]).columns("crash_rate"),
-                "normalized_score": score,
+                "normalized_score": (ep["return"].mean() - random_return) / (expert_return - random_return),
             }
         )
     summary = pd.DataFrame(rows).astype({"n_demo_episodes": "Int64"})
@@ -313,10 +259,7 @@ def main(args: Args) -> dict[str, Any]:
     start = time.perf_counter()
     scenario = get_scenario(args.scenario, parse_overrides(args.set))
     out = pathlib.Path(args.out)
-    if args.overwrite and out.exists():
-        if out.is_dir() and any(out.iterdir()) and not (out / "sweep" / "config.json").is_file():
-            raise TestbedError(f"--overwrite refuses to delete {out}: it is not a data-scaling output")
-        shutil.rmtree(out)
+    kit.clear_output(out, overwrite=args.overwrite, marker="sweep/config.json", what="data-scaling")
     demos_dir = out.absolute() / "demos"  # absolute: cells may run in Ray workers elsewhere
     eval_seeds = tuple(range(args.eval_seed, args.eval_seed + args.eval_episodes))
     test_seeds = check_test_seeds(list(eval_seeds), "data_scaling")
@@ -334,131 +277,74 @@ def main(args: Args) -> dict[str, Any]:
     # Checks that out/sweep is this study's (or new) before any simulation.
     sweep = Sweep(out / "sweep", _cells(args), functools.partial(run_cell, ctx), config=sweep_config)
     timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
     n_demos = args.pool_episodes + args.val_episodes
-    if not demos_dir.exists():
-        with RolloutPool(args.workers) as pool:
-            demos = collect(scenario, args.expert, n_episodes=n_demos, seed=0, pool=pool, progress=True)
-        save_demos(demos, demos_dir)
-    demos = load_demos(demos_dir, scenario=scenario)
-    if demos.seeds != list(range(n_demos)) or demos.metadata.expert.get("name") != args.expert:
-        raise TestbedError(f"{demos_dir} holds other demonstrations; use --overwrite")
-    timings["collect_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    results = sweep.run(executor=args.executor, workers=args.workers, address=args.address, progress=True)
-    timings["sweep_s"] = time.perf_counter() - t0
+    with kit.timed(timings, "collect_s"):
+        if not demos_dir.exists():
+            with RolloutPool(args.workers) as pool:
+                demos = collect(scenario, args.expert, n_episodes=n_demos, seed=0, pool=pool, progress=True)
+            save_demos(demos, demos_dir)
+        demos = load_demos(demos_dir, scenario=scenario)
+        if demos.seeds != list(range(n_demos)) or demos.metadata.expert.get("name") != args.expert:
+            raise TestbedError(f"{demos_dir} holds other demonstrations; use --overwrite")
+    with kit.timed(timings, "sweep_s"):
+        results = sweep.run(executor=args.executor, workers=args.workers, address=args.address, progress=True)
     tables = aggregate(results, args.expert)
     cell_times = pd.DataFrame([read_json(r.path / "timing.json", what="cell timing") for r in results])
 
-    with tempfile.TemporaryDirectory(prefix=".data_scaling-", dir=out) as tmp_name:
-        tmp = pathlib.Path(tmp_name)
-        for name in ("cells", "baselines", "episodes", "summary"):
-            tables[name].to_csv(tmp / f"{name}.csv", index=False)
-        _plot(tmp / "data_scaling.png", tables, args)
-        config = {
-            "args": dataclasses.asdict(args),
-            "scenario": scenario.to_dict(),
-            "train_config": {
+    with kit.staged_files(out) as tmp:
+        record = kit.experiment_record(
+            args,
+            scenario=scenario.to_dict(),
+            train_config={
                 "n_epochs": args.epochs,
                 "batch_size": f"min({args.batch_size}, subset transitions)",
                 "val_fraction": 0.0,
                 "seed": "training seed",
                 "other": "testbed.training.TrainConfig defaults",
             },
-            "seeds": {
+            seeds={
                 "demo_pool": [0, args.pool_episodes - 1],
                 "validation_demos": [args.pool_episodes, n_demos - 1],
                 "eval": test_seeds,
                 "subsets": f"training seed s uses the first n of rng([s, {SUBSET_KEY:#x}]).permutation(pool)",
             },
-            "statistics": "clones (all on the same evaluation seeds): 95% variance-components intervals over "
+            statistics="clones (all on the same evaluation seeds): 95% variance-components intervals over "
             "training and evaluation seeds (testbed.metrics.clones_mean_ci; crash rate: its hull with the pooled "
             "Clopper-Pearson interval, clones_rate_ci); normalized_score = (clone - random) / (expert - random) on "
             "mean returns over the same seeds, delta-method interval carrying the expert's and random's noise "
             "(normalized_score_ci); val_accuracy: Student's t over training seeds; baselines: bootstrap over "
             "episodes, crash rates Clopper-Pearson",
-            "executor": {"name": args.executor, "address": args.address, "workers": args.workers},
-            "wall_time_s": {k: round(v, 1) for k, v in timings.items()}
+            executor={"name": args.executor, "address": args.address, "workers": args.workers},
+            wall_time_s={k: round(v, 1) for k, v in timings.items()}
             | {
                 "total": round(time.perf_counter() - start, 1),
                 "cells_wall_sum": round(float(cell_times["wall_time_s"].sum()), 1),
                 "cells_cpu_sum": round(float(cell_times["cpu_time_s"].sum()), 1),
             },
-            "provenance": provenance(),
-        }
-        write_json(tmp / "config.json", config)
-        for path in sorted(tmp.iterdir()):
-            path.replace(out / path.name)
+        )
+        kit.write_results(tmp, {k: tables[k] for k in ("cells", "baselines", "episodes", "summary")}, record)
+        _plot(tmp / "data_scaling.png", tables, args)
     columns = ["policy", "n_demo_episodes", "n", "return", "crash_rate", "val_accuracy", "normalized_score"]
     print(tables["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     print(f"total {time.perf_counter() - start:.0f} s -> {out}")
-    return tables | {"config": config}
+    return tables | {"config": record}
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw the figure from ``summary.csv``, ``cells.csv`` and ``config.json`` of an earlier run."""
     out = pathlib.Path(out)
-    args = read_args(out / "config.json", Args)
     tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("summary", "cells")}
-    _plot(out / "data_scaling.png", tables, args)
-    return [out / "data_scaling.png"]
+    return [_plot(out / "data_scaling.png", tables, read_args(out / "config.json", Args))]
 
 
-def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    summary, cells = tables["summary"], tables["cells"]
-    bc = summary[summary["policy"] == "bc"]
-    refs = summary[summary["policy"] != "bc"].set_index("policy")
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
-    panels = (
-        ("return", "closed-loop return"),
-        ("crash_rate", "crash rate"),
-        ("val_accuracy", "validation action accuracy"),
-        ("normalized_score", "normalized score"),
-    )
-    for ax, (col, label) in zip(axes.flat, panels):
-        ax.scatter(cells["n_demo_episodes"], cells[col], s=8, alpha=0.35, color="C0")
-        ax.errorbar(
-            bc["n_demo_episodes"],
-            bc[col],
-            yerr=[bc[col] - bc[f"{col}_ci_low"], bc[f"{col}_ci_high"] - bc[col]],
-            marker="o",
-            capsize=3,
-            color="C0",
-            label="BC (mean over seeds, 95% CI)",
-        )
-        if col != "val_accuracy":
-            for i, (policy, row) in enumerate(refs.iterrows()):
-                ax.axhline(row[col], ls="--", lw=1, color=f"C{i + 1}", label=policy)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xticks(list(args.data_sizes), [str(n) for n in args.data_sizes])
-        ax.set_xlabel("demonstration episodes")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3, which="both")
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(
+def _plot(path: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> pathlib.Path:
+    title = (
         f"{args.scenario}: BC vs number of demonstrations ({len(args.train_seeds)} training seeds, "
-        f"{args.eval_episodes} test episodes each)",
-        fontsize=9,
+        f"{args.eval_episodes} test episodes each)"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig = plot_data_scaling(tables["summary"], tables["cells"], sizes=args.data_sizes, title=title)
+    return kit.save_laid_out_figure(fig, path)
 
 
 if __name__ == "__main__":
-    import sys
-
-    try:
-        main(tyro.cli(Args))
-    except TestbedError as e:
-        print(f"data_scaling: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    kit.run_script(main, Args)

@@ -26,19 +26,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.collect import collect
 from testbed.evaluation import evaluate
 from testbed.metrics import Interval
-from testbed.outputs import atomic_output_dir, final_path, write_json
+from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
-from testbed.training import TrainConfig, save_clone, train_bc
 
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "highway-fast": ("highway-fast", ()),
@@ -53,7 +50,7 @@ slower than highway-fast, so it is a test column only on request (``--test-cases
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.BCArgs):
     """Train BC in some scenarios, evaluate clone and expert in all of them."""
 
     train_cases: tuple[str, ...] = ("highway-fast", "dense", "4-lanes", "merge", "roundabout")
@@ -64,32 +61,21 @@ class Args:
     """Expert that demonstrates and serves as the per-cell reference."""
     demo_episodes: int = 50
     """Demonstration episodes per training case (seeds 0..)."""
-    epochs: int = 100
-    """BC epochs."""
-    batch_size: int = 64
-    """BC batch size."""
-    train_seed: int = 0
-    """BC training seed."""
     eval_episodes: int = 30
     """Evaluation episodes per cell (seeds from ``eval_seed``)."""
     eval_seed: int = TEST_SEED
     """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
     out: str = "results/distribution_shift"
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests."""
 
     def resolved(self) -> Args:
+        """The arguments checked (known cases), with the fast preset applied (tiny, for tests)."""
         unknown = sorted(set(self.train_cases + self.test_cases) - set(CASES))
         if unknown:
             from testbed.errors import TestbedError
 
             raise TestbedError(f"unknown case(s) {unknown}; choose from: {', '.join(CASES)}")
-        if not self.fast:
-            return self
-        return dataclasses.replace(
+        return kit.fast_preset(
             self,
             train_cases=("highway-fast", "merge"),
             test_cases=("highway-fast", "merge", "roundabout"),
@@ -117,7 +103,7 @@ def main(args: Args) -> pd.DataFrame:
     args = args.resolved()
     start = time.perf_counter()
     test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "distribution_shift")
-    config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, seed=args.train_seed)
+    config = args.train_config()
     scenarios = {c: case_scenario(c) for c in dict.fromkeys(args.train_cases + args.test_cases)}
     expert = PolicySpec("expert", args.expert)
     rows: list[dict[str, Any]] = []
@@ -128,9 +114,7 @@ def main(args: Args) -> pd.DataFrame:
             demos = collect(
                 scenarios[case], args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True
             )
-            path = out / "runs" / case
-            save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
-            clones[case] = PolicySpec("clone", str(path), name=f"clone:{final_path(path)}")
+            clones[case] = kit.train_clone(out / "runs" / case, demos, config)
         for test in args.test_cases:
             # Clones are checked against the scenario they drive in; the shared observation
             # config makes every clone fit every case.
@@ -144,52 +128,31 @@ def main(args: Args) -> pd.DataFrame:
             )
             by_label = {s.label: train for train, s in clones.items()}
             episodes.append(ev.episodes.assign(test_case=test, train_case=ev.episodes["policy"].map(by_label)))
-            summary = ev.summary.set_index("policy")
-            ref = summary.loc[expert.label]
+            n_episodes = ev.summary.set_index("policy")["n_episodes"]
             for train, spec in clones.items():
-                row = summary.loc[spec.label]
                 rows.append(
                     {
                         "train_case": train,
                         "test_case": test,
                         "in_distribution": train == test,
-                        "n_episodes": int(row["n_episodes"]),
-                        **{
-                            f"clone_{m}{s}": row[f"{m}{s}"]
-                            for m in ("return", "crashed")
-                            for s in ("", "_ci_low", "_ci_high")
-                        },
-                        **{
-                            f"expert_{m}{s}": ref[f"{m}{s}"]
-                            for m in ("return", "crashed")
-                            for s in ("", "_ci_low", "_ci_high")
-                        },
-                        **{f"return_diff{s}": row[f"return_diff{s}"] for s in ("", "_ci_low", "_ci_high")},
+                        "n_episodes": int(n_episodes[spec.label]),
+                        **kit.clone_vs_expert(ev.summary, spec.label, expert.label),
                     }
                 )
         cells = pd.DataFrame(rows)
-        cells.to_csv(out / "cells.csv", index=False)
-        pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
-        write_json(
-            out / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "cases": {
-                    c: {"preset": CASES[c][0], "overrides": list(CASES[c][1]), "scenario": s.to_dict()}
-                    for c, s in scenarios.items()
-                },
-                "train": config.to_dict(),
-                "seeds": {
-                    "demonstrations": {"first": 0, "n_episodes": args.demo_episodes},
-                    "eval": test_seeds,
-                },
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes, crash rates with "
-                "Clopper-Pearson intervals; return_diff is clone minus "
-                "expert paired by seed",
-                "wall_time_s": round(time.perf_counter() - start, 1),
-                "provenance": provenance(),
+        record = kit.experiment_record(
+            args,
+            cases={
+                c: {"preset": CASES[c][0], "overrides": list(CASES[c][1]), "scenario": s.to_dict()}
+                for c, s in scenarios.items()
             },
+            train=config.to_dict(),
+            seeds={"demonstrations": {"first": 0, "n_episodes": args.demo_episodes}, "eval": test_seeds},
+            statistics="means with 95% percentile-bootstrap CIs over episodes, crash rates with "
+            "Clopper-Pearson intervals; return_diff is clone minus expert paired by seed",
+            wall_time_s=round(time.perf_counter() - start, 1),
         )
+        kit.write_results(out, {"cells": cells, "episodes": pd.concat(episodes, ignore_index=True)}, record)
         _plot(cells, args, out / "distribution_shift.png")
     print(table(cells))
     return cells
@@ -224,8 +187,6 @@ def table(cells: pd.DataFrame) -> str:
 
 
 def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
-    import matplotlib.pyplot as plt
-
     from testbed.plotting import plot_matrix
 
     def grid(column: str) -> np.ndarray:
@@ -246,9 +207,8 @@ def _plot(cells: pd.DataFrame, args: Args, path: pathlib.Path) -> None:
         row_label="trained in",
         column_label="driven in",
     )
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    kit.save_laid_out_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

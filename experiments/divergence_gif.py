@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import tyro
-
+from testbed import kit
 from testbed.outputs import atomic_output_dir, write_json
 from testbed.policies import PolicySpec
 from testbed.render import render_comparison
@@ -23,11 +22,11 @@ from testbed.seeds import TEST_SEED, check_test_seeds
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.UpstreamArgs):
     """Render the expert and a clone on one test seed, side by side."""
 
     policy: str = "clone:{results}/pipeline/highway-fast/clone"
-    """Policy shown on the right (default: the quick pipeline's clone)."""
+    """Policy shown on the right (default: the quick pipeline's clone; {results}: the upstream root)."""
     reference: str = "expert:scripted"
     """Policy shown on the left."""
     scenario: str = "highway-fast"
@@ -39,16 +38,12 @@ class Args:
     workers: int = 1
     """Unused (rendering is one process); kept for the common experiment interface."""
     out: str = "results/divergence_gif"
-    results: str = "results"
-    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
-    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests: a 5 s episode, the expert against idle."""
 
     def resolved(self) -> Args:
+        """The fast preset (a 5 s episode, the expert against idle), else the upstream clone."""
         if not self.fast:
-            return dataclasses.replace(self, policy=self.policy.replace("{results}", self.results))
+            return dataclasses.replace(self, policy=kit.upstream(self.policy, self.results))
         return dataclasses.replace(self, policy="idle", set=("duration=5",))
 
 
@@ -79,4 +74,4 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

@@ -15,14 +15,12 @@ import pathlib
 import time
 
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.evaluation import evaluate
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
 from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 
@@ -36,7 +34,7 @@ CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.StepArgs):
     """Evaluate the expert on every shipped scenario plus a dense-traffic stress case."""
 
     expert: str = "scripted"
@@ -45,19 +43,18 @@ class Args:
     """Test episodes per case."""
     seed: int = TEST_SEED
     """First seed, in the sealed test range (testbed.seeds)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
     out: str = "results/expert_quality"
     """Output directory."""
     overwrite: bool = True
     """Replace an existing output directory."""
-    fast: bool = False
-    """Tiny preset for tests: 4 episodes per case."""
+
+    def resolved(self) -> Args:
+        """The fast preset: 4 episodes per case."""
+        return kit.fast_preset(self, episodes=4)
 
 
 def main(args: Args) -> pd.DataFrame:
-    if args.fast:
-        args = dataclasses.replace(args, episodes=4)
+    args = args.resolved()
     test_seeds = check_test_seeds(episode_seeds(args.seed, args.episodes), "expert_quality")
     episodes, summaries, scenarios = [], [], {}
     start = time.perf_counter()
@@ -70,20 +67,15 @@ def main(args: Args) -> pd.DataFrame:
             episodes.append(ev.episodes.assign(case=label))
             summaries.append(ev.summary.assign(case=label))
     summary = pd.concat(summaries, ignore_index=True)
+    record = kit.experiment_record(
+        args,
+        cases=[{"case": c, "scenario": scenarios[c]} for c, _, _ in CASES],
+        seeds={"first": args.seed, "n_episodes": args.episodes, **test_seeds},
+        statistics="means with 95% percentile-bootstrap CIs over episodes; crash rates: Clopper-Pearson",
+        wall_time_s=round(time.perf_counter() - start, 1),
+    )
     with atomic_output_dir(args.out, overwrite=args.overwrite) as tmp:
-        pd.concat(episodes, ignore_index=True).to_csv(tmp / "episodes.csv", index=False)
-        summary.to_csv(tmp / "summary.csv", index=False)
-        write_json(
-            tmp / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "cases": [{"case": c, "scenario": scenarios[c]} for c, _, _ in CASES],
-                "seeds": {"first": args.seed, "n_episodes": args.episodes, **test_seeds},
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes; crash rates: Clopper-Pearson",
-                "wall_time_s": round(time.perf_counter() - start, 1),
-                "provenance": provenance(),
-            },
-        )
+        kit.write_results(tmp, {"episodes": pd.concat(episodes, ignore_index=True), "summary": summary}, record)
         _plot(summary, tmp / "expert_quality.png", args.episodes)
     print(_table(summary))
     return summary
@@ -110,8 +102,6 @@ def _table(summary: pd.DataFrame) -> str:
 
 
 def _plot(summary: pd.DataFrame, path: pathlib.Path, n: int) -> None:
-    import matplotlib.pyplot as plt
-
     from testbed.plotting import plot_summary
 
     fig = plot_summary(
@@ -119,10 +109,8 @@ def _plot(summary: pd.DataFrame, path: pathlib.Path, n: int) -> None:
         title=f"Expert vs always-IDLE, 95% CIs over {n} test seeds",
     )
     fig.set_size_inches(12, 4.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    kit.save_figure(fig, path)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

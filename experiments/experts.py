@@ -22,18 +22,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.collect import collect_transitions
 from testbed.demos import Demonstrations, load_demos
 from testbed.errors import TestbedError
 from testbed.evaluation import evaluate
-from testbed.metrics import Interval, episode_ci, mean_ci
-from testbed.outputs import atomic_output_dir, final_path, write_json
+from testbed.metrics import Interval, mean_ci
+from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec, build_agent
-from testbed.provenance import provenance
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import Scenario, get_scenario, make_env, parse_overrides
 from testbed.seeds import DEMO_SEED, TEST_SEED, TUNING_SEED, check_test_seeds, episode_seeds
 
@@ -47,11 +45,15 @@ CELLS: tuple[tuple[str, str], ...] = (
     ("sb3:{results}/rl_expert/highway-fast-dqn/model.zip", "highway-fast"),
     ("continuous", "highway-fast-continuous"),
 )
-"""(expert name as in ``expert:NAME``, scenario preset) pairs."""
+"""(expert name as in ``expert:NAME``, scenario preset) pairs; ``{results}``: the upstream
+results root (:attr:`testbed.kit.UpstreamArgs.results`)."""
+
+METRICS = ("return", "crashed", "mean_speed_mps")
+"""Per-episode metrics reported for the expert and for its clone."""
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.UpstreamArgs, kit.BCArgs):
     """Expert table: expert quality and the quality of its BC clone at equal data size."""
 
     cells: tuple[str, ...] = tuple(f"{e}@{s}" for e, s in CELLS)
@@ -60,31 +62,19 @@ class Args:
     """Demonstration directories recorded with `testbed drive` (their scenario is read from them)."""
     n_transitions: int = 1000
     """Demonstration (observation, action) pairs each clone is trained on."""
-    epochs: int = 100
-    """BC epochs."""
-    batch_size: int = 64
-    """BC batch size."""
-    train_seed: int = 0
-    """BC training seed."""
     eval_episodes: int = 100
     """Evaluation episodes per expert and clone (sealed test seeds)."""
     eval_seed: int = TEST_SEED
     """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     timing_episodes: int = 3
     """Episodes (tuning seeds 20000..) over which the cost per decision is timed, in this process."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
     out: str = "results/experts"
-    results: str = "results"
-    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
-    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests."""
 
     def resolved(self) -> Args:
+        """The fast preset (tiny, for tests), else the cells with the upstream results root filled in."""
         if not self.fast:
-            return dataclasses.replace(self, cells=tuple(c.replace("{results}", self.results) for c in self.cells))
+            return dataclasses.replace(self, cells=tuple(kit.upstream(c, self.results) for c in self.cells))
         return dataclasses.replace(
             self,
             cells=("scripted@highway-fast", "scripted@merge"),
@@ -126,20 +116,13 @@ def decision_ms(scenario: Scenario, expert: str, seeds: list[int]) -> np.ndarray
     return np.asarray(times)
 
 
-def _ci(values: np.ndarray, name: str) -> dict[str, float]:
-    """Columns of ``name``: Clopper-Pearson for a rate (``*_crashed``), else the bootstrap mean."""
-    return (episode_ci("crashed", values) if name.endswith("_crashed") else mean_ci(values)).columns(name)
-
-
 def main(args: Args) -> pd.DataFrame:
-    from testbed.training import TrainConfig, save_clone, train_bc
-
     args = args.resolved()
     start = time.perf_counter()
     test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "experts")
     cells = [parse_cell(c) for c in args.cells]
     humans = [load_demos(d) for d in args.human_demos]
-    config = TrainConfig(n_epochs=args.epochs, batch_size=args.batch_size, seed=args.train_seed)
+    config = args.train_config()
     rows: list[dict[str, Any]] = []
     episodes, timing = [], []
     scenarios: dict[str, Any] = {}
@@ -156,53 +139,46 @@ def main(args: Args) -> pd.DataFrame:
                 )
             else:
                 demos = human.first_transitions(min(args.n_transitions, human.n_transitions))
-            path = out / "runs" / f"{expert.replace('/', '_').replace(':', '_')}@{scenario.name}"
-            save_clone(path, train_bc(demos, config), demos=demos, demos_path="(in memory)", config=config)
-            clone = PolicySpec("clone", str(path), name=f"clone:{final_path(path)}")
+            name = f"{expert.replace('/', '_').replace(':', '_')}@{scenario.name}"
+            clone = kit.train_clone(out / "runs" / name, demos, config)
             specs = ([PolicySpec("expert", expert)] if human is None else []) + [clone]
             ev = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True)
             episodes.append(ev.episodes.assign(**cell))
-            by_policy = {p: g for p, g in ev.episodes.groupby("policy")}
+            summary = ev.summary.set_index("policy")
             row: dict[str, Any] = {
                 **cell,
                 "n_transitions": demos.n_transitions,
                 "n_demo_episodes": len(demos.trajectories),
             }
             for role, spec in zip(("expert", "clone") if human is None else ("clone",), specs):
-                ep = by_policy[spec.label]
-                for m in ("return", "crashed", "mean_speed_mps"):
-                    row.update(_ci(ep[m].to_numpy(), f"{role}_{m}"))
+                row.update(kit.interval_columns(summary.loc[spec.label], METRICS, prefix=f"{role}_"))
             if human is None:
                 ms = decision_ms(scenario, expert, list(range(TUNING_SEED, TUNING_SEED + args.timing_episodes)))
-                row.update(_ci(ms, "expert_ms_per_decision"))
+                row.update(mean_ci(ms).columns("expert_ms_per_decision"))
                 timing.append(pd.DataFrame({**cell, "ms": ms}))
-                ex, cl = by_policy[specs[0].label].set_index("seed"), by_policy[specs[1].label].set_index("seed")
-                row.update(_ci((cl["return"] - ex.loc[cl.index, "return"]).to_numpy(), "return_diff"))
+                # The clone's return minus the expert's, paired by seed (the expert is the reference).
+                row.update(kit.interval_columns(summary.loc[clone.label], ("return_diff",)))
             rows.append(row)
         table_ = pd.DataFrame(rows)
-        table_.to_csv(out / "cells.csv", index=False)
-        pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
+        tables = {"cells": table_, "episodes": pd.concat(episodes, ignore_index=True)}
         if timing:
-            pd.concat(timing, ignore_index=True).to_csv(out / "timing.csv", index=False)
-        write_json(
-            out / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "scenarios": scenarios,
-                "train": config.to_dict(),
-                "seeds": {
-                    "demonstrations": "0.. (until n_transitions)",
-                    "eval": test_seeds,
-                    "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes},
-                },
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes (ms: over decisions), "
-                "crash rates with Clopper-Pearson intervals; "
-                "return_diff is clone minus expert paired by seed",
-                "wall_time_s": round(time.perf_counter() - start, 1),
-                "provenance": provenance(),
+            tables["timing"] = pd.concat(timing, ignore_index=True)
+        record = kit.experiment_record(
+            args,
+            scenarios=scenarios,
+            train=config.to_dict(),
+            seeds={
+                "demonstrations": "0.. (until n_transitions)",
+                "eval": test_seeds,
+                "timing": {"first": TUNING_SEED, "n_episodes": args.timing_episodes},
             },
+            statistics="means with 95% percentile-bootstrap CIs over episodes (ms: over decisions), "
+            "crash rates with Clopper-Pearson intervals; "
+            "return_diff is clone minus expert paired by seed",
+            wall_time_s=round(time.perf_counter() - start, 1),
         )
-        _plot(table_, out / "experts.png", args)
+        kit.write_results(out, tables, record)
+        replot(out)
     print(table(table_))
     return table_
 
@@ -229,50 +205,25 @@ def table(cells: pd.DataFrame) -> str:
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Redraw the figure from ``cells.csv`` and ``config.json`` of an earlier run in ``out``."""
+    """Draw the figure from ``cells.csv`` and ``config.json`` of a run in ``out`` (``main``
+    draws it so too)."""
     from testbed.outputs import read_args
+    from testbed.plotting import plot_experts_and_clones
 
-    out = pathlib.Path(out)
-    args = read_args(out / "config.json", Args)
-    _plot(pd.read_csv(out / "cells.csv"), out / "experts.png", args)
-    return [out / "experts.png"]
+    def label(expert: str, scenario: str) -> str:  # sb3:.../highway-fast-dqn/model.zip -> sb3 dqn
+        name = f"sb3 {pathlib.Path(expert[4:]).parent.name.rsplit('-', 1)[-1]}" if expert.startswith("sb3:") else expert
+        return name + "\n" + scenario.replace("-continuous", "-\ncontinuous")
 
-
-def _plot(cells: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def short(expert: str) -> str:  # sb3:.../highway-fast-dqn/model.zip -> sb3 dqn
-        return f"sb3 {pathlib.Path(expert[4:]).parent.name.rsplit('-', 1)[-1]}" if expert.startswith("sb3:") else expert
-
-    labels = [
-        short(e) + "\n" + s.replace("-continuous", "-\ncontinuous") for e, s in zip(cells["expert"], cells["scenario"])
-    ]
-    x = np.arange(len(cells))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(cells) + 3), 4.2))
-    for ax, metric, name in zip(axes, ("return", "crashed"), ("return", "crash rate")):
-        for k, (role, offset) in enumerate((("expert", -0.2), ("clone", 0.2))):
-            col = f"{role}_{metric}"
-            if col not in cells:
-                continue
-            v = cells[col].to_numpy(dtype=float)
-            err = np.vstack([v - cells[f"{col}_ci_low"], cells[f"{col}_ci_high"] - v])
-            ax.bar(x + offset, v, width=0.4, yerr=err, capsize=3, label=role, color=f"C{k}")
-        ax.set_xticks(x, labels, fontsize=7)
-        ax.set_ylabel(name)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend()
-    fig.suptitle(
-        f"Experts and their BC clones ({args.n_transitions} demonstration transitions each; "
+    args = read_args(pathlib.Path(out) / "config.json", Args)
+    cells = pd.read_csv(pathlib.Path(out) / "cells.csv")
+    fig = plot_experts_and_clones(
+        cells,
+        labels=[label(e, s) for e, s in zip(cells["expert"], cells["scenario"])],
+        title=f"Experts and their BC clones ({args.n_transitions} demonstration transitions each; "
         f"{args.eval_episodes} test seeds; 95% CIs)",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return [kit.save_laid_out_figure(fig, pathlib.Path(out) / "experts.png")]
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

@@ -18,13 +18,12 @@ import pathlib
 import time
 
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import parse_overrides
 from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 
@@ -34,11 +33,12 @@ POLICIES: tuple[str, ...] = (
     "clone:{results}/pipeline/highway-fast/clone",
     "idle",
 )
-"""Ranked besides the references (random and expert:scripted, always added)."""
+"""Ranked besides the references (random and expert:scripted, always added); ``{results}``:
+the upstream results root (:attr:`testbed.kit.UpstreamArgs.results`)."""
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.UpstreamArgs):
     """Benchmark our experts, clones and baselines on the standard suite."""
 
     policies: tuple[str, ...] = POLICIES
@@ -55,22 +55,17 @@ class Args:
     """Reference expert (normalized score 1)."""
     set: tuple[str, ...] = ()
     """Config overrides applied to every scenario (quick runs only)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
     out: str = "results/leaderboard"
-    results: str = "results"
-    """Root of the upstream results this step reads ({results} in the specs above); `testbed reproduce`
-    passes its --out-root, so a rebuild elsewhere never mixes in the committed artefacts."""
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests: highway-fast only, 2 episodes of 5 s, policies that need no trained files."""
 
     def resolved(self) -> Args:
+        """The fast preset (highway-fast only, 2 episodes of 5 s, policies that need no trained
+        files), else the policies with the upstream results root filled in."""
         if self.fast:
             return dataclasses.replace(
                 self, policies=("idle",), scenarios=("highway-fast",), episodes=2, set=("duration=5",)
             )
-        return dataclasses.replace(self, policies=tuple(p.replace("{results}", self.results) for p in self.policies))
+        return dataclasses.replace(self, policies=tuple(kit.upstream(p, self.results) for p in self.policies))
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -118,37 +113,20 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 def _plot_aggregates(
     scores: pd.DataFrame, profiles: pd.DataFrame, ranking: pd.DataFrame, out: pathlib.Path, args: Args
-):
-    import matplotlib.pyplot as plt
-
+) -> None:
     from testbed.plotting import plot_aggregates
 
     title = f"{args.suite} suite, {args.episodes} seeds per scenario, runs pooled over scenarios"
     fig = plot_aggregates(scores, profiles, order=list(ranking["policy"]), title=title)
-    fig.savefig(out / "aggregate.png", dpi=120)
-    plt.close(fig)
+    kit.save_laid_out_figure(fig, out / "aggregate.png")
 
 
 def _plot(ranking: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
-    import matplotlib
+    from testbed.plotting import plot_leaderboard
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    r = ranking.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(r) + 1.5))
-    v = r["normalized_score"].to_numpy(dtype=float)
-    ax.barh(range(len(r)), v, xerr=[v - r["normalized_score_ci_low"], r["normalized_score_ci_high"] - v], capsize=3)
-    ax.set_yticks(range(len(r)), [f"{p[-45:]} ({n} sc.)" for p, n in zip(r["policy"], r["n_scenarios"])], fontsize=8)
-    ax.axvline(0, color="k", lw=0.8)
-    ax.axvline(1, color="k", lw=0.8, ls="--")
-    ax.set_xlabel("normalized score: (policy - random) / (expert - random), mean over scenarios")
-    ax.set_title(f"Leaderboard, {args.suite} suite, {args.episodes} seeds per scenario (95% CIs)", fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"Leaderboard, {args.suite} suite, {args.episodes} seeds per scenario (95% CIs)"
+    kit.save_laid_out_figure(plot_leaderboard(ranking, title=title), path)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

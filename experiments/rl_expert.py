@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.evaluation import evaluate, write_evaluation
 from testbed.metrics import episode_ci, format_summary
-from testbed.outputs import atomic_output_dir, write_json
+from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
 from testbed.rl import RLConfig, save_expert, train_expert
 from testbed.rollout import RolloutPool
-from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, parse_overrides
 from testbed.seeds import RL, TEST_SEED, check_test_seeds, episode_seeds
 
@@ -41,7 +38,7 @@ MODEL_DIR = "highway-fast-dqn"
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.StepArgs):
     """Train the DQN expert on highway-fast and evaluate it beside the scripted expert."""
 
     timesteps: int = 6000
@@ -57,17 +54,12 @@ class Args:
     """First evaluation seed, in the sealed test range (training uses the RL range)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE (quick runs only)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes of the evaluation."""
     out: str = "results/rl_expert"
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests: 300 steps of 5 s episodes, 2 evaluation episodes."""
 
     def resolved(self) -> Args:
-        if not self.fast:
-            return self
-        return dataclasses.replace(self, timesteps=300, bin_timesteps=100, eval_episodes=2, set=("duration=5",))
+        """The fast preset: 300 steps of 5 s episodes, 2 evaluation episodes."""
+        return kit.fast_preset(self, timesteps=300, bin_timesteps=100, eval_episodes=2, set=("duration=5",))
 
 
 def training_bins(curve: pd.DataFrame, width: int) -> pd.DataFrame:
@@ -91,47 +83,39 @@ def main(args: Args) -> pd.DataFrame:
     test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "rl_expert")
     times: dict[str, float] = {}
     with atomic_output_dir(args.out, overwrite=True) as tmp:
-        start = time.perf_counter()
-        result = train_expert(scenario, config, progress=True)
-        save_expert(tmp / MODEL_DIR, result, scenario=scenario, config=config)
-        times["train_s"] = time.perf_counter() - start
+        with kit.timed(times, "train_s"):
+            result = train_expert(scenario, config, progress=True)
+            save_expert(tmp / MODEL_DIR, result, scenario=scenario, config=config)
         bins = training_bins(result.curve, args.bin_timesteps)
-        bins.to_csv(tmp / "training_bins.csv", index=False)
 
-        start = time.perf_counter()
-        # The model is evaluated where it will live, so its spec names the final path.
-        final = pathlib.Path(args.out) / MODEL_DIR / "model.zip"
-        specs = [PolicySpec.parse("expert:scripted"), PolicySpec.parse(f"expert:sb3:{tmp / MODEL_DIR / 'model.zip'}")]
-        with RolloutPool(args.workers) as pool:
+        with kit.timed(times, "evaluate_s"), RolloutPool(args.workers) as pool:
+            # The model is evaluated where it will live, so its spec names the final path.
+            final = pathlib.Path(args.out) / MODEL_DIR / "model.zip"
+            specs = [
+                PolicySpec.parse("expert:scripted"),
+                PolicySpec.parse(f"expert:sb3:{tmp / MODEL_DIR / 'model.zip'}"),
+            ]
             ev = evaluate(scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True)
-        rename = {specs[1].label: f"expert:sb3:{final}"}
-        ev.episodes = ev.episodes.replace({"policy": rename})
-        ev.summary = ev.summary.replace({"policy": rename})
-        ev.config["policies"][1]["spec"] = rename[specs[1].label]
-        write_evaluation(ev, tmp / "eval")
-        times["evaluate_s"] = time.perf_counter() - start
+            rename = {specs[1].label: f"expert:sb3:{final}"}
+            ev.episodes = ev.episodes.replace({"policy": rename})
+            ev.summary = ev.summary.replace({"policy": rename})
+            ev.config["policies"][1]["spec"] = rename[specs[1].label]
+            write_evaluation(ev, tmp / "eval")
 
-        write_json(
-            tmp / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "rl_config": dataclasses.asdict(config),
-                "hyperparameters": config.hyperparameters(),
-                "scenario": scenario.to_dict(),
-                "seeds": {
-                    "train_episodes": f"episode k uses env seed {RL.first} + {args.seed} + k (the RL range)",
-                    "eval": {
-                        "first": args.eval_seed,
-                        "n_episodes": args.eval_episodes,
-                        **test_seeds,
-                    },
-                },
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
-                "block's training episodes, with exploration)",
-                "wall_time_s": {k: round(v, 1) for k, v in times.items()},
-                "provenance": provenance(),
+        record = kit.experiment_record(
+            args,
+            rl_config=dataclasses.asdict(config),
+            hyperparameters=config.hyperparameters(),
+            scenario=scenario.to_dict(),
+            seeds={
+                "train_episodes": f"episode k uses env seed {RL.first} + {args.seed} + k (the RL range)",
+                "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes, **test_seeds},
             },
+            statistics="means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
+            "block's training episodes, with exploration)",
+            wall_time_s={k: round(v, 1) for k, v in times.items()},
         )
+        kit.write_results(tmp, {"training_bins": bins}, record)
         _plot(tmp)
     print(f"DQN {args.timesteps} steps ({len(result.curve)} training episodes) in {times['train_s']:.0f} s")
     print(format_summary(ev.summary))
@@ -144,8 +128,6 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def _plot(out: pathlib.Path) -> list[pathlib.Path]:
-    import matplotlib.pyplot as plt
-
     from testbed.outputs import read_json
     from testbed.pipeline import save_summary_plot
     from testbed.plotting import plot_binned_curve
@@ -157,11 +139,10 @@ def _plot(out: pathlib.Path) -> list[pathlib.Path]:
         title=f"DQN on highway-fast, seed {args['seed']}: training episodes (with exploration) per "
         f"{args['bin_timesteps']} steps, mean with 95% CI",
     )
-    fig.savefig(out / "training_curve.png", dpi=120)
-    plt.close(fig)
+    kit.save_laid_out_figure(fig, out / "training_curve.png")
     save_summary_plot(pd.read_csv(out / "eval" / "summary.csv"), out / "eval" / "summary.png", "highway-fast")
     return [out / "training_curve.png", out / "eval" / "summary.png"]
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    kit.run_script(main, Args)

@@ -22,16 +22,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tyro
 
+from testbed import kit
 from testbed.collect import collect
 from testbed.demos import save_demos
 from testbed.evaluation import evaluate, write_evaluation
-from testbed.outputs import atomic_output_dir, final_path, write_json
+from testbed.outputs import atomic_output_dir, final_path
 from testbed.policies import PolicySpec
-from testbed.provenance import provenance
 from testbed.rollout import RolloutPool, fresh_episodes
-from testbed.runtime import default_workers
 from testbed.scenarios import get_scenario, make_env, parse_overrides, sensor_names
 from testbed.seeds import TEST_SEED, TUNING_SEED, check_test_seeds, episode_seeds
 from testbed.training import TrainConfig, save_clone, train_bc
@@ -41,7 +39,7 @@ TIMING_SEED = TUNING_SEED
 
 
 @dataclasses.dataclass
-class Args:
+class Args(kit.StepArgs):
     """Measure step time, demonstration size and clone quality for every sensor."""
 
     scenario: str = "highway-fast"
@@ -64,12 +62,20 @@ class Args:
     """Scenario config overrides KEY=VALUE."""
     expert: str = "scripted"
     """Expert that demonstrates (privileged: the same driving whatever the sensor)."""
-    workers: int = dataclasses.field(default_factory=default_workers)
-    """Worker processes."""
     out: str = "results/sensors"
     """Output directory (replaced)."""
-    fast: bool = False
-    """Tiny preset for tests."""
+
+    def resolved(self) -> Args:
+        """The fast preset: 2 demonstrations, 2 evaluation seeds, 4 s episodes, 1-2 epochs."""
+        return kit.fast_preset(
+            self,
+            demo_episodes=2,
+            eval_episodes=2,
+            epochs=2,
+            camera_epochs=1,
+            timing_steps=4,
+            set=(*self.set, "duration=4"),
+        )
 
 
 def step_ms(scenarios: dict[str, Any], n_steps: int, *, rounds: int = 3) -> dict[str, float]:
@@ -98,16 +104,7 @@ def step_ms(scenarios: dict[str, Any], n_steps: int, *, rounds: int = 3) -> dict
 
 
 def main(args: Args) -> pd.DataFrame:
-    if args.fast:
-        args = dataclasses.replace(
-            args,
-            demo_episodes=2,
-            eval_episodes=2,
-            epochs=2,
-            camera_epochs=1,
-            timing_steps=4,
-            set=(*args.set, "duration=4"),
-        )
+    args = args.resolved()
     start_all = time.perf_counter()
     test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.eval_episodes), "sensors")
     scenarios = {s: get_scenario(args.scenario, parse_overrides(args.set), sensor=s) for s in args.sensors}
@@ -121,35 +118,29 @@ def main(args: Args) -> pd.DataFrame:
         pool.run(scenarios[args.sensors[0]], PolicySpec("idle"), [TIMING_SEED + i for i in range(pool.n_workers)])
         for sensor in args.sensors:
             scenario = scenarios[sensor]
-            start = time.perf_counter()
-            demos = collect(scenario, args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
-            collect_s = time.perf_counter() - start
+            times: dict[str, float] = {}
+            with kit.timed(times, "collect"):
+                demos = collect(scenario, args.expert, n_episodes=args.demo_episodes, seed=0, pool=pool, progress=True)
             demo_dir = save_demos(demos, out / sensor / "demos")
             traj_mb = sum(f.stat().st_size for f in (demo_dir / "trajectories").iterdir()) / 1e6
             meta_mb = (demo_dir / "metadata.json").stat().st_size / 1e6
             config = TrainConfig(
                 n_epochs=args.camera_epochs if sensor == "camera" else args.epochs, batch_size=4 if args.fast else 64
             )
-            start = time.perf_counter()
-            result = train_bc(demos, config)
-            train_s = time.perf_counter() - start
+            with kit.timed(times, "train"):
+                result = train_bc(demos, config)
             clone = save_clone(
                 out / sensor / "clone", result, demos=demos, demos_path=str(final_path(demo_dir)), config=config
             )
-            start = time.perf_counter()
-            specs = [
-                PolicySpec("expert", args.expert),
-                PolicySpec("clone", str(clone), name=f"clone:{final_path(clone)}"),
-            ]
-            evaluation = evaluate(
-                scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True
-            )
-            eval_s = time.perf_counter() - start
+            specs = [PolicySpec("expert", args.expert), kit.clone_spec(clone)]
+            with kit.timed(times, "evaluate"):
+                evaluation = evaluate(
+                    scenario, specs, n_episodes=args.eval_episodes, seed=args.eval_seed, pool=pool, progress=True
+                )
             write_evaluation(evaluation, out / sensor / "eval")
             # The trajectories are rebuildable with this script; keep only their record.
             shutil.rmtree(demo_dir / "trajectories")
             episodes.append(evaluation.episodes.assign(sensor=sensor))
-            expert, s = evaluation.summary.iloc[0], evaluation.summary.iloc[1]
             last = result.log.iloc[-1]
             rows.append(
                 {
@@ -158,90 +149,50 @@ def main(args: Args) -> pd.DataFrame:
                     "obs_shape": "x".join(map(str, demos.trajectories[0].obs.shape[1:])),
                     "obs_dtype": str(demos.trajectories[0].obs.dtype),
                     "env_step_ms": round(timing[sensor], 1),
-                    "collect_ms_per_step": round(1000 * collect_s / demos.n_transitions, 1),
+                    "collect_ms_per_step": round(1000 * times["collect"] / demos.n_transitions, 1),
                     "demo_mb_per_episode": round(traj_mb / args.demo_episodes, 3),
                     "metadata_mb": round(meta_mb, 3),
                     "epochs": config.n_epochs,
-                    "train_s": round(train_s, 1),
+                    "train_s": round(times["train"], 1),
                     "train_accuracy": round(float(last["train/accuracy"]), 3),
                     "val_accuracy": round(float(last["val/accuracy"]), 3),
-                    "eval_ms_per_step": round(1000 * eval_s / evaluation.episodes["length"].sum(), 1),
-                    **{f"clone_{k}": float(s[k]) for k in METRIC_COLUMNS},
-                    **{f"expert_{k}": float(expert[k]) for k in METRIC_COLUMNS},
-                    **{k: float(s[k]) for k in ("return_diff", "return_diff_ci_low", "return_diff_ci_high")},
+                    "eval_ms_per_step": round(1000 * times["evaluate"] / evaluation.episodes["length"].sum(), 1),
+                    **kit.clone_vs_expert(evaluation.summary, specs[1].label, specs[0].label),
                 }
             )
             print(pd.DataFrame(rows).tail(1).to_string(index=False), flush=True)
         summary = pd.DataFrame(rows)
-        summary.to_csv(out / "summary.csv", index=False)
-        pd.concat(episodes, ignore_index=True).to_csv(out / "episodes.csv", index=False)
-        write_json(
-            out / "config.json",
-            {
-                "args": dataclasses.asdict(args),
-                "scenarios": {k: v.to_dict() for k, v in scenarios.items()},
-                "demo_seeds": {"first": 0, "n_episodes": args.demo_episodes},
-                "eval_seeds": test_seeds,
-                "timing_seeds": {"first": TIMING_SEED},
-                "statistics": "means with 95% percentile-bootstrap CIs over episodes, crash rates with "
-                "Clopper-Pearson intervals; return_diff is clone minus "
-                "expert paired by seed",
-                "notes": "env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
-                "wall_time_s": round(time.perf_counter() - start_all, 1),
-                "provenance": provenance(),
-            },
+        record = kit.experiment_record(
+            args,
+            scenarios={k: v.to_dict() for k, v in scenarios.items()},
+            demo_seeds={"first": 0, "n_episodes": args.demo_episodes},
+            eval_seeds=test_seeds,
+            timing_seeds={"first": TIMING_SEED},
+            statistics="means with 95% percentile-bootstrap CIs over episodes, crash rates with "
+            "Clopper-Pearson intervals; return_diff is clone minus expert paired by seed",
+            notes="env_step_ms: bare env.step (IDLE) in one process, median of 3 interleaved rounds",
+            wall_time_s=round(time.perf_counter() - start_all, 1),
         )
-        _plot(summary, out / "sensors.png", args)
+        kit.write_results(out, {"summary": summary, "episodes": pd.concat(episodes, ignore_index=True)}, record)
+        replot(out)
+    print(summary.to_string(index=False))
     return summary
 
 
-METRIC_COLUMNS = ("return", "return_ci_low", "return_ci_high", "crashed", "crashed_ci_low", "crashed_ci_high")
-
-
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Redraw the figure from ``summary.csv`` and ``config.json`` of an earlier run in ``out``."""
+    """Draw the figure from ``summary.csv`` and ``config.json`` of a run in ``out`` (``main``
+    draws it so too)."""
     from testbed.outputs import read_args
+    from testbed.plotting import plot_sensors
 
-    out = pathlib.Path(out)
-    args = read_args(out / "config.json", Args)
-    _plot(pd.read_csv(out / "summary.csv"), out / "sensors.png", args)
-    return [out / "sensors.png"]
-
-
-def _plot(summary: pd.DataFrame, path: pathlib.Path, args: Args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(len(summary))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    for ax, metric, name in zip(axes[:2], ("return", "crashed"), ("return", "crash rate")):
-        for k, (role, offset) in enumerate((("expert", -0.2), ("clone", 0.2))):
-            v = summary[f"{role}_{metric}"].to_numpy(dtype=float)
-            err = np.vstack([v - summary[f"{role}_{metric}_ci_low"], summary[f"{role}_{metric}_ci_high"] - v])
-            ax.bar(x + offset, v, width=0.4, yerr=err, capsize=3, label=role, color=f"C{k}")
-        ax.set_xticks(x, summary["sensor"])
-        ax.set_ylabel(name)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[2].bar(x, summary["env_step_ms"], color="C2")
-    axes[2].set_xticks(x, summary["sensor"])
-    axes[2].set_ylabel("env.step [ms]")
-    axes[2].grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
+    args = read_args(pathlib.Path(out) / "config.json", Args)
+    fig = plot_sensors(
+        pd.read_csv(pathlib.Path(out) / "summary.csv"),
+        title=f"{args.scenario}: BC from each sensor ({args.demo_episodes} expert episodes; "
         f"{args.eval_episodes} seeds; 95% CIs)",
-        fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return [kit.save_laid_out_figure(fig, pathlib.Path(out) / "sensors.png")]
 
 
 if __name__ == "__main__":
-    from testbed.runtime import set_torch_threads
-
-    set_torch_threads(1)
-    summary = main(tyro.cli(Args))
-    print(summary.to_string(index=False))
+    kit.run_script(main, Args)

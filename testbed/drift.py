@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from testbed.metrics import CONFIDENCE, NAN_INTERVAL, Interval, fixed_width, mean_ci, rate_ci
+from testbed.metrics import CONFIDENCE, NAN_INTERVAL, Interval, fixed_width, mean_ci, rate_ci, ratio_ci
 from testbed.plotting import plot_drift
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
@@ -531,3 +531,242 @@ def format_drift(summary: pd.DataFrame) -> str:
             cells.append("-" if pd.isna(r[key]) else Interval.from_columns(r, key).format(2))
         body.append(cells)
     return fixed_width(header, body)
+
+
+# --- Same-step pooling of one clone's eps_on and eps_off (experiments/realizability.py) -------
+
+
+def aligned_steps(on: Mapping[int, np.ndarray], off: Mapping[int, np.ndarray]) -> pd.DataFrame:
+    """Per-step disagreements of the clone's run (``on``) and the teacher's run (``off``) of the
+    same seeds, on the steps both reached.
+
+    Args:
+        on: seed -> 0/1 disagreement with the teacher's label at each decision of the clone's
+            own run (T_on,).
+        off: seed -> 0/1 disagreement of the clone with the teacher's action at each decision
+            of the teacher's run (T_off,).
+
+    Returns:
+        Columns ``seed``, ``step`` (1-based decision), ``on``, ``off``: one row per seed and
+        step ``1..min(T_on, T_off)``.
+
+    Raises:
+        ValueError: the two runs do not cover the same seeds.
+    """
+    if set(on) != set(off):
+        raise ValueError("on- and off-policy runs must share their seeds")
+    frames = []
+    for seed in on:
+        m = min(len(on[seed]), len(off[seed]))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "seed": int(seed),
+                    "step": np.arange(1, m + 1),
+                    "on": np.asarray(on[seed][:m], dtype=float),
+                    "off": np.asarray(off[seed][:m], dtype=float),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["seed", "step", "on", "off"])
+
+
+def pooled_shift(steps: pd.DataFrame) -> dict[str, Any]:
+    """``eps_on``, ``eps_off`` and ``shift = eps_on - eps_off`` pooled over all (seed, step) rows
+    of ``steps`` (:func:`aligned_steps`), each with a bootstrap interval over seeds
+    (:func:`testbed.metrics.ratio_ci`), and the counts ``n_pairs`` and ``n_seeds`` (episodes
+    with a pair). One clone's counterpart of :func:`same_step_difference` with
+    :func:`pooled_scores`."""
+    by_seed = steps.groupby("seed", sort=True).agg(on=("on", "sum"), off=("off", "sum"), n=("on", "size"))
+    out: dict[str, Any] = {}
+    for name, num in (
+        ("eps_on", by_seed["on"]),
+        ("eps_off", by_seed["off"]),
+        ("shift", by_seed["on"] - by_seed["off"]),
+    ):
+        out.update(ratio_ci(num.to_numpy(), by_seed["n"].to_numpy()).columns(name))
+    out["n_pairs"] = int(by_seed["n"].sum())
+    out["n_seeds"] = len(by_seed)
+    return out
+
+
+def step_bins(steps: pd.DataFrame, width: int) -> pd.DataFrame:
+    """:func:`pooled_shift` within bins of ``width`` decisions (steps 1..w, w+1..2w, ...); the
+    bin's number of (seed, step) pairs is ``n``."""
+    bins = (steps["step"] - 1) // width
+    rows = []
+    for b, group in steps.groupby(bins, sort=True):
+        pooled = pooled_shift(group)
+        pooled["n"] = pooled.pop("n_pairs")
+        rows.append({"step_lo": int(b) * width + 1, "step_hi": (int(b) + 1) * width, **pooled})
+    return pd.DataFrame(rows)
+
+
+# --- Per-episode error strings of clones and controls (experiments/compounding*.py) ---
+
+
+def applied_errors(record: EpisodeRecord, *, noisy: bool = False) -> np.ndarray:
+    """The driver's per-step 0/1 disagreement (float64) with its labeller on its own states;
+    with ``noisy`` the applied action (after injected noise) is compared, not the chosen one."""
+    applied = record.executed if noisy and record.executed is not None else record.trajectory.acts
+    return (np.asarray(applied) != np.asarray(record.labels)).astype(np.float64)
+
+
+def noise_errors(expert: EpisodeRecord, noise: float, scenario: Scenario) -> np.ndarray:
+    """Where the expert with injected ``noise`` would have applied another action than the
+    expert's along ``expert``'s episode (0/1 per step): the harness's own noise generator for
+    that seed (:func:`testbed.rollout.run_episode`), replayed on the recorded actions. The
+    eps_off of a noisy expert, with no second rollout."""
+    from testbed.rollout import _ActionCodec
+    from testbed.spaces import space_from_dict
+
+    space = space_from_dict(describe_spaces(scenario)["action_space"])
+    codec = _ActionCodec(space, noise, np.random.default_rng([expert.seed, 0xDA27]))
+    return np.array([codec.applied(int(a)) != int(a) for a in expert.trajectory.acts], dtype=np.float64)
+
+
+def outcome_rows(records: Sequence[EpisodeRecord], *, labelled: bool = True) -> list[dict[str, Any]]:
+    """One row per episode: ``seed``, ``return``, ``crashed`` (0/1) and, for ``labelled``
+    episodes, ``length`` and the on-policy errors as text (``on_errors``, :func:`errors_text`)."""
+    rows = []
+    for r in records:
+        row: dict[str, Any] = {
+            "seed": r.seed,
+            "return": float(np.sum(r.trajectory.rews)),
+            "crashed": int(bool(r.infos[-1].get("crashed", False))),
+        }
+        if labelled:
+            errors = applied_errors(r)
+            row.update(length=len(errors), on_errors=errors_text(errors))
+        rows.append(row)
+    return rows
+
+
+def with_off_policy_errors(episodes: pd.DataFrame, policy: Any, reference: Mapping[int, EpisodeRecord]) -> pd.DataFrame:
+    """``episodes`` (a clone's rows with ``seed`` and ``on_errors``) with the error sums
+    ``on_sum``/``on_steps``, ``off_sum``/``off_steps`` (``policy`` on the reference episode of
+    the same seed, :func:`off_policy_errors`), ``shift_sum``/``shift_steps``
+    (:func:`same_step_difference`) and ``off_errors`` as text."""
+    on = [errors_from_text(t) for t in episodes["on_errors"]]
+    off = [off_policy_errors(policy, reference[s]) for s in episodes["seed"]]
+    pairs = [same_step_difference(a, b) for a, b in zip(on, off)]
+    return episodes.assign(
+        on_sum=[a.sum() for a in on],
+        on_steps=[len(a) for a in on],
+        off_sum=[b.sum() for b in off],
+        off_steps=[len(b) for b in off],
+        shift_sum=[p[0] for p in pairs],
+        shift_steps=[p[1] for p in pairs],
+        off_errors=[errors_text(b) for b in off],
+    )
+
+
+def pooled_error_columns(clones: pd.DataFrame) -> dict[str, float]:
+    """``eps_on``, ``eps_off`` and ``shift`` of a group of clones (rows of
+    :func:`with_off_policy_errors` with ``train_seed``), each pooled over steps per clone
+    (:func:`pooled_scores`) with a variance-components interval over training and test seeds
+    (:func:`testbed.metrics.clones_mean_ci`), clipped to the range of a rate ([0, 1]) or of a
+    difference of rates ([-1, 1])."""
+    from testbed.metrics import clone_table, clones_mean_ci
+
+    columns: dict[str, float] = {}
+    for name in ("on", "off", "shift"):
+        ci = clones_mean_ci(pooled_scores(clone_table(clones, f"{name}_sum"), clone_table(clones, f"{name}_steps")))
+        floor = -1.0 if name == "shift" else 0.0
+        ci = Interval(ci.mean, max(ci.low, floor), min(ci.high, 1.0))
+        columns.update(ci.columns(f"eps_{name}" if name != "shift" else "shift"))
+    return columns
+
+
+def step_error_rows(episodes: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """eps_on(t) over the episodes alive at step t and eps_off(t) over the reference's, per
+    group of ``by`` (columns ``*by``, ``kind``, ``step``, ``n``, ``error`` with its interval).
+
+    Clopper-Pearson per step, treating the step's episodes as independent: a rough band (an
+    interval clustered by clone is :func:`pooled_error_columns`'s). ``episodes`` has
+    ``on_errors`` and ``off_errors`` as text (:func:`with_off_policy_errors`).
+    """
+    rows = []
+    for keys, g in episodes.groupby(list(by), sort=False):
+        for kind in ("on", "off"):
+            errors = [errors_from_text(t) for t in g[f"{kind}_errors"]]
+            for t in range(max(len(e) for e in errors)):
+                at_t = [e[t] for e in errors if len(e) > t]
+                ci = rate_ci(int(np.sum(at_t)), len(at_t))
+                key = dict(zip(by, keys))
+                rows.append({**key, "kind": f"eps_{kind}", "step": t, "n": len(at_t), **ci.columns("error")})
+    return pd.DataFrame(rows)
+
+
+def binned_error_rows(on: Sequence[np.ndarray], off: Sequence[np.ndarray], *, bin_steps: int, horizon: int) -> list:
+    """Per bin of ``bin_steps`` decisions up to ``horizon``: ``step_lo``, ``step_hi``, eps_on and
+    eps_off (errors / steps in the bin over all episodes, Clopper-Pearson; NaN without steps),
+    and ``shift``: the same-step difference of each episode pair (``on[e]``, ``off[e]``: the
+    same seed) pooled over episodes (:func:`pooled_scores`, bootstrap over episodes)."""
+    rows = []
+    for lo in range(0, horizon, bin_steps):
+        row: dict[str, Any] = {"step_lo": lo, "step_hi": lo + bin_steps}
+        for name, series in (("eps_on", on), ("eps_off", off)):
+            seg = [e[lo : lo + bin_steps] for e in series]
+            k, n = int(sum(s.sum() for s in seg)), int(sum(len(s) for s in seg))
+            row.update(rate_ci(k, n).columns(name) if n else {name: np.nan})
+        diffs = [same_step_difference(a[lo : lo + bin_steps], b[lo : lo + bin_steps]) for a, b in zip(on, off)]
+        num, den = np.array([[d[0] for d in diffs]]), np.array([[d[1] for d in diffs]])
+        row.update(mean_ci(pooled_scores(num, den)[0]).columns("shift") if den.sum() else {"shift": np.nan})
+        rows.append(row)
+    return rows
+
+
+def method_rows(clones: pd.DataFrame, *, reference: str, expert: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per method and budget of ``clones`` (rows of :func:`with_off_policy_errors` with
+    ``method``, ``budget``, ``train_seed``, ``n_train_labels``, ``val_accuracy``, ``return``,
+    ``crashed``): means over clones with variance-components intervals over training and test
+    seeds (:func:`testbed.metrics.clones_mean_ci`, crash rate
+    :func:`~testbed.metrics.clones_rate_ci`), eps_on, eps_off and shift
+    (:func:`pooled_error_columns`), and ``return_vs_<reference>``,
+    ``crash_rate_vs_<reference>``: the difference to the ``reference`` method's clones at the
+    same budget, paired by test seed, training seeds independent
+    (:func:`~testbed.metrics.combination_ci`). With ``expert`` (its own episodes on the test
+    seeds: ``return``, ``crashed``) a last row ``method == "expert"``
+    (:func:`~testbed.metrics.outcome_columns`)."""
+    from testbed.metrics import clone_table, clones_mean_ci, clones_rate_ci, combination_ci, outcome_columns
+
+    rows = []
+    for (method, budget), g in clones.groupby(["method", "budget"], sort=False):
+        row: dict[str, Any] = {
+            "method": method,
+            "budget": int(budget),
+            "n_clones": g["train_seed"].nunique(),
+            "n_test_seeds": g["seed"].nunique(),
+            "n_train_labels_min": int(g["n_train_labels"].min()),
+            "n_train_labels_max": int(g["n_train_labels"].max()),
+            **clones_mean_ci(clone_table(g, "return")).columns("return"),
+            **clones_rate_ci(clone_table(g, "crashed")).columns("crash_rate"),
+            **clones_mean_ci(g.groupby("train_seed")["val_accuracy"].first().to_numpy()[:, None]).columns(
+                "val_accuracy"
+            ),
+            **pooled_error_columns(g),
+        }
+        ref = clones[(clones["method"] == reference) & (clones["budget"] == budget)]
+        for col, out in (("return", f"return_vs_{reference}"), ("crashed", f"crash_rate_vs_{reference}")):
+            row.update(
+                combination_ci([clone_table(g, col), clone_table(ref, col)], (1.0, -1.0)).columns(out)
+                if method != reference
+                else Interval(0.0, 0.0, 0.0).columns(out)
+            )
+        rows.append(row)
+    if expert is not None:
+        rows.append({"method": "expert", "n_test_seeds": len(expert), **outcome_columns(expert)})
+    return pd.DataFrame(rows)
+
+
+def clone_rows(episodes: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per clone (group of ``keys``, in order of appearance) of its episodes' rows
+    (:func:`with_off_policy_errors` with ``n_train_labels``, ``val_accuracy``): its
+    ``n_train_labels``, ``val_accuracy``, mean ``return`` and ``crash_rate``."""
+    return episodes.groupby(list(keys), as_index=False, sort=False).agg(
+        n_train_labels=("n_train_labels", "first"),
+        val_accuracy=("val_accuracy", "first"),
+        **{"return": ("return", "mean")},
+        crash_rate=("crashed", "mean"),
+    )

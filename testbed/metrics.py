@@ -398,3 +398,220 @@ def fixed_width(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# --- Ratio estimators and learning curves (experiments/realizability.py) ---------------------
+
+
+def ratio_ci(numerators: Sequence[float] | np.ndarray, counts: Sequence[float] | np.ndarray) -> Interval:
+    """``sum(numerators) / sum(counts)`` over clusters (episodes), with a percentile bootstrap
+    that resamples whole clusters (``scipy.stats.bootstrap``, paired).
+
+    A pooled rate over an episode's steps is a ratio estimator: steps of one episode are not
+    independent, so resampling steps would give too narrow an interval; resampling episodes does
+    not. ``numerators[i]`` may be a difference (the per-episode sum of ``on - off``).
+
+    One clone's ratio over its episodes. :func:`testbed.drift.pooled_scores` estimates the same
+    point for several clones at once (linearised per-episode scores for
+    :func:`clones_mean_ci`); its intervals are not this bootstrap's, so each experiment keeps the
+    one its committed numbers were made with.
+
+    Raises:
+        ValueError: no clusters, mismatched shapes or a non-positive total count.
+    """
+    num = np.asarray(numerators, dtype=np.float64)
+    den = np.asarray(counts, dtype=np.float64)
+    if num.ndim != 1 or num.shape != den.shape or num.size == 0 or den.sum() <= 0 or (den < 0).any():
+        raise ValueError(f"need matching 1-D numerators and counts with a positive total, got {num.shape}, {den.shape}")
+    point = float(num.sum() / den.sum())
+    if num.size == 1:
+        return Interval(point, point, point)
+    from scipy import stats
+
+    def statistic(n: np.ndarray, d: np.ndarray, axis: int = -1) -> np.ndarray:
+        return n.sum(axis=axis) / d.sum(axis=axis)
+
+    res = stats.bootstrap(
+        (num, den),
+        statistic,
+        paired=True,
+        vectorized=True,
+        confidence_level=CONFIDENCE,
+        n_resamples=N_RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(BOOTSTRAP_SEED),
+    )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    # A resampling distribution with no spread (every episode the same ratio): the point itself.
+    return Interval(point, min(low, point), max(high, point))
+
+
+@dataclasses.dataclass(frozen=True)
+class ValScore:
+    """One clone's predictions on a fixed validation set, per validation episode."""
+
+    n_episodes: int
+    """Demonstration episodes the clone trained on."""
+    correct: np.ndarray
+    """Labels it predicted right, per validation episode (E,)."""
+    labels: np.ndarray
+    """Labels per validation episode (E,)."""
+
+    def __post_init__(self) -> None:
+        if self.correct.shape != self.labels.shape or self.correct.ndim != 1 or (self.correct > self.labels).any():
+            raise ValueError("correct and labels must be matching (E,) arrays with correct <= labels")
+
+    @property
+    def accuracy(self) -> Interval:
+        """Pooled accuracy with its Clopper-Pearson interval."""
+        return rate_ci(int(self.correct.sum()), int(self.labels.sum()))
+
+
+def learning_curve_gaps(scores: Sequence[ValScore], n_actual: int) -> dict[str, Any]:
+    """The learning-curve terms of a clone's shortfall (realizability and estimation).
+
+    ``acc_sat`` is the best pooled validation accuracy of any size (ties: the smallest size),
+    ``realizability_gap = 1 - acc_sat``, ``estimation_gap = acc_sat - acc(n_actual)`` (bootstrap
+    over validation episodes, :func:`ratio_ci`, the two clones scored on the same labels),
+    ``last_gain`` the accuracy gained between the two largest sizes (same interval) and
+    ``saturated`` whether that gain's interval reaches down to 0 (no detectable gain from the
+    last increase in data).
+
+    Raises:
+        ValueError: no size ``n_actual``, or scores on different validation sets.
+    """
+    by_n = {s.n_episodes: s for s in scores}
+    if n_actual not in by_n:
+        raise ValueError(f"no clone of {n_actual} episodes among {sorted(by_n)}")
+    labels = by_n[n_actual].labels
+    if any(not np.array_equal(s.labels, labels) for s in scores):
+        raise ValueError("every clone must be scored on the same validation set")
+    sizes = sorted(by_n)
+    acc = {n: by_n[n].accuracy for n in sizes}
+    n_sat = max(sizes, key=lambda n: (acc[n].mean, -n))
+    sat, actual = acc[n_sat], acc[n_actual]
+    out: dict[str, Any] = {"n_saturated": n_sat, "n_actual": n_actual}
+    out.update(sat.columns("acc_sat"))
+    out.update(actual.columns("acc_actual"))
+    out.update(Interval(1 - sat.mean, 1 - sat.high, 1 - sat.low).columns("realizability_gap"))
+    out.update(ratio_ci(by_n[n_sat].correct - by_n[n_actual].correct, labels).columns("estimation_gap"))
+    if len(sizes) >= 2:
+        gain = ratio_ci(by_n[sizes[-1]].correct - by_n[sizes[-2]].correct, labels)
+        out.update(gain.columns("last_gain"))
+        out["saturated"] = bool(gain.low <= 0)
+    else:
+        out.update(NAN_INTERVAL.columns("last_gain"))
+        out["saturated"] = False
+    return out
+
+
+def markdown_intervals(
+    table: pd.DataFrame, intervals: Mapping[str, str], *, plain: Sequence[str] = (), digits: int = 2
+) -> str:
+    """A markdown table: the ``plain`` columns as they are, then ``mean [low, high]`` of each
+    interval column (``intervals``: column -> header)."""
+    lines = [
+        "| " + " | ".join([*plain, *intervals.values()]) + " |",
+        "|---" * (len(plain) + len(intervals)) + "|",
+    ]
+    for _, r in table.iterrows():
+        cells = [str(r[c]) for c in plain] + [Interval.from_columns(r, k).format(digits) for k in intervals]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def percentile_columns(values: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """``ci_low``/``ci_high``: the 95% percentile interval of bootstrap ``values`` (non-finite
+    ones dropped; NaN when none is left)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    low, high = np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan)
+    return {"ci_low": float(low), "ci_high": float(high)}
+
+
+def spearman_within_groups(
+    units: pd.DataFrame,
+    x: str,
+    targets: Sequence[str],
+    *,
+    by: str,
+    label: str,
+    n_label: str,
+    mean_label: str,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Spearman's rho between ``x`` and each of ``targets`` across the ``units`` (rows) within
+    each group of ``by``, and its mean over the groups: correlations within, e.g., a data size,
+    not across sizes.
+
+    Intervals are percentile bootstraps over units within the group (stratified by group for
+    the mean), drawn from one generator seeded ``seed`` in a fixed order (per target: the mean's
+    resamples, then each group's). A resample with one distinct value has no rho: it is left
+    out of the mean and of the interval.
+
+    Returns:
+        One row per target and group, then the target's mean row (``by`` = ``mean_label``):
+        ``label`` (the target), ``by``, ``n_label`` (units), ``spearman_rho``, ``ci_low``,
+        ``ci_high``.
+    """
+    import warnings
+
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for target in targets:
+        groups = [g for _, g in units.groupby(by, sort=True)]
+
+        def rho(frames: list[pd.DataFrame], target: str = target) -> float:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return float(np.nanmean([stats.spearmanr(f[x], f[target]).statistic for f in frames]))
+
+        def resample(g: pd.DataFrame) -> pd.DataFrame:
+            return g.iloc[rng.integers(len(g), size=len(g))]
+
+        boots = [rho([resample(g) for g in groups]) for _ in range(n_boot)]
+        for key, g in zip(sorted(units[by].unique()), groups):
+            b = [rho([resample(g)]) for _ in range(n_boot)]
+            rows.append(
+                {label: target, by: int(key), n_label: len(g), "spearman_rho": rho([g]), **percentile_columns(b)}
+            )
+        rows.append(
+            {
+                label: target,
+                by: mean_label,
+                n_label: len(units),
+                "spearman_rho": rho(groups),
+                **percentile_columns(boots),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def policy_table(episodes: pd.DataFrame, policies: Sequence[str], metric: str, seeds: Sequence[int]) -> np.ndarray:
+    """``metric`` of each policy (rows, in ``policies`` order) on each evaluation seed (columns,
+    in ``seeds`` order), from an :func:`episodes_table`: the table :func:`clones_mean_ci` takes
+    when the policies are clones."""
+    wide = episodes[episodes["policy"].isin(policies)].pivot(index="policy", columns="seed", values=metric)
+    return wide.loc[list(policies), list(seeds)].to_numpy(dtype=float)
+
+
+def clones_ci(metric: str, table: np.ndarray) -> Interval:
+    """A per-episode metric averaged over clones (``table``: clones x shared evaluation seeds,
+    :func:`policy_table`): :func:`clones_mean_ci` (a rate of :data:`RATES`:
+    :func:`clones_rate_ci`) over several clones, :func:`episode_ci` over one clone's episodes."""
+    y = np.asarray(table, dtype=np.float64)
+    if len(y) == 1:
+        return episode_ci(metric, y[0])
+    return clones_rate_ci(y) if metric in RATES else clones_mean_ci(y)
+
+
+def outcome_columns(episodes: pd.DataFrame) -> dict[str, float]:
+    """``return`` (bootstrap over episodes) and ``crash_rate`` (Clopper-Pearson) of one
+    policy's episodes (columns ``return`` and ``crashed``), each with its 95% interval."""
+    return {
+        **mean_ci(episodes["return"]).columns("return"),
+        **episode_ci("crashed", episodes["crashed"]).columns("crash_rate"),
+    }

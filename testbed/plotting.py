@@ -227,3 +227,411 @@ def plot_aggregates(scores: pd.DataFrame, profiles: pd.DataFrame, *, order: Sequ
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _expert_clone_bars(
+    ax, table: pd.DataFrame, metric: str, ylabel: str, *, labels: Sequence[str], tick_fontsize: float | None = None
+) -> None:
+    """One panel: the expert's and the clone's ``metric`` side by side per row of ``table``
+    (``expert_<metric>``/``clone_<metric>`` with ``_ci_low``/``_ci_high``; a role whose column
+    is missing is left out), 95% CI error bars."""
+    x = np.arange(len(table))
+    for k, (role, offset) in enumerate((("expert", -0.2), ("clone", 0.2))):
+        column = f"{role}_{metric}"
+        if column not in table:
+            continue
+        v = table[column].to_numpy(dtype=float)
+        err = np.vstack([v - table[f"{column}_ci_low"], table[f"{column}_ci_high"] - v])
+        ax.bar(x + offset, v, width=0.4, yerr=err, capsize=3, label=role, color=f"C{k}")
+    ax.set_xticks(x, labels, **({} if tick_fontsize is None else {"fontsize": tick_fontsize}))
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_experts_and_clones(cells: pd.DataFrame, *, labels: Sequence[str], title: str = ""):
+    """Return and crash rate of each expert and of its BC clone (``experiments/experts.py``).
+
+    Args:
+        cells: one row per (expert, scenario) with ``expert_<m>``/``clone_<m>`` and their CI
+            columns for ``m`` in return, crashed (the expert's may be missing: a human).
+        labels: x tick label per row.
+        title: figure title.
+    """
+    fig, axes = _figure(2, width_per_panel=max(8, 1.4 * len(cells) + 3) / 2, height=4.2)
+    for ax, metric, name in zip(axes[0], ("return", "crashed"), ("return", "crash rate")):
+        _expert_clone_bars(ax, cells, metric, name, labels=labels, tick_fontsize=7)
+        ax.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensors(summary: pd.DataFrame, *, title: str = ""):
+    """Per sensor: return and crash rate of the expert and of the clone that sees through it,
+    and the bare ``env.step`` time (``experiments/sensors.py``).
+
+    Args:
+        summary: one row per sensor: ``sensor``, ``env_step_ms`` [ms] and ``expert_<m>``/
+            ``clone_<m>`` with their CI columns for ``m`` in return, crashed.
+        title: figure title.
+    """
+    fig, axes = _figure(3, height=3.8)
+    for ax, metric, name in zip(axes[0][:2], ("return", "crashed"), ("return", "crash rate")):
+        _expert_clone_bars(ax, summary, metric, name, labels=summary["sensor"])
+        ax.legend(fontsize=8)
+    x = np.arange(len(summary))
+    step_ax = axes[0][2]
+    step_ax.bar(x, summary["env_step_ms"], color="C2")
+    step_ax.set_xticks(x, summary["sensor"])
+    step_ax.set_ylabel("env.step [ms]")
+    step_ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_leaderboard(ranking: pd.DataFrame, *, title: str = ""):
+    """Normalized score per policy with its 95% CI, best at the top.
+
+    Args:
+        ranking: :attr:`testbed.leaderboard.Leaderboard.ranking` (``policy``, ``n_scenarios``,
+            ``normalized_score`` with ``_ci_low``/``_ci_high``), best first.
+        title: figure title.
+    """
+    r = ranking.iloc[::-1]
+    fig, axes = _figure(1, width_per_panel=8, height=0.45 * len(r) + 1.5)
+    ax = axes[0][0]
+    v = r["normalized_score"].to_numpy(dtype=float)
+    ax.barh(range(len(r)), v, xerr=[v - r["normalized_score_ci_low"], r["normalized_score_ci_high"] - v], capsize=3)
+    ax.set_yticks(range(len(r)), [f"{p[-45:]} ({n} sc.)" for p, n in zip(r["policy"], r["n_scenarios"])], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(1, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("normalized score: (policy - random) / (expert - random), mean over scenarios")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _row_labels(frame: pd.DataFrame) -> list[str]:
+    return [f"{t}, {s}" for t, s in zip(frame["teacher"], frame["sensor"])]
+
+
+def plot_realizability(curve: pd.DataFrame, decomposition: pd.DataFrame, *, title: str = ""):
+    """Learning curves (validation accuracy vs demonstration episodes, one line per teacher x
+    sensor row) and the decomposition of each row's ``eps_on`` into realizability, estimation
+    and shift bars (``experiments/realizability.py``).
+
+    Args:
+        curve: ``teacher``, ``sensor``, ``n_episodes``, ``val_accuracy`` with its CI columns.
+        decomposition: one row per teacher x sensor: ``realizability_gap``, ``estimation_gap``,
+            ``shift`` with CI columns, and ``eps_on``.
+        title: figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, (label, g) in enumerate(curve.assign(row=_row_labels(curve)).groupby("row", sort=False)):
+        g = g.sort_values("n_episodes")
+        err = [g["val_accuracy"] - g["val_accuracy_ci_low"], g["val_accuracy_ci_high"] - g["val_accuracy"]]
+        ax.errorbar(g["n_episodes"], g["val_accuracy"], yerr=err, marker="o", capsize=3, color=f"C{i}", label=label)
+    ax.set_xscale("log")
+    sizes = sorted(set(curve["n_episodes"]))
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("demonstration episodes")
+    ax.set_ylabel("validation accuracy on the teacher's states")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("learning curves (95% Clopper-Pearson)", fontsize=9)
+
+    terms = (("realizability_gap", "realizability (1 - acc_sat)"), ("estimation_gap", "estimation"), ("shift", "shift"))
+    x = np.arange(len(decomposition))
+    width = 0.8 / len(terms)
+    for k, (col, name) in enumerate(terms):
+        v = decomposition[col].to_numpy(dtype=float)
+        bar_err = np.vstack([v - decomposition[f"{col}_ci_low"], decomposition[f"{col}_ci_high"] - v])
+        bars.bar(x + (k - 1) * width, v, width=width, yerr=bar_err, capsize=3, color=f"C{k + 4}", label=name)
+    bars.scatter(
+        x, decomposition["eps_on"], marker="_", s=400, color="k", zorder=3, label="eps_on (their sum, roughly)"
+    )
+    bars.set_xticks(x, [lbl.replace(", ", "\n") for lbl in _row_labels(decomposition)], fontsize=8)
+    bars.axhline(0, color="k", lw=0.8)
+    top = max(decomposition["eps_on"].max(), *(decomposition[f"{c}_ci_high"].max() for c, _ in terms))
+    bars.set_ylim(top=1.45 * top)  # room for the legend above the bars
+    bars.set_ylabel("disagreement with the teacher")
+    bars.grid(axis="y", alpha=0.3)
+    bars.legend(fontsize=7)
+    bars.set_title("decomposition of the closed-loop clone's eps_on (95% CIs)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_bins(bins: pd.DataFrame, *, title: str = ""):
+    """On- vs off-policy disagreement per bin of decision steps, one panel per teacher x sensor
+    row (:func:`testbed.drift.step_bins` columns with ``teacher`` and ``sensor``)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    groups = list(bins.assign(row=_row_labels(bins)).groupby("row", sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 3.4), sharey=True, squeeze=False)
+    for ax, (label, g) in zip(axes[0], groups):
+        mid = (g["step_lo"] + g["step_hi"]) / 2
+        for k, (col, name) in enumerate(
+            (("eps_on", "eps_on(t): clone's states"), ("eps_off", "eps_off(t): teacher's"))
+        ):
+            ax.plot(mid, g[col], marker="o", color=f"C{k}", label=name)
+            ax.fill_between(mid, g[f"{col}_ci_low"], g[f"{col}_ci_high"], color=f"C{k}", alpha=0.2)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("decision step (bin centre)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("disagreement with the teacher")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_data_scaling(summary: pd.DataFrame, cells: pd.DataFrame, *, sizes: Sequence[int], title: str = ""):
+    """Return, crash rate, validation accuracy and normalized score against the number of
+    demonstration episodes: each clone as a dot, the mean over training seeds with its 95% CI,
+    and the baselines (``summary`` rows whose policy is not ``bc``) as dashed lines.
+
+    Args:
+        summary: rows ``policy == "bc"`` per ``n_demo_episodes`` and one per baseline, each
+            metric with CI columns.
+        cells: one row per clone (``n_demo_episodes`` and the metrics).
+        sizes: the data sizes (x ticks).
+        title: figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    bc = summary[summary["policy"] == "bc"]
+    refs = summary[summary["policy"] != "bc"].set_index("policy")
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    panels = (
+        ("return", "closed-loop return"),
+        ("crash_rate", "crash rate"),
+        ("val_accuracy", "validation action accuracy"),
+        ("normalized_score", "normalized score"),
+    )
+    for ax, (col, label) in zip(axes.flat, panels):
+        ax.scatter(cells["n_demo_episodes"], cells[col], s=8, alpha=0.35, color="C0")
+        ax.errorbar(
+            bc["n_demo_episodes"],
+            bc[col],
+            yerr=[bc[col] - bc[f"{col}_ci_low"], bc[f"{col}_ci_high"] - bc[col]],
+            marker="o",
+            capsize=3,
+            color="C0",
+            label="BC (mean over seeds, 95% CI)",
+        )
+        if col != "val_accuracy":
+            for i, (policy, row) in enumerate(refs.iterrows()):
+                ax.axhline(row[col], ls="--", lw=1, color=f"C{i + 1}", label=policy)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(list(sizes), [str(n) for n in sizes])
+        ax.set_xlabel("demonstration episodes")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _errorbar(ax, x, frame: pd.DataFrame, column: str, **kwargs) -> None:
+    """``frame[column]`` at ``x`` with its ``_ci_low``/``_ci_high`` columns as error bars."""
+    y = frame[column]
+    ax.errorbar(x, y, yerr=[y - frame[f"{column}_ci_low"], frame[f"{column}_ci_high"] - y], **kwargs)
+
+
+def plot_methods_by_budget(methods: pd.DataFrame, *, order: Sequence[str], budgets: Sequence[int], title: str = ""):
+    """Return, crash rate, eps_on (dashed: eps_off) and the same-step shift of each method
+    against its training-label budget, with 95% CIs; the expert's return and crash rate dotted.
+
+    Args:
+        methods: one row per method and budget (``method``, ``budget``, the four columns with
+            their intervals, ``eps_off``), and one row with ``method == "expert"``.
+        order: the methods drawn (colour ``C<i>``).
+        budgets: the x ticks [training labels].
+        title: figure title.
+    """
+    import matplotlib.ticker
+
+    plt = _pyplot()
+    m = methods[methods["method"].isin(order)]
+    expert = methods[methods["method"] == "expert"].iloc[0]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = (
+        ("return", "closed-loop return"),
+        ("crash_rate", "crash rate"),
+        ("eps_on", "eps_on (dashed: eps_off)"),
+        ("shift", "eps_on(t) - eps_off(t), same seed and step"),
+    )
+    for ax, (col, label) in zip(axes.flat, panels):
+        for i, (name, g) in enumerate(m.groupby("method", sort=False)):
+            x = g["budget"] * (1 + 0.04 * (i - 1))  # side by side
+            _errorbar(ax, x, g, col, marker="o", capsize=3, color=f"C{i}", label=name)
+            if col == "eps_on":
+                _errorbar(ax, x, g, "eps_off", marker="s", ls="--", capsize=3, color=f"C{i}")
+        if col in ("return", "crash_rate"):
+            ax.axhline(expert[col], color="k", ls=":", lw=1, label="expert")
+        if col == "shift":
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(list(budgets), [str(b) for b in budgets])
+        ax.set_xlabel("training labels")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_step_errors(steps: pd.DataFrame, *, order: Sequence[str], budget: int):
+    """eps_on(t) (solid, with its band) and eps_off(t) (dashed) per method at one budget.
+
+    Args:
+        steps: rows of :func:`testbed.drift.step_error_rows` by ``method`` and ``budget``.
+        order: the methods drawn.
+        budget: the budget drawn [training labels].
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, name in enumerate(order):
+        for kind, ls in (("eps_on", "-"), ("eps_off", "--")):
+            g = steps[(steps["method"] == name) & (steps["budget"] == budget) & (steps["kind"] == kind)]
+            ax.plot(g["step"], g["error"], ls=ls, color=f"C{i}", label=f"{name} {kind}")
+            if kind == "eps_on":
+                ax.fill_between(g["step"], g["error_ci_low"], g["error_ci_high"], color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("decision step t")
+    ax.set_ylabel("disagreement with the expert at step t")
+    ax.set_title(f"Own states (solid) vs the expert's (dashed) at {budget} training labels", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_open_vs_closed(clones: pd.DataFrame, *, order: Sequence[str], budgets: Sequence[int]):
+    """Each clone's validation accuracy against its closed-loop return and crash rate
+    (colour: budget, marker: method).
+
+    Args:
+        clones: one row per clone: ``method``, ``budget``, ``val_accuracy``, ``return``,
+            ``crash_rate``.
+        order: the methods drawn (markers o, ^, s).
+        budgets: the budgets drawn (colour ``C<j>``).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, col in zip(axes, ("return", "crash_rate")):
+        for j, b in enumerate(budgets):
+            for marker, name in zip("o^s", order):
+                g = clones[(clones["budget"] == b) & (clones["method"] == name)]
+                label = f"{name}, {b}" if col == "return" else None
+                ax.scatter(g["val_accuracy"], g[col], marker=marker, color=f"C{j}", s=18, label=label)
+        ax.set_xlabel("validation action accuracy (open loop, common set)")
+        ax.set_ylabel(f"closed-loop {col.replace('_', ' ')}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=len(budgets))
+    fig.suptitle(
+        "Open vs closed loop per clone (colour: training labels; within-budget correlations: open_vs_closed.csv)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_horizon_costs(costs: pd.DataFrame, fits: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str]):
+    """Mean cost per episode against the horizon T (95% CIs) with the fit ``a T + b T^2``, one
+    panel per variant, one colour per policy group.
+
+    Args:
+        costs: ``variant``, ``group``, ``T``, ``cost`` with its interval.
+        fits: ``variant``, ``group``, ``a``, ``b`` (:func:`testbed.drift.horizon_fit_ci`).
+        variants: the panels; ``groups``: the groups drawn (colour ``C<i>``).
+    """
+    plt = _pyplot()
+    fits = fits.set_index(["variant", "group"])
+    fig, axes = plt.subplots(1, len(variants), figsize=(10, 3.8))
+    grid = np.linspace(0, costs["T"].max(), 100)
+    for ax, variant in zip(axes, variants):
+        for i, g in enumerate(groups):
+            c = costs[(costs["variant"] == variant) & (costs["group"] == g)]
+            if c.empty:
+                continue
+            _errorbar(ax, c["T"], c, "cost", marker="o", ls="", capsize=3, color=f"C{i}", label=g)
+            f = fits.loc[(variant, g)]
+            ax.plot(grid, f["a"] * grid + f["b"] * grid**2, color=f"C{i}", lw=1)
+        ax.set_title(f"{variant}: collisions per episode, fit aT + bT^2", fontsize=9)
+        ax.set_xlabel("horizon T [decisions]")
+        ax.set_ylabel("cost C(T)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hazard_and_shift(
+    hazard: pd.DataFrame, errors: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str], horizon: int
+):
+    """Per variant (columns): the binned collision hazard (top) and the same-step error
+    difference eps_on(t) - eps_off(t) (bottom) of each policy group, with 95% CIs.
+
+    Args:
+        hazard: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``hazard`` with its interval
+            (:func:`testbed.drift.hazard_curve`).
+        errors: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``shift`` with its interval
+            (:func:`testbed.drift.binned_error_rows`).
+        variants: the columns; ``groups``: the groups drawn (colour ``C<i>``).
+        horizon: the episodes' horizon [decisions] (titles only).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, len(variants), figsize=(10, 6.5), sharex=True)
+    for col, variant in enumerate(variants):
+        for i, g in enumerate(groups):
+            h = hazard[(hazard["variant"] == variant) & (hazard["group"] == g)]
+            e = errors[(errors["variant"] == variant) & (errors["group"] == g)]
+            if h.empty:
+                continue
+            mid = (h["step_lo"] + h["step_hi"]) / 2
+            _errorbar(axes[0, col], mid, h, "hazard", marker="o", capsize=2, color=f"C{i}", label=g)
+            emid = (e["step_lo"] + e["step_hi"]) / 2
+            axes[1, col].plot(emid, e["shift"], marker="o", color=f"C{i}")
+            axes[1, col].fill_between(emid, e["shift_ci_low"], e["shift_ci_high"], color=f"C{i}", alpha=0.15)
+        axes[0, col].set_title(f"{variant}: collision hazard per step, T = {horizon}", fontsize=9)
+        axes[1, col].set_title("eps_on(t) - eps_off(t), same seed and step", fontsize=9)
+        axes[1, col].axhline(0, color="k", lw=0.8)
+        axes[1, col].set_xlabel("decision step t")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

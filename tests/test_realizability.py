@@ -1,5 +1,6 @@
-"""experiments/realizability.py: the same-step pooling of eps_on/eps_off, the decomposition
-arithmetic, the kinrich sensor, and one --fast run end to end (with a --plot-only redraw)."""
+"""experiments/realizability.py: the same-step pooling of eps_on/eps_off (testbed.drift), the
+decomposition arithmetic (testbed.metrics), the kinrich sensor, and one --fast run end to end
+(with a --plot-only redraw)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from testbed.drift import aligned_steps, pooled_shift, step_bins
 from testbed.errors import TestbedError
-from testbed.metrics import rate_ci
+from testbed.metrics import ValScore, learning_curve_gaps, rate_ci, ratio_ci
 from testbed.scenarios import get_scenario, make_env
 from testbed.seeds import TEST
 
@@ -42,9 +44,9 @@ def test_same_step_pooling_known_answer() -> None:
     # Seed 1: the clone ran 3 steps, the teacher 2; seed 2: the clone 2, the teacher 3.
     on = {1: np.array([1, 1, 1]), 2: np.array([0, 1])}
     off = {1: np.array([0, 1]), 2: np.array([1, 0, 1])}
-    steps = rz.aligned_steps(on, off)
+    steps = aligned_steps(on, off)
     assert steps[["seed", "step"]].values.tolist() == [[1, 1], [1, 2], [2, 1], [2, 2]]
-    pooled = rz.pooled_shift(steps)
+    pooled = pooled_shift(steps)
     # Only the pairs both runs reached: eps_on 3/4, eps_off 2/4 (over every step: 4/5 and 3/5).
     assert pooled["eps_on"] == pytest.approx(0.75)
     assert pooled["eps_off"] == pytest.approx(0.5)
@@ -52,36 +54,36 @@ def test_same_step_pooling_known_answer() -> None:
     assert (pooled["n_pairs"], pooled["n_seeds"]) == (4, 2)
     for name in ("eps_on", "eps_off", "shift"):
         assert _ordered(pooled, name)
-    bins = rz.step_bins(steps, 1)
+    bins = step_bins(steps, 1)
     assert bins["step_lo"].tolist() == [1, 2] and bins["n"].tolist() == [2, 2]
     assert bins["eps_on"].tolist() == pytest.approx([0.5, 1.0])
     assert bins["eps_off"].tolist() == pytest.approx([0.5, 0.5])
     # The pooled shift is the pair-weighted mean of the per-step shifts.
     assert float((bins["shift"] * bins["n"]).sum() / bins["n"].sum()) == pytest.approx(pooled["shift"])
     with pytest.raises(ValueError, match="share their seeds"):
-        rz.aligned_steps(on, {1: off[1]})
+        aligned_steps(on, {1: off[1]})
 
 
 def test_ratio_ci_pools_steps_and_resamples_episodes() -> None:
-    ci = rz.ratio_ci([1, 0], [1, 9])  # pooled 1/10, not the mean of the episodes' rates (0.5)
+    ci = ratio_ci([1, 0], [1, 9])  # pooled 1/10, not the mean of the episodes' rates (0.5)
     assert ci.mean == pytest.approx(0.1) and 0 <= ci.low <= ci.mean <= ci.high <= 1
-    assert rz.ratio_ci([2], [4]).low == rz.ratio_ci([2], [4]).high == 0.5
-    same = rz.ratio_ci([1, 2, 3], [2, 4, 6])  # every episode the same rate: no spread
+    assert ratio_ci([2], [4]).low == ratio_ci([2], [4]).high == 0.5
+    same = ratio_ci([1, 2, 3], [2, 4, 6])  # every episode the same rate: no spread
     assert (same.low, same.mean, same.high) == pytest.approx((0.5, 0.5, 0.5))
     # Differences may be negative; the interval of a clearly positive shift excludes 0.
-    assert rz.ratio_ci([-1, 1, 0], [3, 3, 3]).low < 0 < rz.ratio_ci([3, 2, 4, 3], [10] * 4).low
+    assert ratio_ci([-1, 1, 0], [3, 3, 3]).low < 0 < ratio_ci([3, 2, 4, 3], [10] * 4).low
     with pytest.raises(ValueError):
-        rz.ratio_ci([1, 2], [3])
+        ratio_ci([1, 2], [3])
 
 
 def _scores(correct_by_n: dict[int, list[int]], labels: list[int]) -> list:
-    return [rz.ValScore(n, np.array(c), np.array(labels)) for n, c in correct_by_n.items()]
+    return [ValScore(n, np.array(c), np.array(labels)) for n, c in correct_by_n.items()]
 
 
 def test_decomposition_arithmetic() -> None:
     labels = [50, 50]
     rising = _scores({10: [25, 25], 30: [35, 35], 100: [40, 40], 300: [44, 46]}, labels)
-    d = rz.decompose(rising, 100)
+    d = learning_curve_gaps(rising, 100)
     assert d["n_saturated"] == 300 and d["acc_sat"] == pytest.approx(0.9) and d["acc_actual"] == pytest.approx(0.8)
     assert d["realizability_gap"] == pytest.approx(0.1) and d["estimation_gap"] == pytest.approx(0.1)
     # The two learning-curve terms add up to the clone's validation error.
@@ -93,18 +95,18 @@ def test_decomposition_arithmetic() -> None:
         assert _ordered(d, name), name
 
     peaked = _scores({10: [25, 25], 30: [35, 35], 100: [40, 40], 300: [38, 40]}, labels)
-    d = rz.decompose(peaked, 100)
+    d = learning_curve_gaps(peaked, 100)
     assert d["n_saturated"] == 100 and d["estimation_gap"] == 0 and d["estimation_gap_ci_high"] == 0
     assert d["last_gain"] == pytest.approx(-0.02) and d["saturated"]
-    tie = rz.decompose(_scores({30: [40, 40], 100: [40, 40]}, labels), 100)
+    tie = learning_curve_gaps(_scores({30: [40, 40], 100: [40, 40]}, labels), 100)
     assert tie["n_saturated"] == 30 and tie["estimation_gap"] == 0
 
     with pytest.raises(ValueError, match="no clone of 100"):
-        rz.decompose(rising[:2], 100)
+        learning_curve_gaps(rising[:2], 100)
     with pytest.raises(ValueError, match="same validation set"):
-        rz.decompose([*rising[:3], rz.ValScore(300, np.array([1, 1]), np.array([2, 2]))], 100)
+        learning_curve_gaps([*rising[:3], ValScore(300, np.array([1, 1]), np.array([2, 2]))], 100)
     with pytest.raises(ValueError):
-        rz.ValScore(10, np.array([3]), np.array([2]))
+        ValScore(10, np.array([3]), np.array([2]))
 
 
 def test_rows_are_validated() -> None:

@@ -55,7 +55,7 @@ from testbed.plotting import plot_methods_by_budget, plot_open_vs_closed, plot_s
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST_SEED, TUNING, check_test_seeds, episode_seeds
+from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TUNING, check_test_seeds, episode_seeds
 
 METHODS = ("bc", "dart", "dagger")
 DEMO_BLOCK = 800
@@ -67,7 +67,7 @@ DAGGER_BLOCK = 100
 
 
 @dataclasses.dataclass
-class Args(kit.StepArgs):
+class Args(kit.EvalArgs):
     """BC vs DART vs DAgger at equal training labels, >= 5 training seeds, on test seeds."""
 
     scenario: str = "highway-fast"
@@ -98,8 +98,6 @@ class Args(kit.StepArgs):
     """Common validation episodes of expert states (demonstration seeds from offset 4000)."""
     eval_episodes: int = 200
     """Test episodes per clone (the expert drives the same seeds)."""
-    eval_seed: int = TEST_SEED
-    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     out: str = "results/compounding_error"
     """Output directory (replaced)."""
 
@@ -341,7 +339,7 @@ def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> li
         "steps.png": plot_step_errors(tables["steps"], order=METHODS, budget=max(args.budgets)),
         "open_vs_closed.png": plot_open_vs_closed(tables["clones"], order=METHODS, budgets=args.budgets),
     }
-    return [kit.save_laid_out_figure(fig, out / name) for name, fig in figures.items()]
+    return kit.save_figures(out, figures)
 
 
 if __name__ == "__main__":

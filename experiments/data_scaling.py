@@ -55,7 +55,7 @@ from testbed.policies import PolicySpec
 from testbed.provenance import git_commit
 from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import TEST_SEED, check_test_seeds
+from testbed.seeds import check_test_seeds
 from testbed.sweep import CellResult, Sweep
 
 SUBSET_KEY = 0x5CA1E
@@ -64,7 +64,7 @@ BASELINES = ("idle", "random")
 
 
 @dataclasses.dataclass
-class Args(kit.StepArgs):
+class Args(kit.EvalArgs):
     """Data scaling of BC: return, crash rate and validation accuracy vs demonstration episodes."""
 
     scenario: str = "highway-fast"
@@ -87,8 +87,6 @@ class Args(kit.StepArgs):
     """BC batch size (capped at a subset's transitions)."""
     eval_episodes: int = 50
     """Evaluation episodes per clone and per baseline (sealed test seeds)."""
-    eval_seed: int = TEST_SEED
-    """First evaluation seed (in the sealed test range, :data:`testbed.seeds.TEST`)."""
     executor: Literal["local", "ray"] = "local"
     """Where cells run: local spawn processes, or Ray."""
     address: str | None = None

@@ -59,27 +59,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from testbed import kit, metrics
-from testbed.collect import demonstrations_from
-from testbed.demos import Demonstrations
-from testbed.drift import aligned_steps, disagreement, off_policy_errors, pooled_shift, step_bins
+from testbed import drift, kit, metrics
 from testbed.errors import TestbedError
-from testbed.experts import make_expert
-from testbed.metrics import episodes_table, learning_curve_gaps, mean_ci, paired_difference, rate_ci, ratio_ci
+from testbed.experts import expert_names, make_expert
 from testbed.outputs import atomic_output_dir, read_json
 from testbed.plotting import plot_realizability, plot_shift_bins
 from testbed.policies import PolicySpec
-from testbed.rollout import EpisodeRecord, RolloutPool
+from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides, sensor_names
 from testbed.seeds import DEMOS, TEST, check_test_seeds
 from testbed.training import TrainConfig
@@ -90,7 +83,6 @@ closed-loop clone."""
 ROWS = ("scripted:kinematics", "planner:kinematics", f"{REALIZABLE}:kinematics", "scripted:kinrich")
 """Default rows, ``TEACHER:SENSOR``, in run order (the realizable teacher needs the first)."""
 TABLES = ("curve", "decomposition", "shift_steps", "episodes")
-ROLES = ("teacher", "clone")
 STATISTICS = (
     "accuracies and crash rates: Clopper-Pearson (accuracies treat validation labels as "
     "independent; curve.csv's val_accuracy_cluster_ci_* is a bootstrap over validation episodes); "
@@ -103,7 +95,7 @@ STATISTICS = (
 
 
 @dataclasses.dataclass
-class Args(kit.StepArgs):
+class Args(kit.BCArgs):
     """Split each teacher's clone shortfall into realizability, estimation and covariate shift."""
 
     scenario: str = "highway-fast"
@@ -130,15 +122,9 @@ class Args(kit.StepArgs):
     """Validation episodes of the planner rows."""
     planner_test_episodes: int = 30
     """Test episodes of the planner rows (the first of the test seeds)."""
-    epochs: int = 100
-    """BC epochs up to ``full_epochs_up_to`` episodes."""
     full_epochs_up_to: int = 100
     """Sizes above this many episodes train for ``epochs * full_epochs_up_to / n`` epochs (the
     gradient steps of this size): bounds the time of the largest sizes."""
-    batch_size: int = 64
-    """BC batch size (capped at the number of training transitions)."""
-    train_seed: int = 0
-    """Training seed of every clone (initialisation, batch order)."""
     step_bin: int = 5
     """Width [decisions] of the step bins of ``shift_steps.csv``."""
     set: tuple[str, ...] = ()
@@ -150,11 +136,17 @@ class Args(kit.StepArgs):
 
     def resolved(self) -> Args:
         """The --fast preset (4-decision episodes, sizes 2 and 4, 2 test seeds), else itself."""
-        if not self.fast:
-            return self
         tiny = dict(val_episodes=2, test_episodes=2, planner_val_episodes=1, planner_test_episodes=1)
         small = dict(sizes=(2, 4), n_actual=4, planner_sizes=(1, 2), epochs=2, full_epochs_up_to=2, batch_size=8)
-        return dataclasses.replace(self, step_bin=2, set=(*self.set, "duration=4"), **tiny, **small)
+        return kit.fast_preset(self, step_bin=2, set=(*self.set, "duration=4"), **tiny, **small)
+
+    def curve_config(self, n: int, n_transitions: int) -> TrainConfig:
+        """The recipe for a clone of ``n`` episodes (``n_transitions`` labels, every one trained
+        on, the batch capped at them), the log evaluated at the last epoch only."""
+        epochs = self.epochs if n <= self.full_epochs_up_to else max(1, round(self.epochs * self.full_epochs_up_to / n))
+        return kit.every_label_config(
+            self.train_seed, n_transitions, epochs=epochs, batch_size=self.batch_size, eval_every=epochs
+        )
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
@@ -166,19 +158,14 @@ class Args(kit.StepArgs):
                 raise TestbedError(
                     "the realizable row needs the kinematics sensor and the scripted:kinematics row before it"
                 )
-        for name in ("sizes", "planner_sizes"):
-            sizes = getattr(self, name)
-            if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
-                raise TestbedError(f"--{name.replace('_', '-')} must be distinct positive sizes, got {list(sizes)}")
+        kit.check_distinct_positive(self, "sizes", "planner_sizes")
         if max(*self.sizes, *self.planner_sizes) > self.val_offset:
             raise TestbedError("training sizes would reach the validation seeds; raise --val-offset")
         DEMOS.seeds(max(self.val_episodes, self.planner_val_episodes), offset=self.val_offset)
-        if min(self.val_episodes, self.planner_val_episodes, self.test_episodes, self.planner_test_episodes) < 1:
-            raise TestbedError("validation and test episodes must be at least 1")
+        episodes = ("val_episodes", "planner_val_episodes", "test_episodes", "planner_test_episodes")
+        kit.check_at_least_one(self, *episodes, "epochs", "full_epochs_up_to", "batch_size", "step_bin", "workers")
         if self.planner_test_episodes > self.test_episodes:
             raise TestbedError("--planner-test-episodes must not exceed --test-episodes (its seeds are the first)")
-        if min(self.epochs, self.full_epochs_up_to, self.batch_size, self.step_bin, self.workers) < 1:
-            raise TestbedError("--epochs, --full-epochs-up-to, --batch-size, --step-bin and --workers must be >= 1")
 
 
 def parse_row(text: str) -> tuple[str, str]:
@@ -187,8 +174,6 @@ def parse_row(text: str) -> tuple[str, str]:
     Raises:
         TestbedError: an unknown sensor or expert.
     """
-    from testbed.experts import expert_names
-
     teacher, _, sensor = text.partition(":")
     sensor = sensor or "kinematics"
     if sensor not in sensor_names():
@@ -198,145 +183,78 @@ def parse_row(text: str) -> tuple[str, str]:
     return teacher, sensor
 
 
-def train_config(args: Args, n: int, n_transitions: int) -> TrainConfig:
-    """The recipe for a clone of ``n`` episodes (``n_transitions`` labels)."""
-    epochs = args.epochs if n <= args.full_epochs_up_to else max(1, round(args.epochs * args.full_epochs_up_to / n))
-    batch_size = min(args.batch_size, n_transitions)
-    return TrainConfig(
-        n_epochs=epochs, batch_size=batch_size, seed=args.train_seed, val_fraction=0.0, eval_every=epochs
-    )
-
-
-@dataclasses.dataclass
-class Row:
-    """One teacher x sensor row while it is computed: the teacher (an expert name or
-    ``realizable``) as a driver and labeller (``spec``), the sensor its clone observes, the
-    scenario with that sensor, the learning-curve sizes [episodes], the validation episodes and
-    the sealed test seeds."""
-
-    teacher: str
-    sensor: str
-    scenario: Scenario
-    spec: PolicySpec
-    sizes: tuple[int, ...]
-    n_val: int
-    test_seeds: list[int]
-
-    @property
-    def label(self) -> str:
-        return f"{self.teacher}, {self.sensor}"
-
-
 def run_row(
-    row: Row,
+    teacher: str,
+    sensor: str,
     args: Args,
+    scenario: Scenario,
+    test_seeds: list[int],
     *,
     pool: RolloutPool,
-    scratch: pathlib.Path,
-    runs: dict[tuple[str, str], list[EpisodeRecord]],
-    teacher_record: dict[str, Any],
+    scratch: str,
+    earlier: dict[str, Any],
 ) -> dict[str, Any]:
-    """Everything of one row: curve, decomposition, per-step bins, episodes and its closed-loop
-    clone's directory (in ``scratch``)."""
+    """One teacher x sensor row: the teacher (an expert name or ``realizable``, then
+    ``earlier`` is the scripted:kinematics row's result) drives and labels; its clones observe
+    ``scenario`` (the row's sensor). Returns the row's tables, its closed-loop clone's
+    directory (in ``scratch``) and test runs, wall times and its record for config.json."""
+    start = time.perf_counter()
+    if teacher == REALIZABLE:  # the scripted:kinematics row's clone
+        spec = PolicySpec("clone", str(earlier["clone_dir"]), name="clone:scripted-kinematics (realizable teacher)")
+        what = "the scripted:kinematics row's closed-loop BC clone, driving and labelling by argmax"
+        teacher_record = {"name": REALIZABLE, "params": {"what": what}}
+    else:
+        spec, teacher_record = PolicySpec("expert", teacher), {"name": teacher, "params": make_expert(teacher).params()}
+    planner, label, labels = teacher == "planner", f"{teacher}, {sensor}", {"teacher": teacher, "sensor": sensor}
+    sizes = args.planner_sizes if planner else args.sizes
+    n_val = args.planner_val_episodes if planner else args.val_episodes
+    test_seeds = test_seeds[: args.planner_test_episodes] if planner else test_seeds
 
-    def demonstrations(seeds: list[int], what: str) -> Demonstrations:
-        records = pool.run(row.scenario, row.spec, seeds, progress=True, desc=f"{row.label}: {what}")
-        return demonstrations_from(row.scenario, records, teacher_record)
-
+    drive = functools.partial(kit.driven_demonstrations, pool, scenario, spec, driver=teacher_record)
     timing: dict[str, float] = {}
     with kit.timed(timing, "demos_s"):
-        demos = demonstrations(DEMOS.seeds(max(row.sizes)), "demos")
-        validation = demonstrations(DEMOS.seeds(row.n_val, offset=args.val_offset), "validation")
+        demos = drive(DEMOS.seeds(max(sizes)), desc=f"{label}: demos")
+        validation = drive(DEMOS.seeds(n_val, offset=args.val_offset), desc=f"{label}: validation")
 
     # (a), (b): a learning curve, every clone scored on the one validation set.
     with kit.timed(timing, "train_s"):
-        config = functools.partial(train_config, args)
-        curve = kit.learning_curve(demos, validation, row.sizes, config, workers=min(2, args.workers))
-    n_actual = args.n_actual if args.n_actual in row.sizes else max(row.sizes)
+        curve = kit.learning_curve(demos, validation, sizes, args.curve_config, workers=min(2, args.workers))
+    n_actual = args.n_actual if args.n_actual in sizes else max(sizes)
 
     # (c): the n_actual clone drives the test seeds with the teacher labelling; offline on the teacher's.
     with kit.timed(timing, "test_s"):
-        name = f"{row.teacher}-{row.sensor}-n{n_actual}"
-        demos_path = f"in memory: {row.label}, demonstration seeds 0..{n_actual - 1}"
-        clone_dir = curve.save(n_actual, scratch / name, demos_path=demos_path)
-        clone = PolicySpec("clone", str(clone_dir), name=f"clone:{name}")
-        scenario_key = json.dumps(row.scenario.to_dict(), sort_keys=True)
-        # The realizable teacher is an earlier row's clone: its test episodes are that row's.
-        teacher_runs = runs.get((scenario_key, row.spec.arg)) or pool.run(
-            row.scenario, row.spec, row.test_seeds, progress=True, desc=f"{row.label}: teacher, test"
-        )
-        teacher_runs = teacher_runs[: len(row.test_seeds)]
-        clone_runs = pool.run(
-            row.scenario, clone, row.test_seeds, labeller=row.spec, progress=True, desc=f"{row.label}: clone, test"
-        )
-        runs[(scenario_key, str(clone_dir))] = clone_runs
-
-    on = {r.seed: disagreement(r) for r in clone_runs}
-    off = {r.seed: off_policy_errors(curve.results[n_actual].policy, r) for r in teacher_runs}
-    steps = aligned_steps(on, off)
-    seeds = [r.seed for r in clone_runs]
-    episodes = _episodes(row, teacher_runs, clone_runs, on, off)
-    teacher_ep, clone_ep = (episodes[episodes["role"] == role].set_index("seed").loc[seeds] for role in ROLES)
+        name = f"{teacher}-{sensor}-n{n_actual}"
+        demos_path = f"in memory: {label}, demonstration seeds 0..{n_actual - 1}"
+        clone_dir = curve.save(n_actual, pathlib.Path(scratch, name), demos_path=demos_path)
+        clone = (PolicySpec("clone", str(clone_dir), name=f"clone:{name}"), curve.results[n_actual].policy)
+        # The realizable teacher is the scripted row's clone: its test episodes are that clone's.
+        teacher_runs = earlier["runs"].clone_runs if earlier else None
+        runs = drift.teacher_and_clone(pool, scenario, spec, clone, test_seeds, teacher_runs=teacher_runs, desc=label)
     decomposition = {
-        "teacher": row.teacher,
-        "sensor": row.sensor,
-        "privileged": row.teacher != REALIZABLE,
-        "sizes": " ".join(map(str, sorted(row.sizes))),
-        **learning_curve_gaps(curve.scores, n_actual),
-        **pooled_shift(steps),
-        **ratio_ci([on[s].sum() for s in seeds], [len(on[s]) for s in seeds]).columns("eps_on_all"),
-        **ratio_ci([off[s].sum() for s in seeds], [len(off[s]) for s in seeds]).columns("eps_off_all"),
-        **mean_ci(teacher_ep["return"].to_numpy()).columns("teacher_return"),
-        **rate_ci(int(teacher_ep["crashed"].sum()), len(teacher_ep)).columns("teacher_crash_rate"),
-        **mean_ci(clone_ep["return"].to_numpy()).columns("clone_return"),
-        **rate_ci(int(clone_ep["crashed"].sum()), len(clone_ep)).columns("clone_crash_rate"),
-        **paired_difference(clone_ep["return"].to_numpy(), teacher_ep["return"].to_numpy()).columns("return_diff"),
-        "n_test": len(seeds),
-        "n_val_episodes": row.n_val,
+        **labels,
+        "privileged": teacher != REALIZABLE,
+        "sizes": " ".join(map(str, sorted(sizes))),
+        **metrics.learning_curve_gaps(curve.scores, n_actual),
+        **runs.columns(),  # eps_on, eps_off, shift (same steps); eps_*_all; teacher and clone outcomes; return_diff
+        "n_test": len(runs.seeds),
+        "n_val_episodes": n_val,
     }
+    bins = drift.step_bins(runs.steps(), args.step_bin)
     return {
-        "curve": [{"teacher": row.teacher, "sensor": row.sensor, **r} for r in curve.rows()],
-        "decomposition": decomposition,
-        "bins": step_bins(steps, args.step_bin).assign(teacher=row.teacher, sensor=row.sensor),
-        "episodes": episodes,
+        "curve": pd.DataFrame([{**labels, **r} for r in curve.rows()]),
+        "decomposition": pd.DataFrame([decomposition]),
+        "shift_steps": pd.DataFrame(labels, index=bins.index).join(bins),
+        "episodes": runs.episodes(**labels),
         "clone_dir": clone_dir,
-        "timing": timing,
+        "runs": runs,
+        "timing": timing | {"total_s": time.perf_counter() - start},
         "record": {
-            "teacher": row.teacher,
-            "sensor": row.sensor,
+            **labels,
             "teacher_record": teacher_record,
-            "sizes": [str(n) for n in sorted(row.sizes)],
             "n_actual": n_actual,
-            "train_configs": {str(n): curve.configs[n].to_dict() for n in sorted(row.sizes)},
+            **curve.record(),  # sizes, train_configs
         },
     }
-
-
-def _episodes(
-    row: Row,
-    teacher_runs: Sequence[EpisodeRecord],
-    clone_runs: Sequence[EpisodeRecord],
-    on: Mapping[int, np.ndarray],
-    off: Mapping[int, np.ndarray],
-) -> pd.DataFrame:
-    """One row per test episode and role; ``n_disagree``: on teacher episodes the clone's
-    disagreements offline, on clone episodes on-policy."""
-    frames = []
-    for role, records, eps in zip(ROLES, (teacher_runs, clone_runs), (off, on)):
-        ep = episodes_table((role, r.seed, r.trajectory) for r in records)
-        ep = ep.assign(teacher=row.teacher, sensor=row.sensor, role=role, n_disagree=[eps[s].sum() for s in ep["seed"]])
-        frames.append(ep[["teacher", "sensor", "role", "seed", "return", "crashed", "length", "n_disagree"]])
-    return pd.concat(frames, ignore_index=True)
-
-
-def _teacher(teacher: str, clone_dir: pathlib.Path | None) -> tuple[PolicySpec, dict[str, Any]]:
-    """The teacher's spec and its record in the demonstrations' metadata."""
-    if teacher == REALIZABLE:
-        assert clone_dir is not None
-        spec = PolicySpec("clone", str(clone_dir), name="clone:scripted-kinematics (realizable teacher)")
-        what = "the scripted:kinematics row's closed-loop BC clone, driving and labelling by argmax"
-        return spec, {"name": REALIZABLE, "params": {"what": what}}
-    return PolicySpec("expert", teacher), {"name": teacher, "params": make_expert(teacher).params()}
 
 
 def main(args: Args) -> dict[str, pd.DataFrame]:
@@ -349,44 +267,22 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
     test_seeds = TEST.seeds(args.test_episodes, offset=args.test_offset)
     test_record = check_test_seeds(test_seeds, "realizability")
     planner_record = check_test_seeds(test_seeds[: args.planner_test_episodes], "realizability")
-    overrides = parse_overrides(args.set)
-    rows = [parse_row(r) for r in args.rows]
+    rows, overrides = [parse_row(r) for r in args.rows], parse_overrides(args.set)
     scenarios = {s: get_scenario(args.scenario, overrides, sensor=s) for s in dict.fromkeys(s for _, s in rows)}
     outputs: dict[str, dict[str, Any]] = {}
-    runs: dict[tuple[str, str], list[EpisodeRecord]] = {}
-    teachers: dict[str, Any] = {}
     with (
         atomic_output_dir(args.out, overwrite=True) as out,
-        tempfile.TemporaryDirectory(prefix="realizability-") as scratch_name,
+        tempfile.TemporaryDirectory(prefix="realizability-") as scratch,
         RolloutPool(args.workers) as pool,
     ):
         for teacher, sensor in rows:
-            row_start = time.perf_counter()
-            clone_dir = outputs["scripted, kinematics"]["clone_dir"] if teacher == REALIZABLE else None
-            spec, teachers[f"{teacher}, {sensor}"] = _teacher(teacher, clone_dir)
-            planner = teacher == "planner"
-            row = Row(
-                teacher=teacher,
-                sensor=sensor,
-                scenario=scenarios[sensor],
-                spec=spec,
-                sizes=args.planner_sizes if planner else args.sizes,
-                n_val=args.planner_val_episodes if planner else args.val_episodes,
-                test_seeds=test_seeds[: args.planner_test_episodes] if planner else test_seeds,
+            earlier = outputs["scripted, kinematics"] if teacher == REALIZABLE else {}
+            result = run_row(
+                teacher, sensor, args, scenarios[sensor], test_seeds, pool=pool, scratch=scratch, earlier=earlier
             )
-            record = teachers[row.label]
-            result = run_row(row, args, pool=pool, scratch=pathlib.Path(scratch_name), runs=runs, teacher_record=record)
-            result["timing"]["total_s"] = time.perf_counter() - row_start
-            outputs[row.label] = result
-            print(_table(pd.DataFrame([result["decomposition"]])), flush=True)
-        bins = pd.concat([r["bins"] for r in outputs.values()], ignore_index=True)
-        tables = {
-            "curve": pd.DataFrame([c for r in outputs.values() for c in r["curve"]]),
-            "decomposition": pd.DataFrame([r["decomposition"] for r in outputs.values()]),
-            "shift_steps": bins[["teacher", "sensor", *[c for c in bins.columns if c not in ("teacher", "sensor")]]],
-            "episodes": pd.concat([r["episodes"] for r in outputs.values()], ignore_index=True),
-        }
-        sizes = max(*args.sizes, *args.planner_sizes)
+            outputs[f"{teacher}, {sensor}"] = result
+            print(_table(result["decomposition"]), flush=True)
+        tables = {name: pd.concat([r[name] for r in outputs.values()], ignore_index=True) for name in TABLES}
         n_val = max(args.val_episodes, args.planner_val_episodes)
         record = kit.experiment_record(
             args,
@@ -397,7 +293,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
                 "planner_test": planner_record,
                 "demonstrations": {
                     **DEMOS.record(),
-                    "train": f"the first n of seeds 0..{sizes - 1}",
+                    "train": f"the first n of seeds 0..{max(*args.sizes, *args.planner_sizes) - 1}",
                     "validation": [args.val_offset, args.val_offset + n_val - 1],
                 },
             },
@@ -424,36 +320,28 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             },
         )
         kit.write_results(out, tables, record)
-        _plots(out, tables, args.scenario)
+        replot(out)
     print(_table(tables["decomposition"]))
     print(f"total {time.perf_counter() - start:.0f} s -> {args.out}")
     return tables
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Redraw both figures from the CSVs and ``config.json`` an earlier run wrote into ``out``."""
+    """Draw both figures from the CSVs and ``config.json`` a run wrote into ``out``."""
     out = pathlib.Path(out)
     scenario = read_json(out / "config.json", what="experiment config")["args"]["scenario"]
-    return _plots(out, {name: pd.read_csv(out / f"{name}.csv") for name in TABLES[:3]}, scenario)
-
-
-def _plots(out: pathlib.Path, tables: Mapping[str, pd.DataFrame], scenario: str) -> list[pathlib.Path]:
+    curve, decomposition, shift_steps = (pd.read_csv(out / f"{name}.csv") for name in TABLES[:3])
     title = f"{scenario}: realizability, estimation and covariate shift per teacher"
-    curves = plot_realizability(tables["curve"], tables["decomposition"], title=title)
+    curves = plot_realizability(curve, decomposition, title=title)
     title = f"{scenario}: on- vs off-policy disagreement at the same steps (pairs both runs reached; 95% CIs)"
-    shift = plot_shift_bins(tables["shift_steps"], title=title)
-    return [
-        kit.save_laid_out_figure(curves, out / "realizability.png"),
-        kit.save_laid_out_figure(shift, out / "shift.png"),
-    ]
+    shift = plot_shift_bins(shift_steps, title=title)
+    return kit.save_figures(out, {"realizability.png": curves, "shift.png": shift})
 
 
 def _table(decomposition: pd.DataFrame) -> str:
-    intervals = ("acc_sat", "acc_actual", "realizability_gap", "estimation_gap", "shift", "eps_on")
-    intervals += ("teacher_crash_rate", "clone_crash_rate", "return_diff")
-    return metrics.markdown_intervals(
-        decomposition, dict(zip(intervals, intervals)), plain=("teacher", "sensor", "saturated")
-    )
+    columns = ("acc_sat", "acc_actual", "realizability_gap", "estimation_gap", "shift", "eps_on", "teacher_crash_rate")
+    columns += ("clone_crash_rate", "return_diff")
+    return metrics.markdown_intervals(decomposition, {c: c for c in columns}, plain=("teacher", "sensor", "saturated"))
 
 
 if __name__ == "__main__":

@@ -602,6 +602,108 @@ def step_bins(steps: pd.DataFrame, width: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@dataclasses.dataclass
+class TeacherAndClone:
+    """A clone and its teacher on the same test seeds (:func:`teacher_and_clone`): the
+    teacher's own episodes, the clone's episodes with the teacher labelling every state it
+    visits, and the clone's 0/1 disagreement with the teacher along both."""
+
+    teacher_runs: list[EpisodeRecord]
+    """The teacher driving, one episode per seed."""
+    clone_runs: list[EpisodeRecord]
+    """The clone driving with the teacher labelling, the same seeds in the same order."""
+    on: dict[int, np.ndarray]
+    """seed -> the clone's disagreement with the teacher's label at each decision of its own
+    run (T_on,): :func:`disagreement`."""
+    off: dict[int, np.ndarray]
+    """seed -> the clone's disagreement with the teacher's action at each decision of the
+    teacher's run (T_off,), computed offline from the recorded observations:
+    :func:`off_policy_errors`."""
+
+    ROLES = ("teacher", "clone")
+    """The roles of :meth:`episodes`, in order."""
+
+    @property
+    def seeds(self) -> list[int]:
+        """The test seeds, in the clone's run order."""
+        return [r.seed for r in self.clone_runs]
+
+    def steps(self) -> pd.DataFrame:
+        """Per-step disagreements on the (seed, step) pairs both runs reached
+        (:func:`aligned_steps`): the input of :func:`pooled_shift` and :func:`step_bins`."""
+        return aligned_steps(self.on, self.off)
+
+    def episodes(self, **labels: Any) -> pd.DataFrame:
+        """One row per test episode and role (teacher episodes first): the ``labels`` (e.g.
+        ``teacher=..., sensor=...``) as constant columns, ``role``, ``seed``, ``return``,
+        ``crashed``, ``length`` and ``n_disagree`` (on the teacher's episodes the clone's
+        disagreements offline, on the clone's its on-policy ones)."""
+        from testbed.metrics import episodes_table
+
+        frames = []
+        for role, records, errors in zip(self.ROLES, (self.teacher_runs, self.clone_runs), (self.off, self.on)):
+            ep = episodes_table((role, r.seed, r.trajectory) for r in records)
+            ep = ep.assign(**labels, role=role, n_disagree=[errors[s].sum() for s in ep["seed"]])
+            frames.append(ep[[*labels, "role", "seed", "return", "crashed", "length", "n_disagree"]])
+        return pd.concat(frames, ignore_index=True)
+
+    def columns(self) -> dict[str, Any]:
+        """The closed-loop columns of a table row, each with its 95% interval: ``eps_on``,
+        ``eps_off`` and ``shift`` with ``n_pairs`` and ``n_seeds`` on the (seed, step) pairs both
+        runs reached (:func:`pooled_shift` of :meth:`steps`); ``eps_on_all`` and ``eps_off_all``,
+        the same over every step of each run (:func:`testbed.metrics.ratio_ci`);
+        ``teacher_return``, ``teacher_crash_rate``, ``clone_return``, ``clone_crash_rate``
+        (means: bootstrap over episodes; rates: Clopper-Pearson) and ``return_diff`` (clone
+        minus teacher, paired by seed)."""
+        from testbed.metrics import paired_difference
+
+        seeds, episodes = self.seeds, self.episodes()
+        teacher, clone = (episodes[episodes["role"] == role].set_index("seed").loc[seeds] for role in self.ROLES)
+        columns = pooled_shift(self.steps())
+        for name, errors in (("eps_on_all", self.on), ("eps_off_all", self.off)):
+            columns.update(ratio_ci([errors[s].sum() for s in seeds], [len(errors[s]) for s in seeds]).columns(name))
+        for role, ep in zip(self.ROLES, (teacher, clone)):
+            columns.update(mean_ci(ep["return"].to_numpy()).columns(f"{role}_return"))
+            columns.update(rate_ci(int(ep["crashed"].sum()), len(ep)).columns(f"{role}_crash_rate"))
+        diff = paired_difference(clone["return"].to_numpy(), teacher["return"].to_numpy())
+        return columns | diff.columns("return_diff")
+
+
+def teacher_and_clone(
+    pool: RolloutPool,
+    scenario: Scenario,
+    teacher: PolicySpec,
+    clone: tuple[PolicySpec, Any],
+    seeds: Sequence[int],
+    *,
+    teacher_runs: Sequence[EpisodeRecord] | None = None,
+    desc: str = "",
+) -> TeacherAndClone:
+    """Drive the teacher and the clone on ``seeds``, the teacher labelling the clone's states,
+    and score the clone against the teacher along both runs (:class:`TeacherAndClone`).
+
+    Args:
+        pool: the rollout workers.
+        scenario: the scenario both drive (the clone's sensor).
+        teacher: the teacher as a driver and labeller.
+        clone: the clone's spec and its loaded policy (scored offline on the teacher's
+            recorded observations, :func:`off_policy_errors`).
+        seeds: the test seeds.
+        teacher_runs: the teacher's episodes of these seeds, first ones used, when it has
+            driven them already (e.g. a teacher that is an earlier clone: its labelled runs);
+            otherwise the teacher drives them here.
+        desc: progress-bar prefix.
+    """
+    if teacher_runs is None:
+        teacher_runs = pool.run(scenario, teacher, list(seeds), progress=True, desc=f"{desc}: teacher, test")
+    spec, policy = clone
+    clone_runs = pool.run(scenario, spec, list(seeds), labeller=teacher, progress=True, desc=f"{desc}: clone, test")
+    teacher_runs = list(teacher_runs[: len(seeds)])
+    on = {r.seed: disagreement(r) for r in clone_runs}
+    off = {r.seed: off_policy_errors(policy, r) for r in teacher_runs}
+    return TeacherAndClone(teacher_runs, clone_runs, on, off)
+
+
 # --- Per-episode error strings of clones and controls (experiments/compounding*.py) ---
 
 

@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from imitation.data.types import TrajectoryWithRew
 
-from testbed.drift import aligned_steps, pooled_shift, step_bins
+from testbed.drift import TeacherAndClone, aligned_steps, pooled_shift, step_bins
 from testbed.errors import TestbedError
 from testbed.metrics import ValScore, learning_curve_gaps, rate_ci, ratio_ci
+from testbed.rollout import EpisodeRecord
 from testbed.scenarios import get_scenario, make_env
 from testbed.seeds import TEST
 
@@ -62,6 +64,49 @@ def test_same_step_pooling_known_answer() -> None:
     assert float((bins["shift"] * bins["n"]).sum() / bins["n"].sum()) == pytest.approx(pooled["shift"])
     with pytest.raises(ValueError, match="share their seeds"):
         aligned_steps(on, {1: off[1]})
+
+
+def _episode(seed: int, rewards: list[float], *, crashed: bool) -> EpisodeRecord:
+    n = len(rewards)
+    info = {"speed": 20.0, "distance_m": 1.0, "lane_change": False, "rightmost": True}
+    infos = [{**info, "crashed": crashed and i == n - 1} for i in range(n)]
+    traj = TrajectoryWithRew(
+        obs=np.zeros((n + 1, 1), dtype=np.float32),
+        acts=np.ones(n, dtype=np.int64),
+        infos=np.asarray(infos, dtype=object),
+        terminal=True,
+        rews=np.asarray(rewards, dtype=np.float32),
+    )
+    return EpisodeRecord("p", seed, traj)
+
+
+def test_teacher_and_clone_columns_known_answer() -> None:
+    # The teacher drives seeds 2 and 1 (3 steps each); the clone drives them in the other order
+    # and crashes on seed 2 after 1 step. Disagreements: on its own states 1/1 and 0/3, offline on
+    # the teacher's 1/3 and 0/3.
+    teacher = [_episode(2, [1, 1, 1], crashed=False), _episode(1, [1, 1, 1], crashed=False)]
+    clone = [_episode(1, [1, 1, 1], crashed=False), _episode(2, [0.5], crashed=True)]
+    on = {1: np.array([0.0, 0, 0]), 2: np.array([1.0])}
+    off = {1: np.array([0.0, 0, 0]), 2: np.array([1.0, 0, 0])}
+    runs = TeacherAndClone(teacher, clone, on, off)
+    assert runs.seeds == [1, 2]
+    episodes = runs.episodes(teacher="t", sensor="s")
+    assert list(episodes.columns) == ["teacher", "sensor", "role", "seed", "return", "crashed", "length", "n_disagree"]
+    assert episodes[["role", "seed", "n_disagree"]].values.tolist() == [
+        ["teacher", 2, 1.0],
+        ["teacher", 1, 0.0],
+        ["clone", 1, 0.0],
+        ["clone", 2, 1.0],
+    ]
+    c = runs.columns()
+    # Same steps: seed 1 steps 1-3 and seed 2 step 1 -> eps_on 1/4, eps_off 1/4; every step: 1/4, 1/6.
+    assert (c["eps_on"], c["eps_off"], c["shift"], c["n_pairs"], c["n_seeds"]) == pytest.approx((0.25, 0.25, 0, 4, 2))
+    assert (c["eps_on_all"], c["eps_off_all"]) == pytest.approx((0.25, 1 / 6))
+    assert (c["teacher_return"], c["clone_return"]) == pytest.approx((3.0, 1.75))
+    assert (c["teacher_crash_rate"], c["clone_crash_rate"]) == pytest.approx((0.0, 0.5))
+    assert c["return_diff"] == pytest.approx(-1.25)  # paired by seed: (0 + -2.5) / 2
+    for name in ("eps_on", "eps_off_all", "teacher_return", "clone_crash_rate", "return_diff"):
+        assert _ordered(c, name), name
 
 
 def test_ratio_ci_pools_steps_and_resamples_episodes() -> None:

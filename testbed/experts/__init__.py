@@ -14,6 +14,12 @@ def _scripted() -> Expert:
     return ScriptedExpert()
 
 
+def _scripted_v2() -> Expert:
+    from testbed.experts.scripted import ScriptedExpertV2
+
+    return ScriptedExpertV2()
+
+
 def _continuous() -> Expert:
     from testbed.experts.continuous import ContinuousExpert
 
@@ -26,8 +32,15 @@ def _planner() -> Expert:
     return PlannerExpert()
 
 
-EXPERTS: dict[str, Callable[[], Expert]] = {"scripted": _scripted, "planner": _planner, "continuous": _continuous}
-"""Expert name -> factory. Factories import lazily so the registry has no import cost."""
+EXPERTS: dict[str, Callable[[], Expert]] = {
+    "scripted": _scripted,
+    "scripted-v2": _scripted_v2,
+    "planner": _planner,
+    "continuous": _continuous,
+}
+"""Expert name -> factory. Factories import lazily so the registry has no import cost.
+``scripted`` keeps the rule set every committed result was made with; ``scripted-v2`` is the
+same driver with the fixed rules (:class:`~testbed.experts.scripted.ScriptedParams` ``rules=2``)."""
 
 
 def expert_names() -> list[str]:

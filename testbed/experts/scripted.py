@@ -23,13 +23,34 @@ allows a clearly higher sustained speed (a lane with a vehicle slower than the e
 target speed ahead is penalised: the ego would get stuck behind it, often boxed in), and
 otherwise drifts right; while a ramp vehicle nearby still
 has to merge, the rightmost lane is penalised so the ego moves out of its way early.
+
+Rule sets. ``ScriptedParams.rules`` selects them; 1 (expert ``scripted``) is the original and
+made every committed result, 2 (expert ``scripted-v2``) changes five rules:
+
+1. *Strict horizon*: an action is safe only if no gap is violated at any predicted sample; rule
+   set 1 accepted a violation at exactly ``horizon``, took FASTER beside a car abreast with a
+   slow car ahead, then had to brake level with the side car and hit the slow one.
+2. *Speed for the gap*: behind a leader slower than ``close_margin`` above the lowest target
+   speed, the ego keeps the fastest safe speed at which closing the gap still takes
+   ``close_time``. DiscreteMetaAction's MDPVehicle cannot target less than its lowest target
+   speed (SLOWER at the lowest index re-targets it: 20 m/s on the highway presets), so the ego
+   cannot follow a slower leader; every metre of gap it does not burn is time to find a lane out.
+3. *Longer fallback look-ahead*: when no speed keeps the lane safe, time to contact is predicted
+   over ``fallback_horizon`` (not ``horizon``), so a lane change that postpones contact is taken
+   while the side lanes are still open rather than once contact is within ``horizon``.
+4. *Room to steer around a stopped vehicle*: ``stop_gap`` to a stopped vehicle ahead, and
+   during a lane change the lane being left is checked for contact only until the ego has driven
+   ``lane_clear_distance`` (or ``lane_change_time``); rule set 1 started a lane change at
+   standstill behind a stopped car and never moved again (target speeds that include 0).
+5. *Ties*: a tie between LANE_LEFT and LANE_RIGHT goes to the faster lane, then to the right;
+   rule set 1 took whichever came first in its action dict.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 from testbed.experts.base import Expert
@@ -102,10 +123,41 @@ class ScriptedParams:
     """A ring vehicle occupies the entry point while within this arc distance of it [m]."""
     yield_buffer: float = 1.0
     """Time that must separate the ego's and a ring vehicle's occupancy of the entry [s]."""
+    rules: int = 1
+    """Rule set. 1: the original rules, which every committed result was made with (expert
+    ``scripted``). 2: the fixed rules (expert ``scripted-v2``; module docstring, "Rule set 2").
+    The fields below it are read by rule set 2 only."""
+    fallback_horizon: float = 8.0
+    """Rule set 2: look-ahead of the time-to-contact ranking when no speed keeps the lane safe [s]."""
+    stop_gap: float = 6.0
+    """Rule set 2: bumper-to-bumper gap kept to a stopped vehicle ahead (room to steer around it) [m]."""
+    close_time: float = 8.0
+    """Rule set 2: the ego keeps the fastest safe speed at which closing the gap to its leader
+    takes at least this long (0: always the fastest safe speed, as rule set 1) [s]."""
+    close_margin: float = 5.0
+    """Rule set 2: ``close_time`` applies to leaders slower than the lowest target speed plus
+    this (a faster leader can be followed at the lowest target speed) [m/s]."""
+    lane_clear_distance: float = 5.0
+    """Rule set 2: during a lane change, the lane being left matters (contact only) until the
+    ego has driven this far or for ``lane_change_time``, whichever is later [m]."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The parameters as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """The parameters as a JSON-serialisable dict.
+
+        Rule set 1 is recorded without ``rules`` and the fields only rule set 2 reads, exactly
+        as before they existed, so that records made with it (demonstration and clone
+        metadata, which :mod:`testbed.verify` compares against the current parameters) still
+        match.
+        """
+        out = dataclasses.asdict(self)
+        if self.rules == 1:
+            for name in _V2_FIELDS:
+                del out[name]
+        return out
+
+
+_V2_FIELDS = ("rules", "fallback_horizon", "stop_gap", "close_time", "close_margin", "lane_clear_distance")
+"""Fields of :class:`ScriptedParams` that rule set 1 neither reads nor records."""
 
 
 @dataclasses.dataclass
@@ -238,18 +290,29 @@ class ScriptedExpert(Expert):
         cands[_IDLE] = int(ego.speed_index)
         if _SLOWER in idx:
             cands[_SLOWER] = max(int(cur_index) - 1, 0)
-        profiles = {
-            k: (self._profile(env, ego, speeds, k, brake=True), self._profile(env, ego, speeds, k, brake=False))
-            for k in set(cands.values())
-        }
+        v2 = p.rules >= 2
+
+        def make_profiles(horizon: float) -> dict[int, tuple[list, list]]:
+            return {
+                k: (
+                    self._profile(env, ego, speeds, k, brake=True, horizon=horizon),
+                    self._profile(env, ego, speeds, k, brake=False, horizon=horizon),
+                )
+                for k in set(cands.values())
+            }
+
+        profiles = make_profiles(p.horizon)
 
         dec = _Decision(ring=self._ring_conflicts(env, ego, others))
         changing = ego.lane_index != ego.target_lane_index
         frames = self._chain_frames(dec, env, ego, others)
+        left_frame = None
         if changing:
-            frames.append(
-                self._frame(dec, net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index)
-            )
+            left = self._frame(dec, net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index)
+            if v2:
+                left_frame = left  # checked on its own (see speed_ttv)
+            else:
+                frames.append(left)
         side_frames = {}
         if not changing:
             for action, delta in ((_LANE_LEFT, -1), (_LANE_RIGHT, 1)):
@@ -260,9 +323,16 @@ class ScriptedExpert(Expert):
                         self._frame(dec, net.get_lane(side), ego, others, entering=True, index=side),
                     )
 
-        def speed_ttv(k: int, frames_: list, until: float = math.inf, contact: bool = False) -> float:
-            brake, hold = profiles[k]
+        def speed_ttv(
+            k: int, frames_: list, until: float = math.inf, contact: bool = False, profs: dict | None = None
+        ) -> float:
+            brake, hold = (profs or profiles)[k]
             ttv = min((self._frame_ttv(fr, brake, hold, until, contact) for fr in frames_), default=math.inf)
+            if left_frame is not None and frames_ is frames:
+                # Rule set 2: the lane being left only until the ego has moved out of it, and
+                # only contact counts (the ego is already moving away sideways).
+                clear = next((t for t, d, _ in brake if d >= p.lane_clear_distance), math.inf)
+                ttv = min(ttv, self._frame_ttv(left_frame, brake, hold, max(clear, p.lane_change_time), True))
             ttv = min(ttv, self._yield_ttv(dec, brake, hold))
             return min(ttv, self._crossing_ttv(dec, env, ego, others, hold))
 
@@ -272,23 +342,27 @@ class ScriptedExpert(Expert):
                 dec, net.get_lane(ego.lane_index), ego, others, entering=False, index=ego.lane_index
             )
 
-        def all_ttv(contact: bool = False) -> dict[str, float]:
-            out = {a: speed_ttv(k, frames, contact=contact) for a, k in cands.items()}
+        def all_ttv(contact: bool = False, profs: dict | None = None) -> dict[str, float]:
+            out = {a: speed_ttv(k, frames, contact=contact, profs=profs) for a, k in cands.items()}
             for action, (_side, fr) in side_frames.items():
                 k = cands[_IDLE]
                 out[action] = min(
-                    speed_ttv(k, [fr], contact=contact),
-                    speed_ttv(k, frames[:1], until=p.lane_change_time, contact=contact),
+                    speed_ttv(k, [fr], contact=contact, profs=profs),
+                    speed_ttv(k, frames[:1], until=p.lane_change_time, contact=contact, profs=profs),
                 )
             if changing:
                 # Aborting returns to the lane still under the ego's centre.
                 back = _LANE_LEFT if ego.target_lane_index[2] > ego.lane_index[2] else _LANE_RIGHT
                 if back in idx:
-                    out[back] = speed_ttv(cands[_IDLE], [back_frame], contact=contact)
+                    out[back] = speed_ttv(cands[_IDLE], [back_frame], contact=contact, profs=profs)
             return out
 
         ttv = all_ttv()
-        safe = {a: t >= p.horizon for a, t in ttv.items()}
+        if v2:
+            # A violation at the last sample (t == horizon) is a violation too.
+            safe = {a: t > p.horizon for a, t in ttv.items()}
+        else:
+            safe = {a: t >= p.horizon for a, t in ttv.items()}
         v_min, v_max = speeds[0], speeds[-1]
 
         if not any(safe.get(a) for a in cands):
@@ -297,6 +371,8 @@ class ScriptedExpert(Expert):
             # leader barely slower than the ego's lowest speed) is no reason to cut into an
             # occupied side lane. Among contact-free actions a fully safe one (a lane change)
             # comes first; remaining ties keep the lane and brake.
+            if v2:
+                return int(idx[self._fallback_v2(all_ttv, make_profiles, ttv, side_frames, v_min, v_max)])
             ttc = all_ttv(contact=True)
             best = max(
                 ttc,
@@ -327,18 +403,85 @@ class ScriptedExpert(Expert):
                 util = self._lane_utility(fr, v_min, v_max) + lane_bonus(side)
                 if best_change is None or util > best_change[0]:
                     best_change = (util, action)
+                elif v2 and util == best_change[0] and action == _LANE_RIGHT:
+                    best_change = (util, action)  # a tie keeps right, whatever the dict order
             if best_change is not None and (
                 best_change[0] > cur_util + p.lane_change_gain
                 or (best_change[1] == _LANE_RIGHT and best_change[0] >= cur_util + 0.5 * p.right_lane_bonus)
             ):
                 return int(idx[best_change[1]])
 
-        for action in (_FASTER, _IDLE, _SLOWER):
+        order: tuple[str, ...] = (_FASTER, _IDLE, _SLOWER)
+        if v2 and p.close_time > 0:
+            # Rule set 2: the fastest safe speed that still takes ``close_time`` to close the
+            # gap to the leader; the ego cannot follow a leader slower than its lowest speed,
+            # so the gap is the time it has to find a way out.
+            lead = min((u for u in frames[0]["users"] if u.s >= 0), key=lambda u: u.s, default=None)
+            if lead is not None and lead.speed < v_min + p.close_margin:
+                gap = lead.s - (frames[0]["ego_len"] + lead.length) / 2 - p.min_gap_front
+
+                def slow_enough(a: str) -> bool:
+                    return gap >= p.close_time * (speeds[cands[a]] - lead.speed)
+
+                roomy = [a for a in order if a in cands and safe.get(a) and slow_enough(a)]
+                if roomy:
+                    order = (roomy[0],)
+                else:
+                    order = (_SLOWER, _IDLE, _FASTER)
+        for action in order:
             if safe.get(action):
                 if action == _FASTER and cands[_FASTER] == cands[_IDLE]:
                     action = _IDLE
                 return int(idx[action])
         return int(idx[_IDLE])
+
+    def _fallback_v2(
+        self,
+        all_ttv: Callable[..., dict[str, float]],
+        make_profiles: Callable[[float], dict],
+        ttv: dict[str, float],
+        side_frames: dict[str, tuple[tuple, _Frame]],
+        v_min: float,
+        v_max: float,
+    ) -> str:
+        """Rule set 2's choice when no speed keeps the current lane safe.
+
+        Ranks the actions as rule set 1 does (time to contact first, then a fully safe lane
+        change, then keeping the lane, then the time to a margin violation, then braking), but
+        the time to contact is predicted over ``fallback_horizon`` instead of ``horizon``: at
+        the lowest target speed a slow leader is often reached after more than ``horizon``, and
+        ranking every action as contact-free until then keeps the ego in its lane until the side
+        lanes have closed. Remaining ties between the two lane changes go to the lane of higher
+        lane-speed estimate, then to the right (never to dict order).
+
+        Args:
+            all_ttv: ``act``'s time-to-violation of every candidate action.
+            make_profiles: ``act``'s ego speed profiles for a prediction horizon.
+            ttv: the time to a margin violation of every candidate action [s].
+            side_frames: the side lanes' (lane index, frame) by lane-change action.
+            v_min: the ego's lowest target speed [m/s].
+            v_max: the ego's highest target speed [m/s].
+
+        Returns:
+            The action name.
+        """
+        p = self.p
+        h = max(p.fallback_horizon, p.horizon)
+        ttc = all_ttv(contact=True, profs=make_profiles(h))
+        util = {a: self._lane_utility(fr, v_min, v_max) for a, (_side, fr) in side_frames.items()}
+
+        def key(a: str) -> tuple:
+            return (
+                min(ttc[a], h),
+                ttv[a] > p.horizon,
+                a not in (_LANE_LEFT, _LANE_RIGHT),
+                ttv[a],
+                a == _SLOWER,
+                util.get(a, 0.0),
+                a == _LANE_RIGHT,
+            )
+
+        return max(ttc, key=key)
 
     # ------------------------------------------------------------------ helpers
 
@@ -508,7 +651,7 @@ class ScriptedExpert(Expert):
         return _Frame(users=users, entering=entering, ego_len=float(ego.LENGTH), s_ego=s_ego, offset=offset)
 
     def _profile(
-        self, env: Any, ego: Any, speeds: Sequence[float], k: int, brake: bool
+        self, env: Any, ego: Any, speeds: Sequence[float], k: int, brake: bool, horizon: float | None = None
     ) -> list[tuple[float, float, float]]:
         """Predicted ego (time, distance travelled, speed) samples for a first target index.
 
@@ -518,6 +661,7 @@ class ScriptedExpert(Expert):
             speeds: the discrete target speeds [m/s].
             k: target-speed index set by this decision.
             brake: if true, every later decision is SLOWER; else the target is held.
+            horizon: how far to predict [s]; ``horizon`` of the parameters if None.
         """
         sim_f = float(env.config["simulation_frequency"])
         pol_f = float(env.config["policy_frequency"])
@@ -525,7 +669,7 @@ class ScriptedExpert(Expert):
         dt = 1.0 / sim_f
         stride = max(int(round(self.p.sample_dt / dt)), 1)
         gain = dt / float(getattr(ego, "TAU_ACC", 0.6))
-        n_frames = int(math.ceil(self.p.horizon / dt))
+        n_frames = int(math.ceil((self.p.horizon if horizon is None else horizon) / dt))
         v, s, target = float(ego.speed), 0.0, speeds[k]
         lo, hi, n = speeds[0], speeds[-1], len(speeds)
         out = [(0.0, 0.0, v)]
@@ -554,6 +698,7 @@ class ScriptedExpert(Expert):
         """
         p = self.p
         gap_front, gap_rear = (0.0, 0.0) if contact else (p.min_gap_front, p.min_gap_rear)
+        stop_gap = p.stop_gap if p.rules >= 2 and not contact else 0.0
         ego_len = frame["ego_len"]
         offset = frame["offset"]
         first = math.inf
@@ -561,10 +706,12 @@ class ScriptedExpert(Expert):
             half = (ego_len + u.length) / 2
             if u.s >= 0:
                 # Ahead: ego follows the braking fallback; the leader keeps speed or brakes.
+                # Rule set 2: more room to a stopped vehicle, to steer around it later.
+                gap_u = max(gap_front, stop_gap) if u.speed < 0.5 else gap_front
                 t_end = min(until, brake[-1][0])
                 v_low = max(u.speed + u.accel * p.front_brake_time, 0.0)
                 v_top = max(v for _, _, v in brake)
-                if u.s - half - gap_front > max(v_top - v_low, 0.0) * t_end:
+                if u.s - half - gap_u > max(v_top - v_low, 0.0) * t_end:
                     continue  # cannot be caught up within the horizon
                 for t, s, _v_e in brake:
                     if t >= first or t > until:
@@ -575,7 +722,7 @@ class ScriptedExpert(Expert):
                         s_u = u.s + u.speed * u.speed / (-2 * u.accel)
                     else:
                         s_u = u.s + u.speed * tb + 0.5 * u.accel * tb * tb + v_end * (t - tb)
-                    if s_u - s - half < gap_front:
+                    if s_u - s - half < gap_u:
                         first = t
                         break
             elif frame["entering"]:
@@ -737,3 +884,16 @@ class ScriptedExpert(Expert):
             index, lane = nxt, net.get_lane(nxt)
             chain.append((lane, start, index))
         return chain, s0
+
+
+class ScriptedExpertV2(ScriptedExpert):
+    """:class:`ScriptedExpert` with rule set 2 (``expert:scripted-v2``).
+
+    Args:
+        params: rule parameters; defaults to :class:`ScriptedParams` with ``rules=2``.
+    """
+
+    name = "scripted-v2"
+
+    def __init__(self, params: ScriptedParams | None = None) -> None:
+        super().__init__(params or ScriptedParams(rules=2))

@@ -1,6 +1,6 @@
 """Throughput of the testbed's pipeline as ratios to bare baselines, measured in one run.
 
-Five comparisons, each a ratio of two figures taken in the same process and minutes, so that
+Seven comparisons, each a ratio of two figures taken in the same run and minutes, so that
 the ratios (unlike the raw figures) carry over between machines:
 
 0. accelerated (:mod:`testbed.sim`) vs stock highway-env ``env.step`` per scenario;
@@ -12,11 +12,18 @@ the ratios (unlike the raw figures) carry over between machines:
    from pool open on (start-up and warm-up included), checking the records are identical;
 3. behavioral cloning through :func:`testbed.training.train_bc` (imitation's BC trainer) vs a
    plain torch loop on the same network, data, batch size and epochs;
-4. the plain loop at torch's default thread count vs 1 thread.
+4. the plain loop at torch's default thread count vs 1 thread;
+5. whole processes: ``testbed collect --workers N`` vs ``--workers 1``, each a new process
+   timed from launch to exit (imports, the forkserver, workers' start-up and saving
+   included), alternating, checking the saved trajectories are byte-identical;
+6. a clone's evaluation episodes in lockstep (:func:`testbed.rollout.run_lockstep`: one
+   batched forward per step for all running episodes) vs one episode at a time, in this
+   process, alternating block by block, checking the records are identical.
 
 Usage::
 
-    python benchmarks/throughput.py                      # a few minutes on 2 cores
+    python benchmarks/throughput.py                      # several minutes on 2 cores
+    python benchmarks/throughput.py --comparisons whole-process lockstep
     python benchmarks/throughput.py --n-episodes 100 --n-epochs 30 --out /tmp/throughput.json
 
 Notes:
@@ -24,8 +31,8 @@ Notes:
     measurements alternate block by block and the training ones repeat by repeat, so that a
     change of background load hits both sides of a ratio alike; the 1-minute load average
     before and after is printed and stored so that a noisy run can be recognised.
-    Everything runs under ``main()``: rollout workers are started with the ``spawn`` method,
-    which re-imports this file in each worker.
+    Everything runs under ``main()``: rollout workers import this file (multiprocessing
+    imports the main module in the forkserver, or in each ``spawn``-ed worker).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -85,6 +92,22 @@ class Args:
     """Steps per timed block of the accelerated/stock comparison."""
     sim_pairs: int = 3
     """Interleaved stock/accelerated block pairs per scenario and action mode (median reported)."""
+    comparisons: tuple[Literal["sim", "collection", "whole-process", "lockstep"], ...] = (
+        "sim",
+        "collection",
+        "whole-process",
+        "lockstep",
+    )
+    """Which to measure: sim (0), collection (1-4, training included), whole-process (5), lockstep (6)."""
+    whole_process_episodes: int = 60
+    """Episodes of each whole-process ``testbed collect`` (comparison 5)."""
+    whole_process_pairs: int = 2
+    """Alternating (1 worker, N workers) command pairs (comparison 5; medians reported)."""
+    lockstep_clone: str = "results/pipeline/highway-fast/clone"
+    """Clone run directory driven in comparison 6 (relative paths: from the current
+    directory, else from the repository); trained on --scenario."""
+    lockstep_episodes: int = 200
+    """Episodes of the clone in each mode (comparison 6), from the evaluation seeds on."""
     out: str | None = None
     """JSON file for the figures, arguments and provenance (default: print only)."""
 
@@ -102,6 +125,9 @@ class Args:
             "n_train_repeats",
             "sim_steps",
             "sim_pairs",
+            "whole_process_episodes",
+            "whole_process_pairs",
+            "lockstep_episodes",
         )
         for name in counts:
             if getattr(self, name) < 1:
@@ -447,7 +473,42 @@ def _load() -> float:
 
 
 def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Take every measurement and return the figures, ratios and table lines."""
+    """Take the measurements of ``args.comparisons`` and return the figures, ratios and table lines."""
+    ratios: dict[str, float] = {}
+    figures: dict[str, Any] = {}
+    lines: list[str] = []
+    if "sim" in args.comparisons:
+        sim_figures = sim_measurements(args, log=log)
+        for name, m in sim_figures.items():
+            for mode, f in m["modes"].items():
+                ratios[f"sim_accelerated/stock/{name}/{mode}"] = f["speedup"]
+        lines += [
+            f"accelerated/stock env.step speed on {name}: "
+            + ", ".join(
+                f"{mode} {f['speedup']:.2f}x "
+                f"({1e3 * f['stock_s_per_step']:.1f} -> {1e3 * f['accelerated_s_per_step']:.1f} ms/step)"
+                for mode, f in m["modes"].items()
+            )
+            + ("" if m["accelerated_active"] else " (accelerated sim NOT active: both sides stock)")
+            for name, m in sim_figures.items()
+        ]
+        figures["sim"] = sim_figures
+    sections = {
+        "collection": collection_and_training,
+        "whole-process": whole_process_comparison,
+        "lockstep": lockstep_comparison,
+    }
+    for name, section in sections.items():
+        if name in args.comparisons:
+            part = section(args, log=log)
+            ratios |= part["ratios"]
+            figures |= part["figures"]
+            lines += part["lines"]
+    return {"ratios": ratios, "figures": figures, "lines": lines}
+
+
+def collection_and_training(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparisons 1-4 (they share the collected records): figures, ratios and table lines."""
     import torch
 
     from testbed.scenarios import get_scenario
@@ -592,25 +653,121 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         "load_average_1min": {"before": load_before, "after": load_after},
         "cpu_count": os.cpu_count(),
     }
-    sim_figures = sim_measurements(args, log=log)
-    for name, m in sim_figures.items():
-        for mode, f in m["modes"].items():
-            ratios[f"sim_accelerated/stock/{name}/{mode}"] = f["speedup"]
-    lines = [
-        *(
-            f"accelerated/stock env.step speed on {name}: "
-            + ", ".join(
-                f"{mode} {f['speedup']:.2f}x "
-                f"({1e3 * f['stock_s_per_step']:.1f} -> {1e3 * f['accelerated_s_per_step']:.1f} ms/step)"
-                for mode, f in m["modes"].items()
-            )
-            + ("" if m["accelerated_active"] else " (accelerated sim NOT active: both sides stock)")
-            for name, m in sim_figures.items()
-        ),
-        *lines,
-    ]
-    figures["sim"] = sim_figures
     return {"ratios": ratios, "figures": figures, "lines": lines}
+
+
+def whole_process_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 5: ``testbed collect`` as whole processes with N workers vs 1 (what a user
+    waits for: interpreter start, imports, the forkserver and its workers, the episodes and
+    the saving), alternating pair by pair so that load changes hit both; median wall times.
+
+    The collected trajectories must be byte-identical whatever the worker count.
+    """
+    import subprocess
+    import tempfile
+
+    from testbed.errors import TestbedError
+
+    n = args.whole_process_episodes
+    times: dict[int, list[float]] = {1: [], args.n_workers: []}
+    identical = True
+    with tempfile.TemporaryDirectory(prefix="throughput-collect-") as tmp:
+        for pair in range(args.whole_process_pairs):
+            outputs = {}
+            for workers in (1, args.n_workers):
+                log(f"whole process {pair + 1}/{args.whole_process_pairs}: testbed collect --workers {workers} ...")
+                out = pathlib.Path(tmp) / f"w{workers}"
+                command = [sys.executable, "-m", "testbed.cli", "collect", "--scenario", args.scenario]
+                command += ["--expert", args.expert, "--episodes", str(n), "--seed", str(args.seed)]
+                command += ["--workers", str(workers), "--out", str(out), "--overwrite"]
+                start = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True)
+                times[workers].append(time.perf_counter() - start)
+                if done.returncode != 0:
+                    raise TestbedError(f"testbed collect failed: {done.stderr.strip()[-500:]}")
+                outputs[workers] = {f.name: f.read_bytes() for f in sorted((out / "trajectories").iterdir())}
+            identical = identical and outputs[1] == outputs[args.n_workers]
+    one, many = statistics.median(times[1]), statistics.median(times[args.n_workers])
+    key = f"whole_process_collect_workers_{args.n_workers}/workers_1"
+    return {
+        "ratios": {key: _ratio(one, many)},
+        "figures": {"whole_process_collect": {"episodes": n, "wall_times_s": {str(k): v for k, v in times.items()}}},
+        "lines": [
+            f"whole-process collect {args.n_workers}-worker/1-worker speed ratio: {_ratio(one, many):.2f} "
+            f"({n} episodes; median wall time {many:.1f} s vs {one:.1f} s from launch to exit, "
+            f"{args.whole_process_pairs} alternating pairs; saved trajectories identical: "
+            f"{'yes' if identical else 'NO'})"
+        ],
+    }
+
+
+def _clone_dir(path: str) -> pathlib.Path:
+    """``path`` as given if it exists, else relative to the repository (this file's parent's parent)."""
+    given = pathlib.Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    return pathlib.Path(__file__).resolve().parent.parent / given
+
+
+def lockstep_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 6: a clone's episodes in lockstep (one pool with ``lockstep=True``) vs one
+    at a time (one without), both in this process, on the evaluation seeds; the blocks of
+    seeds alternate between the two so that load changes hit both. Also times the clone's
+    one-row forward against the whole step, which bounds what batching can save."""
+    from testbed.policies import PolicySpec, build_agent
+    from testbed.rollout import LOCKSTEP_WIDTH, RolloutPool, fresh_episodes
+    from testbed.scenarios import get_scenario, make_env
+    from testbed.seeds import EVAL_SEED, episode_seeds
+
+    scenario = get_scenario(args.scenario)
+    spec = PolicySpec.parse(f"clone:{_clone_dir(args.lockstep_clone)}")
+    seeds = episode_seeds(EVAL_SEED, args.lockstep_episodes)
+    times = {"sequential": 0.0, "lockstep": 0.0}
+    records: dict[str, list[EpisodeRecord]] = {"sequential": [], "lockstep": []}
+    with fresh_episodes(), RolloutPool(1) as sequential, RolloutPool(1, lockstep=True) as lockstep:
+        # Warm-up, untimed: the clone loaded, and every lane's env built.
+        sequential.run(scenario, spec, [seeds[-1] + 1])
+        lockstep.run(scenario, spec, list(range(seeds[-1] + 1, seeds[-1] + 1 + LOCKSTEP_WIDTH)))
+        parts = blocks(seeds, args.n_blocks, 1)
+        for i, block in enumerate(parts):
+            log(f"lockstep block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): one at a time, lockstep ...")
+            for name, pool in (("sequential", sequential), ("lockstep", lockstep)):
+                start = time.perf_counter()
+                records[name] += pool.run(scenario, spec, block)
+                times[name] += time.perf_counter() - start
+        # What batching could save at most: the one-row forward's share of a step.
+        env, agent = make_env(scenario), build_agent(spec, scenario)
+        obs, _ = env.reset(seed=seeds[0])
+        start = time.perf_counter()
+        for _ in range(200):
+            agent.act(obs, env.unwrapped)
+        forward_ms = (time.perf_counter() - start) / 200 * 1e3
+        env.close()
+    n_identical = same_records(records["sequential"], records["lockstep"])
+    steps = _n_steps(records["sequential"])
+    step_ms = 1e3 * times["sequential"] / steps
+    ratio = _ratio(times["sequential"], times["lockstep"])
+    return {
+        "ratios": {"lockstep/one_episode_at_a_time": ratio},
+        "figures": {
+            "lockstep": {
+                "clone": str(spec.arg),
+                "episodes": len(seeds),
+                "steps": steps,
+                "time_s": times,
+                "one_row_forward_ms": forward_ms,
+                "step_ms_one_at_a_time": step_ms,
+                "identical_episodes": n_identical,
+            }
+        },
+        "lines": [
+            f"lockstep/one-episode-at-a-time speed ratio: {ratio:.2f} ({len(seeds)} clone episodes, {steps} steps: "
+            f"{times['lockstep']:.1f} s vs {times['sequential']:.1f} s in one process; the clone's one-row forward "
+            f"is {forward_ms:.2f} of {step_ms:.2f} ms per step, so batching it can give at most "
+            f"{_ratio(step_ms, step_ms - forward_ms):.2f}x; records identical: "
+            f"{'yes' if n_identical == len(seeds) else 'NO'} ({n_identical}/{len(seeds)})"
+        ],
+    }
 
 
 def sim_measurements(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 import sys
 
-from testbed.cli import main
+from testbed._early import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,7 +31,7 @@ import os
 import pathlib
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import gymnasium as gym
@@ -54,6 +54,27 @@ class Agent(Protocol):
     def act(self, obs: np.ndarray, env: Any) -> int | np.ndarray:
         """Action for the current step, from the observation and/or the simulator (an
         array for a Box action space)."""
+
+
+class BatchAgent(Agent, Protocol):
+    """An agent that keeps no per-episode state (one serves every lane of
+    :func:`testbed.rollout.run_lockstep`) and may act for many episodes at once."""
+
+    batchable: bool
+    """Whether :meth:`act_batch` gives exactly the actions :meth:`act` gives row by row."""
+
+    def act_batch(self, obs: np.ndarray) -> Sequence[int | np.ndarray]:
+        """Actions for a stack of observations (N, ...), one per row, each equal to what
+        ``act`` returns for that row alone."""
+
+
+TIE_MARGIN = 1e-3
+"""Relative gap between the two largest logits under which :meth:`ClonePolicyAgent.act_batch`
+recomputes a row alone. Torch's matrix product over N rows does not add in the order of one
+row's (measured under torch 2.13 CPU, 1 thread: the logits of a 256x256 MLP differ in the
+last bits for every batch size from 2 to 500, by at most 1.1e-5 on logits up to 30, i.e.
+4e-7 relative); the argmax is the same whenever the gap exceeds twice that, and this margin
+is ~1000x wider."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +168,8 @@ class ClonePolicyAgent:
 
     def __init__(self, policy: Any) -> None:
         self.policy = policy
+        # Batched actions are exact only as an argmax (see act_batch): not for a Box's means.
+        self.batchable = not _is_box(policy.action_space)
 
     def reset(self, env: Any, seed: int) -> None:
         pass
@@ -156,6 +179,30 @@ class ClonePolicyAgent:
         if _is_box(self.policy.action_space):
             return np.asarray(action, dtype=np.float32)
         return int(action)
+
+    def act_batch(self, obs: np.ndarray) -> list[int]:
+        """The action :meth:`act` gives each row of ``obs`` (N, ...), from one forward of all N.
+
+        The batched logits may differ from a row's own in the last bits (:data:`TIE_MARGIN`),
+        so the argmax is taken from them only where the two largest are far apart; a row
+        with a near tie is recomputed alone by :meth:`act`, exactly as one episode at a time
+        would (rare: a few rows in a thousand on the committed clone). Discrete actions only
+        (:attr:`batchable`).
+        """
+        import torch
+
+        if not self.batchable:
+            raise TypeError("act_batch needs a discrete action space")
+        policy = self.policy
+        policy.set_training_mode(False)  # as predict does
+        with torch.no_grad():
+            tensor, _ = policy.obs_to_tensor(obs)
+            logits = policy.get_distribution(tensor).distribution.logits
+        top2 = torch.topk(logits, 2, dim=1).values
+        scale = 1.0 + logits.abs().amax(dim=1)
+        clear = ((top2[:, 0] - top2[:, 1]) > TIE_MARGIN * scale).tolist()
+        best = logits.argmax(dim=1).tolist()
+        return [int(a) if ok else int(self.act(row, None)) for a, ok, row in zip(best, clear, obs)]
 
 
 def import_policy_callable(text: str) -> Any:

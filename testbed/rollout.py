@@ -20,10 +20,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
-import multiprocessing as mp
-import multiprocessing.context
 import pathlib
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,7 @@ from imitation.data.types import TrajectoryWithRew
 from testbed.errors import TestbedError
 from testbed.policies import Agent, PolicyError, PolicySpec, build_agent
 from testbed.progress import Bar, track
-from testbed.runtime import broken_pool_error, init_worker, stop_pool, torch_threads
+from testbed.runtime import WORKER_PRELOAD, broken_pool_error, init_worker, stop_pool, torch_threads, worker_context
 from testbed.scenarios import Scenario, make_env
 
 
@@ -163,6 +162,112 @@ class _ActionCodec:
         return [float(x) for x in applied.ravel()] if self.box else applied
 
 
+class EpisodeStepper:
+    """One episode in progress: the one place that says what an episode does and records.
+
+    :func:`run_episode` steps one to its end; :func:`run_lockstep` steps many side by side,
+    asking a batched driver for all their actions at once. Both go through :meth:`label` and
+    :meth:`apply` in the same order (labeller, then driver, then ``env.step``), so an episode
+    is recorded identically whichever runs it.
+    """
+
+    def __init__(
+        self,
+        env: Any,
+        agent: Agent,
+        seed: int,
+        *,
+        policy_label: str,
+        labeller: Agent | None = None,
+        noise: float = 0.0,
+    ) -> None:
+        """Reset ``env`` with ``seed`` and the agents for the episode (arguments as in
+        :func:`run_episode`)."""
+        self.env, self.agent, self.seed = env, agent, int(seed)
+        self.policy_label, self.labeller, self.noise = policy_label, labeller, noise
+        self.obs, _ = env.reset(seed=seed)
+        self.base = env.unwrapped
+        self.n_steps = 0
+        self.terminated = self.truncated = False
+        with self._where():
+            agent.reset(self.base, seed)
+            if labeller is not None:
+                labeller.reset(self.base, seed)
+            self.codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
+            self.observations = [self.obs]
+            self.actions: list[Any] = []
+            self.executed: list[Any] = []
+            self.labels: list[Any] = []
+            self.rewards: list[float] = []
+            self.infos: list[dict[str, Any]] = []
+            self.tracker = EgoTracker(self.base, offroad_is_crash=self.codec.box)
+
+    @property
+    def done(self) -> bool:
+        """Whether the episode has ended (terminated or truncated)."""
+        return self.terminated or self.truncated
+
+    @contextlib.contextmanager
+    def _where(self) -> Iterator[None]:
+        """Say where a user's policy failed: episode seed and step."""
+        try:
+            yield
+        except PolicyError as e:
+            raise TestbedError(f"{e} at episode seed {self.seed}, step {self.n_steps}", detail=e.detail) from None
+
+    def step(self) -> None:
+        """One decision and ``env.step``, the driver asked here for its action."""
+        self.label()
+        self.apply(self.decide())
+
+    def decide(self) -> Any:
+        """The driver's action at the current state."""
+        with self._where():
+            return self.agent.act(self.obs, self.base)
+
+    def label(self) -> None:
+        """Record the labeller's action at the current state (before the driver's is applied)."""
+        if self.labeller is not None:
+            with self._where():
+                self.labels.append(self.codec.clean(self.labeller.act(self.obs, self.base)))
+
+    def apply(self, raw_action: Any) -> None:
+        """Apply the driver's action ``raw_action`` (with any injected noise) and record the step."""
+        codec = self.codec
+        action = codec.clean(raw_action)
+        applied = codec.applied(action)
+        self.executed.append(applied)
+        self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
+        self.infos.append(self.tracker.step(codec.info(applied), self.terminated, step_info))
+        self.observations.append(self.obs)
+        self.actions.append(action)
+        self.rewards.append(float(reward))
+        self.n_steps += 1
+
+    def record(self) -> EpisodeRecord:
+        """The episode so far (to its end, once :attr:`done`), as an :class:`EpisodeRecord`."""
+        codec = self.codec
+
+        def stack(values: list[Any]) -> np.ndarray:
+            return np.asarray(values, dtype=codec.dtype).reshape((len(values), *codec.shape))
+
+        trajectory = TrajectoryWithRew(
+            # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
+            obs=np.asarray(self.observations, dtype=self.env.observation_space.dtype),
+            acts=stack(self.actions),
+            infos=np.asarray(self.infos, dtype=object),
+            terminal=bool(self.terminated),
+            rews=np.asarray(self.rewards, dtype=np.float32),
+        )
+        return EpisodeRecord(
+            policy=self.policy_label,
+            seed=self.seed,
+            trajectory=trajectory,
+            labels=stack(self.labels) if self.labeller is not None else None,
+            executed=stack(self.executed) if self.noise > 0 else None,
+        )
+
+
 def run_episode(
     env: Any,
     agent: Agent,
@@ -192,81 +297,114 @@ def run_episode(
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
     """
-    obs, _ = env.reset(seed=seed)
-    base = env.unwrapped
-    step = 0
-    try:
-        agent.reset(base, seed)
-        if labeller is not None:
-            labeller.reset(base, seed)
-        codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
-        observations = [obs]
-        actions: list[Any] = []
-        executed: list[Any] = []
-        labels: list[Any] = []
-        rewards: list[float] = []
-        infos: list[dict[str, Any]] = []
-        tracker = EgoTracker(base, offroad_is_crash=codec.box)
-        terminated = truncated = False
-        while not (terminated or truncated):
-            if labeller is not None:
-                labels.append(codec.clean(labeller.act(obs, base)))
-            action = codec.clean(agent.act(obs, base))
-            applied = codec.applied(action)
-            executed.append(applied)
-            obs, reward, terminated, truncated, step_info = env.step(applied)
-            infos.append(tracker.step(codec.info(applied), terminated, step_info))
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            step += 1
-    except PolicyError as e:  # a user's policy failed: say where
-        raise TestbedError(f"{e} at episode seed {seed}, step {step}", detail=e.detail) from None
+    stepper = EpisodeStepper(env, agent, seed, policy_label=policy_label, labeller=labeller, noise=noise)
+    while not stepper.done:
+        stepper.step()
+    return stepper.record()
 
-    def stack(values: list[Any]) -> np.ndarray:
-        return np.asarray(values, dtype=codec.dtype).reshape((len(values), *codec.shape))
 
-    trajectory = TrajectoryWithRew(
-        # The space's own dtype: float32 for vector sensors, uint8 for camera images (4x smaller).
-        obs=np.asarray(observations, dtype=env.observation_space.dtype),
-        acts=stack(actions),
-        infos=np.asarray(infos, dtype=object),
-        terminal=bool(terminated),
-        rews=np.asarray(rewards, dtype=np.float32),
-    )
-    return EpisodeRecord(
-        policy=policy_label,
-        seed=int(seed),
-        trajectory=trajectory,
-        labels=stack(labels) if labeller is not None else None,
-        executed=stack(executed) if noise > 0 else None,
-    )
+def run_lockstep(
+    envs: Sequence[Any],
+    agents: Sequence[Agent],
+    seeds: Sequence[int],
+    *,
+    policy_label: str,
+    labellers: Sequence[Agent] | None = None,
+    noise: float = 0.0,
+    act_batch: Callable[[np.ndarray], Sequence[Any]] | None = None,
+) -> list[EpisodeRecord]:
+    """Run one episode per seed, ``len(envs)`` at a time side by side (lanes), with one
+    batched call of the driver per step for the current observations of all running episodes.
+
+    When a lane's episode ends, the lane starts the next seed not yet run, so the batch stays
+    full. Every episode is an :class:`EpisodeStepper`, as in :func:`run_episode`, and the same
+    function of its seed: the records equal :func:`run_episode`'s, provided ``act_batch``
+    gives each row the action its lane's agent gives it alone
+    (:meth:`testbed.policies.ClonePolicyAgent.act_batch` guarantees that).
+
+    Args:
+        envs: envs of one scenario, from :func:`testbed.scenarios.make_env`, one per lane.
+        agents: the driver of each lane. Agents keep per-episode state (set by ``reset``), so
+            lanes share one only if it keeps none (a clone).
+        seeds: one episode per seed; the records come back in this order.
+        policy_label: name stored in the records.
+        labellers: one labelling agent per lane, or None.
+        noise: as in :func:`run_episode`.
+        act_batch: the drivers' actions for a stack of observations (N, ...) in one call;
+            None: each lane's agent is asked in turn (the same records, nothing batched).
+    """
+    if len(agents) != len(envs) or (labellers is not None and len(labellers) != len(envs)):
+        raise ValueError("run_lockstep needs one agent (and labeller) per env")
+    results: list[EpisodeRecord | None] = [None] * len(seeds)
+    queue = list(reversed(list(enumerate(seeds))))  # popped from the end: the seeds in order
+    lanes: list[tuple[int, EpisodeStepper] | None] = [None] * len(envs)
+
+    def start(lane: int) -> None:
+        if not queue:
+            lanes[lane] = None
+            return
+        index, seed = queue.pop()
+        labeller = labellers[lane] if labellers is not None else None
+        lanes[lane] = (
+            index,
+            EpisodeStepper(envs[lane], agents[lane], seed, policy_label=policy_label, labeller=labeller, noise=noise),
+        )
+
+    for lane in range(len(envs)):
+        start(lane)
+    while running := [entry[1] for entry in lanes if entry is not None]:
+        for stepper in running:
+            stepper.label()
+        if act_batch is not None:
+            actions = list(act_batch(np.stack([stepper.obs for stepper in running])))
+        else:
+            actions = [stepper.decide() for stepper in running]
+        for stepper, action in zip(running, actions):
+            stepper.apply(action)
+        for lane, entry in enumerate(lanes):
+            if entry is not None and entry[1].done:
+                results[entry[0]] = entry[1].record()
+                start(lane)
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
 
 
 # Per-process caches, so that a worker builds each env and each agent once however many
-# episodes and policies it is sent.
-_ENVS: dict[str, Any] = {}
-_AGENTS: dict[tuple[str, str], Agent] = {}
+# episodes and policies it is sent (lockstep lanes: one env, and one labeller, per lane).
+_ENVS: dict[tuple[str, int], Any] = {}
+_AGENTS: dict[tuple[str, str, int], Agent] = {}
+
+LOCKSTEP_WIDTH = 32
+"""Episodes a process steps side by side in lockstep (:func:`run_lockstep`): batching the
+clone's forward pays little beyond a few dozen rows, and every lane holds an env."""
 
 
-def _agent_key(scenario_key: str, spec: PolicySpec) -> tuple[str, str]:
+def _agent_key(scenario_key: str, spec: PolicySpec, lane: int) -> tuple[str, str, int]:
     label = f"{spec.kind}:{spec.arg}"
     if spec.kind == "clone":
         # A run directory can be rewritten between calls (--overwrite): key on the file too.
         stat = (pathlib.Path(spec.arg) / "policy.pt").stat()
         label += f"@{stat.st_mtime_ns}:{stat.st_size}"
-    return scenario_key, label
+    return scenario_key, label, lane
 
 
-def _agent(scenario: Scenario, scenario_key: str, spec: PolicySpec) -> Agent:
-    key = _agent_key(scenario_key, spec)
+def _agent(scenario: Scenario, scenario_key: str, spec: PolicySpec, lane: int = 0) -> Agent:
+    key = _agent_key(scenario_key, spec, lane)
     if key not in _AGENTS:
         _AGENTS[key] = build_agent(spec, scenario)
     return _AGENTS[key]
 
 
+def _env(scenario: Scenario, scenario_key: str, lane: int = 0) -> Any:
+    if (scenario_key, lane) not in _ENVS:
+        _ENVS[scenario_key, lane] = make_env(scenario)
+    return _ENVS[scenario_key, lane]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Task:
+    """One episode to run."""
+
     scenario: Scenario
     spec: PolicySpec
     labeller: PolicySpec | None
@@ -274,14 +412,59 @@ class _Task:
     seed: int
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """Episodes of one (scenario, driver, labeller, noise) that one process runs: one at a
+    time, or side by side in lockstep (:func:`run_lockstep`) with ``width`` lanes."""
+
+    tasks: tuple[_Task, ...]
+    width: int = 1
+
+
+def lockstep_eligible(spec: PolicySpec, labeller: PolicySpec | None) -> bool:
+    """Whether episodes of ``spec`` may run in lockstep: any driver and labeller that can be
+    built once per lane, i.e. not a user's Python policy (whose factory is meant to run once
+    per process)."""
+    return spec.kind != "python" and (labeller is None or labeller.kind != "python")
+
+
+def _run_job(job: _Job) -> list[EpisodeRecord]:
+    first = job.tasks[0]
+    if job.width <= 1:
+        return [_run_task(t) for t in job.tasks]
+    scenario, labeller = first.scenario, first.labeller
+    scenario_key = json.dumps(scenario.to_dict(), sort_keys=True)
+    width = min(job.width, len(job.tasks))
+    driver = _agent(scenario, scenario_key, first.spec)
+    act_batch = None
+    if callable(getattr(driver, "act_batch", None)):  # a BatchAgent keeps no state: one for all lanes
+        drivers = [driver] * width
+        if getattr(driver, "batchable", False):
+            act_batch = driver.act_batch  # type: ignore[attr-defined]
+    else:
+        drivers = [_agent(scenario, scenario_key, first.spec, lane) for lane in range(width)]
+    return run_lockstep(
+        [_env(scenario, scenario_key, lane) for lane in range(width)],
+        drivers,
+        [t.seed for t in job.tasks],
+        policy_label=first.spec.label,
+        labellers=[_agent(scenario, scenario_key, labeller, lane) for lane in range(width)] if labeller else None,
+        noise=first.noise,
+        act_batch=act_batch,
+    )
+
+
 def _run_task(task: _Task) -> EpisodeRecord:
     scenario_key = json.dumps(task.scenario.to_dict(), sort_keys=True)
-    if scenario_key not in _ENVS:
-        _ENVS[scenario_key] = make_env(task.scenario)
     agent = _agent(task.scenario, scenario_key, task.spec)
     labeller = _agent(task.scenario, scenario_key, task.labeller) if task.labeller is not None else None
     return run_episode(
-        _ENVS[scenario_key], agent, task.seed, policy_label=task.spec.label, labeller=labeller, noise=task.noise
+        _env(task.scenario, scenario_key),
+        agent,
+        task.seed,
+        policy_label=task.spec.label,
+        labeller=labeller,
+        noise=task.noise,
     )
 
 
@@ -290,6 +473,17 @@ def _clear_cache() -> None:
         env.close()
     _ENVS.clear()
     _AGENTS.clear()
+
+
+def _start_workers(executor: concurrent.futures.ProcessPoolExecutor, n: int) -> None:
+    """Make ``executor`` start its ``n`` worker processes (each submission of a no-op while none
+    is idle starts one; the no-ops' results are not wanted). Runs in a thread of its own,
+    because starting a forkserver worker blocks until the server has imported its preload
+    (:func:`testbed.runtime.worker_preload`). A failure here (a pool broken or shut down
+    meanwhile) is left for the next submission to raise."""
+    with contextlib.suppress(Exception):
+        for _ in range(n):
+            executor.submit(int)
 
 
 def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
@@ -352,27 +546,22 @@ def _task_key(task: _Task) -> tuple:
     return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
 
 
-PRELOAD = ("testbed.rollout", "highway_env", "stable_baselines3.common.policies")
-"""Modules the forkserver imports once, so that forked workers start without importing them."""
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context of rollout workers: a forkserver with :data:`PRELOAD`
-    imported (``spawn`` where there is no forkserver)."""
-    if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - not Linux
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
-    return ctx
+PRELOAD = WORKER_PRELOAD
+"""Modules the forkserver imports once, so that forked workers start without importing them
+(:func:`testbed.runtime.worker_preload` adds the main module)."""
 
 
 class RolloutPool:
     """Worker processes that run episodes of any (scenario, policy) sent to them.
 
     Starting a worker costs seconds (importing torch, gymnasium and highway-env), so one pool
-    should serve every policy of an evaluation. With ``n_workers=1`` episodes run in this
-    process. Use as a context manager; leaving the block by an exception (or a signal made
-    one by :func:`testbed.runtime.signals_as_exceptions`) terminates the workers at once.
+    should serve every policy of an evaluation. This process is one of the ``n_workers``: it
+    runs episodes itself while ``n_workers - 1`` worker processes run the others (one child
+    to start, not two, for ``n_workers=2``, and no process idle waiting for results); with
+    ``n_workers=1`` every episode runs here. Episodes are pure functions of their seeds, so
+    which process runs which changes nothing. Use as a context manager; leaving the block by
+    an exception (or a signal made one by :func:`testbed.runtime.signals_as_exceptions`)
+    terminates the workers at once.
 
     Note:
         The workers are a ``concurrent.futures.ProcessPoolExecutor``, not a
@@ -383,26 +572,43 @@ class RolloutPool:
         user's policy failing) reaches the caller unchanged, as it would in this process.
     """
 
-    def __init__(self, n_workers: int = 1) -> None:
+    def __init__(self, n_workers: int = 1, *, lockstep: bool = False) -> None:
+        """Args:
+        n_workers: processes running episodes, this one included.
+        lockstep: run the episodes of each call side by side, up to :data:`LOCKSTEP_WIDTH`
+            per process (:func:`run_lockstep`), with one batched forward per step for a
+            discrete-action clone (not for a user's Python policy: :func:`lockstep_eligible`).
+            The records are the same either way; off by default, because on the scenarios
+            measured the simulator, not the forward, is most of a step
+            (``benchmarks/throughput.py``: lockstep/one-episode-at-a-time).
+        """
         self.n_workers = max(1, int(n_workers))
+        self.lockstep = lockstep
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._workers: MutableMapping[int, Any] = {}
         self._died: TestbedError | None = None
+        self._starter: threading.Thread | None = None
         self._in_process = contextlib.ExitStack()
 
     def __enter__(self) -> RolloutPool:
         if self.n_workers > 1:
-            # Workers start with the first episodes sent (forked by the forkserver, which
-            # starts then too, once per process).
+            # The workers are forked by the forkserver, which starts with the first pool of a
+            # process (unless testbed.runtime.start_workers_early started it already).
             self._executor = concurrent.futures.ProcessPoolExecutor(
-                self.n_workers, mp_context=worker_context(), initializer=init_worker
+                self.n_workers - 1, mp_context=worker_context(), initializer=init_worker
             )
             # The executor's own dict of worker processes (private; read only to tell how a
             # worker died): it gets each worker as the executor starts it.
             self._workers = self._executor._processes
             self._died = None
-        else:  # episodes run here, with the one torch thread a worker has
-            self._in_process.enter_context(torch_threads(1))
+            # Starting a worker waits until the forkserver has imported its preload (seconds):
+            # a thread of its own waits for that, while this process runs episodes.
+            self._starter = threading.Thread(
+                target=_start_workers, args=(self._executor, self.n_workers - 1), name="start-workers", daemon=True
+            )
+            self._starter.start()
+        # Episodes also run here, with the one torch thread a worker has.
+        self._in_process.enter_context(torch_threads(1))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -410,6 +616,8 @@ class RolloutPool:
         try:
             if executor is not None:
                 stop_pool(executor, terminate=exc[0] is not None)
+                if self._starter is not None:
+                    self._starter.join()  # returned by now: the shutdown took the lock it held
         finally:
             self._in_process.close()
             _clear_cache()
@@ -442,41 +650,71 @@ class RolloutPool:
                 memo[keys[i]] = record
             yield record
 
-    def _map(self, tasks: list[_Task]) -> Iterator[EpisodeRecord]:
-        if self._executor is None:
-            return map(_run_task, tasks)
-        from concurrent.futures.process import BrokenProcessPool
+    def _jobs(self, tasks: list[_Task]) -> list[_Job]:
+        """Cut ``tasks`` (all of one driver) into the units handed to processes: one episode
+        each, or, in lockstep, blocks small enough that the processes finish together (about
+        four per process) and no wider than :data:`LOCKSTEP_WIDTH`."""
+        if not (self.lockstep and tasks and lockstep_eligible(tasks[0].spec, tasks[0].labeller)):
+            return [_Job((t,)) for t in tasks]
+        if self.n_workers == 1:  # nothing to balance: one job, its lanes refilled as episodes end
+            return [_Job(tuple(tasks), LOCKSTEP_WIDTH)]
+        size = min(LOCKSTEP_WIDTH, -(-len(tasks) // (4 * self.n_workers)))
+        return [_Job(tuple(tasks[i : i + size]), size) for i in range(0, len(tasks), size)]
 
+    def _map(self, tasks: list[_Task]) -> Iterator[EpisodeRecord]:
+        jobs = self._jobs(tasks)
+        if self._executor is None:
+            return (record for job in jobs for record in _run_job(job))
         if self._died is not None:  # an earlier call lost a worker and shut the pool down
             raise TestbedError(str(self._died), detail=self._died.detail)
-        executor = self._executor
-        try:
-            # One episode per task: an episode is long next to the cost of sending it, and
-            # small tasks leave no worker idle while another finishes a long chunk at the end.
-            futures = [executor.submit(_run_task, t) for t in tasks]
-        except BrokenProcessPool as e:  # a worker died while the pool was idle
-            raise self._worker_died(executor, e, tasks) from None
-        return self._results(executor, futures, tasks)
+        return self._shared(self._executor, jobs, tasks)
 
-    def _results(
-        self, executor: concurrent.futures.ProcessPoolExecutor, futures: list[Any], tasks: list[_Task]
+    def _shared(
+        self, executor: concurrent.futures.ProcessPoolExecutor, jobs: list[_Job], tasks: list[_Task]
     ) -> Iterator[EpisodeRecord]:
-        """The results of ``futures`` in order, with the ``BrokenProcessPool`` of a dead worker
-        raised as a :class:`TestbedError` that says how it died.
+        """Run ``jobs`` in the workers and in this process, yielding the records in order,
+        with the ``BrokenProcessPool`` of a dead worker raised as a :class:`TestbedError` that
+        says how it died.
 
-        Not ``executor.map``: on leaving early it cancels the pending futures from this thread,
-        and on Python 3.11 the executor's own thread, finding a worker dead (terminated by
-        :meth:`__exit__`), then fails on those cancelled futures with an ``InvalidStateError``
-        traceback (CPython issue 107219, fixed in 3.12). Pending episodes are cancelled by the
-        shutdown in :meth:`__exit__` instead, inside that thread.
+        Jobs are handed out in order: once the workers have started, each is kept two jobs
+        ahead (so it never waits for this process), and this process runs the next job not
+        handed out whenever the record due next is not ready (a short run may finish here
+        before any worker has started). Not ``executor.map``: on leaving early it cancels the
+        pending futures from this thread, and on Python 3.11 the executor's own thread,
+        finding a worker dead (terminated by :meth:`__exit__`), then fails on those cancelled
+        futures with an ``InvalidStateError`` traceback (CPython issue 107219, fixed in 3.12).
+        Pending jobs are cancelled by the shutdown in :meth:`__exit__` instead, inside that
+        thread.
         """
         from concurrent.futures.process import BrokenProcessPool
 
-        futures.reverse()  # pop from the end: a yielded record is not kept here
+        ahead = 2 * (self.n_workers - 1)
+        futures: dict[int, concurrent.futures.Future[list[EpisodeRecord]]] = {}
+        ready: dict[int, list[EpisodeRecord] | Exception] = {}
+        cursor = 0  # the first job not handed out yet
         try:
-            while futures:
-                yield futures.pop().result()
-        except BrokenProcessPool as e:
+            for due in range(len(jobs)):
+                while due not in ready:
+                    # One episode per job unless in lockstep: an episode is long next to the
+                    # cost of sending it, and small jobs leave no process idle at the end.
+                    started = self._starter is None or not self._starter.is_alive()
+                    while started and cursor < len(jobs) and sum(not f.done() for f in futures.values()) < ahead:
+                        futures[cursor] = executor.submit(_run_job, jobs[cursor])
+                        cursor += 1
+                    if due in futures and (futures[due].done() or cursor == len(jobs)):
+                        ready[due] = futures.pop(due).result()
+                    else:
+                        try:
+                            ready[cursor] = _run_job(jobs[cursor])
+                        except Exception as e:  # raised when due: an earlier seed's failure comes first
+                            ready[cursor] = e
+                        cursor += 1
+                records = ready.pop(due)
+                if isinstance(records, Exception):
+                    raise records
+                while records:  # a yielded record is not kept here
+                    yield records.pop(0)
+        except BrokenProcessPool as e:  # a worker died (or had died while the pool was idle)
             raise self._worker_died(executor, e, tasks) from None
 
     def _worker_died(

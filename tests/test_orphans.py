@@ -82,10 +82,11 @@ def _killed_afterwards(proc: subprocess.Popen) -> Iterator[None]:
     ids=["collect", "evaluate"],
 )
 def test_sigkill_of_a_rollout_command_leaves_no_process(args: list[str], tmp_path: pathlib.Path) -> None:
-    """Its two forkserver workers, the forkserver and the resource tracker all end."""
+    """Its forkserver worker (``--workers 2``: the command's process is the other one), the
+    forkserver and the resource tracker all end."""
     command = Command(tmp_path, args)
     with _killed_afterwards(command.proc):
-        _wait_until(lambda: len(_workers(command.proc.pid)) == 2, command.proc, "two rollout workers")
+        _wait_until(lambda: len(_workers(command.proc.pid)) == 1, command.proc, "a rollout worker")
         _assert_sigkill_leaves_nothing(command.proc)
 
 

@@ -99,3 +99,71 @@ def test_reuse_episodes_returns_earlier_records_only_for_identical_inputs(scenar
             assert pool.run(scenario, expert, [5])[0] is first[0]  # and back in
         assert pool.run(scenario, expert, [5])[0] is not first[0]  # the block is over
         _same(mixed, pool.run(scenario, expert, [7, 6, 5]))  # a reused record equals a fresh one
+
+
+def _same_records(a: list[EpisodeRecord], b: list[EpisodeRecord]) -> None:
+    """Every field of every record equal (labels and executed actions too)."""
+    _same(a, b)
+    for x, y in zip(a, b):
+        assert x.policy == y.policy
+        for field in ("labels", "executed"):
+            u, v = getattr(x, field), getattr(y, field)
+            assert (u is None and v is None) or (u is not None and v is not None and np.array_equal(u, v)), field
+        assert x.trajectory.obs.dtype == y.trajectory.obs.dtype and x.trajectory.acts.dtype == y.trajectory.acts.dtype
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_lockstep_and_one_at_a_time_agree(scenario: Scenario, clone_dir, n_workers: int) -> None:
+    # More seeds than a job's lanes, so that lanes are refilled as their episodes end.
+    seeds = list(range(300, 312))
+    clone = PolicySpec.parse(f"clone:{clone_dir}")
+    cases = [
+        (clone, None, 0.0),
+        (clone, PolicySpec.parse("expert:scripted"), 0.3),  # the expert labelling, with noise
+        (PolicySpec.parse("expert:scripted"), None, 0.0),
+        (PolicySpec.parse("expert:scripted"), PolicySpec.parse(f"clone:{clone_dir}"), 0.0),
+        (PolicySpec.parse("random"), None, 0.2),
+        (PolicySpec.parse("idle"), None, 0.0),
+    ]
+    with RolloutPool(n_workers) as sequential, RolloutPool(n_workers, lockstep=True) as lockstep:
+        for spec, labeller, noise in cases:
+            _same_records(
+                sequential.run(scenario, spec, seeds, labeller=labeller, noise=noise),
+                lockstep.run(scenario, spec, seeds, labeller=labeller, noise=noise),
+            )
+
+
+def test_lockstep_refills_lanes_and_keeps_seed_order(scenario: Scenario) -> None:
+    from testbed.policies import build_agent
+    from testbed.rollout import run_episode, run_lockstep
+    from testbed.scenarios import make_env
+
+    seeds = [21, 20, 22]  # not sorted: records come back in the order asked
+    envs = [make_env(scenario), make_env(scenario)]
+    spec = PolicySpec.parse("expert:scripted")
+    try:
+        agents = [build_agent(spec, scenario) for _ in envs]
+        records = run_lockstep(envs, agents, seeds, policy_label=spec.label)
+        one = [run_episode(envs[0], agents[0], s, policy_label=spec.label) for s in seeds]
+    finally:
+        for env in envs:
+            env.close()
+    _same_records(one, records)
+
+
+@pytest.mark.slow
+def test_batched_clone_actions_equal_one_row_actions(scenario: Scenario, clone_dir, demos_dir) -> None:
+    """The batched argmax equals each row's own (near ties are recomputed alone) for every
+    batch size up to 64, on the demonstrations' states."""
+    from testbed.demos import load_demos
+    from testbed.policies import build_agent
+    from testbed.runtime import torch_threads
+
+    agent = build_agent(PolicySpec.parse(f"clone:{clone_dir}"), scenario)
+    obs = np.concatenate([t.obs for t in load_demos(demos_dir).trajectories])[:400]
+    with torch_threads(1):
+        single = [agent.act(o, None) for o in obs]
+        for n in (1, 2, 3, 7, 16, 33, 64):
+            batched = [a for i in range(0, len(obs), n) for a in agent.act_batch(obs[i : i + n])]
+            assert batched == single, n

@@ -17,8 +17,9 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     out = tmp_path / "throughput.json"
     tiny = ["--n-episodes", "4", "--n-blocks", "2", "--n-epochs", "1", "--n-train-repeats", "1"]
     sim = ["--sim-scenarios", "highway-fast", "--sim-steps", "3", "--sim-pairs", "1"]
+    new = ["--whole-process-episodes", "2", "--whole-process-pairs", "1", "--lockstep-episodes", "4"]
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), *tiny, *sim, "--default-threads-budget-s", "1", "--out", str(out)],
+        [sys.executable, str(SCRIPT), *tiny, *sim, *new, "--default-threads-budget-s", "1", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -27,7 +28,9 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     assert "accelerated/stock env.step speed on highway-fast" in done.stdout
     assert "records identical to 1-worker: yes" in done.stdout
     ratios = json.loads(out.read_text())["ratios"]
-    for key in ("sim_accelerated/stock/highway-fast/idle", "bc/plain_torch"):
+    assert "saved trajectories identical: yes" in done.stdout and "records identical: yes" in done.stdout
+    keys = ("whole_process_collect_workers_2/workers_1", "lockstep/one_episode_at_a_time")
+    for key in ("sim_accelerated/stock/highway-fast/idle", "bc/plain_torch", *keys):
         assert ratios[key] > 0, key
     assert any(k.startswith("workers_2/workers_1") for k in ratios)
 

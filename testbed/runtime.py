@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -355,3 +355,32 @@ def _workers_option(words: Sequence[str]) -> int:
         return int(value)
     except ValueError:
         return 1
+
+
+def start_ray(workers: int, address: str | None) -> tuple[Any, bool]:
+    """Ray, initialised for a run of tasks: joined to the cluster at ``address``, or a local
+    instance of ``workers`` CPUs when None (each worker one OpenMP thread), unless Ray is
+    initialised already. Returns the ``ray`` module and whether this call started it (and so
+    must ``ray.shutdown()`` it).
+
+    Raises:
+        TestbedError: Ray not installed, or no cluster at ``address``.
+    """
+    from testbed.errors import TestbedError
+
+    try:
+        import ray
+    except ImportError:
+        raise TestbedError(
+            "the ray executor needs Ray: pip install 'highway-bc-testbed[ray]' (or pip install ray)"
+        ) from None
+    if ray.is_initialized():
+        return ray, False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        kwargs.update(num_cpus=workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as e:
+        raise TestbedError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    return ray, True

@@ -230,6 +230,16 @@ _KINEMATICS = {
     "see_behind": False,
 }
 
+_ROUNDABOUT: dict[str, Any] = {
+    "observation": {
+        **_KINEMATICS,
+        "absolute": True,
+        "features_range": {"x": [-100, 100], "y": [-100, 100], "vx": [-15, 15], "vy": [-15, 15]},
+    },
+    "action": {"type": "DiscreteMetaAction", "target_speeds": [0, 8, 16]},
+}
+"""The roundabouts' observation (absolute coordinates, which their curved roads need) and speeds."""
+
 PRESETS: dict[str, _Preset] = {
     "highway-fast": _Preset(
         env_id="highway-fast-v0",
@@ -253,14 +263,7 @@ PRESETS: dict[str, _Preset] = {
     ),
     "roundabout": _Preset(
         env_id="roundabout-v0",
-        overrides={
-            "observation": {
-                **_KINEMATICS,
-                "absolute": True,
-                "features_range": {"x": [-100, 100], "y": [-100, 100], "vx": [-15, 15], "vy": [-15, 15]},
-            },
-            "action": {"type": "DiscreteMetaAction", "target_speeds": [0, 8, 16]},
-        },
+        overrides=_ROUNDABOUT,
         max_episode_steps=1000,
         description="Single-lane-entry roundabout with incoming traffic, 11 s.",
     ),
@@ -303,14 +306,7 @@ PRESETS: dict[str, _Preset] = {
     ),
     "roundabout-generic": _Preset(
         env_id="roundabout-generic-v0",
-        overrides={
-            "observation": {
-                **_KINEMATICS,
-                "absolute": True,
-                "features_range": {"x": [-100, 100], "y": [-100, 100], "vx": [-15, 15], "vy": [-15, 15]},
-            },
-            "action": {"type": "DiscreteMetaAction", "target_speeds": [0, 8, 16]},
-        },
+        overrides=_ROUNDABOUT,
         max_episode_steps=1000,
         description="highway-env 1.12's configurable roundabout: two lanes, radius 20 m, 5 vehicles, 17 s.",
         min_highway_env="1.12",

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from testbed.errors import TestbedError
 from testbed.outputs import read_json, write_json
-from testbed.runtime import broken_pool_error, init_worker, one_thread, stop_pool
+from testbed.runtime import broken_pool_error, init_worker, one_thread, start_ray, stop_pool
 
 Executor = Literal["local", "ray"]
 STATE = "state.json"
@@ -377,23 +377,7 @@ def _ray_call(fn: Callable[[], Mapping[str, Any] | None]) -> dict[str, Any] | No
 
 class _RayBackend(_Backend):
     def __init__(self, workers: int, address: str | None) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise TestbedError(
-                "the ray executor needs Ray: pip install 'highway-bc-testbed[ray]' (or pip install ray)"
-            ) from None
-        self.ray = ray
-        self.started = False
-        if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                kwargs.update(num_cpus=workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-            try:
-                ray.init(address=address, **kwargs)
-            except ConnectionError as e:
-                raise TestbedError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-            self.started = True
+        self.ray, self.started = start_ray(workers, address)
         self.handles: list[Any] = []
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

@@ -50,7 +50,7 @@ from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.progress import track
 from testbed.provenance import provenance
-from testbed.runtime import broken_pool_error, init_worker, one_thread, stop_pool
+from testbed.runtime import broken_pool_error, init_worker, one_thread, start_ray, stop_pool
 
 CONFIG = "config.json"
 CELLS = "cells"
@@ -393,22 +393,7 @@ def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> I
 
 
 def _run_ray(payloads: list[bytes], *, workers: int, address: str | None) -> Iterator[str]:
-    try:
-        import ray
-    except ImportError:
-        raise TestbedError(
-            "the ray executor needs Ray: pip install 'highway-bc-testbed[ray]' (or pip install ray)"
-        ) from None
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:
-            kwargs.update(num_cpus=workers, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        try:
-            ray.init(address=address, **kwargs)
-        except ConnectionError as e:
-            raise TestbedError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-        started = True
+    ray, started = start_ray(workers, address)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
         refs = [task.remote(p) for p in payloads]

@@ -383,4 +383,76 @@ def start_ray(workers: int, address: str | None) -> tuple[Any, bool]:
         ray.init(address=address, **kwargs)
     except ConnectionError as e:
         raise TestbedError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    if address is None:
+        # A local instance is this process's tree: some of its agents (DashboardAgent,
+        # RuntimeEnvAgent) outlive a SIGKILLed driver by more than 30 s (measured).
+        watch_descendants()
     return ray, True
+
+
+_WATCHDOG = """
+import os, sys, time
+owner = int(sys.argv[1])
+me = os.getpid()
+
+def stat(pid):
+    try:
+        text = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[19]  # parent pid, start time
+
+seen = {}
+
+def scan(roots):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and (st := stat(int(entry))) is not None:
+            children.setdefault(st[0], []).append((int(entry), st[1]))
+    todo = list(roots)
+    while todo:
+        for pid, start in children.get(todo.pop(), []):
+            if pid not in seen:
+                seen[pid] = start
+                todo.append(pid)
+
+while stat(owner) is not None:
+    scan([owner])
+    time.sleep(0.5)
+# The owner has ended: for a few seconds, kill what it left and whatever that still starts.
+end = time.monotonic() + 5.0
+while time.monotonic() < end:
+    scan([pid for pid, start in seen.items() if (st := stat(pid)) is not None and st[1] == start])
+    for pid, start in seen.items():
+        st = stat(pid)
+        if st is not None and st[1] == start:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+    time.sleep(0.2)
+"""
+"""The watchdog of :func:`watch_descendants` (a separate interpreter: nothing to import)."""
+
+
+def watch_descendants() -> None:
+    """Start a watchdog process that, once this process has ended (however: SIGKILL too), kills
+    every process that was ever its descendant and still runs (Linux ``/proc``; a no-op
+    elsewhere). For process trees this process does not control itself, such as a local Ray
+    instance's agents. The watchdog records the descendants twice a second; once the owner has
+    ended it kills them, and for 5 s whatever they still start, then exits. It tells processes
+    apart by their start time, so a reused pid is never killed.
+    """
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc"):  # pragma: no cover - not Linux
+        return
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+    )

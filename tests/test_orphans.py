@@ -125,3 +125,46 @@ def test_sigkill_of_a_sweep_while_its_workers_start_leaves_no_process(tmp_path: 
     with _killed_afterwards(proc):
         _wait_until(lambda: workers() == 2, proc, "two sweep workers")
         _assert_sigkill_leaves_nothing(proc)
+
+
+RAY_DRIVER = """
+import sys, time
+from testbed.runtime import start_ray
+ray, started = start_ray(2, None)
+assert started
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_driver_with_a_local_ray_instance_leaves_no_process(tmp_path: pathlib.Path) -> None:
+    """``--executor ray`` without ``--address`` starts a local Ray instance (GCS, raylet, agents,
+    workers) in the command's tree; some of its agents outlived a SIGKILLed driver by more
+    than 30 s until a watchdog (``runtime.watch_descendants``) ended them. Run in a
+    loopback-only network namespace (Ray would otherwise bind to the machine's outward
+    address)."""
+    pytest.importorskip("ray")
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root for a network namespace (unshare -n)")
+    (tmp_path / "driver.py").write_text(RAY_DRIVER)
+    script = f"ip link set lo up && exec {sys.executable} driver.py"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        ["unshare", "-n", "bash", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
+    with _killed_afterwards(proc):
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        # Once the instance is up (its agents started; the watchdog records twice a second).
+        agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+        _wait_until(
+            lambda: all(any(c.startswith(a) for c in _session(proc.pid).values()) for a in agents), proc, "Ray's agents"
+        )
+        time.sleep(1.0)
+        _assert_sigkill_leaves_nothing(proc)

@@ -15,7 +15,6 @@ process outright (a segmentation fault in torch's OpenMP pool), so it runs in a 
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import typing
 from collections.abc import Callable
 
 import pytest
+from test_bad_input import _tree
 
 from testbed.cli import main
 from testbed.runtime import default_workers
@@ -87,15 +87,6 @@ def world(tmp_path: pathlib.Path, demos_dir: pathlib.Path, monkeypatch: pytest.M
         for name in names:
             monkeypatch.setattr(f"{module}.{name}", started)
     return World(root, str(demos_dir))
-
-
-def _tree(root: pathlib.Path) -> set[str]:
-    """Every path under ``root`` (symlinks listed, not followed)."""
-    found = set()
-    for directory, dirs, files in os.walk(root):
-        for name in dirs + files:
-            found.add(os.path.relpath(os.path.join(directory, name), root))
-    return found
 
 
 def _assert_one_line(code: int, stderr: str, fragment: str) -> str:

@@ -31,7 +31,7 @@ from imitation.data.types import TrajectoryWithRew
 from testbed.errors import TestbedError
 from testbed.policies import Agent, PolicyError, PolicySpec, build_agent
 from testbed.progress import Bar, track
-from testbed.runtime import WORKER_PRELOAD, broken_pool_error, init_worker, stop_pool, torch_threads, worker_context
+from testbed.runtime import broken_pool_error, init_worker, stop_pool, torch_threads, worker_context
 from testbed.scenarios import Scenario, make_env
 
 
@@ -514,6 +514,13 @@ def reuse_episodes() -> Iterator[None]:
         yield
 
 
+def reuse_episodes_for_this_process() -> None:
+    """:func:`reuse_episodes` for the rest of this process's life (a long-lived worker that
+    runs one task after another: :mod:`testbed.scheduler`)."""
+    global _REUSED
+    _REUSED = {}
+
+
 @contextlib.contextmanager
 def fresh_episodes() -> Iterator[None]:
     """Within this block every episode is simulated, even inside :func:`reuse_episodes`: for
@@ -544,11 +551,6 @@ def _task_key(task: _Task) -> tuple:
     scenario = {k: v for k, v in task.scenario.to_dict().items() if k != "name"}
     labeller = task.labeller.label if task.labeller is not None else None
     return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
-
-
-PRELOAD = WORKER_PRELOAD
-"""Modules the forkserver imports once, so that forked workers start without importing them
-(:func:`testbed.runtime.worker_preload` adds the main module)."""
 
 
 class RolloutPool:

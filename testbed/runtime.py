@@ -309,22 +309,13 @@ def start_workers_early(argv: Sequence[str]) -> bool:
     had its imports done at 1.9-2.8 s and its first episode at 4.9-6.6 s, while
     ``--workers 1`` started episodes right after its imports). Starting it returns at once
     (the server is a new process; the first worker request waits for its preload to finish).
-    Nothing is started for a single worker, ``--help``, another command, inside a
-    multiprocessing child (a forkserver re-importing ``testbed.cli``) or when ``testbed.cli``
-    is imported as a library (tests): those would pay the preload for nothing.
+    Nothing is started for a single worker, ``--help`` or another command: those would pay
+    the preload for nothing. (A forkserver that preloads the command's script imports it as
+    ``__mp_main__``, so its ``__main__`` guard keeps the entry point from running there.)
 
     Args:
         argv: the command line after the program name (``sys.argv[1:]``).
     """
-    import multiprocessing
-    import sys
-
-    main = sys.modules.get("__main__")
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    script = os.path.basename(getattr(main, "__file__", None) or "")
-    is_command = name in ("testbed.cli", "testbed.__main__") or script == "testbed"
-    if not is_command or multiprocessing.parent_process() is not None:
-        return False
     words = [a for a in argv if a != "--debug"]
     command = next((a for a in words if not a.startswith("-")), None)
     if command not in POOL_COMMANDS or "-h" in words or "--help" in words:

@@ -327,9 +327,9 @@ def _scheduler_worker() -> None:
     one reused-episode memo for the worker's whole life (expert and baseline episodes that an
     earlier task in this worker simulated are not simulated again; it changes no number)."""
     init_worker()
-    from testbed import rollout
+    from testbed.rollout import reuse_episodes_for_this_process
 
-    rollout._REUSED = {}
+    reuse_episodes_for_this_process()
 
 
 class _LocalBackend(_Backend):

@@ -319,7 +319,7 @@ def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> li
             tables["hazard"], tables["errors"], variants=list(VARIANTS), groups=groups, horizon=max(args.horizons)
         ),
     }
-    return [kit.save_laid_out_figure(fig, out / name) for name, fig in figures.items()]
+    return kit.save_figures(out, figures)
 
 
 if __name__ == "__main__":

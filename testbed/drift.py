@@ -710,8 +710,9 @@ def teacher_and_clone(
 def applied_errors(record: EpisodeRecord, *, noisy: bool = False) -> np.ndarray:
     """The driver's per-step 0/1 disagreement (float64) with its labeller on its own states;
     with ``noisy`` the applied action (after injected noise) is compared, not the chosen one."""
-    applied = record.executed if noisy and record.executed is not None else record.trajectory.acts
-    return (np.asarray(applied) != np.asarray(record.labels)).astype(np.float64)
+    if noisy and record.executed is not None:
+        return (np.asarray(record.executed) != np.asarray(record.labels)).astype(np.float64)
+    return disagreement(record)
 
 
 def noise_errors(expert: EpisodeRecord, noise: float, scenario: Scenario) -> np.ndarray:

@@ -92,7 +92,7 @@ def keep_density(base: Any, target: int) -> None:
         else:
             kept.append(v)
     base.road.vehicles[:] = kept
-    missing = target - nearby_vehicles(base)
+    missing = target - (len(kept) - 1)  # kept: the ego and exactly the vehicles in the window
     if missing <= 0:
         return
     from highway_env import utils

@@ -23,7 +23,7 @@ import numpy as np
 
 from testbed import sim
 from testbed.errors import TestbedError
-from testbed.limits import check_config, check_finite
+from testbed.limits import MAX_EPISODE_STEPS, check_config, check_finite
 from testbed.recovery import COST_KEYS, CostWrapper
 from testbed.spaces import brief, is_int, jsonable, space_from_dict, space_to_dict
 
@@ -82,8 +82,8 @@ class Scenario:
             raise TestbedError(f"{where}: 'name' and 'env_id' must be strings")
         if not isinstance(config, Mapping):
             raise TestbedError(f"{where}: 'config' must be an object")
-        if not (is_int(steps) and 1 <= steps <= _MAX_EPISODE_STEPS):
-            raise TestbedError(f"{where}: 'max_episode_steps' must be an integer in 1..{_MAX_EPISODE_STEPS}")
+        if not (is_int(steps) and 1 <= steps <= MAX_EPISODE_STEPS):
+            raise TestbedError(f"{where}: 'max_episode_steps' must be an integer in 1..{MAX_EPISODE_STEPS}")
         name, label = split_label(name, where=where)
         base, _ = split_scenario_name(name)
         if env_id != PRESETS[base].env_id:
@@ -98,10 +98,6 @@ class Scenario:
         if jsonable(dict(resolved.config)) != jsonable(dict(config)):
             raise TestbedError(f"{where}: config does not resolve to itself (values highway-env would not accept)")
         return cls(name=resolved.name + label, env_id=env_id, config=dict(config), max_episode_steps=int(steps))
-
-
-_MAX_EPISODE_STEPS = 100_000
-"""Largest ``max_episode_steps`` a record may hold."""
 
 
 VERSION_NEUTRAL_KEYS: dict[str, Any] = {

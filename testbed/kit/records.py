@@ -78,12 +78,8 @@ def clone_vs_expert(
 
 def save_figure(fig: Any, path: str | pathlib.Path, *, dpi: int = 120) -> pathlib.Path:
     """Save a matplotlib figure (``tight_layout`` first) and close it; returns the path."""
-    import matplotlib.pyplot as plt
-
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return save_laid_out_figure(fig, path, dpi=dpi)
 
 
 def save_laid_out_figure(fig: Any, path: str | pathlib.Path, *, dpi: int = 120) -> pathlib.Path:

@@ -296,8 +296,8 @@ def run_benchmark(
             summary_rows.append(row)
     episodes = pd.concat(episode_frames, ignore_index=True)
     per_scenario = pd.DataFrame(summary_rows)
-    ranking = _rank(specs, list(scenarios), episodes, per_scenario, expert_label, random_label)
     scaled = [n for n in scenarios if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
+    ranking = _rank(specs, list(scenarios), scaled, episodes, per_scenario, expert_label, random_label)
     aggregates = (
         aggregate_scores(
             returns_by_scenario(episodes[episodes["scenario"].isin(scaled)], [s.label for s in specs]),
@@ -321,9 +321,7 @@ def run_benchmark(
         "references": {"expert": expert_label, "random": random_label},
         "twin_horizon_s": horizon_s,
         "not_applicable": [{"policy": p, "scenario": n, "reason": why} for (p, n), why in unfit.items()],
-        "undefined_scale": [
-            n for n in scenarios if not _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)
-        ],
+        "undefined_scale": [n for n in scenarios if n not in scaled],
         "metrics": {
             **METRICS,
             "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
@@ -345,13 +343,15 @@ def _interval(name: str, ci: Interval) -> dict[str, float]:
 def _rank(
     specs: Sequence[PolicySpec],
     names: Sequence[str],
+    scaled: Sequence[str],
     episodes: pd.DataFrame,
     per_scenario: pd.DataFrame,
     expert_label: str,
     random_label: str,
 ) -> pd.DataFrame:
+    """The ranking over ``names``; a policy's mean is over the scenarios of ``scaled`` (where
+    the expert beats random) that it ran on."""
     rows = []
-    scaled = [n for n in names if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
     for spec in specs:
         ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
 

@@ -20,7 +20,6 @@ import pathlib
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from testbed import kit
@@ -28,11 +27,12 @@ from testbed.collect import collect_transitions
 from testbed.demos import Demonstrations, load_demos
 from testbed.errors import TestbedError
 from testbed.evaluation import evaluate
+from testbed.experts.timing import decision_ms
 from testbed.metrics import Interval, mean_ci
 from testbed.outputs import atomic_output_dir
-from testbed.policies import PolicySpec, build_agent
+from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
-from testbed.scenarios import Scenario, get_scenario, make_env, parse_overrides
+from testbed.scenarios import Scenario, get_scenario, parse_overrides
 from testbed.seeds import DEMO_SEED, TEST_SEED, TUNING_SEED, check_test_seeds, episode_seeds
 
 CELLS: tuple[tuple[str, str], ...] = (
@@ -93,27 +93,6 @@ def parse_cell(text: str) -> tuple[str, Scenario]:
         raise TestbedError(f"bad cell {text!r}; use EXPERT@SCENARIO, e.g. scripted@highway-fast")
     PolicySpec.parse(f"expert:{expert}")
     return expert, get_scenario(scenario, parse_overrides(()))
-
-
-def decision_ms(scenario: Scenario, expert: str, seeds: list[int]) -> np.ndarray:
-    """Milliseconds per ``act`` call of the expert over the given episodes, in this process."""
-    env = make_env(scenario)
-    agent = build_agent(PolicySpec("expert", expert), scenario)
-    times = []
-    try:
-        for seed in seeds:
-            obs, _ = env.reset(seed=seed)
-            agent.reset(env.unwrapped, seed)
-            done = False
-            while not done:
-                t0 = time.perf_counter()
-                action = agent.act(obs, env.unwrapped)
-                times.append(1e3 * (time.perf_counter() - t0))
-                obs, _, terminated, truncated, _ = env.step(action)
-                done = terminated or truncated
-    finally:
-        env.close()
-    return np.asarray(times)
 
 
 def main(args: Args) -> pd.DataFrame:

@@ -31,10 +31,18 @@ def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "eq"
     summary = module.main(module.Args(fast=True, out=str(out), workers=1))
     assert set(summary["case"]) == {c for c, _, _ in module.CASES}
-    assert set(summary["policy"]) == {"expert:scripted", "idle"}
-    assert (summary["n_episodes"] == 4).all()
+    assert set(summary["policy"]) == {"expert:scripted", "expert:scripted-v2", "expert:planner", "idle"}
+    planner = summary["policy"] == "expert:planner"
+    assert (summary.loc[~planner, "n_episodes"] == 4).all() and (summary.loc[planner, "n_episodes"] == 2).all()
     episodes = pd.read_csv(out / "episodes.csv")
-    assert len(episodes) == len(module.CASES) * 2 * 4
+    assert len(episodes) == len(module.CASES) * (3 * 4 + 2)
+    # Every teacher timed (idle is no teacher), with an interval.
+    teachers = summary[summary["policy"] != "idle"]
+    assert (
+        teachers["ms_per_decision"].gt(0).all()
+        and summary.loc[~summary.index.isin(teachers.index), "ms_per_decision"].isna().all()
+    )
+    assert (teachers["ms_per_decision_ci_low"] <= teachers["ms_per_decision"]).all()
     assert (out / "expert_quality.png").stat().st_size > 0
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"]["range"] == "test" and config["seeds"]["first_used"] == 1_000_000

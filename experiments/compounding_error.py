@@ -1,35 +1,44 @@
-"""BC vs DART vs DAgger at equal training labels, on the sealed test seeds.
+"""BC vs DART vs DAgger at equal expert labels and equal training, on the sealed test seeds.
 
-For every budget B of training labels (the (observation, action) pairs a model trains on) and
-every training seed s, three clones of the scripted expert on highway-fast:
+For every budget B of expert labels and training seed s, clones of the scripted expert on
+highway-fast, each trained with BC's recipe (a fresh network seeded by s, ``epochs`` epochs in
+batches of ``batch_size``, on every label it has: no validation split).
 
-- **BC** trains on the first B transitions of clean expert demonstrations (no validation
-  split: every label counted is trained on). Training seed s draws its demonstrations from
-  its own block of demonstration seeds and its own initialisation, so the spread over seeds
-  is the spread a user would see.
-- **DART** (Laskey et al. 2017) trains the same way on demonstrations collected from the same
-  seeds with noise injected: with probability p the applied action is uniformly random, while
-  the recorded label stays the expert's. p is chosen before anything else runs, on
-  development seeds (tuning demonstrations, development evaluation seeds) and recorded.
+- **BC** trains on the first B transitions of clean expert demonstrations from seed s's own block
+  of demonstration seeds, so the spread over seeds is the spread a user would see.
+- **DART** (Laskey et al. 2017) with noise fitted to the learner's error (:mod:`testbed.dart`):
+  its first B//2 labels are BC's first B//2; 2-fold cross-fitting on them (a clone per half of
+  the episodes, scored on the other half) estimates the learner's error eps_hat on the expert's
+  states; the other labels come from the seeds that follow, the applied action uniformly random
+  with probability p = min(1, eps_hat K/(K-1)) (K actions: it then differs from the expert's at
+  the learner's rate), the label always the expert's.
 - **DAgger** (Ross et al. 2011) runs rounds of ``dagger_labels_per_round`` labels: beta = 1 in
   round 0 (the expert drives), 0 after (the learner drives with its argmax and the privileged
-  expert labels every visited state), BC on the aggregate after each round. The clone at
-  budget B is the iterate with the best accuracy on the common validation set among those
-  that trained on at most B labels.
+  expert labels every visited state). After each round a fresh network trains on the aggregate
+  with BC's recipe (``DAggerConfig(training="scratch")``), so every iterate had exactly the
+  gradient steps BC takes on as many labels. Two clones per budget: ``dagger``, the iterate
+  trained on exactly B labels, and ``dagger-onpolicy``, the iterate with the highest mean return
+  driving itself on ``dagger_selection_episodes`` development seeds among those trained on at
+  most B labels (ties to fewer labels; :func:`testbed.dagger.select_iterate`).
 
-One common validation set of expert states (demonstration seeds no training set uses) scores
-every clone open loop. Every clone then drives the same test seeds with the expert labelling
-its states (eps_on, return, crash rate) and labels the expert's own test episodes offline
-(eps_off). Errors are pooled over steps (a ratio, so short crashed episodes do not weigh
-more), and the covariate-shift term compares a clone's error on its own episode with its
-error on the expert's episode from the same seed *at the same step*. Rows averaging clones
-carry variance-components intervals over training and evaluation seeds
-(:mod:`testbed.metrics`); differences to BC are paired by training seed index and test seed.
+Labels: ``n_train_labels`` (what a clone trained on) and ``n_labels_used`` (every expert label
+its method consumed) are B for BC, DART (its cross-fitting reuses its training labels) and
+``dagger``; ``dagger-onpolicy`` used B to make its candidates and selects by returns, with no
+labels (``selection_episodes``). One common validation set of expert states (demonstration seeds
+no training set uses) scores every clone open loop (``val_accuracy``) and selects nothing.
+Every clone then drives the same test seeds with the
+expert labelling its states (eps_on, return, crash rate) and labels the expert's own test
+episodes offline (eps_off). Errors are pooled over steps (a ratio, so short crashed episodes do
+not weigh more), and the covariate-shift term compares a clone's error on its own episode with
+its error on the expert's episode from the same seed *at the same step*. Rows averaging clones
+carry variance-components intervals over training and evaluation seeds (:mod:`testbed.metrics`);
+differences to BC are paired by test seed.
 
-Outputs under results/compounding_error/: methods.csv (method x budget), steps.csv
-(eps_on(t), eps_off(t) per method and budget), clones.csv (one row per clone),
-open_vs_closed.csv, episodes.csv, dart_tuning.csv, methods.png, steps.png,
-open_vs_closed.png, config.json; the sweep (one cell per method and training seed) in sweep/.
+Outputs under results/compounding_error/: methods.csv (method x budget), steps.csv (eps_on(t),
+eps_off(t) per method and budget), clones.csv (one row per clone, with DART's p and eps_hat and
+DAgger's round), open_vs_closed.csv, episodes.csv, methods.png, steps.png, open_vs_closed.png,
+config.json; the sweep (one cell per method and training seed; DAgger's cell holds both of its
+rows, the on-policy one in its ``onpolicy/``) in sweep/.
 
     python experiments/compounding_error.py           # wall time: results/reproduce.json
     python experiments/compounding_error.py --fast    # tiny preset, used by the tests
@@ -39,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 import time
 from typing import Any
@@ -49,26 +59,29 @@ from testbed import drift, kit
 from testbed.collect import collect, collect_transitions
 from testbed.demos import load_demos, save_demos
 from testbed.errors import TestbedError
-from testbed.metrics import outcome_columns, spearman_within_groups
+from testbed.kit.clones import clone_records, dagger_budget_clones, drive_clones, self_driven_returns
+from testbed.metrics import spearman_within_groups
 from testbed.outputs import atomic_output_dir, read_args
 from testbed.plotting import plot_methods_by_budget, plot_open_vs_closed, plot_step_errors
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TUNING, check_test_seeds, episode_seeds
+from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, check_test_seeds, episode_seeds
 
-METHODS = ("bc", "dart", "dagger")
+METHODS = ("bc", "dart", "dagger", "dagger-onpolicy")
+CELL_METHODS = ("bc", "dart", "dagger")  # a sweep cell per training seed and method; DAgger's makes both rows
 DEMO_BLOCK = 800
 """Demonstration seeds per training seed: seed s collects from DEMOS.first + s * DEMO_BLOCK."""
 VALIDATION_OFFSET = 4_000
 """The common validation episodes start at this offset of the demonstration range."""
 DAGGER_BLOCK = 100
 """DAgger round seeds per training seed: seed s's round r is DAGGER.first + s * DAGGER_BLOCK + r."""
+ACCOUNTING = ("n_train_labels", "n_labels_used", "selection_episodes", "noise", "eps_hat")  # methods.csv: means
 
 
 @dataclasses.dataclass
 class Args(kit.EvalArgs):
-    """BC vs DART vs DAgger at equal training labels, >= 5 training seeds, on test seeds."""
+    """BC vs DART vs DAgger at equal expert labels and BC's training, on test seeds."""
 
     scenario: str = "highway-fast"
     """Scenario preset."""
@@ -76,24 +89,18 @@ class Args(kit.EvalArgs):
     """Scenario config overrides KEY=VALUE."""
     expert: str = "scripted"
     """Expert to clone (and to label)."""
-    budgets: tuple[int, ...] = (1_000, 3_000, 10_000)
-    """Training-label budgets (labels each model trains on)."""
+    budgets: tuple[int, ...] = (1_000, 3_000)
+    """Expert-label budgets (multiples of --dagger-labels-per-round); adding 10000 costs ~20 min more."""
     train_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     """Training seeds (each: its own demonstrations, DAgger rounds and initialisation)."""
     epochs: int = 100
-    """BC and DART epochs."""
+    """BC epochs of every clone (DART's fold clones and every DAgger iterate too)."""
     batch_size: int = 64
-    """Batch size of every method."""
-    dart_noises: tuple[float, ...] = (0.1, 0.2, 0.3)
-    """DART candidates: probability of a random applied action while collecting."""
-    dart_tuning_budget: int = 3_000
-    """Training labels of each DART tuning clone (tuning-range demonstrations)."""
-    dart_tuning_episodes: int = 100
-    """Development-range evaluation episodes per DART candidate (highest mean return wins)."""
+    """Batch size of every clone."""
     dagger_labels_per_round: int = 500
     """DAgger labels per round (rounds: the largest budget / this)."""
-    dagger_epochs_per_round: int = 10
-    """DAgger BC epochs over the aggregate after each round."""
+    dagger_selection_episodes: int = 20
+    """Development episodes each DAgger iterate drives for the on-policy selection."""
     val_episodes: int = 50
     """Common validation episodes of expert states (demonstration seeds from offset 4000)."""
     eval_episodes: int = 200
@@ -109,11 +116,8 @@ class Args(kit.EvalArgs):
             train_seeds=(0, 1),
             epochs=3,
             batch_size=16,
-            dart_noises=(0.2,),
-            dart_tuning_budget=40,
-            dart_tuning_episodes=2,
             dagger_labels_per_round=40,
-            dagger_epochs_per_round=2,
+            dagger_selection_episodes=2,
             val_episodes=2,
             eval_episodes=3,
         )
@@ -127,11 +131,11 @@ class Args(kit.EvalArgs):
             raise TestbedError(f"--train-seeds: need >= 2 distinct non-negative seeds, got {seeds}")
         if (max(seeds) + 1) * DEMO_BLOCK > VALIDATION_OFFSET:
             raise TestbedError(f"--train-seeds must stay below {VALIDATION_OFFSET // DEMO_BLOCK} (seed blocks)")
-        if not self.dart_noises or not all(0 < p <= 1 for p in self.dart_noises):
-            raise TestbedError(f"--dart-noises must be probabilities in (0, 1], got {self.dart_noises}")
-        if self.budgets[-1] % self.dagger_labels_per_round or self.dagger_labels_per_round < 1:
-            raise TestbedError("--dagger-labels-per-round must divide the largest budget")
-        kit.check_at_least_one(self, "epochs", "batch_size", "dagger_epochs_per_round", "val_episodes", "eval_episodes")
+        kit.check_at_least_one(self, "epochs", "batch_size", "dagger_labels_per_round", "val_episodes")
+        kit.check_at_least_one(self, "dagger_selection_episodes", "eval_episodes")
+        per_round = self.dagger_labels_per_round  # DAgger's clone at B trains on exactly B labels, BC's batches
+        if any(b % per_round for b in self.budgets) or per_round < self.batch_size:
+            raise TestbedError(f"--budgets must be multiples of --dagger-labels-per-round {per_round} >= --batch-size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,78 +148,76 @@ class Context:
     epochs: int
     batch_size: int
     dagger_labels_per_round: int
-    dagger_epochs_per_round: int
     validation_dir: str
     eval_seeds: tuple[int, ...]
+    dagger_selection_episodes: int
 
 
 def run_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
-    """One method and training seed: collect, train a clone per budget, drive the test seeds."""
-    from testbed.clone_io import load_clone
-    from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
-    from testbed.training import action_accuracy, stack_transitions
-
+    """One method and training seed: its clones at every budget, scored open loop on the common
+    validation set and driven on the test seeds (each distinct clone once)."""
     scenario = Scenario.from_dict(ctx.scenario)
     method, seed = cell["method"], int(cell["train_seed"])
     validation = load_demos(ctx.validation_dir, scenario=scenario).trajectories
-    clones: list[dict[str, Any]] = []
+    recipe = functools.partial(kit.every_label_config, seed, epochs=ctx.epochs, batch_size=ctx.batch_size)
     with RolloutPool(1) as pool:  # the cells are the parallel unit
-        if method in ("bc", "dart"):  # the first B transitions of (noisy) demonstrations
-            start = DEMOS.first + seed * DEMO_BLOCK
-            noise = float(cell.get("noise", 0.0))
-            demos = collect_transitions(scenario, ctx.expert, ctx.budgets[-1], seed=start, pool=pool, noise=noise)
-            if demos.seeds[-1] >= start + DEMO_BLOCK:
-                raise TestbedError(f"{method} seed {seed} needed seeds beyond its block of {DEMO_BLOCK}")
-            for budget in ctx.budgets:
-                subset, path = demos.first_transitions(budget), cell_dir / "clones" / f"B{budget}"
-                config = kit.every_label_config(seed, budget, epochs=ctx.epochs, batch_size=ctx.batch_size)
-                kit.train_clone(path, subset, config)
-                clones.append({"budget": budget, "n_train_labels": subset.n_transitions, "path": path})
-        else:  # DAgger's rounds; at budget B its best validation iterate with at most B labels
-            config = kit.every_label_config(
-                seed, ctx.dagger_labels_per_round, epochs=ctx.dagger_epochs_per_round, batch_size=ctx.batch_size
-            )
-            dagger = DAggerConfig(
-                n_rounds=ctx.budgets[-1] // ctx.dagger_labels_per_round,
-                labels_per_round=ctx.dagger_labels_per_round,
-                epochs_per_round=ctx.dagger_epochs_per_round,
-                first_seed=DAGGER.first + seed * DAGGER_BLOCK,
-            )
-            result = train_dagger(scenario, ctx.expert, config, dagger, validation=stack_transitions(validation))
-            result.log.to_csv(cell_dir / "dagger_log.csv", index=False)
-            data = as_demonstrations(result, scenario, ctx.expert)
-            clones = kit.save_dagger_clones(
-                result, ctx.budgets, cell_dir / "clones", data=data, config=config, dagger=dagger
-            )
-        rows = []
-        for c in clones:  # open loop on the common validation set, closed loop on the test seeds
-            c["val_accuracy"] = action_accuracy(load_clone(c["path"], scenario=scenario), validation)
-            spec, labeller = PolicySpec("clone", str(c["path"])), PolicySpec("expert", ctx.expert)
-            records = pool.run(scenario, spec, list(ctx.eval_seeds), labeller=labeller)
-            rows += [{"budget": c["budget"], **r} for r in drift.outcome_rows(records)]
-    pd.DataFrame(rows).to_csv(cell_dir / "episodes.csv", index=False)
-    clones = [{k: (str(v.relative_to(cell_dir)) if k == "path" else v) for k, v in c.items()} for c in clones]
-    return {"method": method, "train_seed": seed, "clones": clones}
+        if method == "dagger":
+            clones, selected = _dagger_clones(ctx, scenario, seed, recipe, pool, cell_dir)
+        else:
+            clones, selected = _demonstration_clones(ctx, scenario, method, seed, recipe, pool, cell_dir), []
+        groups = {cell_dir: clones, **({cell_dir / "onpolicy": selected} if selected else {})}
+        drive_clones(pool, scenario, groups, validation=validation, seeds=ctx.eval_seeds, expert=ctx.expert)
+    result: dict[str, Any] = {"method": method, "train_seed": seed}
+    for key, (where, group) in zip(("clones", "selected"), groups.items()):
+        result[key] = [c | {"path": os.path.relpath(c["path"], where)} for c in group]
+    return result
 
 
-def tune_dart(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
-    """One DART candidate on tuning demonstrations, driven on development seeds."""
-    from testbed.metrics import episodes_table
+def _demonstration_clones(
+    ctx: Context, scenario: Scenario, method: str, seed: int, recipe: Any, pool: RolloutPool, cell_dir: pathlib.Path
+) -> list[dict[str, Any]]:
+    """BC's clones (the first B clean transitions of seed's block) or DART's (:mod:`testbed.dart`)."""
+    from testbed.dart import dart_demonstrations
 
-    scenario = Scenario.from_dict(ctx.scenario)
-    budget, noise = int(cell["budget"]), float(cell["noise"])
-    with RolloutPool(1) as pool:
-        demos = collect_transitions(scenario, ctx.expert, budget, seed=TUNING.first, pool=pool, noise=noise)
-        config = kit.every_label_config(0, budget, epochs=ctx.epochs, batch_size=ctx.batch_size)
-        spec = kit.train_clone(cell_dir / "clone", demos, config)
-        records = pool.run(scenario, PolicySpec("clone", spec.arg), list(ctx.eval_seeds))
-    episodes = episodes_table((f"dart p={noise}", r.seed, r.trajectory) for r in records)
-    return {
-        "noise": noise,
-        "n_train_labels": demos.n_transitions,
-        "demo_seeds": [demos.seeds[0], demos.seeds[-1]],
-        **outcome_columns(episodes),
-    }
+    start = DEMOS.first + seed * DEMO_BLOCK
+    n_clean = ctx.budgets[-1] if method == "bc" else ctx.budgets[-1] // 2  # DART: BC's first B // 2
+    demos = collect_transitions(scenario, ctx.expert, n_clean, seed=start, pool=pool)
+    if demos.seeds[-1] >= start + DEMO_BLOCK:
+        raise TestbedError(f"{method} seed {seed} needed seeds beyond its block of {DEMO_BLOCK}")
+    clones = []
+    for budget in ctx.budgets:
+        if method == "bc":
+            data, extra = demos.first_transitions(budget), {}
+        else:
+            dart = dart_demonstrations(
+                scenario, ctx.expert, demos, budget, recipe=recipe, pool=pool, seed_stop=start + DEMO_BLOCK
+            )
+            data, extra = dart.demos, dart.record()
+        path = cell_dir / "clones" / f"B{budget}"
+        kit.train_clone(path, data, recipe(budget))
+        n = data.n_transitions
+        clones.append({"budget": budget, "n_train_labels": n, "n_labels_used": n, "path": path, **extra})
+    return clones
+
+
+def _dagger_clones(
+    ctx: Context, scenario: Scenario, seed: int, recipe: Any, pool: RolloutPool, cell_dir: pathlib.Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """DAgger trained as BC; per budget its iterate at B labels and its on-policy choice."""
+    from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
+
+    per_round, n_selection = ctx.dagger_labels_per_round, ctx.dagger_selection_episodes
+    first, config = DAGGER.first + seed * DAGGER_BLOCK, recipe(per_round)
+    dagger = DAggerConfig(ctx.budgets[-1] // per_round, per_round, training="scratch", first_seed=first)
+    result = train_dagger(scenario, ctx.expert, config, dagger)  # no validation set: it selects nothing
+    result.log.to_csv(cell_dir / "dagger_log.csv", index=False)
+    data = as_demonstrations(result, scenario, ctx.expert)
+    paths = kit.save_dagger_clones(result, cell_dir / "clones" / "iterates", data=data, config=config, dagger=dagger)
+    returns = self_driven_returns(pool, scenario, paths, DEVELOPMENT.seeds(n_selection))
+    pd.DataFrame({"n_labels": [it.n_labels for it in result.iterates], "return": returns}).to_csv(
+        cell_dir / "selection.csv", index_label="round"
+    )
+    return dagger_budget_clones(result, paths, ctx.budgets, returns=returns, selection_episodes=n_selection)
 
 
 def main(args: Args) -> dict[str, pd.DataFrame]:
@@ -225,6 +227,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
     scenario = get_scenario(args.scenario, parse_overrides(args.set))
     eval_seeds = tuple(episode_seeds(args.eval_seed, args.eval_episodes))
     test_seeds = check_test_seeds(list(eval_seeds), "compounding_error")
+    selection_seeds = tuple(DEVELOPMENT.seeds(args.dagger_selection_episodes))
     val_seed = DEMOS.first + VALIDATION_OFFSET
     timings: dict[str, float] = {}
     with atomic_output_dir(args.out, overwrite=True) as out:
@@ -239,33 +242,30 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             args, Context, scenario=scenario.to_dict(), validation_dir=validation_dir, eval_seeds=eval_seeds
         )
 
-        # The sweeps' config: the cells' context and the commit (not where this run keeps its files).
-        sweep = functools.partial(kit.context_sweep, workers=args.workers, unrecorded=["validation_dir"])
-
-        # DART's noise level, chosen on tuning demonstrations and development seeds only.
-        with kit.timed(timings, "dart_tuning_s"):
-            tuning_ctx = dataclasses.replace(ctx, eval_seeds=tuple(DEVELOPMENT.seeds(args.dart_tuning_episodes)))
-            candidates = [{"noise": p, "budget": args.dart_tuning_budget} for p in args.dart_noises]
-            tuning = sweep(out / "dart_tuning", candidates, tune_dart, tuning_ctx)
-            tuning_table = pd.DataFrame([r.result for r in tuning])
-            noise = float(tuning_table.loc[tuning_table["return"].idxmax(), "noise"])
-            tuning_table["chosen"] = tuning_table["noise"] == noise
-
         # One sweep cell per method and training seed: its clones at every budget, driven.
+        # The sweep's config: the cells' context and the commit (not where this run keeps its files).
         with kit.timed(timings, "sweep_s"):
-            cells = [
-                {"method": m, "train_seed": s, **({"noise": noise} if m == "dart" else {})}
-                for s in args.train_seeds
-                for m in METHODS
-            ]
-            results = sweep(out / "sweep", cells, run_cell, ctx)
+            cells = [{"method": m, "train_seed": s} for s in args.train_seeds for m in CELL_METHODS]
+            results = kit.context_sweep(
+                out / "sweep", cells, run_cell, ctx, workers=args.workers, unrecorded=["validation_dir"]
+            )
 
-        cell_results = [{"cell_id": r.cell_id, "result": r.result} for r in results]
+        # DAgger's on-policy clones are read as cells of their own (their episodes in onpolicy/).
+        cell_results = [{"cell_id": r.cell_id, "result": r.result} for r in results] + [
+            {"cell_id": f"{r.cell_id}/onpolicy", "result": r.result | {"method": "dagger-onpolicy", "clones": sel}}
+            for r in results
+            if (sel := r.result.get("selected"))
+        ]
         clones = kit.clone_error_table(cell_results, out / "sweep", {r.seed: r for r in expert_runs}, scenario)
-        per_clone = drift.clone_rows(clones, ["method", "budget", "train_seed"])
+        info = clone_records(cell_results).drop(columns=["n_train_labels", "val_accuracy"])
+        keys = ["method", "budget", "train_seed"]
+        per_clone = drift.clone_rows(clones, keys).merge(info, on=keys, how="left")
+        per_clone["selection_episodes"] = per_clone["selection_episodes"].fillna(0).astype(int)
         expert = pd.DataFrame(drift.outcome_rows(expert_runs, labelled=False))
+        accounting = per_clone.groupby(["method", "budget"], as_index=False)[list(ACCOUNTING)].mean()
+        methods = drift.method_rows(clones, reference="bc", expert=expert)
         tables = {
-            "methods": drift.method_rows(clones, reference="bc", expert=expert),
+            "methods": methods.merge(accounting, on=["method", "budget"], how="left"),
             "steps": drift.step_error_rows(clones, ["method", "budget"]),
             # Open vs closed loop: correlations within a data size, not across sizes.
             "open_vs_closed": spearman_within_groups(
@@ -279,33 +279,37 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             ),
             "clones": per_clone,
             "episodes": clones.drop(columns=["on_errors", "off_errors"]),
-            "dart_tuning": tuning_table,
         }
         kit.write_results(out, tables)
         _plots(out, tables, args)
         record = kit.experiment_record(
             args,
             scenario=scenario.to_dict(),
-            dart_noise={
-                "chosen": noise,
-                "by": "highest mean return on development seeds",
-                "candidates": list(args.dart_noises),
+            methods={
+                "training": f"every clone (DART's fold clones, every DAgger iterate): BC's recipe, {args.epochs} "
+                f"epochs from a fresh network, batch {args.batch_size}, every label (testbed.kit.every_label_config)",
+                "dart": "testbed.dart: BC's first B//2 labels; the rest with p = min(1, eps_hat K/(K-1)), eps_hat "
+                "2-fold cross-fitted on the first B//2 (alternate episodes)",
+                "dagger": "DAggerConfig(training='scratch'); dagger: the iterate at B labels; dagger-onpolicy: "
+                "the highest mean return on the selection seeds among iterates at <= B labels, ties to fewer",
             },
             seeds={
                 "eval": test_seeds,
-                "demonstrations": f"seed s: from {DEMOS.first} + s * {DEMO_BLOCK}, BC and DART alike",
+                "demonstrations": f"seed s: from {DEMOS.first} + s * {DEMO_BLOCK}; BC's first B, DART's first B//2 "
+                "(the same), DART's noisy rest from the seeds that follow",
                 "validation": DEMOS.record(list(range(val_seed, val_seed + args.val_episodes)))
                 | {"first_used": val_seed},
                 "dagger_rounds": f"training seed s, round r: {DAGGER.first} + s * {DAGGER_BLOCK} + r",
-                "dart_tuning": {
-                    "demonstrations": TUNING.record(),
-                    "evaluation": DEVELOPMENT.record(list(tuning_ctx.eval_seeds)),
-                },
+                "dagger_selection": DEVELOPMENT.record(list(selection_seeds))
+                | {"first_used": selection_seeds[0], "note": "the same seeds for every iterate and training seed"},
             },
-            labels="budget = labels the model trains on: BC and DART train on exactly that many (no validation "
-            "split); DAgger's clone is its best validation iterate with at most that many aggregate labels "
-            "(n_train_labels). The validation set's labels are not counted (every method is scored on it; "
-            "only DAgger selects on it).",
+            labels="budget B = expert labels each method used (n_labels_used = B for every clone). BC, DART "
+            "and dagger train on exactly B (n_train_labels); DART's noise is fitted by cross-fitting on its "
+            "own first B//2 training labels (no extra labels); dagger-onpolicy trains on its chosen iterate's "
+            "n_train_labels <= B and chooses by returns on development episodes, no expert labels "
+            "(selection_episodes: iterates within B x dagger_selection_episodes). The common expert-state "
+            "validation set is an open-loop score of every clone (val_accuracy) and selects nothing; its "
+            "labels are no method's.",
             statistics="rows averaging clones: variance-components intervals over training and test "
             "seeds (testbed.metrics.clones_mean_ci; crash rate clones_rate_ci); eps_on/eps_off/shift pooled "
             "over steps per clone (ratio, linearised per episode: testbed.drift.pooled_scores); shift = "
@@ -316,9 +320,9 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             wall_time_s={k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - start, 1)},
         )
         kit.write_results(out, {}, record)
-    columns = ["method", "budget", "return", "crash_rate", "eps_on", "eps_off", "shift", "return_vs_bc"]
-    kit.print_table(tables["methods"], columns, digits=3)
-    print(f"DART noise {noise} (development seeds); total {time.perf_counter() - start:.0f} s -> {args.out}")
+    columns = ["method", "budget", "n_train_labels", "n_labels_used", "return", "crash_rate", "eps_on", "eps_off"]
+    kit.print_table(tables["methods"], [*columns, "shift", "return_vs_bc", "noise"], digits=3)
+    print(f"total {time.perf_counter() - start:.0f} s -> {args.out}")
     return tables
 
 
@@ -331,7 +335,7 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
     title = (
-        f"{args.scenario}: BC vs DART vs DAgger at equal training labels ({len(args.train_seeds)} training seeds x "
+        f"{args.scenario}: BC vs DART vs DAgger at equal expert labels ({len(args.train_seeds)} training seeds x "
         f"{args.eval_episodes} test seeds; 95% CIs over both)"
     )
     figures = {

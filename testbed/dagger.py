@@ -16,8 +16,10 @@ Three choices make BC and DAgger comparable:
   in this testbed does; imitation's collector would otherwise sample from the policy
   (``policy.predict`` defaults to ``deterministic=False``) and visit states the evaluated
   policy never reaches.
-- The policy after every round is kept (:attr:`DAggerResult.iterates`), so a run can report its
-  best iterate on a validation set at a label budget instead of whatever the last round left.
+- The policy after every round is kept (:attr:`DAggerResult.iterates`), so a run can report
+  the iterate it selects at a label budget (:func:`select_iterate`: by any per-iterate score,
+  e.g. the return each iterate drives to on development seeds, or
+  :meth:`DAggerResult.best`'s validation accuracy) instead of whatever the last round left.
 
 Two training schedules: ``continue`` (imitation's: the same network trains
 ``epochs_per_round`` more epochs on the aggregate after each round) and ``scratch`` (a fresh
@@ -170,25 +172,49 @@ class DAggerResult(TrainResult):
     def best(self, max_labels: int | None = None) -> tuple[Any, Iterate]:
         """The iterate with the highest validation score among those trained on at most
         ``max_labels`` expert labels (all if None); ties go to fewer labels. Without
-        validation scores (all NaN) it is the last such iterate.
+        validation scores (all NaN) it is the last such iterate (:func:`select_iterate`).
 
         Returns:
-            A fresh policy (a copy of :attr:`policy`) holding that iterate's weights, in eval
-            mode, and the iterate.
+            A fresh policy holding that iterate's weights (:meth:`policy_of`) and the iterate.
 
         Raises:
             TestbedError: no iterate within ``max_labels``.
         """
-        within = [it for it in self.iterates if max_labels is None or it.n_labels <= max_labels]
-        if not within:
-            fewest = min((it.n_labels for it in self.iterates), default=None)
-            raise TestbedError(f"no DAgger iterate has at most {max_labels} expert labels (the fewest: {fewest})")
-        scored = [it for it in within if not math.isnan(it.val_score)]
-        chosen = max(scored, key=lambda it: (it.val_score, -it.n_labels)) if scored else within[-1]
+        chosen = select_iterate(self.iterates, [it.val_score for it in self.iterates], max_labels=max_labels)
+        return self.policy_of(chosen), chosen
+
+    def policy_of(self, iterate: Iterate) -> Any:
+        """A fresh policy (a copy of :attr:`policy`) holding ``iterate``'s weights, in eval mode."""
         policy = copy.deepcopy(self.policy)
-        policy.load_state_dict(chosen.state_dict)
+        policy.load_state_dict(iterate.state_dict)
         policy.set_training_mode(False)
-        return policy, chosen
+        return policy
+
+
+def select_iterate(iterates: Sequence[Iterate], scores: Sequence[float], *, max_labels: int | None = None) -> Iterate:
+    """The iterate with the highest score among those trained on at most ``max_labels`` expert
+    labels (all if None); ties go to fewer labels. NaN scores never win; if every score within
+    the budget is NaN it is the last such iterate.
+
+    Args:
+        iterates: DAgger's iterates (:attr:`DAggerResult.iterates`), in round order.
+        scores: one per iterate, higher is better: e.g. its mean return driving development
+            seeds itself (on-policy selection), or its validation score.
+        max_labels: the label budget.
+
+    Raises:
+        TestbedError: no iterate within ``max_labels``, or not one score per iterate.
+    """
+    if len(scores) != len(iterates):
+        raise TestbedError(f"{len(scores)} scores for {len(iterates)} DAgger iterates")
+    within = [(it, float(s)) for it, s in zip(iterates, scores) if max_labels is None or it.n_labels <= max_labels]
+    if not within:
+        fewest = min((it.n_labels for it in iterates), default=None)
+        raise TestbedError(f"no DAgger iterate has at most {max_labels} expert labels (the fewest: {fewest})")
+    scored = [(it, s) for it, s in within if not math.isnan(s)]
+    if not scored:
+        return within[-1][0]
+    return max(scored, key=lambda pair: (pair[1], -pair[0].n_labels))[0]
 
 
 def _round_demos(trainer: Any, round_num: int) -> list[Any]:
@@ -316,6 +342,7 @@ def train_dagger(
     seeds: list[int] = []
     iterates: list[Iterate] = []
     trajectories: list[Any] = []
+    aggregate_obs: list[np.ndarray] = []  # every round's observations so far, in imitation's order
     with tempfile.TemporaryDirectory(prefix="testbed-dagger-") as scratch:
         trainer = make_bc_trainer(policy, config, log_dir=scratch + "/log")
         dagger_trainer = DAggerTrainer(
@@ -345,6 +372,7 @@ def train_dagger(
                     labeller.reset(venv.envs[0].unwrapped, seed)
             cut = _save_cut_episode(collector)
             round_trajs = _round_demos(dagger_trainer, round_num)
+            aggregate_obs += [np.asarray(t.obs[:-1]) for t in round_trajs]
             round_labels = int(sum(len(t.acts) for t in round_trajs))
             assert round_labels == dagger.labels_per_round, (round_labels, dagger.labels_per_round)
             if round_num == 0:
@@ -355,7 +383,7 @@ def train_dagger(
             epochs = dagger.epochs_per_round
             if dagger.training == "scratch":
                 epochs = config.n_epochs
-                _restart(dagger_trainer, policy, config, obs_space, act_space, round_num)
+                _restart(dagger_trainer, policy, config, obs_space, act_space, np.concatenate(aggregate_obs))
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True")
                 dagger_trainer.extend_and_update({"n_epochs": epochs, "progress_bar": False, "log_rollouts_venv": None})
@@ -414,17 +442,16 @@ def train_dagger(
 
 
 def _restart(
-    dagger_trainer: Any, policy: Any, config: TrainConfig, obs_space: Any, act_space: Any, round_num: int
+    dagger_trainer: Any, policy: Any, config: TrainConfig, obs_space: Any, act_space: Any, observations: np.ndarray
 ) -> None:
     """Before a ``scratch`` round's training: the weights of a fresh network (drawn after
     ``torch.manual_seed(config.seed)``, as :func:`testbed.training.train_bc` draws its own), the
-    input standardisation of the aggregate the round will train on (this round's data
-    included: imitation adds it in ``extend_and_update``, read here from disk), and a fresh
-    optimiser. The policy object stays the same one imitation's trainers hold."""
+    input standardisation of the aggregate the round will train on (``observations``: every
+    round's so far, this one's included, in the order imitation aggregates them in
+    ``extend_and_update``), and a fresh optimiser. The policy object stays the same one
+    imitation's trainers hold."""
     import torch
 
-    aggregate = [t for r in range(round_num + 1) for t in _round_demos(dagger_trainer, r)]
-    observations = np.concatenate([np.asarray(t.obs[:-1]) for t in aggregate])
     torch.manual_seed(config.seed)
     fresh = make_policy(obs_space, act_space, config.net_arch)
     policy.load_state_dict(fresh.state_dict())

@@ -273,11 +273,14 @@ def test_bad_sizes(highway: Scenario) -> None:
 
 def test_scratch_schedule_takes_bcs_gradient_steps(monkeypatch: pytest.MonkeyPatch, highway: Scenario) -> None:
     """Under ``training="scratch"`` every round trains a fresh network for ``n_epochs`` epochs
-    on the aggregate: as many optimiser steps as BC takes on that many training labels
-    (``n_epochs * (labels // batch_size)``: imitation drops the last partial batch), and the
-    weights each round starts from are a fresh network's, not the last round's."""
+    on the aggregate: as many optimiser steps as a BC run (:func:`testbed.training.train_bc`,
+    every label trained on) takes on the same labels, the same input standardisation as that
+    BC run computes, and the weights each round starts from are a fresh network's, not the
+    last round's."""
     import testbed.dagger as dagger_module
     from testbed.clone_io import make_policy
+    from testbed.dagger import as_demonstrations
+    from testbed.training import observation_statistics, stack_transitions, train_bc
 
     steps: list[int] = []
     real_step = torch.optim.Adam.step
@@ -295,7 +298,7 @@ def test_scratch_schedule_takes_bcs_gradient_steps(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(torch.optim.Adam, "step", counting_step)
     monkeypatch.setattr(dagger_module, "_restart", spying_restart)
-    config = dataclasses.replace(TINY, n_epochs=3)
+    config = dataclasses.replace(TINY, n_epochs=3, val_fraction=0.0)
     dagger = DAggerConfig(n_rounds=3, labels_per_round=LABELS, training="scratch", epochs_per_round=99)
     per_round: list[tuple[int, int]] = []
     result = train_dagger(
@@ -305,6 +308,25 @@ def test_scratch_schedule_takes_bcs_gradient_steps(monkeypatch: pytest.MonkeyPat
     labels = [n for _, n in per_round]
     assert labels == [LABELS, 2 * LABELS, 3 * LABELS]
     assert list(counts) == [config.n_epochs * (n // config.batch_size) for n in labels]  # not epochs_per_round
+    # BC on the same labels (the aggregate up to each round) takes exactly those steps and
+    # standardises its inputs exactly as that round did.
+    aggregate = as_demonstrations(result, highway, "scripted")
+    aggregate = aggregate.with_trajectories(aggregate.trajectories, range(len(aggregate.trajectories)))  # a seed each
+    for n, count, iterate in zip(labels, counts, result.iterates, strict=True):
+        data = aggregate.first_transitions(n)
+        assert data.n_transitions == n
+        steps.clear()
+        train_bc(data, config)
+        assert len(steps) == count, n
+        mean, std = (
+            torch.as_tensor(v, dtype=torch.float32)
+            for v in observation_statistics(stack_transitions(data.trajectories)[0])
+        )
+        buffers = [k for k in iterate.state_dict if k.endswith("features_extractor.mean")]
+        assert buffers
+        for key in buffers:
+            assert torch.equal(iterate.state_dict[key], mean), key
+            assert torch.equal(iterate.state_dict[key.replace(".mean", ".std")], std), key
     # Every round starts from BC's initialisation for this seed (the standardisation aside).
     torch.manual_seed(config.seed)
     fresh = make_policy(result.policy.observation_space, result.policy.action_space, config.net_arch).state_dict()

@@ -1,5 +1,5 @@
 """Demonstrations and BC clones: a driver's demonstrations, one clone or many in worker
-processes, learning curves scored on one validation set, DAgger's clone per label budget."""
+processes, learning curves scored on one validation set, DAgger's clone after every round."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from testbed.outputs import final_path
 from testbed.policies import PolicySpec
 
 if typing.TYPE_CHECKING:
+    import pandas as pd
+
     from testbed.dagger import DAggerConfig, DAggerResult
     from testbed.demos import Demonstrations
     from testbed.metrics import ValScore
@@ -234,16 +236,15 @@ def learning_curve(
 
 def save_dagger_clones(
     result: DAggerResult,
-    budgets: Sequence[int],
     directory: pathlib.Path,
     *,
     data: Demonstrations,
     config: TrainConfig,
     dagger: DAggerConfig,
-) -> list[dict[str, Any]]:
-    """Save DAgger's clone at every budget B of training labels: its iterate with the best
-    validation score among those trained on at most B labels (:meth:`DAggerResult.best`), at
-    ``directory / f"B{B}"``, with the log up to that round.
+) -> list[pathlib.Path]:
+    """Save DAgger's clone after every round (its iterates, :attr:`DAggerResult.iterates`) at
+    ``directory / f"r{round}"``, each with the log up to its round; which one a budget reports
+    is the caller's choice (e.g. :func:`testbed.dagger.select_iterate`).
 
     Args:
         result: what :func:`testbed.dagger.train_dagger` returned.
@@ -251,22 +252,135 @@ def save_dagger_clones(
         config: its BC hyperparameters; ``dagger``: its rounds (both recorded with each clone).
 
     Returns:
-        Per budget: ``budget``, ``n_train_labels``, ``path``, ``dagger_round``.
+        The run directories, in round order.
     """
     from testbed.training import TrainResult, save_clone
 
-    clones = []
-    for budget in budgets:
-        policy, it = result.best(budget)
-        snapshot = TrainResult(policy=policy, log=result.log.iloc[: it.round + 1], train_episodes=[], val_episodes=[])
-        path = save_clone(
-            directory / f"B{budget}",
-            snapshot,
-            demos=data,
-            demos_path="(DAgger)",
-            config=config,
-            algorithm="dagger",
-            extra={"dagger": dataclasses.asdict(dagger), "iterate": {"round": it.round, "n_labels": it.n_labels}},
+    paths = []
+    for it in result.iterates:
+        log = result.log.iloc[: it.round + 1]
+        snapshot = TrainResult(policy=result.policy_of(it), log=log, train_episodes=[], val_episodes=[])
+        paths.append(
+            save_clone(
+                directory / f"r{it.round}",
+                snapshot,
+                demos=data,
+                demos_path="(DAgger)",
+                config=config,
+                algorithm="dagger",
+                extra={"dagger": dataclasses.asdict(dagger), "iterate": {"round": it.round, "n_labels": it.n_labels}},
+            )
         )
-        clones.append({"budget": budget, "n_train_labels": it.n_labels, "path": path, "dagger_round": it.round})
-    return clones
+    return paths
+
+
+def self_driven_returns(
+    pool: RolloutPool, scenario: Scenario, paths: Sequence[pathlib.Path], seeds: Sequence[int]
+) -> list[float]:
+    """Each saved clone's mean return driving itself (its argmax) on the same ``seeds``: e.g.
+    DAgger's iterates, for an on-policy choice among them."""
+    import numpy as np
+
+    returns = []
+    for path in paths:
+        records = pool.run(scenario, PolicySpec("clone", str(path)), list(seeds))
+        returns.append(float(np.mean([np.sum(r.trajectory.rews) for r in records])))
+    return returns
+
+
+def dagger_budget_clones(
+    result: DAggerResult,
+    paths: Sequence[pathlib.Path],
+    budgets: Sequence[int],
+    *,
+    returns: Sequence[float],
+    selection_episodes: int,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """DAgger's two clones per budget B: the iterate trained on exactly B labels, and the
+    on-policy choice, the iterate with the highest ``returns`` among those trained on at most B
+    labels, ties to fewer (:func:`testbed.dagger.select_iterate`).
+
+    Args:
+        result: what :func:`testbed.dagger.train_dagger` returned.
+        paths: its iterates' run directories (:func:`save_dagger_clones`), in round order.
+        returns: each iterate's score (:func:`self_driven_returns`).
+        selection_episodes: the episodes each iterate drove for its score.
+
+    Returns:
+        Per budget, both as rows: ``budget``, ``n_train_labels``, ``n_labels_used`` (B: the
+        rounds up to B made every candidate), ``dagger_round``, ``path``; the on-policy rows also
+        ``selection_episodes`` (every candidate's) and ``selection_return``.
+
+    Raises:
+        TestbedError: no iterate trained on exactly B labels.
+    """
+    from testbed.dagger import select_iterate
+
+    last, chosen = [], []
+    for budget in budgets:
+        at = [it for it in result.iterates if it.n_labels == budget]
+        if not at:
+            raise TestbedError(f"no DAgger iterate trained on exactly {budget} labels (budgets: multiples of a round)")
+        row = {"budget": budget, "n_train_labels": budget, "n_labels_used": budget, "dagger_round": at[0].round}
+        last.append(row | {"path": paths[at[0].round]})
+        it = select_iterate(result.iterates, returns, max_labels=budget)
+        n_candidates = sum(i.n_labels <= budget for i in result.iterates)
+        chosen.append(
+            row
+            | {
+                "n_train_labels": it.n_labels,
+                "dagger_round": it.round,
+                "path": paths[it.round],
+                "selection_episodes": selection_episodes * n_candidates,
+                "selection_return": returns[it.round],
+            }
+        )
+    return last, chosen
+
+
+def drive_clones(
+    pool: RolloutPool,
+    scenario: Scenario,
+    groups: Mapping[pathlib.Path, Sequence[dict[str, Any]]],
+    *,
+    validation: Sequence[Any],
+    seeds: Sequence[int],
+    expert: str,
+) -> None:
+    """Score clones open loop and drive them, each distinct clone once however many groups
+    list it: each clone's ``val_accuracy`` (set in its row) is its accuracy on the
+    ``validation`` trajectories, and it drives ``seeds`` with ``expert`` labelling its states.
+    Each group's episodes (``budget`` and :func:`testbed.drift.outcome_rows`) go to
+    ``directory / "episodes.csv"`` (``groups``: directory -> rows with ``budget``, ``path``)."""
+    import pandas as pd
+
+    from testbed.clone_io import load_clone
+    from testbed.drift import outcome_rows
+    from testbed.training import action_accuracy
+
+    driven: dict[Any, tuple[float, list[dict[str, Any]]]] = {}
+    for directory, clones in groups.items():
+        for c in clones:
+            if c["path"] not in driven:
+                accuracy = action_accuracy(load_clone(c["path"], scenario=scenario), validation)
+                spec, labeller = PolicySpec("clone", str(c["path"])), PolicySpec("expert", expert)
+                records = pool.run(scenario, spec, list(seeds), labeller=labeller)
+                driven[c["path"]] = accuracy, outcome_rows(records)
+            c["val_accuracy"] = driven[c["path"]][0]
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = [{"budget": c["budget"], **r} for c in clones for r in driven[c["path"]][1]]
+        pd.DataFrame(rows).to_csv(directory / "episodes.csv", index=False)
+
+
+def clone_records(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per clone a sweep's cells (``cell_id``, ``result`` with ``method``,
+    ``train_seed``, ``clones``) made: its cell's ``method`` and ``train_seed``, then every field
+    of the clone's record but its ``path`` (e.g. labels used, a fitted noise)."""
+    import pandas as pd
+
+    rows = [
+        {"method": c["result"]["method"], "train_seed": c["result"]["train_seed"], **clone}
+        for c in cells
+        for clone in c["result"]["clones"]
+    ]
+    return pd.DataFrame(rows).drop(columns=["path"])

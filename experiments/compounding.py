@@ -1,36 +1,42 @@
-"""Compounding error or a constant hazard? Horizon fits, hazards and same-step errors, with
-the two controls, on terminating and recoverable-cost driving.
+"""Compounding error or a constant hazard? Hazard ratios against time, horizon fits and same-step
+errors on stationary traffic, the expert and two controls beside the clones.
 
-With crashes that end the episode, any policy with a constant per-step crash probability loses
-return roughly like T^2, so a quadratic cost is no evidence of compounding. This study asks a
-question that can fail:
+With crashes that end the episode, a constant per-step crash probability already loses return
+roughly like T^2, so a quadratic cost is no evidence of compounding. This study asks a question
+that can fail, in two variants (:mod:`testbed.recovery`): *recoverable* (a collision is charged
+and the episode goes on) and, for contrast, *terminating*; both on *stationary traffic* (the
+vehicles near the ego held at their count after reset: late steps are driven in as much traffic).
 
-- **Cost against horizon on independent episodes.** For every horizon T (decisions) a fresh
-  block of test seeds (never prefixes of longer runs); cost C = decision steps with a
-  collision. On the *recoverable* variant (``crash_recovery``, :mod:`testbed.recovery`) a
-  collision is charged and the episode goes on, so a constant hazard gives C(T) = a T exactly
-  and compounding (a hazard growing with the time driven) gives b > 0 in C(T) = a T + b T^2.
-  On the terminating variant C(T) <= 1 saturates (b < 0 whatever the policy): its fit is shown
-  for contrast only.
-- **Hazard and errors over time**, on the longest horizon's episodes: the per-step hazard h(t)
-  of a collision (steps at risk, Clopper-Pearson per bin), and eps_on(t) - eps_off(t): the
-  policy's disagreement with its teacher on its own states against the same policy on the
-  teacher's own episode from the same seed at the same step t.
-- **Two controls beside the clones.** (a) *iid errors*: the expert with a uniformly random
-  action on a fraction p of steps, p matched to the BC clones' eps_off (errors that cannot
-  compound: they do not depend on the state); (b) *realizable teacher*: the first BC clone
-  driving with its argmax as the teacher, cloned again at the same budget by BC (compounding
-  without unrealizable labels; its errors are measured against that teacher).
+1. **Clones trained on episodes as long as the longest horizon.** Per training seed (>= 5): BC
+   on ``budget`` expert labels, DAgger on as many (``training="scratch"``, the last iterate),
+   collected on the recoverable variant with ``duration`` = the longest horizon (the expert
+   rarely collides: nearly the terminating variant's data; DAgger's learner and the teacher do,
+   and drive on, as at test time). Sweep cells, in parallel.
+2. **The expert and two controls on the same scenario and seeds**, each one driver with as many
+   episodes as a group of clones; the expert's hazard is the reference. *iid errors*: the expert
+   applying a uniform random action with probability p = min(1, eps_on K/(K-1)) (K actions; eps_on:
+   BC's on-policy disagreement on development episodes, before any test episode): errors as frequent
+   as BC's that cannot compound. *Realizable*: BC clones of the first BC clone (argmax teacher).
+3. **Cost against horizon**, every horizon T on its own test seeds (never prefixes of longer
+   runs): C(T) = steps with a collision. Recoverable: a constant hazard gives C(T) = a T, one
+   growing with the time driven b > 0 in a T + b T^2; terminating: C(T) <= 1 saturates (b < 0).
+4. **Hazard ratio against t** (:mod:`testbed.hazard`): collisions per (episode, bin), every
+   horizon's episodes pooled (a policy does not see T), Poisson regression with offset log(steps)
+   + log(mean nearby vehicles): the ratio group / expert per bin and its trend (slope of the log
+   ratio per 100 decisions), cluster-robust by driver unit (a clone; an expert or iid episode).
+5. **Same-step errors**: eps_on(t) (disagreement with the teacher on the policy's own states)
+   against eps_off(t) (on the teacher's episode, same seed and step); no cost-weighted error.
 
-The clones are ``experiments/compounding_error.py``'s (BC, DART, DAgger at ``budget`` training
-labels, every training seed), read from ``{results}/compounding_error/``: run that step first.
+Readings. A clone whose hazard ratio rises with t on the recoverable variant (``hr_trend``
+interval above 0), with b > 0 and eps_on(t) - eps_off(t) growing, while the iid control's trend
+is compatible with 0, compounds; a ratio flat in t is a constant excess hazard, however large.
+The realizable group tells whether compounding needs unrealizable labels. Limits: 5 clones a
+group (wide trend intervals); the iid control matches BC's error rate, not its error type.
 
-Outputs under results/compounding/: costs.csv (mean cost per variant, policy group and T),
-fits.csv (a, b with bootstrap CIs over training seeds and episodes), hazard.csv, errors.csv
-(eps_on(t), eps_off(t) per step bin), episodes.csv, horizon.png, hazard.png, config.json.
+Outputs in results/compounding/: costs, fits (a, b, hr_trend), hazard, hazard_ratio, errors, density,
+episodes .csv; horizon, hazard, hazard_ratio .png; config.json; clones in sweep/, students/.
 
-    python experiments/compounding.py           # after experiments/compounding_error.py
-    python experiments/compounding.py --fast    # tiny, for the tests (builds its own clones)
+    python experiments/compounding.py [--fast]   # wall time: results/reproduce.json; --fast: tiny, tests
 """
 
 from __future__ import annotations
@@ -38,73 +44,146 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
-from testbed import drift, kit
+from testbed import drift, hazard, kit
 from testbed.errors import TestbedError
-from testbed.metrics import clone_table, clones_mean_ci, episode_metrics, mean_ci
-from testbed.outputs import atomic_output_dir, final_path, read_args, read_json
-from testbed.plotting import plot_hazard_and_shift, plot_horizon_costs
+from testbed.metrics import clone_table, clones_mean_ci, mean_ci
+from testbed.outputs import atomic_output_dir, read_args
+from testbed.plotting import plot_hazard_and_shift, plot_hazard_ratio_and_density, plot_horizon_costs
 from testbed.policies import PolicySpec
+from testbed.recovery import cost_columns
 from testbed.rollout import RolloutPool
-from testbed.scenarios import Scenario, get_scenario, parse_overrides
-from testbed.seeds import DEMOS, TEST, check_test_seeds
+from testbed.scenarios import Scenario, describe_spaces, get_scenario, parse_overrides
+from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST, check_test_seeds
 
-METHODS = ("bc", "dart", "dagger")
-CONTROLS = ("iid-errors", "realizable")
-VARIANTS = {
-    "terminating": {"near_miss_headway_s": 0.5},
-    "recoverable": {"near_miss_headway_s": 0.5, "crash_recovery": True},
-}
-"""Scenario options of the two variants (both record per-step costs)."""
+METHODS, GROUPS = ("bc", "dagger"), ("expert", "bc", "dagger", "iid-errors", "realizable")
+CLONE_GROUPS = (*METHODS, "realizable")  # several clones: a driver unit (cluster) is a clone, elsewhere an episode
+TRAFFIC = {"near_miss_headway_s": 0.5, "stationary_traffic": True}
+VARIANTS = {"terminating": TRAFFIC, "recoverable": {**TRAFFIC, "crash_recovery": True}}
+"""Scenario options of the two variants; clones are trained on the recoverable one."""
 TEST_OFFSET = 400_000
 """This study's block of the test range: variant v, horizon k use offset + v * 100000 + k * 10000."""
-STUDENT_BLOCK = 800
-"""Demonstration seeds of the realizable teacher for student seed s start at DEMOS.first + s * this."""
+DEMO_OFFSET, STUDENT_OFFSET, DEMO_BLOCK = 4_100, 4_500, 50
+"""Seed s's demonstrations: DEMOS.first + DEMO_OFFSET + s * DEMO_BLOCK; its student's from STUDENT_OFFSET."""
+DAGGER_OFFSET, DAGGER_BLOCK = 2_500, 100
+"""Seed s's DAgger round r: DAGGER.first + DAGGER_OFFSET + s * DAGGER_BLOCK + r (compounding_error's: below 500)."""
+MATCH_OFFSET = 6_000
+"""The BC clones' eps_on (the iid control's p) is measured on development seeds from this offset."""
 
 
 @dataclasses.dataclass
-class Args(kit.UpstreamArgs):
-    """Compounding error vs a constant hazard: horizon fits, hazard and same-step error curves.
-
-    With ``--fast`` (tiny preset for tests) it trains two BC clones itself instead of reading
-    compounding_error's."""
+class Args(kit.StepArgs):
+    """Compounding error vs a constant hazard on stationary traffic: hazard ratios against t,
+    horizon fits, same-step errors; BC and DAgger clones trained here on long episodes."""
 
     scenario: str = "highway-fast"
     """Scenario preset (decides at 1 Hz: a horizon T is T decisions)."""
     set: tuple[str, ...] = ()
     """Scenario config overrides KEY=VALUE (both variants)."""
     expert: str = "scripted"
-    """The clones' expert."""
+    """The expert cloned, labelling and driving."""
     budget: int = 3_000
-    """Training labels of the clones compared (a budget of compounding_error)."""
+    """Training labels of every clone."""
+    train_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Training seeds (each: its own demonstrations, DAgger rounds, student and initialisation)."""
+    epochs: int = 100
+    """BC epochs (DAgger's per round, the students')."""
+    batch_size: int = 64
+    """Batch size of every clone."""
+    dagger_labels_per_round: int = 500
+    """DAgger labels per round (rounds: budget / this)."""
     horizons: tuple[int, ...] = (20, 40, 80, 160)
-    """Episode horizons T [decisions], each on its own test seeds."""
+    """Episode horizons T [decisions], each on its own test seeds; clones train on the longest."""
     episodes: int = 30
-    """Test episodes per policy, variant and horizon."""
+    """Test episodes per clone, variant and horizon (the expert and the iid control, one driver each,
+    drive as many as a group of clones: these seeds and more)."""
+    match_episodes: int = 10
+    """Development episodes per BC clone measuring eps_on for the iid control."""
     hazard_bin: int = 20
-    """Steps per bin of the hazard and error curves."""
-    student_epochs: int = 100
-    """BC epochs of the realizable teacher's students (compounding_error's BC recipe)."""
+    """Steps per bin of the hazard, hazard-ratio and error curves."""
     out: str = "results/compounding"
     """Output directory (replaced)."""
 
     def resolved(self) -> Args:
-        return kit.fast_preset(self, budget=60, horizons=(5, 10), episodes=3, hazard_bin=5, student_epochs=3)
+        return kit.fast_preset(
+            self, budget=60, train_seeds=(0, 1), epochs=3, batch_size=16, dagger_labels_per_round=30,
+            horizons=(5, 10), episodes=3, match_episodes=2, hazard_bin=5,
+        )  # fmt: skip
 
     def validate(self) -> None:
         """Raise :class:`TestbedError` on nonsense values."""
         if len(set(self.horizons)) < 2 or min(self.horizons) < 1 or max(self.horizons) > 3600:
             raise TestbedError(f"--horizons: need >= 2 distinct horizons in 1..3600, got {self.horizons}")
-        kit.check_at_least_one(self, "budget", "episodes", "hazard_bin", "student_epochs")
-        if self.episodes > 10_000:
-            raise TestbedError("--episodes must be at most 10000 (each horizon's seed block)")
+        kit.check_at_least_one(self, "budget", "epochs", "batch_size", "dagger_labels_per_round", "episodes")
+        kit.check_at_least_one(self, "match_episodes", "hazard_bin")
+        seeds, top = self.train_seeds, (STUDENT_OFFSET - DEMO_OFFSET) // DEMO_BLOCK
+        if len(seeds) < 2 or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) >= top:
+            raise TestbedError(f"--train-seeds: need >= 2 distinct seeds in 0..{top - 1}, got {seeds}")
+        if self.budget % self.dagger_labels_per_round or self.budget // self.dagger_labels_per_round > DAGGER_BLOCK:
+            raise TestbedError(f"--dagger-labels-per-round must divide --budget in at most {DAGGER_BLOCK} rounds")
+        if self.episodes * len(seeds) > 10_000:
+            raise TestbedError("--episodes x training seeds must be at most 10000 (each horizon's seed block)")
 
 
 @dataclasses.dataclass(frozen=True)
-class Policy:
+class Context:
+    """What every training cell needs (JSON scalars; the sweep's config)."""
+
+    scenario: dict[str, Any]
+    expert: str
+    budget: int
+    epochs: int
+    batch_size: int
+    dagger_labels_per_round: int
+    match_seeds: tuple[int, ...]
+    teacher: str = ""  # the realizable students' teacher clone (its path)
+
+
+def train_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> dict[str, Any]:
+    """One clone (``bc``, ``dagger`` or a ``realizable`` student) of one training seed, at
+    ``cell_dir/clone``; for a BC clone also its on-policy errors on the development match seeds."""
+    from testbed.collect import collect_transitions
+    from testbed.dagger import DAggerConfig, as_demonstrations, train_dagger
+    from testbed.training import TrainResult, save_clone
+
+    scenario, method, s = Scenario.from_dict(ctx.scenario), cell["method"], int(cell["train_seed"])
+    path, result = cell_dir / "clone", {"method": method, "train_seed": s, "path": "clone"}
+    config = kit.every_label_config(s, ctx.budget, epochs=ctx.epochs, batch_size=ctx.batch_size)
+    if method == "dagger":
+        per_round, first = ctx.dagger_labels_per_round, DAGGER.first + DAGGER_OFFSET + s * DAGGER_BLOCK
+        dagger = DAggerConfig(ctx.budget // per_round, per_round, training="scratch", first_seed=first)
+        config = kit.every_label_config(s, per_round, epochs=ctx.epochs, batch_size=ctx.batch_size)
+        run = train_dagger(scenario, ctx.expert, config, dagger)
+        last, data = TrainResult(run.policy, run.log, [], []), as_demonstrations(run, scenario, ctx.expert)
+        extra = {"dagger": dataclasses.asdict(dagger)}
+        save_clone(path, last, demos=data, demos_path="(DAgger)", config=config, algorithm="dagger", extra=extra)
+        return result
+    with RolloutPool(1) as pool:  # the cells are the parallel unit
+        if method == "bc":
+            first = DEMOS.first + DEMO_OFFSET + s * DEMO_BLOCK
+            demos = collect_transitions(scenario, ctx.expert, ctx.budget, seed=first, pool=pool)
+            if demos.seeds[-1] >= first + DEMO_BLOCK:
+                raise TestbedError(f"BC seed {s} needed demonstration seeds beyond its block of {DEMO_BLOCK}")
+        else:  # the teacher clone driving and labelling with its argmax
+            first, teacher = DEMOS.first + STUDENT_OFFSET + s * DEMO_BLOCK, PolicySpec("clone", ctx.teacher)
+            driver = {"name": "clone:teacher (the first BC clone)", "params": {"acts": "argmax"}}
+            demos = kit.driver_demonstrations(
+                scenario, teacher, ctx.budget, first_seed=first, n_seeds=DEMO_BLOCK, pool=pool, driver=driver
+            )
+        kit.train_clone(path, demos, config)
+        if method == "bc":  # eps_on on development seeds, for the iid control's p
+            labeller = PolicySpec("expert", ctx.expert)
+            runs = pool.run(scenario, PolicySpec("clone", str(path)), list(ctx.match_seeds), labeller=labeller)
+            errors = [drift.disagreement(r) for r in runs]
+            result.update(match_errors=int(sum(e.sum() for e in errors)), match_steps=sum(len(e) for e in errors))
+    return result
+
+
+class Policy(NamedTuple):
     """One driver of the study: its group, training seed and who labels its states."""
 
     group: str
@@ -114,212 +193,156 @@ class Policy:
     noise: float = 0.0
 
 
-def upstream_clones(results: pathlib.Path, budget: int) -> tuple[dict[str, list[tuple[int, pathlib.Path]]], float]:
-    """compounding_error's clones at ``budget`` per method, and the BC clones' mean eps_off.
-
-    Raises:
-        TestbedError: the upstream step has not run, or has no clone at ``budget``.
-    """
-    base = results / "compounding_error"
-    cells = read_json(base / "sweep" / "results.json", what="compounding_error sweep results (run that step first)")
-    clones: dict[str, list[tuple[int, pathlib.Path]]] = {m: [] for m in METHODS}
-    for result, c in kit.sweep_clones(cells, base / "sweep"):
-        if c["budget"] == budget and (c["path"] / "policy.pt").is_file():
-            clones[result["method"]].append((int(result["train_seed"]), c["path"]))
-    if not all(clones.values()):
-        raise TestbedError(
-            f"{base}: no compounding_error clones at budget {budget} (run that step, or pick its budget)"
-        )
-    methods = pd.read_csv(base / "methods.csv")
-    row = methods[(methods["method"] == "bc") & (methods["budget"] == budget)]
-    return clones, float(row["eps_off"].iloc[0])
-
-
-def fast_clones(scenario: Scenario, args: Args, pool: RolloutPool, out: pathlib.Path) -> tuple[dict, float]:
-    """--fast: two BC clones trained here stand in for every method (the plumbing is what's tested)."""
-    from testbed.collect import collect_transitions
-
-    paths = []
-    for seed in (0, 1):
-        first = DEMOS.first + seed * STUDENT_BLOCK
-        demos = collect_transitions(scenario, args.expert, args.budget, seed=first, pool=pool)
-        config = kit.every_label_config(seed, args.budget, epochs=args.student_epochs, batch_size=16)
-        kit.train_clone(out / "clones" / f"bc{seed}", demos, config)
-        paths.append((seed, out / "clones" / f"bc{seed}"))
-    return {m: paths for m in METHODS}, 0.3
-
-
-def realizable_students(
-    scenario: Scenario, teacher: pathlib.Path, seeds: list[int], args: Args, pool: RolloutPool, out: pathlib.Path
-) -> list[tuple[int, pathlib.Path]]:
-    """BC clones of the teacher clone (driving and labelling with its argmax), ``budget``
-    labels each, student seed s on its own block of demonstration seeds."""
-    driver = {"name": f"clone:{final_path(teacher)}", "params": {"acts": "argmax"}}
-    students = []
-    for s in seeds:
-        demos = kit.driver_demonstrations(
-            scenario,
-            PolicySpec("clone", str(teacher)),
-            args.budget,
-            first_seed=DEMOS.first + s * STUDENT_BLOCK,
-            n_seeds=STUDENT_BLOCK,
-            pool=pool,
-            driver=driver,
-        )
-        config = kit.every_label_config(s, args.budget, epochs=args.student_epochs, batch_size=64)
-        kit.train_clone(out / "students" / f"s{s}", demos, config)
-        students.append((s, out / "students" / f"s{s}"))
-    return students
-
-
 def run_policy(
-    policy: Policy, scenario: Scenario, seeds: list[int], reference: dict[int, Any], pool: RolloutPool
+    policy: Policy, scenario: Scenario, seeds: list[int], references: dict[str, dict[int, Any]], pool: RolloutPool
 ) -> list[dict[str, Any]]:
-    """One row per episode: cost, length, on-policy errors and the same-step comparison with
-    the policy's errors on its teacher's episode from the same seed."""
+    """One row per episode: costs and nearby vehicles (:func:`testbed.recovery.cost_columns`), errors
+    on its own and its teacher's episode from the same seed; the expert's are its reference episodes."""
     from testbed.clone_io import load_clone
 
-    records = pool.run(scenario, policy.spec, seeds, labeller=policy.teacher, noise=policy.noise)
+    reference = references[policy.teacher.label]  # the teacher's episodes, by seed
+    expert = policy.group == "expert"
+    run = pool.run(scenario, policy.spec, seeds, labeller=policy.teacher, noise=policy.noise) if not expert else []
     model = load_clone(policy.spec.arg, scenario=scenario) if policy.spec.kind == "clone" else None
     rows = []
-    for r in records:
-        on = drift.applied_errors(r, noisy=policy.noise > 0)
-        if model is not None:
-            off = drift.off_policy_errors(model, reference[r.seed])
-        else:  # the noisy expert on the expert's own episode: the harness's noise, replayed
-            off = drift.noise_errors(reference[r.seed], policy.noise, scenario)
-        shift, n = drift.same_step_difference(on, off)
+    for r in [reference[s] for s in seeds] if expert else run:
+        on = np.zeros(len(r.trajectory.acts)) if expert else drift.applied_errors(r, noisy=policy.noise > 0)
+        # The clone on its teacher's episode; the noisy expert's: the harness's noise replayed on the expert's.
+        off = drift.off_policy_errors(model, reference[r.seed]) if model is not None else on
+        off = drift.noise_errors(reference[r.seed], policy.noise, scenario) if policy.noise > 0 else off
+        shift, n_shift = drift.same_step_difference(on, off)
         rows.append(
-            {
-                "group": policy.group,
-                "train_seed": policy.seed,
-                "seed": r.seed,
-                "length": len(on),
-                "cost": int(episode_metrics(r.trajectory)["collisions"]),
-                "collision_steps": " ".join(str(t) for t, i in enumerate(r.infos) if i["collision"]),
-                "on_errors": drift.errors_text(on),
-                "off_errors": drift.errors_text(off),
-                "shift_sum": shift,
-                "shift_steps": n,
-            }
+            {"group": policy.group, "train_seed": policy.seed, "seed": r.seed, "length": len(on), **cost_columns(r)}
+            | {"on_errors": drift.errors_text(on), "off_errors": drift.errors_text(off)}
+            | {"shift_sum": shift, "shift_steps": n_shift}
         )
     return rows
 
 
 def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
-    """costs.csv, fits.csv, hazard.csv and errors.csv from the per-episode rows."""
-    costs, fits, hazard, errors = [], [], [], []
-    longest = max(args.horizons)
+    """costs, fits (with the hazard-ratio trend), hazard, hazard_ratio, errors and density
+    tables from the per-episode rows."""
+    costs, fits, curves, errors, bins = [], [], [], [], []
     for (variant, group), g in episodes.groupby(["variant", "group"], sort=False):
         # Cost against horizon: a mean over policies and episodes per T, and the fit aT + bT^2.
         per_t = {int(t): clone_table(h, "cost") for t, h in g.groupby("T")}
         for t, table in per_t.items():
             ci = clones_mean_ci(table) if table.shape[0] > 1 else mean_ci(table[0])
-            costs.append(
-                {"variant": variant, "group": group, "T": t, "n_policies": table.shape[0], **ci.columns("cost")}
-            )
+            costs.append({"variant": variant, "group": group, "T": t, "n_policies": len(table), **ci.columns("cost")})
         fits.append({"variant": variant, "group": group, **drift.horizon_fit_ci(per_t)})
-        # Hazard and errors over time, on the longest horizon's episodes.
-        last = g[g["T"] == longest]
-        curve = drift.hazard_curve(
-            [[int(s) for s in str(c).split()] if isinstance(c, str) else [] for c in last["collision_steps"]],
-            last["length"].tolist(),
-            bin_steps=args.hazard_bin,
-        )
-        hazard.append(curve.assign(variant=variant, group=group))
-        on = [drift.errors_from_text(t) for t in last["on_errors"]]
-        off = [drift.errors_from_text(t) for t in last["off_errors"]]
-        for row in drift.binned_error_rows(on, off, bin_steps=args.hazard_bin, horizon=longest):
-            errors.append({"variant": variant, "group": group, **row})
+        # Over time, every horizon's episodes (a policy does not know T): hazard, its ratio, errors.
+        key = {"variant": variant, "group": group}
+        events = [hazard.steps_from_text(c) for c in g["collision_steps"]]
+        curves.append(drift.hazard_curve(events, g["length"].tolist(), bin_steps=args.hazard_bin).assign(**key))
+        units = g["train_seed" if group in CLONE_GROUPS else "seed"].astype(str).radd(f"{group}/").tolist()
+        bins.append(hazard.episode_bins(g, units, bin_steps=args.hazard_bin).assign(**key))
+        if group != "expert":
+            on, off = ([drift.errors_from_text(t) for t in g[c]] for c in ("on_errors", "off_errors"))
+            clones = g["train_seed"].tolist() if group in CLONE_GROUPS else None  # intervals clustered by clone
+            rows = drift.binned_error_rows(
+                on, off, bin_steps=args.hazard_bin, horizon=max(args.horizons), clones=clones
+            )
+            errors += [{**key, **row} for row in rows]
+    binned = pd.concat(bins, ignore_index=True)
+    per_variant = list(binned.groupby("variant", sort=False))
+    trends = pd.concat([hazard.hazard_trends(b).assign(variant=v) for v, b in per_variant], ignore_index=True)
     return {
         "costs": pd.DataFrame(costs),
-        "fits": pd.DataFrame(fits),
-        "hazard": pd.concat(hazard, ignore_index=True),
+        "fits": pd.DataFrame(fits).merge(trends, on=["variant", "group"], how="left"),
+        "hazard": pd.concat(curves, ignore_index=True),
+        "hazard_ratio": pd.concat([hazard.hazard_ratios(b).assign(variant=v) for v, b in per_variant]),
         "errors": pd.DataFrame(errors),
+        "density": hazard.density_rows(binned, ["variant", "group"]),
     }
 
 
 def main(args: Args) -> dict[str, pd.DataFrame]:
     args = args.resolved()
     args.validate()
-    start = time.perf_counter()
-    base = get_scenario(args.scenario, parse_overrides(args.set))
-    expert = PolicySpec("expert", args.expert)
-    seed_blocks = {
-        (v, t): TEST.seeds(args.episodes, offset=TEST_OFFSET + i * 100_000 + k * 10_000)
-        for i, v in enumerate(VARIANTS)
-        for k, t in enumerate(args.horizons)
-    }
-    test_records = {f"{v}/T={t}": check_test_seeds(s, "compounding") for (v, t), s in seed_blocks.items()}
-    rows: list[dict[str, Any]] = []
-    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
-        if args.fast:
-            clones, eps_off = fast_clones(base, args, pool, out)
-        else:
-            clones, eps_off = upstream_clones(pathlib.Path(args.results), args.budget)
-        # The two controls: iid errors at the BC clones' eps_off, and a realizable teacher.
-        noise = min(1.0, eps_off * 5 / 4)  # a uniform random action differs from the expert's 4 times in 5
-        teacher_path = clones["bc"][0][1]
-        teacher = PolicySpec("clone", str(teacher_path))
-        students = realizable_students(base, teacher_path, [s for s, _ in clones["bc"]], args, pool, out)
-        policies = [Policy(m, s, PolicySpec("clone", str(p)), expert) for m in METHODS for s, p in clones[m]]
+    start, timings, longest = time.perf_counter(), dict[str, float](), max(args.horizons)
+
+    def scenario(variant: str, horizon: int) -> Scenario:
+        return get_scenario(args.scenario, {**parse_overrides(args.set), **VARIANTS[variant], "duration": horizon})
+
+    train, expert, seeds = scenario("recoverable", longest), PolicySpec("expert", args.expert), args.train_seeds
+    blocks = {(v, t): TEST.seeds(args.episodes * len(seeds), offset=TEST_OFFSET + i * 100_000 + k * 10_000)
+              for i, v in enumerate(VARIANTS) for k, t in enumerate(args.horizons)}  # fmt: skip
+    test_records = {f"{v}/T={t}": check_test_seeds(s, "compounding") for (v, t), s in blocks.items()}
+    match_seeds = tuple(DEVELOPMENT.seeds(args.match_episodes, offset=MATCH_OFFSET))
+    ctx = kit.context_from(args, Context, scenario=train.to_dict(), match_seeds=match_seeds, teacher="")
+    with atomic_output_dir(args.out, overwrite=True) as out:
+        # 1. The clones, as sweep cells in parallel (DAgger's, the longest, first); then the students.
+        with kit.timed(timings, "train_s"):
+            cells = [{"method": m, "train_seed": s} for m in reversed(METHODS) for s in seeds]
+            done = kit.context_sweep(out / "sweep", cells, train_cell, ctx, workers=args.workers)
+            teacher_path = next(c.path / "clone" for c in done if c.result["method"] == "bc")
+            ctx = dataclasses.replace(ctx, teacher=str(teacher_path.absolute()))
+            cells = [{"method": "realizable", "train_seed": s} for s in seeds]
+            done += kit.context_sweep(
+                out / "students", cells, train_cell, ctx, workers=args.workers, unrecorded=["teacher"]
+            )
+        path = {(c.result["method"], c.result["train_seed"]): c.path / c.result["path"] for c in done}
+        # 2. The iid control's p from the BC clones' eps_on on development seeds, before any test episode.
+        bc = [c.result for c in done if c.result["method"] == "bc"]
+        eps_on = sum(r["match_errors"] for r in bc) / sum(r["match_steps"] for r in bc)
+        n_actions = int(describe_spaces(train)["action_space"]["n"])
+        noise, teacher = min(1.0, eps_on * n_actions / (n_actions - 1)), PolicySpec("clone", str(teacher_path))
+        policies = [Policy("expert", 0, expert, expert)]
+        policies += [Policy(m, s, PolicySpec("clone", str(path[(m, s)])), expert) for m in METHODS for s in seeds]
         policies.append(Policy("iid-errors", 0, expert, expert, noise=noise))
-        policies += [Policy("realizable", s, PolicySpec("clone", str(p)), teacher) for s, p in students]
-        # Every policy on every variant and horizon, each on its own block of test seeds.
-        for (variant, t), seeds in seed_blocks.items():
-            scenario = get_scenario(args.scenario, {**parse_overrides(args.set), **VARIANTS[variant], "duration": t})
-            reference = {spec.label: {r.seed: r for r in pool.run(scenario, spec, seeds)} for spec in (expert, teacher)}
-            for p in policies:
-                for row in run_policy(p, scenario, seeds, reference[p.teacher.label], pool):
-                    rows.append({"variant": variant, "T": t, **row})
-            print(f"{variant} T={t}: {len(policies)} policies x {len(seeds)} episodes", flush=True)
+        policies += [Policy("realizable", s, PolicySpec("clone", str(path[("realizable", s)])), teacher) for s in seeds]
+        # 3. Every policy on every variant and horizon, each on its own block of test seeds.
+        rows: list[dict[str, Any]] = []
+        with kit.timed(timings, "test_s"), RolloutPool(args.workers) as pool:
+            for (variant, t), block in blocks.items():
+                sc, shared = scenario(variant, t), block[: args.episodes]  # the clones'; the others drive all
+                runs = {expert.label: pool.run(sc, expert, block), teacher.label: pool.run(sc, teacher, shared)}
+                reference = {k: {r.seed: r for r in v} for k, v in runs.items()}
+                for p in policies:
+                    drive = shared if p.group in CLONE_GROUPS else block
+                    rows += [{"variant": variant, "T": t, **r} for r in run_policy(p, sc, drive, reference, pool)]
+                print(f"{variant} T={t}: {len(policies)} policies, {len(shared)} or {len(block)} episodes", flush=True)
         episodes = pd.DataFrame(rows)
-        tables = summarize(episodes, args)
-        tables["episodes"] = episodes.drop(columns=["on_errors", "off_errors"])
+        tables = summarize(episodes, args) | {"episodes": episodes.drop(columns=["on_errors", "off_errors", "nearby"])}
         kit.write_results(out, tables)
-        pd.DataFrame(rows).to_csv(out / "errors_per_episode.csv.gz", index=False, compression="gzip")
+        episodes.to_csv(out / "errors_per_episode.csv.gz", index=False, compression="gzip")
         _plots(out, tables, args)
         record = kit.experiment_record(
             args,
-            scenario=base.to_dict(),
+            scenario=train.to_dict(),
             variants=VARIANTS,
-            clones={m: [str(final_path(p)) for _, p in v] for m, v in clones.items()},
-            controls={
-                "iid-errors": {"noise": noise, "matched_to": f"BC eps_off {eps_off:.4f} at budget {args.budget}"},
-                "realizable": {
-                    "teacher": str(final_path(teacher_path)),
-                    "students": [str(final_path(p)) for _, p in students],
-                },
+            training=f"collected on the recoverable variant, duration {longest}; dagger: DAggerConfig(training="
+            f"'scratch'), the last iterate; realizable: teacher BC seed {seeds[0]} (argmax), students BC on its labels",
+            controls={"iid-errors": {"noise": noise, "matched_to": f"BC eps_on {eps_on:.4f}, development seeds"}},
+            seeds={
+                "test": test_records,
+                "bc_demonstrations": f"seed s: from {DEMOS.first + DEMO_OFFSET} + s * {DEMO_BLOCK}",
+                "student_demonstrations": f"seed s: from {DEMOS.first + STUDENT_OFFSET} + s * {DEMO_BLOCK}",
+                "dagger_rounds": f"seed s, round r: {DAGGER.first + DAGGER_OFFSET} + s * {DAGGER_BLOCK} + r",
+                "eps_on_match": DEVELOPMENT.record(list(match_seeds)) | {"first_used": match_seeds[0]},
             },
-            seeds={"test": test_records, "students": f"seed s: from {DEMOS.first} + s * {STUDENT_BLOCK}"},
-            statistics="fits: least squares C(T) = aT + bT^2 through the origin, percentile bootstrap over "
-            "training seeds (jointly across T) and episodes (within T); costs: variance-components intervals over "
-            "training and test seeds; hazard and eps per bin: Clopper-Pearson over steps; shift per bin: pooled "
-            "same-step difference, bootstrap over episodes",
-            wall_time_s=round(time.perf_counter() - start, 1),
+            statistics="fits: drift.horizon_fit_ci; costs: clones_mean_ci; hazard: Clopper-Pearson; eps, shift per bin "
+            "(drift.binned_error_rows) clustered by clone; hazard_ratio, hr_trend: testbed.hazard; bins pool horizons",
+            wall_time_s={k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - start, 1)},
         )
         kit.write_results(out, {}, record)
-    kit.print_table(tables["fits"], ["variant", "group", "a", "b", "b_ci_low", "b_ci_high"], digits=5)
+    kit.print_table(tables["fits"], ["variant", "group", "b", "hr_trend", "hr_trend_ci_low", "hr_trend_ci_high"])
     return tables
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
-    """Redraw the figures from the CSVs an earlier run wrote into ``out``."""
-    out = pathlib.Path(out)
-    args = read_args(out / "config.json", Args)
-    tables = {n: pd.read_csv(out / f"{n}.csv") for n in ("costs", "fits", "hazard", "errors")}
-    return _plots(out, tables, args)
+    """Redraw every figure from the CSVs an earlier run wrote into ``out``."""
+    out, names = pathlib.Path(out), ("costs", "fits", "hazard", "hazard_ratio", "errors", "density")
+    return _plots(out, {n: pd.read_csv(out / f"{n}.csv") for n in names}, read_args(out / "config.json", Args))
 
 
 def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
-    groups = [*METHODS, *CONTROLS]
-    figures = {
-        "horizon.png": plot_horizon_costs(tables["costs"], tables["fits"], variants=list(VARIANTS), groups=groups),
-        "hazard.png": plot_hazard_and_shift(
-            tables["hazard"], tables["errors"], variants=list(VARIANTS), groups=groups, horizon=max(args.horizons)
-        ),
-    }
-    return kit.save_figures(out, figures)
+    t, v = tables, {"variants": list(VARIANTS), "groups": GROUPS}
+    return kit.save_figures(out, {
+        "horizon.png": plot_horizon_costs(t["costs"], t["fits"], **v),
+        "hazard.png": plot_hazard_and_shift(t["hazard"], t["errors"], **v),
+        "hazard_ratio.png": plot_hazard_ratio_and_density(t["hazard_ratio"], t["density"], t["fits"], **v),
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -801,21 +801,65 @@ def step_error_rows(episodes: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def binned_error_rows(on: Sequence[np.ndarray], off: Sequence[np.ndarray], *, bin_steps: int, horizon: int) -> list:
+def binned_error_rows(
+    on: Sequence[np.ndarray],
+    off: Sequence[np.ndarray],
+    *,
+    bin_steps: int,
+    horizon: int,
+    clones: Sequence[int] | None = None,
+) -> list:
     """Per bin of ``bin_steps`` decisions up to ``horizon``: ``step_lo``, ``step_hi``, eps_on and
-    eps_off (errors / steps in the bin over all episodes, Clopper-Pearson; NaN without steps),
-    and ``shift``: the same-step difference of each episode pair (``on[e]``, ``off[e]``: the
-    same seed) pooled over episodes (:func:`pooled_scores`, bootstrap over episodes)."""
+    eps_off (errors / steps in the bin; NaN without steps), and ``shift``: the same-step
+    difference of each episode pair (``on[e]``, ``off[e]``: the same seed) pooled over episodes
+    (:func:`pooled_scores`).
+
+    Without ``clones`` the episodes are independent units: Clopper-Pearson for the rates, a
+    bootstrap over episodes for the shift. With ``clones`` (the training seed of the policy
+    that drove each episode; every clone on the same seeds in the same order) every measure is
+    pooled over steps per clone and its interval is a variance-components interval over
+    training and test seeds (:func:`testbed.metrics.clones_mean_ci`), as in
+    :func:`pooled_error_columns`: episodes of one clone share its errors, so they are not
+    independent units. A clone without steps in a bin is left out of that bin
+    (``n_clones``)."""
+    from testbed.metrics import clones_mean_ci
+
     rows = []
+    by_clone: dict[int, list[int]] = {}
+    for e, c in enumerate(clones if clones is not None else ()):
+        by_clone.setdefault(int(c), []).append(e)
+    clustered = len(by_clone) > 1
+    if clustered and len({len(v) for v in by_clone.values()}) != 1:
+        raise ValueError(
+            f"every clone must drive the same seeds, got episode counts {[len(v) for v in by_clone.values()]}"
+        )
     for lo in range(0, horizon, bin_steps):
         row: dict[str, Any] = {"step_lo": lo, "step_hi": lo + bin_steps}
-        for name, series in (("eps_on", on), ("eps_off", off)):
-            seg = [e[lo : lo + bin_steps] for e in series]
-            k, n = int(sum(s.sum() for s in seg)), int(sum(len(s) for s in seg))
-            row.update(rate_ci(k, n).columns(name) if n else {name: np.nan})
-        diffs = [same_step_difference(a[lo : lo + bin_steps], b[lo : lo + bin_steps]) for a, b in zip(on, off)]
-        num, den = np.array([[d[0] for d in diffs]]), np.array([[d[1] for d in diffs]])
-        row.update(mean_ci(pooled_scores(num, den)[0]).columns("shift") if den.sum() else {"shift": np.nan})
+        cut = slice(lo, lo + bin_steps)
+        diffs = [same_step_difference(a[cut], b[cut]) for a, b in zip(on, off)]
+        sums = {
+            "eps_on": [(float(a[cut].sum()), len(a[cut])) for a in on],
+            "eps_off": [(float(b[cut].sum()), len(b[cut])) for b in off],
+            "shift": [(float(d[0]), d[1]) for d in diffs],
+        }
+        if clustered:
+            for name, pairs in sums.items():
+                table = np.array([[pairs[e] for e in eps] for eps in by_clone.values()])  # clone x episode x 2
+                table = table[table[:, :, 1].sum(axis=1) > 0]
+                if len(table) < 2:
+                    row[name] = np.nan
+                    continue
+                ci = clones_mean_ci(pooled_scores(table[:, :, 0], table[:, :, 1]))
+                floor = -1.0 if name == "shift" else 0.0
+                row.update(Interval(ci.mean, max(ci.low, floor), min(ci.high, 1.0)).columns(name))
+                if name == "shift":
+                    row["n_clones"] = len(table)
+        else:
+            for name in ("eps_on", "eps_off"):
+                k, n = int(sum(k for k, _ in sums[name])), int(sum(n for _, n in sums[name]))
+                row.update(rate_ci(k, n).columns(name) if n else {name: np.nan})
+            num, den = np.array([[d[0] for d in diffs]]), np.array([[d[1] for d in diffs]])
+            row.update(mean_ci(pooled_scores(num, den)[0]).columns("shift") if den.sum() else {"shift": np.nan})
         rows.append(row)
     return rows
 

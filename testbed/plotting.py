@@ -553,7 +553,7 @@ def plot_open_vs_closed(clones: pd.DataFrame, *, order: Sequence[str], budgets: 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, col in zip(axes, ("return", "crash_rate")):
         for j, b in enumerate(budgets):
-            for marker, name in zip("o^s", order):
+            for marker, name in zip("o^sDv", order):
                 g = clones[(clones["budget"] == b) & (clones["method"] == name)]
                 label = f"{name}, {b}" if col == "return" else None
                 ax.scatter(g["val_accuracy"], g[col], marker=marker, color=f"C{j}", s=18, label=label)
@@ -600,7 +600,7 @@ def plot_horizon_costs(costs: pd.DataFrame, fits: pd.DataFrame, *, variants: Seq
 
 
 def plot_hazard_and_shift(
-    hazard: pd.DataFrame, errors: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str], horizon: int
+    hazard: pd.DataFrame, errors: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str]
 ):
     """Per variant (columns): the binned collision hazard (top) and the same-step error
     difference eps_on(t) - eps_off(t) (bottom) of each policy group, with 95% CIs.
@@ -609,9 +609,9 @@ def plot_hazard_and_shift(
         hazard: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``hazard`` with its interval
             (:func:`testbed.drift.hazard_curve`).
         errors: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``shift`` with its interval
-            (:func:`testbed.drift.binned_error_rows`).
+            (:func:`testbed.drift.binned_error_rows`); a group without rows (the expert) is
+            left out of the bottom row.
         variants: the columns; ``groups``: the groups drawn (colour ``C<i>``).
-        horizon: the episodes' horizon [decisions] (titles only).
     """
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(variants), figsize=(10, 6.5), sharex=True)
@@ -619,19 +619,78 @@ def plot_hazard_and_shift(
         for i, g in enumerate(groups):
             h = hazard[(hazard["variant"] == variant) & (hazard["group"] == g)]
             e = errors[(errors["variant"] == variant) & (errors["group"] == g)]
-            if h.empty:
-                continue
-            mid = (h["step_lo"] + h["step_hi"]) / 2
-            _errorbar(axes[0, col], mid, h, "hazard", marker="o", capsize=2, color=f"C{i}", label=g)
-            emid = (e["step_lo"] + e["step_hi"]) / 2
-            axes[1, col].plot(emid, e["shift"], marker="o", color=f"C{i}")
-            axes[1, col].fill_between(emid, e["shift_ci_low"], e["shift_ci_high"], color=f"C{i}", alpha=0.15)
-        axes[0, col].set_title(f"{variant}: collision hazard per step, T = {horizon}", fontsize=9)
+            if not h.empty:
+                mid = (h["step_lo"] + h["step_hi"]) / 2
+                _errorbar(axes[0, col], mid, h, "hazard", marker="o", capsize=2, color=f"C{i}", label=g)
+            if not e.empty:
+                emid = (e["step_lo"] + e["step_hi"]) / 2
+                axes[1, col].plot(emid, e["shift"], marker="o", color=f"C{i}")
+                axes[1, col].fill_between(emid, e["shift_ci_low"], e["shift_ci_high"], color=f"C{i}", alpha=0.15)
+        axes[0, col].set_title(f"{variant}: collision hazard per step (every horizon's episodes)", fontsize=9)
         axes[1, col].set_title("eps_on(t) - eps_off(t), same seed and step", fontsize=9)
         axes[1, col].axhline(0, color="k", lw=0.8)
         axes[1, col].set_xlabel("decision step t")
         for ax in axes[:, col]:
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hazard_ratio_and_density(
+    ratios: pd.DataFrame, density: pd.DataFrame, fits: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str]
+):
+    """Per variant (columns): the hazard ratio of each group to the expert per bin on a log
+    scale with its 95% interval (top; the legend gives the trend, the slope of the log ratio per
+    100 decisions, with its interval), and the mean number of vehicles near the ego per bin
+    (bottom), every group.
+
+    Args:
+        ratios: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``hazard_ratio`` with its
+            interval (:func:`testbed.hazard.hazard_ratios`; NaN bins are not drawn).
+        density: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``nearby``, ``nearby_min``,
+            ``nearby_max`` (:func:`testbed.hazard.density_rows`).
+        fits: ``variant``, ``group``, ``hr_trend`` with its interval
+            (:func:`testbed.hazard.hazard_trends`).
+        variants: the columns; ``groups``: the groups (colour ``C<i>``, as the other figures).
+    """
+    plt = _pyplot()
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(2, len(variants), figsize=(10, 6.5), sharex=True)
+    trends = fits.set_index(["variant", "group"])
+    for col, variant in enumerate(variants):
+        for i, g in enumerate(groups):
+            r = ratios[(ratios["variant"] == variant) & (ratios["group"] == g)].dropna(subset=["hazard_ratio"])
+            d = density[(density["variant"] == variant) & (density["group"] == g)]
+            if not r.empty:
+                label = g
+                if (
+                    (variant, g) in trends.index
+                    and "hr_trend" in trends
+                    and pd.notna(trends.loc[(variant, g), "hr_trend"])
+                ):
+                    f = trends.loc[(variant, g)]
+                    label += (
+                        f" (trend {f['hr_trend']:+.2f} [{f['hr_trend_ci_low']:+.2f}, {f['hr_trend_ci_high']:+.2f}])"
+                    )
+                mid = (r["step_lo"] + r["step_hi"]) / 2 + (i - len(groups) / 2) * 0.6  # spread the bars
+                _errorbar(axes[0, col], mid, r, "hazard_ratio", marker="o", capsize=2, color=f"C{i}", label=label)
+            if not d.empty:
+                dmid = (d["step_lo"] + d["step_hi"]) / 2
+                axes[1, col].plot(dmid, d["nearby"], marker=".", color=f"C{i}", label=g)
+                axes[1, col].fill_between(dmid, d["nearby_min"], d["nearby_max"], color=f"C{i}", alpha=0.08)
+        axes[0, col].set_yscale("log")
+        axes[0, col].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axes[0, col].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axes[0, col].axhline(1, color="k", lw=0.8)
+        axes[0, col].set_title(f"{variant}: hazard ratio to the expert (per vehicle-step)", fontsize=9)
+        if axes[0, col].get_legend_handles_labels()[0]:
+            axes[0, col].legend(fontsize=6, title="log-ratio slope per 100 decisions", title_fontsize=6)
+        axes[1, col].set_title("vehicles near the ego: mean (line), episodes' range (band)", fontsize=9)
+        axes[1, col].set_xlabel("decision step t")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3, which="both")
+    axes[1, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig

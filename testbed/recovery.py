@@ -202,3 +202,22 @@ class CostWrapper(gym.Wrapper):
         info["collision"] = int(collided)
         info["near_miss"] = int(not collided and time_headway(base) < self.near_miss_headway_s)
         return obs, reward, terminated, truncated, info
+
+
+def cost_columns(record: Any) -> dict[str, Any]:
+    """Per-episode columns of an episode record (:class:`testbed.rollout.EpisodeRecord`) of a
+    scenario with per-step costs: ``cost`` (decision steps with a collision),
+    ``collision_steps`` (their indices, as text), ``near_misses``, and with stationary traffic
+    ``mean_nearby`` and ``nearby`` (the count after every step, as text); without it NaN and
+    an empty text."""
+    infos = list(record.infos)
+    collisions = [t for t, i in enumerate(infos) if i["collision"]]
+    nearby = [int(i["nearby_vehicles"]) for i in infos if "nearby_vehicles" in i]
+    counted = bool(infos) and len(nearby) == len(infos)
+    return {
+        "cost": len(collisions),
+        "collision_steps": " ".join(map(str, collisions)),
+        "near_misses": sum(int(i["near_miss"]) for i in infos),
+        "mean_nearby": sum(nearby) / len(nearby) if counted else float("nan"),
+        "nearby": " ".join(map(str, nearby)) if counted else "",
+    }

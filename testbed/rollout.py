@@ -50,7 +50,10 @@ class EpisodeRecord:
     (lane id, larger is further right), ``rightmost``, ``on_road``, ``lane_change`` (the
     lane id changed on the same road segment during the step), ``distance_m`` (path length
     driven during the step [m]), ``t`` (time after the step [s]) and ``applied_action`` (the
-    action applied, which differs from ``acts`` only under injected noise). In a
+    action applied, which differs from ``acts`` only under injected noise); scenarios with
+    per-step costs add ``collision`` and ``near_miss``, and with stationary traffic
+    ``nearby_vehicles`` (vehicles in the window around the ego after the step,
+    :mod:`testbed.recovery`). In a
     continuous-action scenario ``crashed`` is also true when the episode ended because the
     ego left the road (``offroad_terminal``), ``collided`` is the collision flag alone, and
     ``applied_action`` is a list of floats."""
@@ -75,6 +78,10 @@ def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
     return road_id, lane, lane == n_side - 1
 
 
+_COST_INFOS = ("collision", "near_miss", "nearby_vehicles")
+"""Per-step env infos of :mod:`testbed.recovery` kept in the records when the scenario gives them."""
+
+
 class EgoTracker:
     """Builds the per-step infos of :class:`EpisodeRecord` from the ego vehicle, one call per
     ``env.step`` (lane changes and distance need the previous step's state)."""
@@ -94,12 +101,14 @@ class EgoTracker:
     def step(self, applied: Any, terminated: bool, env_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Infos after a step that applied ``applied`` (stored as given); ``env_info`` is the
         env's own step info, whose per-step costs (``collision``, ``near_miss``: scenarios with
-        :data:`testbed.recovery.COST_KEYS`) are kept. Where collisions are recoverable the ego
-        is no longer crashed after the step, so ``crashed`` is that step's ``collision``."""
+        :data:`testbed.recovery.COST_KEYS`) and, with stationary traffic, ``nearby_vehicles``
+        are kept (a scenario without them records neither). Where collisions are recoverable
+        the ego is no longer crashed after the step, so ``crashed`` is that step's
+        ``collision``."""
         vehicle = self.base.vehicle
         new_position = np.array(vehicle.position, dtype=float)
         new_road, new_lane, rightmost = _lane_state(vehicle, self.base)
-        costs = {k: int(env_info[k]) for k in ("collision", "near_miss") if env_info and k in env_info}
+        costs = {k: int(env_info[k]) for k in _COST_INFOS if env_info and k in env_info}
         crashed = bool(vehicle.crashed or costs.get("collision", 0))
         info: dict[str, Any] = {"speed": float(vehicle.speed), "crashed": crashed, **costs}
         if self.offroad_is_crash:

@@ -162,3 +162,26 @@ def test_hazard_curve_counts_steps_at_risk() -> None:
     assert list(curve["steps_at_risk"]) == [9, 5] and list(curve["events"]) == [2, 1]
     assert curve["hazard"].tolist() == pytest.approx([2 / 9, 1 / 5])
     assert (curve["hazard_ci_low"] <= curve["hazard"]).all() and (curve["hazard"] <= curve["hazard_ci_high"]).all()
+
+
+def test_binned_errors_cluster_by_clone() -> None:
+    """Episodes of one clone share its errors: with clones whose error rates differ widely, the
+    interval clustered by clone is wider than the one treating episodes as independent, and
+    both agree on the pooled point estimate; a single clone falls back to episodes."""
+    from testbed.drift import binned_error_rows
+
+    rng = np.random.default_rng(0)
+    rates = (0.05, 0.5, 0.1, 0.6, 0.2)
+    on = [(rng.random(10) < r).astype(float) for r in rates for _ in range(20)]
+    off = [(rng.random(10) < 0.05).astype(float) for _ in on]
+    clones = [c for c in range(len(rates)) for _ in range(20)]
+    flat = binned_error_rows(on, off, bin_steps=10, horizon=10)[0]
+    clustered = binned_error_rows(on, off, bin_steps=10, horizon=10, clones=clones)[0]
+    assert clustered["n_clones"] == len(rates)
+    for name in ("eps_on", "shift"):
+        assert clustered[name] == pytest.approx(flat[name])
+        width = clustered[f"{name}_ci_high"] - clustered[f"{name}_ci_low"]
+        assert width > 2 * (flat[f"{name}_ci_high"] - flat[f"{name}_ci_low"]), name
+    assert binned_error_rows(on, off, bin_steps=10, horizon=10, clones=[0] * len(on)) == [flat]
+    with pytest.raises(ValueError, match="same seeds"):
+        binned_error_rows(on[:-1], off[:-1], bin_steps=10, horizon=10, clones=clones[:-1])

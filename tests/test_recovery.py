@@ -147,3 +147,49 @@ def test_stationary_traffic_keeps_the_density_around_the_ego(seed: int) -> None:
     assert counts[0] == stock[0] and max(stock[-40:]) <= counts[0] // 2, stock  # traffic left behind
     # Respawns come from the env's own generator: the same seed gives the same episode.
     assert _fast_run(True, seed) == (counts, states)
+
+
+@pytest.mark.parametrize("driver", ["expert:scripted", "idle"])
+def test_the_harness_records_a_density_held_within_one_vehicle_through_recovered_collisions(driver: str) -> None:
+    """160 recoverable decisions of a noisy expert, or of IDLE (rear-ended again and again):
+    every recovery deletes vehicles, the respawn refills the window, and the count recorded at
+    every step (``nearby_vehicles``, kept by the harness) stays within one vehicle of the count
+    after reset."""
+    from testbed.policies import PolicySpec
+    from testbed.recovery import cost_columns
+    from testbed.rollout import rollouts
+
+    scenario = get_scenario("highway-fast", {"crash_recovery": True, "stationary_traffic": True, "duration": 160})
+    seeds = [10000, 10001]
+    noise = 0.3 if driver.startswith("expert") else 0.0
+    records = rollouts(scenario, PolicySpec.parse(driver), seeds, n_workers=1, noise=noise)
+    for seed, record in zip(seeds, records):
+        env = make_env(scenario)
+        target = env.reset(seed=seed)[1]["nearby_vehicles"]
+        env.close()
+        counts = [int(i["nearby_vehicles"]) for i in record.infos]
+        columns = cost_columns(record)
+        assert len(counts) == 160 and columns["cost"] > 0  # collisions happened and were recovered
+        assert all(target - 1 <= c <= target for c in counts), (target, counts)
+        assert columns["nearby"] == " ".join(map(str, counts)) and columns["mean_nearby"] >= target - 0.25
+
+
+def test_records_keep_nearby_vehicles_only_with_stationary_traffic() -> None:
+    """The harness adds the count only where the scenario gives it: the records of every other
+    scenario (the committed results) are unchanged."""
+    from testbed.policies import PolicySpec
+    from testbed.recovery import cost_columns
+    from testbed.rollout import rollouts
+
+    common = {"speed", "crashed", "x", "y", "heading", "lane", "rightmost", "on_road", "lane_change", "distance_m"}
+    common |= {"t", "applied_action"}
+    for overrides, extra in (
+        ({}, set()),
+        (RECOVER, {"collision", "near_miss"}),
+        ({**RECOVER, "stationary_traffic": True}, {"collision", "near_miss", "nearby_vehicles"}),
+    ):
+        (record,) = rollouts(get_scenario("highway-fast", overrides), PolicySpec("idle"), [10000], n_workers=1)
+        assert all(set(i) == common | extra for i in record.infos), overrides
+    assert cost_columns(record)["nearby"] and cost_columns(record)["mean_nearby"] > 0
+    (plain,) = rollouts(get_scenario("highway-fast", RECOVER), PolicySpec("idle"), [10000], n_workers=1)
+    assert cost_columns(plain)["nearby"] == "" and np.isnan(cost_columns(plain)["mean_nearby"])

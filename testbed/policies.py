@@ -8,6 +8,11 @@ Specs (the same strings the command line takes):
 - ``idle`` — always the IDLE meta-action (keep lane and speed); the zero action (no
   acceleration, no steering) in a continuous-action scenario;
 - ``random`` — uniform random actions, from a generator seeded by the episode seed;
+- ``handover:AT:FIRST->SECOND`` — ``FIRST`` drives the first ``AT`` decisions of each
+  episode, then ``SECOND`` (reset at the handover) drives the rest, e.g.
+  ``handover:10:clone:runs/bc->expert:planner``: the expert taking over from a clone's own
+  state (:class:`HandoverAgent`; Spencer et al. 2021, "Feedback in imitation learning: the
+  three regimes of covariate shift"). ``FIRST`` and ``SECOND`` are any other specs;
 - ``MODULE:FUNCTION`` — a user's Python policy (:class:`PythonAgent`), e.g.
   ``my_policies:keep_right``: a callable ``f(obs) -> action``, or a factory ``f()`` returning
   an object with ``predict(obs)`` (stable-baselines3's ``PolicyPredictor``), an
@@ -82,9 +87,10 @@ class PolicySpec:
     """A parsed policy spec."""
 
     kind: str
-    """One of ``expert``, ``clone``, ``idle``, ``random``, ``python``."""
+    """One of ``expert``, ``clone``, ``idle``, ``random``, ``handover``, ``python``."""
     arg: str = ""
-    """Expert name, clone run directory or ``MODULE:FUNCTION``; empty for baselines."""
+    """Expert name, clone run directory, ``AT:FIRST->SECOND`` or ``MODULE:FUNCTION``; empty for
+    baselines."""
     name: str = ""
     """The policy's name in tables, if not the spec as written: a clone trained inside an
     output directory that is still being written is named by its final location."""
@@ -92,20 +98,43 @@ class PolicySpec:
     @property
     def label(self) -> str:
         """The policy's name in tables: :attr:`name`, else the spec as written."""
-        if self.name:
-            return self.name
+        return self.name or self.text
+
+    @property
+    def text(self) -> str:
+        """The spec as written (what :meth:`parse` takes), whatever :attr:`name` says."""
         if self.kind == "python":
             return self.arg
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
     @classmethod
+    def handover(cls, first: PolicySpec, at: int, second: PolicySpec) -> PolicySpec:
+        """The spec ``handover:AT:FIRST->SECOND``, named by the labels of ``first`` and
+        ``second`` (a clone by its final location, :func:`testbed.kit.clone_spec`).
+
+        Raises:
+            TestbedError: as :meth:`parse` for the text.
+        """
+        spec = cls.parse(f"{HANDOVER}:{at}:{first.text}{HANDOVER_ARROW}{second.text}")
+        return dataclasses.replace(spec, name=f"{HANDOVER}:{at}:{first.label}{HANDOVER_ARROW}{second.label}")
+
+    @classmethod
     def parse(cls, text: str) -> PolicySpec:
-        """Parse ``expert:NAME``, ``expert:sb3:PATH``, ``clone:DIR``, ``idle`` or ``random``.
+        """Parse ``expert:NAME``, ``expert:sb3:PATH``, ``clone:DIR``, ``idle``, ``random``,
+        ``handover:AT:FIRST->SECOND`` or ``MODULE:FUNCTION``.
 
         Raises:
             TestbedError: anything else, or an unknown expert / missing run directory.
         """
         kind, _, arg = text.partition(":")
+        if kind == HANDOVER:
+            _, first, second = split_handover(text)
+            for part in (first, second):
+                try:
+                    cls.parse(part)  # fail now, not in a worker
+                except TestbedError as e:
+                    raise TestbedError(f"in handover spec {text!r}: {e}") from None
+            return cls(kind, arg)
         if kind in ("idle", "random") and not arg:
             return cls(kind)
         if kind == "expert" and arg:
@@ -123,9 +152,69 @@ class PolicySpec:
             import_policy_callable(text)
             return cls("python", text)
         raise TestbedError(
-            f"bad policy spec {text!r}; use expert:NAME, expert:sb3:MODEL_ZIP, clone:RUN_DIR, idle, random "
-            "or MODULE:FUNCTION"
+            f"bad policy spec {text!r}; use expert:NAME, expert:sb3:MODEL_ZIP, clone:RUN_DIR, idle, random, "
+            "handover:AT:FIRST->SECOND or MODULE:FUNCTION"
         )
+
+
+HANDOVER = "handover"
+"""Kind of the specs ``handover:AT:FIRST->SECOND``."""
+HANDOVER_ARROW = "->"
+"""What separates the two drivers of a handover spec."""
+
+
+def split_handover(text: str) -> tuple[int, str, str]:
+    """``(at, first, second)`` of ``handover:AT:FIRST->SECOND`` (or of a handover spec's
+    label, which names the same step): what an analysis reads back from a record's ``policy``.
+    Only the syntax is checked, not the two specs.
+
+    Raises:
+        TestbedError: not that form: AT not a non-negative integer, not exactly one ``->``,
+            an empty or nested (handover) driver.
+    """
+    usage = (
+        f"bad handover spec {text!r}; use {HANDOVER}:AT:FIRST{HANDOVER_ARROW}SECOND with AT a decision count, "
+        f"e.g. {HANDOVER}:10:clone:RUN_DIR{HANDOVER_ARROW}expert:planner"
+    )
+    kind, _, rest = text.partition(":")
+    at, sep, pair = rest.partition(":")
+    if kind != HANDOVER or not sep or not (at.isascii() and at.isdigit()) or pair.count(HANDOVER_ARROW) != 1:
+        raise TestbedError(usage)
+    first, _, second = pair.partition(HANDOVER_ARROW)
+    if not first or not second:
+        raise TestbedError(usage)
+    if any(p.partition(":")[0] == HANDOVER for p in (first, second)):
+        raise TestbedError(f"bad handover spec {text!r}: a handover cannot contain another")
+    return int(at), first, second
+
+
+class HandoverAgent:
+    """Drives with ``first`` for the first ``at`` decisions of an episode, then with ``second``.
+
+    ``second`` is reset (``reset(env, seed)``, the env as it is at the handover, mid-episode)
+    just before its first decision, so a stateful driver starts from the state it takes over
+    and not from the episode's start; an episode that ends before decision ``at`` never
+    calls it. A record of this agent's episode holds its handover step in its ``policy``
+    label (:func:`split_handover`): decisions ``0 .. at-1`` are ``first``'s.
+    """
+
+    def __init__(self, first: Agent, at: int, second: Agent) -> None:
+        if at < 0:
+            raise ValueError(f"the handover step must be >= 0, got {at}")
+        self.first, self.at, self.second = first, int(at), second
+        self.n_decisions = 0
+        """Decisions taken so far in the current episode."""
+
+    def reset(self, env: Any, seed: int) -> None:
+        self.seed, self.n_decisions = int(seed), 0
+        self.first.reset(env, seed)
+
+    def act(self, obs: np.ndarray, env: Any) -> int | np.ndarray:
+        if self.n_decisions == self.at:
+            self.second.reset(env, self.seed)
+        driver = self.first if self.n_decisions < self.at else self.second
+        self.n_decisions += 1
+        return driver.act(obs, env)
 
 
 class IdleAgent:
@@ -417,6 +506,11 @@ def build_agent(spec: PolicySpec, scenario: Scenario) -> Agent:
         return RandomAgent()
     if spec.kind == "clone":
         return ClonePolicyAgent(load_clone(spec.arg, scenario=scenario))
+    if spec.kind == HANDOVER:
+        at, first, second = split_handover(spec.text)
+        return HandoverAgent(
+            build_agent(PolicySpec.parse(first), scenario), at, build_agent(PolicySpec.parse(second), scenario)
+        )
     if spec.kind == "python":
         agent = PythonAgent(spec.arg)
         _check_declared_spaces(agent.policy, scenario, what=f"policy {spec.label!r}")

@@ -1,10 +1,17 @@
-"""Our leaderboard: every shipped expert, the committed clones and the baselines on the
-standard suite (the same code path as ``testbed benchmark``).
+"""Our leaderboard: every shipped expert, BC clones of the scripted expert and the baselines on
+the standard suite (the same code path as ``testbed benchmark``).
+
+The clones are one row: the quick pipeline's clone is training seed 0, and every other training
+seed repeats its recorded recipe (the same scenario, expert, number of demonstrations and BC
+hyperparameters) on its own block of demonstration seeds with its own initialisation
+(:mod:`testbed.kit.seeded`); the row is the mean over the clones, with intervals over training and
+evaluation seeds (:class:`testbed.leaderboard.CloneGroup`), and clones.csv ranks each clone alone.
 
 Writes results/leaderboard/: leaderboard.md, leaderboard.csv, scenarios.csv, episodes.csv,
-config.json, leaderboard.png (normalized score per policy with 95% CIs), and the aggregates over
-scenarios and seeds: aggregate.csv (IQM, mean, median), profiles.csv, improvement.csv and
-aggregate.png (IQM and performance profiles with stratified-bootstrap CIs).
+clones.csv, config.json, leaderboard.png (normalized score per policy with 95% CIs), the clones
+it trained (clones/seed*/), and the aggregates over scenarios and seeds: aggregate.csv (IQM, mean,
+median), profiles.csv, improvement.csv and aggregate.png (IQM and performance profiles with
+stratified-bootstrap CIs).
 
     python experiments/leaderboard.py           # wall time: results/reproduce.json
                                                 # (it reuses earlier steps' episodes)
@@ -20,7 +27,7 @@ import time
 import pandas as pd
 
 from testbed import kit
-from testbed.leaderboard import format_markdown, run_benchmark, suite_scenarios, write_leaderboard
+from testbed.leaderboard import CloneGroup, format_markdown, run_benchmark, suite_scenarios, write_leaderboard
 from testbed.outputs import atomic_output_dir
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool
@@ -30,19 +37,25 @@ from testbed.seeds import TEST_SEED, check_test_seeds, episode_seeds
 POLICIES: tuple[str, ...] = (
     "expert:planner",
     "expert:sb3:{results}/rl_expert/highway-fast-dqn/model.zip",
-    "clone:{results}/pipeline/highway-fast/clone",
     "idle",
 )
-"""Ranked besides the references (random and expert:scripted, always added); ``{results}``:
-the upstream results root (:attr:`testbed.kit.UpstreamArgs.results`)."""
+"""Ranked besides the references (random and expert:scripted, always added) and the clones;
+``{results}``: the upstream results root (:attr:`testbed.kit.UpstreamArgs.results`)."""
+
+CLONE = "{results}/pipeline/highway-fast/clone"
+"""Training seed 0's clone: the quick pipeline's."""
 
 
 @dataclasses.dataclass
-class Args(kit.UpstreamArgs):
+class Args(kit.UpstreamArgs, kit.SeedsArgs):
     """Benchmark our experts, clones and baselines on the standard suite."""
 
     policies: tuple[str, ...] = POLICIES
     """Policy specs to rank (random and the reference expert are added)."""
+    clone: str = CLONE
+    """Training seed 0's BC clone (demonstrations from seed 0, initialisation seed 0), whose
+    recorded recipe every other of ``train_seeds`` repeats; the clones are one row, their mean.
+    Empty: no clones."""
     suite: str = "standard"
     """Scenario suite."""
     scenarios: tuple[str, ...] = ()
@@ -60,12 +73,20 @@ class Args(kit.UpstreamArgs):
 
     def resolved(self) -> Args:
         """The fast preset (highway-fast only, 2 episodes of 5 s, policies that need no trained
-        files), else the policies with the upstream results root filled in."""
+        files, 2 training seeds of a clone given explicitly: the default one's recipe is full
+        size), else the policies and the clone with the upstream results root filled in."""
         if self.fast:
             return dataclasses.replace(
-                self, policies=("idle",), scenarios=("highway-fast",), episodes=2, set=("duration=5",)
+                self,
+                policies=("idle",),
+                scenarios=("highway-fast",),
+                episodes=2,
+                set=("duration=5",),
+                clone="" if self.clone == CLONE else self.clone,
+                train_seeds=(0, 1),
             )
-        return dataclasses.replace(self, policies=tuple(kit.upstream(p, self.results) for p in self.policies))
+        policies = tuple(kit.upstream(p, self.results) for p in self.policies)
+        return dataclasses.replace(self, policies=policies, clone=kit.upstream(self.clone, self.results))
 
 
 def main(args: Args) -> pd.DataFrame:
@@ -73,7 +94,9 @@ def main(args: Args) -> pd.DataFrame:
     start = time.perf_counter()
     test_seeds = check_test_seeds(episode_seeds(args.eval_seed, args.episodes), "leaderboard")
     specs = [PolicySpec.parse(p) for p in args.policies]
-    with RolloutPool(args.workers) as pool:
+    with atomic_output_dir(args.out, overwrite=True) as out, RolloutPool(args.workers) as pool:
+        recipe = kit.clone_recipe(args.clone) if args.clone else None
+        groups = [clone_group(args, recipe, out / "clones", pool)] if recipe else []
         board = run_benchmark(
             suite_scenarios(args.suite, args.scenarios),
             specs,
@@ -84,17 +107,44 @@ def main(args: Args) -> pd.DataFrame:
             suite=args.suite,
             first_seed=args.eval_seed,
             progress=True,
+            groups=groups,
         )
-    board.config["args"] = dataclasses.asdict(args)
-    board.config["seeds"]["test"] = test_seeds
-    board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
-    with atomic_output_dir(args.out, overwrite=True) as out:
+        board.config["args"] = dataclasses.asdict(args)
+        board.config["seeds"]["test"] = test_seeds
+        if recipe:
+            board.config["seeds"]["clone_demonstrations"] = kit.seeds_record(args.train_seeds, recipe.n_episodes)
+        board.config["wall_time_s"] = round(time.perf_counter() - start, 1)
         write_leaderboard(board, out)
         _plot(board.ranking, out / "leaderboard.png", args)
         if board.aggregates is not None:
             _plot_aggregates(board.aggregates.scores, board.aggregates.profiles, board.ranking, out, args)
     print(format_markdown(board).split("\n\n## ")[0])
     return board.ranking
+
+
+def clone_group(args: Args, recipe: kit.Recipe, directory: pathlib.Path, pool: RolloutPool) -> CloneGroup:
+    """The clones of ``args.train_seeds``: training seed 0's is ``args.clone`` itself, every other
+    one repeats its ``recipe`` (trained into ``directory``, in ``args.workers`` processes)."""
+    kit.check_train_seeds(args.train_seeds, recipe.n_episodes)
+    others = [s for s in args.train_seeds if s != 0]
+    jobs = (
+        kit.seeded_demos(
+            directory,
+            recipe.scenario,
+            recipe.expert,
+            others,
+            n_episodes=recipe.n_episodes,
+            config=recipe.config,
+            pool=pool,
+        )
+        if others
+        else []
+    )
+    trained = {c.train_seed: c.spec for c in kit.train_seeded(jobs, workers=args.workers)}
+    first = PolicySpec("clone", args.clone)
+    members = tuple(first if s == 0 else trained[s] for s in args.train_seeds)
+    seeds = ",".join(map(str, args.train_seeds))
+    return CloneGroup(f"{first.label} (train seeds {seeds})", members, tuple(args.train_seeds))
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:

@@ -20,6 +20,14 @@ seeds, and the references' means are recomputed in every resample, so the normal
 noise is carried), independently across scenarios. A policy that did not run on a scenario
 (unfit for its spaces) is aggregated over the scenarios it ran on (``n_scenarios``).
 
+**Clones of one policy** (the same recipe trained with several training seeds) count as one
+policy whose runs are every clone's episodes: ``T`` clones on ``n`` seeds give ``T n`` runs per
+scenario. Each resample then also draws the clones, with replacement, once for every scenario
+(the same clones drove them all), so the intervals carry the training seeds' noise as well as
+the seeds'; with as few as 3 clones such a bootstrap understates that part (a percentile
+interval over few units is narrow), and the Student's t intervals of
+:func:`testbed.metrics.clones_normalized_score_ci` are the ones to read for the mean.
+
 A small implementation of our own: rliable's repository is archived, and its functions take
 fixed normalized score matrices, not references that are resampled with the runs.
 """
@@ -92,7 +100,9 @@ def aggregate_scores(
     Args:
         returns: ``returns[policy][scenario]``: episode returns ordered by seed; within a
             scenario every policy drove the same seeds (equal lengths). Must hold ``expert``
-            and ``random`` on every scenario any policy ran on.
+            and ``random`` on every scenario any policy ran on. A policy made of clones gives
+            a (clones, seeds) table instead, the same clones in every scenario (see the module
+            docstring).
         expert, random: the reference policies (normalized score 1 and 0 in the mean).
         taus: the performance profiles' thresholds (default: :data:`N_TAUS` points spanning
             every policy's run scores).
@@ -104,21 +114,29 @@ def aggregate_scores(
             an expert that does not beat random on mean return there (no scale).
     """
     scenarios = list(dict.fromkeys(s for by_scenario in returns.values() for s in by_scenario))
+    # One clone's (1, seeds) table is a policy of one row.
+    data = {p: {s: _squeezed(np.asarray(r, dtype=np.float64)) for s, r in by.items()} for p, by in returns.items()}
     for name in scenarios:
         if name not in returns.get(expert, {}) or name not in returns.get(random, {}):
             raise ValueError(f"scenario {name!r} lacks a reference policy's returns")
-        lengths = {len(by[name]) for by in returns.values() if name in by}
+        lengths = {by[name].shape[-1] for by in data.values() if name in by}
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError(f"scenario {name!r}: policies drove different numbers of seeds {sorted(lengths)}")
         if np.mean(returns[expert][name]) <= np.mean(returns[random][name]):
             raise ValueError(f"scenario {name!r}: the expert does not beat random, so there is no scale")
-    data = {p: {s: np.asarray(r, dtype=np.float64) for s, r in by.items()} for p, by in returns.items()}
+    rows = {p: {r.shape[0] if r.ndim == 2 else 1 for r in by.values()} for p, by in data.items()}
+    if any(len(n) != 1 for n in rows.values()) or rows[expert] != {1} or rows[random] != {1}:
+        raise ValueError("a policy of clones needs the same clones in every scenario, and a reference one row")
     policies = list(data)
     rng = np.random.default_rng(seed)
     # Row 0: the data themselves; rows 1..: the resamples, one index draw per scenario.
     index = {
         s: np.vstack([np.arange(n := len(data[expert][s])), rng.integers(0, n, size=(n_resamples, n))])
         for s in scenarios
+    }
+    # Clones are drawn after the seeds (the seeds' draws do not depend on whether there are clones).
+    clones = {
+        p: np.vstack([np.arange(t), rng.integers(0, t, size=(n_resamples, t))]) for p, (t,) in rows.items() if t > 1
     }
 
     def run_scores(policy: str) -> np.ndarray:
@@ -128,12 +146,18 @@ def aggregate_scores(
             idx = index[s]
             low = data[random][s][idx].mean(axis=1, keepdims=True)
             high = data[expert][s][idx].mean(axis=1, keepdims=True)
-            parts.append((data[policy][s][idx] - low) / (high - low))
+            runs = data[policy][s]
+            if policy in clones:  # (1 + n_resamples, clones, seeds): the drawn clones on the drawn seeds
+                runs = runs[clones[policy][:, :, None], idx[:, None, :]].reshape(len(idx), -1)
+            else:
+                runs = runs[idx]
+            parts.append((runs - low) / (high - low))
         return np.concatenate(parts, axis=1)
 
     pooled = {p: run_scores(p) for p in policies}
     # How often each seed is drawn, per resample, as a fraction: (1 + n_resamples, n).
-    weights = {s: (idx[:, :, None] == np.arange(idx.shape[1])).sum(axis=1) / idx.shape[1] for s, idx in index.items()}
+    weights = {s: _frequencies(idx) for s, idx in index.items()}
+    clone_weights = {p: _frequencies(draws) for p, draws in clones.items()}
     if taus is None:
         every = np.concatenate([pooled[p][0] for p in policies])
         taus = np.linspace(every.min(), every.max(), N_TAUS)
@@ -171,7 +195,11 @@ def aggregate_scores(
             shared = [s for s in scenarios if s in data[x] and s in data[y]]
             if not shared:
                 continue
-            p = np.mean([_p_greater(data[x][s], data[y][s], weights[s]) for s in shared], axis=0)
+            if x in clones or y in clones:
+                by_clone = (clone_weights.get(x), clone_weights.get(y))
+                p = np.mean([_p_greater_clones(data[x][s], data[y][s], weights[s], *by_clone) for s in shared], axis=0)
+            else:
+                p = np.mean([_p_greater(data[x][s], data[y][s], weights[s]) for s in shared], axis=0)
             low, high = _percentile_ci(p[1:], p[0])
             improvement_rows.append(
                 {
@@ -197,6 +225,32 @@ def _p_greater(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """
     wins = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
     return np.einsum("ri,ij,rj->r", weights, wins, weights)
+
+
+def _squeezed(returns: np.ndarray) -> np.ndarray:
+    """A (1, seeds) table as the seeds' vector; anything else as it is."""
+    return returns[0] if returns.ndim == 2 and returns.shape[0] == 1 else returns
+
+
+def _frequencies(draws: np.ndarray) -> np.ndarray:
+    """How often each of ``n`` units is drawn in each row of ``draws`` (rows x n indices), as a
+    fraction: rows x n."""
+    return (draws[:, :, None] == np.arange(draws.shape[1])).sum(axis=1) / draws.shape[1]
+
+
+def _p_greater_clones(
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, x_clones: np.ndarray | None, y_clones: np.ndarray | None
+) -> np.ndarray:
+    """:func:`_p_greater` where X or Y is clones (a clones x seeds table): every run of X against
+    every run of Y, the clones weighted by how often each resample drew them (``*_clones``:
+    resamples x clones fractions; None for a policy of one row)."""
+    x2, y2 = np.atleast_2d(x), np.atleast_2d(y)
+    ones = np.ones((len(weights), 1))
+    u = ones if x_clones is None else x_clones
+    v = ones if y_clones is None else y_clones
+    a, b = x2[:, :, None, None], y2[None, None, :, :]
+    wins = (a > b) + 0.5 * (a == b)  # (clones of X, seeds, clones of Y, seeds)
+    return np.einsum("ra,ri,aibj,rb,rj->r", u, weights, wins, v, weights, optimize=True)
 
 
 def returns_by_scenario(episodes: pd.DataFrame, policies: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:

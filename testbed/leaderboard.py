@@ -23,11 +23,20 @@ spaces are assumed to fit. A scenario where the expert does not beat random on m
 Statistics: 95% percentile-bootstrap intervals over episodes (:func:`testbed.metrics.mean_ci`).
 The normalized score's interval resamples seeds jointly for the policy, random and the expert
 (a paired bootstrap of the ratio), independently per scenario for the mean over scenarios.
+
+Clones of one recipe that differ only in training seed (a :class:`CloneGroup`) are one row: the
+mean over the clones, with intervals over training and evaluation seeds (variance components
+with Student's t, :func:`testbed.metrics.clones_mean_ci`, :func:`~testbed.metrics.clones_rate_ci`;
+the normalized score by the delta method, :func:`~testbed.metrics.normalized_score_ci` per
+scenario and :func:`~testbed.metrics.clones_normalized_score_ci` over scenarios); each clone's
+own row is in :attr:`Leaderboard.clones`. The aggregates pool the clones' episodes as the
+group's runs (:mod:`testbed.aggregate`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -48,8 +57,12 @@ from testbed.metrics import (
     METRICS,
     N_RESAMPLES,
     Interval,
+    clones_ci,
+    clones_normalized_score_ci,
     episodes_table,
     mean_ci,
+    normalized_score_ci,
+    policy_table,
     summarize,
 )
 from testbed.outputs import write_json
@@ -98,6 +111,28 @@ DEFAULT_HORIZON_S = 10.0
 """Time [s] at which the twin position error is read."""
 
 REFERENCE_RANDOM = PolicySpec("random")
+
+
+@dataclasses.dataclass(frozen=True)
+class CloneGroup:
+    """Clones of one recipe that differ only in training seed (:mod:`testbed.kit.seeded`): one
+    leaderboard row, the mean over the clones."""
+
+    name: str
+    """The row's policy label."""
+    members: tuple[PolicySpec, ...]
+    """The clones (at least one), in the order of ``train_seeds``."""
+    train_seeds: tuple[int, ...]
+    """Their training seeds."""
+
+    def __post_init__(self) -> None:
+        if not self.members or len(self.members) != len(self.train_seeds):
+            raise ValueError("a clone group needs one training seed per clone and at least one clone")
+
+    @property
+    def labels(self) -> list[str]:
+        """The clones' labels, in order."""
+        return [m.label for m in self.members]
 
 
 def suite_scenarios(suite: str, only: Sequence[str] = ()) -> tuple[SuiteScenario, ...]:
@@ -226,6 +261,9 @@ class Leaderboard:
     aggregates: Aggregates | None = None
     """IQM, performance profiles and probabilities of improvement over the scenarios with a
     defined scale and their seeds (:mod:`testbed.aggregate`); None when no scenario has one."""
+    clones: pd.DataFrame | None = None
+    """With clone groups: one row per clone, as its own policy (the ranking's columns but
+    ``rank``, with ``group`` and ``train_seed``); None without."""
 
 
 def run_benchmark(
@@ -240,14 +278,16 @@ def run_benchmark(
     suite: str = "",
     first_seed: int = SUITE_SEED,
     progress: bool = False,
+    groups: Sequence[CloneGroup] = (),
 ) -> Leaderboard:
-    """Evaluate ``specs`` (plus random and ``expert:NAME``) on every scenario of ``entries``,
-    episode ``i`` seeded ``first_seed + i`` (default: the development range; the committed
-    leaderboard uses the sealed test range).
+    """Evaluate ``specs`` (plus random and ``expert:NAME``) and the clones of ``groups`` on every
+    scenario of ``entries``, episode ``i`` seeded ``first_seed + i`` (default: the development
+    range; the committed leaderboard uses the sealed test range). A group is one row, the mean
+    over its clones (the module docstring); it is n/a on a scenario where any clone is.
 
     Raises:
         TestbedError: bad counts or horizon, a clone evaluated on its demonstration seeds, a
-            policy that fits none of the scenarios.
+            policy that fits none of the scenarios, a group named like another policy.
     """
 
     check_option("horizon_s", horizon_s)
@@ -255,14 +295,26 @@ def run_benchmark(
     seeds = episode_seeds(first_seed, n_episodes)
     specs = with_references(specs, expert)
     expert_label, random_label = PolicySpec("expert", expert).label, REFERENCE_RANDOM.label
-    check_held_out(specs, seeds)
+    members = {m.label: m for g in groups for m in g.members}
+    names = [s.label for s in specs] + [g.name for g in groups]
+    if len(set(names) | set(members)) != len(names) + len(members):
+        raise TestbedError(f"clone groups and policies must have distinct names, got {names + list(members)}")
+    drivers = [*specs, *members.values()]
+    check_held_out(drivers, seeds)
     scenarios = {e.name: e.resolve(overrides) for e in entries}
-    unfit = fit_matrix(specs, scenarios)
+    unfit = fit_matrix(drivers, scenarios)
+    for g in groups:
+        for name in scenarios:
+            reasons = [unfit[(m, name)] for m in g.labels if (m, name) in unfit]
+            if reasons:
+                unfit[(g.name, name)] = reasons[0]
 
-    episode_frames, summary_rows = [], []
+    episode_frames: list[pd.DataFrame] = []
+    summary_rows: list[dict[str, Any]] = []
+    member_rows: list[dict[str, Any]] = []  # each clone of a group as a policy of its own
     for name, scenario in scenarios.items():
         runs: dict[str, list[EpisodeRecord]] = {}
-        for spec in specs:
+        for spec in drivers:
             if (spec.label, name) not in unfit:
                 runs[spec.label] = pool.run(scenario, spec, seeds, progress=progress, desc=f"{name}: {spec.label}")
         step = max(1, int(round(horizon_s * scenario.policy_frequency_hz)))
@@ -273,40 +325,72 @@ def run_benchmark(
         episode_frames.append(table)
         summary = summarize(table.drop(columns="scenario"), reference=expert_label).set_index("policy")
         returns = {p: g.sort_values("seed")["return"].to_numpy() for p, g in table.groupby("policy")}
-        for spec in specs:
+        for spec in drivers:
             label = spec.label
+            row: dict[str, Any] = {"scenario": name, "policy": label}
             if label not in runs:
-                note = unfit[(label, name)]
-                summary_rows.append({"scenario": name, "policy": label, "status": "unfit", "note": note})
-                continue
-            s = summary.loc[label]
-            twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
-            score = normalized_score([returns[label]], [returns[random_label]], [returns[expert_label]])
-            row: dict[str, Any] = {
-                "scenario": name,
-                "policy": label,
-                "status": "ok",
-                "note": "",
-                "n_episodes": int(s["n_episodes"]),
-            }
-            row.update(_interval("normalized_score", score))
-            for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
-                row.update(_interval(out, Interval.from_columns(s, key)))
-            row.update(_interval("twin_error_m", twin))
+                row.update({"status": "unfit", "note": unfit[(label, name)]})
+            else:
+                twin = mean_ci(table.loc[table["policy"] == label, "twin_error_m"].to_numpy())
+                score = normalized_score([returns[label]], [returns[random_label]], [returns[expert_label]])
+                s = summary.loc[label]
+                row.update({"status": "ok", "note": "", "n_episodes": int(s["n_episodes"])})
+                row.update(_interval("normalized_score", score))
+                for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
+                    row.update(_interval(out, Interval.from_columns(s, key)))
+                row.update(_interval("twin_error_m", twin))
+            (member_rows if label in members else summary_rows).append(row)
+        for g in groups:
+            row = {"scenario": name, "policy": g.name}
+            if (g.name, name) in unfit:
+                row.update({"status": "unfit", "note": unfit[(g.name, name)]})
+            else:
+                row.update(_group_row(table, g, expert_label, random_label))
             summary_rows.append(row)
     episodes = pd.concat(episode_frames, ignore_index=True)
-    per_scenario = pd.DataFrame(summary_rows)
+    per_scenario = _counts(pd.DataFrame(summary_rows))
     scaled = [n for n in scenarios if _scale_defined(episodes[episodes["scenario"] == n], expert_label, random_label)]
-    ranking = _rank(specs, list(scenarios), scaled, episodes, per_scenario, expert_label, random_label)
-    aggregates = (
-        aggregate_scores(
-            returns_by_scenario(episodes[episodes["scenario"].isin(scaled)], [s.label for s in specs]),
+    rank = functools.partial(
+        _rank,
+        names=list(scenarios),
+        scaled=scaled,
+        episodes=episodes,
+        expert_label=expert_label,
+        random_label=random_label,
+    )
+    ranking = rank([(s.label, None) for s in specs] + [(g.name, g.labels) for g in groups], per_scenario)
+    aggregates = None
+    if scaled:
+        on_scale = episodes[episodes["scenario"].isin(scaled)]
+        returns_of = returns_by_scenario(on_scale, [s.label for s in specs] + list(members))
+        for g in groups:  # a (clones, seeds) table per scenario: the clones' episodes are the group's runs
+            ran = [n for n in scaled if n in returns_of[g.labels[0]]]
+            returns_of[g.name] = {n: np.vstack([returns_of[m][n] for m in g.labels]) for n in ran}
+        aggregates = aggregate_scores(
+            {p: returns_of[p] for p in [s.label for s in specs] + [g.name for g in groups]},
             expert=expert_label,
             random=random_label,
         )
-        if scaled
-        else None
+    clones = None
+    if groups:  # every clone as a policy of its own: the spread behind a group's row
+        clones = rank([(m, None) for m in members], pd.DataFrame(member_rows)).drop(columns="rank")
+        of = {m.label: (g.name, t) for g in groups for m, t in zip(g.members, g.train_seeds)}
+        clones.insert(1, "group", clones["policy"].map(lambda p: of[p][0]))
+        clones.insert(2, "train_seed", clones["policy"].map(lambda p: of[p][1]))
+    statistics = (
+        "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
+        "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean; "
+        "aggregates (IQM, mean, median, performance profiles, probability of improvement over runs pooled across "
+        "scenarios): stratified bootstrap, seeds resampled within each scenario jointly for every policy"
     )
+    if groups:
+        statistics += (
+            "; clone groups (one row, the mean over clones of one recipe with different training seeds): 95% "
+            "intervals over training and evaluation seeds, variance components with Student's t (return, speed, "
+            "twin error: testbed.metrics.clones_mean_ci; crash rate: clones_rate_ci; normalized score: delta "
+            "method, normalized_score_ci per scenario, clones_normalized_score_ci over scenarios); in the "
+            "aggregates a group's runs are its clones' episodes and each resample draws the clones too"
+        )
     config = {
         "suite": suite,
         "scenarios": {
@@ -316,24 +400,53 @@ def run_benchmark(
         "extra_overrides": dict(overrides or {}),
         "seeds": {"first": seeds[0], "n_episodes": len(seeds), "range": range_name(seeds)},
         "policies": [
-            {"spec": s.label, **({"clone": read_clone_metadata(s.arg)} if s.kind == "clone" else {})} for s in specs
+            {"spec": s.label, **({"clone": read_clone_metadata(s.arg)} if s.kind == "clone" else {})} for s in drivers
         ],
         "references": {"expert": expert_label, "random": random_label},
         "twin_horizon_s": horizon_s,
-        "not_applicable": [{"policy": p, "scenario": n, "reason": why} for (p, n), why in unfit.items()],
+        "not_applicable": [
+            {"policy": p, "scenario": n, "reason": why} for (p, n), why in unfit.items() if p not in members
+        ],
         "undefined_scale": [n for n in scenarios if n not in scaled],
         "metrics": {
             **METRICS,
             "twin_error_m": f"ego position error [m] vs the expert's run from the same seed "
             f"after {horizon_s:g} s (or at the end of the shorter run)",
         },
-        "statistics": "means with 95% percentile-bootstrap CIs over episodes; normalized score: paired bootstrap "
-        "over seeds (policy, random, expert resampled jointly), scenarios resampled independently for the mean; "
-        "aggregates (IQM, mean, median, performance profiles, probability of improvement over runs pooled across "
-        "scenarios): stratified bootstrap, seeds resampled within each scenario jointly for every policy",
+        "statistics": statistics,
+        **(
+            {"groups": [{"policy": g.name, "clones": g.labels, "train_seeds": list(g.train_seeds)} for g in groups]}
+            if groups
+            else {}
+        ),
         "provenance": provenance(),
     }
-    return Leaderboard(ranking=ranking, scenarios=per_scenario, episodes=episodes, config=config, aggregates=aggregates)
+    return Leaderboard(
+        ranking=ranking, scenarios=per_scenario, episodes=episodes, config=config, aggregates=aggregates, clones=clones
+    )
+
+
+def _counts(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``n_clones`` column (empty but for clone groups) as integers."""
+    return table.astype({"n_clones": "Int64"}) if "n_clones" in table else table
+
+
+def _group_row(table: pd.DataFrame, group: CloneGroup, expert_label: str, random_label: str) -> dict[str, Any]:
+    """A clone group's row of one scenario (:attr:`Leaderboard.scenarios`): the mean over its
+    clones with intervals over training and evaluation seeds, ``n_clones`` besides."""
+    seeds = sorted(set(table["seed"]))
+
+    def clones(metric: str) -> np.ndarray:
+        return policy_table(table, group.labels, metric, seeds)
+
+    random, expert = (policy_table(table, [p], "return", seeds) for p in (random_label, expert_label))
+    row: dict[str, Any] = {"status": "ok", "note": "", "n_episodes": len(group.members) * len(seeds)}
+    row.update(_interval("normalized_score", normalized_score_ci(clones("return"), random, expert)))
+    for key, out in (("return", "return"), ("crashed", "crash_rate"), ("mean_speed_mps", "mean_speed_mps")):
+        row.update(_interval(out, clones_ci(key, clones(key))))
+    row.update(_interval("twin_error_m", clones_ci("twin_error_m", clones("twin_error_m"))))
+    row["n_clones"] = len(group.members)
+    return row
 
 
 def _interval(name: str, ci: Interval) -> dict[str, float]:
@@ -341,19 +454,22 @@ def _interval(name: str, ci: Interval) -> dict[str, float]:
 
 
 def _rank(
-    specs: Sequence[PolicySpec],
+    entries: Sequence[tuple[str, Sequence[str] | None]],
+    per_scenario: pd.DataFrame,
+    *,
     names: Sequence[str],
     scaled: Sequence[str],
     episodes: pd.DataFrame,
-    per_scenario: pd.DataFrame,
     expert_label: str,
     random_label: str,
 ) -> pd.DataFrame:
-    """The ranking over ``names``; a policy's mean is over the scenarios of ``scaled`` (where
+    """The ranking over ``names`` of ``entries`` (a policy's label and None, or a clone group's
+    name and its clones' labels); a policy's mean is over the scenarios of ``scaled`` (where
     the expert beats random) that it ran on."""
     rows = []
-    for spec in specs:
-        ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == spec.label)).any()]
+    for label, clones in entries:
+        first = clones[0] if clones else label
+        ran = [n for n in scaled if ((episodes["scenario"] == n) & (episodes["policy"] == first)).any()]
 
         def returns(label: str, ran: list[str] = ran) -> list[np.ndarray]:
             out = []
@@ -362,17 +478,22 @@ def _rank(
                 out.append(g["return"].to_numpy())
             return out
 
-        score = (
-            normalized_score(returns(spec.label), returns(random_label), returns(expert_label))
-            if ran
-            else Interval(np.nan, np.nan, np.nan)
-        )
-        row: dict[str, Any] = {"policy": spec.label, "n_scenarios": len(ran), **_interval("normalized_score", score)}
+        if not ran:
+            score = Interval(np.nan, np.nan, np.nan)
+        elif clones:
+            here = [episodes[episodes["scenario"] == n] for n in ran]  # every policy on the same seeds
+            tables = [policy_table(e, clones, "return", sorted(set(e["seed"]))) for e in here]
+            score = clones_normalized_score_ci(tables, returns(random_label), returns(expert_label))
+        else:
+            score = normalized_score(returns(label), returns(random_label), returns(expert_label))
+        row: dict[str, Any] = {"policy": label, "n_scenarios": len(ran), **_interval("normalized_score", score)}
         for n in names:
-            cell = per_scenario[(per_scenario["scenario"] == n) & (per_scenario["policy"] == spec.label)].iloc[0]
+            cell = per_scenario[(per_scenario["scenario"] == n) & (per_scenario["policy"] == label)].iloc[0]
             row[f"normalized_score/{n}"] = cell.get("normalized_score", np.nan) if cell["status"] == "ok" else np.nan
+        if clones:
+            row["n_clones"] = len(clones)
         rows.append(row)
-    ranking = pd.DataFrame(rows)
+    ranking = _counts(pd.DataFrame(rows))
     # Best first; a NaN score (expert not beating random somewhere) sorts last; ties keep input order.
     ranking = ranking.sort_values("normalized_score", ascending=False, kind="stable", na_position="last")
     ranking.insert(0, "rank", np.arange(1, len(ranking) + 1))
@@ -450,6 +571,13 @@ def format_markdown(board: Leaderboard) -> str:
         "- Intervals: percentile bootstrap over episodes; the normalized score resamples seeds jointly for the "
         "policy and both references.",
     ]
+    for group in board.config.get("groups", []):
+        seeds = ", ".join(map(str, group["train_seeds"]))
+        lines.append(
+            f"- `{group['policy']}`: the mean of {len(group['clones'])} clones of one recipe (training seeds {seeds}, "
+            "each with its own demonstration seeds); its intervals are over training and evaluation seeds (variance "
+            "components, Student's t; the normalized score by the delta method); each clone's own row: `clones.csv`."
+        )
     for item in board.config["not_applicable"]:
         reason = item["reason"]
         if len(reason) > 160:
@@ -494,8 +622,8 @@ def _aggregate_markdown(aggregates: Aggregates, order: Sequence[str]) -> list[st
 
 def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
     """Write ``leaderboard.md``, ``leaderboard.csv``, ``scenarios.csv``, ``episodes.csv``,
-    ``config.json`` and, when there are aggregates, ``aggregate.csv``, ``profiles.csv`` and
-    ``improvement.csv`` into ``directory``."""
+    ``config.json``, when there are aggregates ``aggregate.csv``, ``profiles.csv`` and
+    ``improvement.csv``, and with clone groups ``clones.csv`` into ``directory``."""
 
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -507,4 +635,6 @@ def write_leaderboard(board: Leaderboard, directory: pathlib.Path) -> None:
         board.aggregates.scores.to_csv(directory / "aggregate.csv", index=False)
         board.aggregates.profiles.to_csv(directory / "profiles.csv", index=False)
         board.aggregates.improvement.to_csv(directory / "improvement.csv", index=False)
+    if board.clones is not None:
+        board.clones.to_csv(directory / "clones.csv", index=False)
     write_json(directory / "config.json", board.config)

@@ -615,3 +615,50 @@ def outcome_columns(episodes: pd.DataFrame) -> dict[str, float]:
         **mean_ci(episodes["return"]).columns("return"),
         **episode_ci("crashed", episodes["crashed"]).columns("crash_rate"),
     }
+
+
+def clones_normalized_score_ci(
+    clones: Sequence[np.ndarray],
+    random: Sequence[np.ndarray],
+    expert: Sequence[np.ndarray],
+    *,
+    confidence: float = CONFIDENCE,
+) -> Interval:
+    """The mean over scenarios of a set of clones' normalized scores
+    ``(mean(clones_k) - mean(random_k)) / (mean(expert_k) - mean(random_k))``, with an interval
+    over training and evaluation seeds.
+
+    ``clones[k]`` is scenario ``k``'s table of training seeds x evaluation seeds (the same clones
+    in the same row order in every scenario: a clone's training seed is one unit across the
+    scenarios it drives); ``random[k]`` and ``expert[k]`` are the references' values on the same
+    evaluation seeds. Every scenario has the same number of evaluation seeds. Each scenario's
+    ratio is linearised as in :func:`normalized_score_ci`; the linearised tables are averaged
+    over scenarios seed by seed (episode ``i`` of every scenario is one evaluation unit, so the
+    scenarios' evaluation noise adds up and any dependence between them is carried) and
+    :func:`combination_ci` gives the interval: training parts from the clones' rows, evaluation
+    part from the columns. With one scenario it is :func:`normalized_score_ci`. NaN when the
+    expert does not beat random on some scenario.
+
+    Raises:
+        ValueError: no scenario, or tables of different shapes.
+    """
+    cs = [np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in clones]
+    rs = [np.asarray(a, dtype=np.float64).ravel() for a in random]
+    xs = [np.asarray(a, dtype=np.float64).ravel() for a in expert]
+    if not cs or not len(cs) == len(rs) == len(xs):
+        raise ValueError("need the clones' table and both references for every scenario")
+    shape = cs[0].shape
+    if any(c.shape != shape for c in cs) or any(a.shape != (shape[1],) for a in rs + xs):
+        raise ValueError(f"every scenario needs the same clones x seeds table, got {[c.shape for c in cs]}")
+    linearised, points = np.zeros(shape), []
+    for c, r, x in zip(cs, rs, xs):
+        m_c, m_r, m_x = c.mean(), r.mean(), x.mean()
+        scale = m_x - m_r
+        if scale <= 0:
+            return NAN_INTERVAL
+        weights = (1 / scale, (m_c - m_x) / scale**2, -(m_c - m_r) / scale**2)
+        linearised += (weights[0] * c + weights[1] * r[None, :] + weights[2] * x[None, :]) / len(cs)
+        points.append(float((m_c - m_r) / scale))
+    ci = combination_ci([linearised], [1.0], confidence=confidence)
+    point = float(np.mean(points))
+    return Interval(point, point - (ci.mean - ci.low), point + (ci.high - ci.mean))

@@ -67,7 +67,12 @@ STEPS: tuple[Step, ...] = (
         after=("pipeline",),
         cost_s=1,
     ),
-    Step("expert_quality", "expert_quality", "scripted expert on every scenario + dense stress case", cost_s=489),
+    Step(
+        "expert_quality",
+        "expert_quality",
+        "the teachers (scripted, scripted-v2, planner) on every scenario + dense stress case",
+        cost_s=1000,
+    ),
     Step(
         "rl_expert",
         "rl_expert",
@@ -80,17 +85,25 @@ STEPS: tuple[Step, ...] = (
     Step(
         "compounding_error",
         "compounding_error",
-        "BC vs DART vs DAgger at equal training labels: return, crash rate, eps_on vs eps_off at the same step",
+        "BC vs DART (fitted noise) vs DAgger (BC's training each round) at equal expert labels: return, crash "
+        "rate, eps_on vs eps_off at the same step",
         cpus=2,
-        cost_s=4021,
+        cost_s=1200,
     ),
     Step(
         "compounding",
         "compounding",
-        "compounding error or a constant hazard: horizon fits, hazards and same-step errors with two controls",
-        after=("compounding_error",),
+        "compounding error or a constant hazard on stationary traffic: hazard ratio to the expert against t, "
+        "horizon fits, same-step errors, two controls; clones trained here on long episodes",
         cpus=2,
-        cost_s=1859,
+        cost_s=1500,
+    ),
+    Step(
+        "recoverability",
+        "recoverability",
+        "can the expert recover from a BC clone's own states: handover vs the expert's own windows",
+        cpus=2,
+        cost_s=600,
     ),
     Step(
         "realizability",
@@ -99,14 +112,14 @@ STEPS: tuple[Step, ...] = (
         cost_s=500,
     ),
     Step("data_scaling", "data_scaling", "clone quality vs number of demonstrations", cost_s=305),
-    Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix", cost_s=226),
-    Step("sensors", "sensors", "the same data cloned from kinematics, lidar, occupancy grid and camera", cost_s=276),
+    Step("distribution_shift", "distribution_shift", "train-scenario x test-scenario matrix", cost_s=560),
+    Step("sensors", "sensors", "the same data cloned from kinematics, lidar, occupancy grid and camera", cost_s=690),
     Step(
         "leaderboard",
         "leaderboard",
         "standard-suite leaderboard of experts, clones and baselines",
         after=("pipeline", "rl_expert"),
-        cost_s=63,
+        cost_s=190,
     ),
 )
 """Every result, in the order ``testbed reproduce`` rebuilds them."""

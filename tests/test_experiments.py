@@ -55,13 +55,15 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
     tables = module.main(module.Args(fast=True, out=str(out), workers=2))
     methods = tables["methods"].set_index(["method", "budget"])
     clones = tables["clones"]
-    assert set(clones["method"]) == {"bc", "dart", "dagger"} and len(clones) == 3 * 2 * 2
-    # Equal training labels: BC and DART train on exactly the budget, DAgger on at most it.
-    plain = clones[clones["method"] != "dagger"]
-    assert (plain["n_train_labels"] == plain["budget"]).all()
+    assert set(clones["method"]) == set(module.METHODS) and len(clones) == 4 * 2 * 2
+    # Equal labels: every method uses exactly the budget; all but DAgger's on-policy choice train on it.
+    plain = clones[clones["method"] != "dagger-onpolicy"]
+    assert (plain["n_train_labels"] == plain["budget"]).all() and (clones["n_labels_used"] == clones["budget"]).all()
     assert (clones["n_train_labels"] <= clones["budget"]).all()
+    dart = clones[clones["method"] == "dart"]
+    assert (dart["noise"] == (dart["eps_hat"] * 5 / 4).clip(upper=1.0)).all()
     for col in ("return", "crash_rate", "eps_on", "eps_off", "shift"):
-        rows = methods.loc[["bc", "dart", "dagger"]]
+        rows = methods.loc[list(module.METHODS)]
         assert ((rows[f"{col}_ci_low"] <= rows[col]) & (rows[col] <= rows[f"{col}_ci_high"])).all(), col
     assert (methods.loc["bc", "return_vs_bc"] == 0).all()
     episodes = pd.read_csv(out / "episodes.csv")
@@ -70,9 +72,7 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
     assert (episodes.groupby("seed")["off_steps"].nunique() == 1).all()
     config = json.loads((out / "config.json").read_text())
     assert config["seeds"]["eval"]["range"] == "test" and config["provenance"]["git_commit"]
-    assert (
-        config["dart_noise"]["chosen"] == 0.2 and config["seeds"]["dart_tuning"]["evaluation"]["range"] == "development"
-    )
+    assert config["seeds"]["dagger_selection"]["range"] == "development" and "selects nothing" in config["labels"]
     pngs = {p: (out / p).read_bytes() for p in ("methods.png", "steps.png", "open_vs_closed.png")}
     module.replot(out)
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
@@ -85,9 +85,13 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "cmp"
     tables = module.main(module.Args(fast=True, out=str(out), workers=2))
     fits = tables["fits"]
-    assert set(fits["group"]) == {"bc", "dart", "dagger", "iid-errors", "realizable"}
+    assert set(fits["group"]) == {"expert", "bc", "dagger", "iid-errors", "realizable"}
     assert set(fits["variant"]) == {"terminating", "recoverable"}
     assert ((fits["b_ci_low"] <= fits["b"]) & (fits["b"] <= fits["b_ci_high"])).all()
+    # The hazard ratio's trend against the expert (NaN here: the tiny run's expert never collides).
+    assert {"hr_trend", "hr_trend_ci_low", "hr_trend_ci_high"} <= set(fits.columns)
+    ratio, density = pd.read_csv(out / "hazard_ratio.csv"), pd.read_csv(out / "density.csv")
+    assert "expert" not in set(ratio["group"]) and len(density) > 0
     episodes = pd.read_csv(out / "episodes.csv")
     # Recoverable episodes run to their horizon; independent seeds per horizon, all in the test range.
     rec = episodes[episodes["variant"] == "recoverable"]
@@ -96,7 +100,7 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     assert len(set(blocks)) == len(blocks) and all(s >= 1_000_000 for b in blocks for s in b)
     config = json.loads((out / "config.json").read_text())
     assert all(r["range"] == "test" for r in config["seeds"]["test"].values())
-    pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png")}
+    pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png", "hazard_ratio.png")}
     module.replot(out)
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
 
@@ -123,10 +127,10 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     assert (cells.groupby("test_case")["expert_return"].nunique() == 1).all()
     assert (out / "distribution_shift.png").stat().st_size > 0
     episodes = pd.read_csv(out / "episodes.csv")
-    assert len(episodes) == 3 * 3 * 3  # test cases x (expert + 2 clones) x episodes
+    assert len(episodes) == 3 * (1 + 2 * 2) * 3  # test cases x (expert + 2 cases x 2 clones) x episodes
     # Clones are named by where they ended up, not by the temporary directory they were made in.
     assert {p for p in episodes["policy"] if p.startswith("clone:")} == {
-        f"clone:{out}/runs/{c}" for c in ("highway-fast", "merge")
+        f"clone:{out}/runs/{c}/seed{s}" for c in ("highway-fast", "merge") for s in (0, 1)
     }
     config = json.loads((out / "config.json").read_text())
     # Every case observes the same way, so every clone fits every column.
@@ -135,6 +139,44 @@ def test_distribution_shift_fast(tmp_path: pathlib.Path) -> None:
     }
     assert len(observations) == 1
     assert config["seeds"]["eval"]["range"] == "test" and config["seeds"]["eval"]["n_used"] == 3
+    _check_seeded_clones(out, cells, [(out / "runs" / c, (0, 1)) for c in ("highway-fast", "merge")], config)
+
+
+def _check_seeded_clones(
+    out: pathlib.Path, rows: pd.DataFrame, clone_dirs: list[tuple[pathlib.Path, tuple[int, ...]]], config: dict
+) -> None:
+    """The fast preset's 2 training seeds: 2 clones per case, on disjoint blocks of demonstration
+    seeds (seed 0 on the first, as the one clone of earlier versions) with initialisation seed s;
+    a row's clone intervals are the variance-components intervals of its clones' episodes."""
+    from testbed.metrics import Interval, clone_table, clones_mean_ci, clones_rate_ci
+
+    blocks = config["seeds"]["demonstrations"] if "seeds" in config else config["demo_seeds"]
+    assert blocks["block"] == 500 and set(blocks["first_last_by_train_seed"]) == {"0", "1"}
+    for directory, seeds in clone_dirs:
+        used = {}
+        for s in seeds:
+            meta = json.loads((directory / f"seed{s}" / "metadata.json").read_text())
+            assert meta["config"]["seed"] == s
+            used[s] = set(meta["demos"]["train_seeds"]) | set(meta["demos"]["val_seeds"])
+            assert sorted(used[s]) == list(range(500 * s, 500 * s + len(used[s])))
+        assert not used[0] & used[1]
+    assert (rows["n_clones"] == 2).all()
+    assert len(pd.read_csv(out / "clones.csv")) == 2 * len(rows)
+    episodes = pd.read_csv(out / "episodes.csv")
+    row = rows.iloc[-1]
+    where = "test_case" if "test_case" in row else "sensor"  # the episodes the row's clones and expert drove
+    mine = episodes[episodes[where] == row[where]]
+    clones = mine[mine["train_seed"].notna()]
+    if "train_case" in row:
+        clones = clones[clones["train_case"] == row["train_case"]]
+    assert Interval.from_columns(row, "clone_return") == clones_mean_ci(clone_table(clones, "return"))
+    assert Interval.from_columns(row, "clone_crashed") == clones_rate_ci(clone_table(clones, "crashed"))
+    expert = mine[mine["policy"] == "expert:scripted"].set_index("seed")["return"]
+    diff = clones.assign(d=clones["return"].to_numpy() - expert.loc[clones["seed"]].to_numpy())
+    direct = clones_mean_ci(clone_table(diff, "d"))
+    assert [row["return_diff"], row["return_diff_ci_low"], row["return_diff_ci_high"]] == pytest.approx(
+        [direct.mean, direct.low, direct.high]
+    )
 
 
 def test_experts_fast(tmp_path: pathlib.Path) -> None:
@@ -171,6 +213,43 @@ def test_leaderboard_fast(tmp_path: pathlib.Path) -> None:
     (out / "leaderboard.png").unlink()
     module.replot(out)
     assert (out / "leaderboard.png").read_bytes() == png
+
+
+def test_leaderboard_fast_clones(tmp_path: pathlib.Path) -> None:
+    """The clones' row: training seed 0's clone given, seed 1 repeats its recipe on its own
+    demonstration seeds; the row's normalized score is the clones' variance-components one."""
+    from testbed import kit
+    from testbed.collect import collect
+    from testbed.metrics import Interval, clones_mean_ci, clones_normalized_score_ci, policy_table
+    from testbed.scenarios import get_scenario
+    from testbed.training import TrainConfig
+
+    seed0 = tmp_path / "clone"
+    demos = collect(get_scenario("highway-fast", {"duration": 5}), "scripted", n_episodes=3, seed=0)
+    kit.train_clone(seed0, demos, TrainConfig(n_epochs=2, batch_size=4))
+    module = _load("leaderboard")
+    out = tmp_path / "lb"
+    ranking = module.main(module.Args(fast=True, out=str(out), workers=2, clone=str(seed0)))
+    group = f"clone:{seed0} (train seeds 0,1)"
+    assert set(ranking["policy"]) == {"expert:scripted", "random", "idle", group}
+    clones = pd.read_csv(out / "clones.csv")
+    members = [f"clone:{seed0}", f"clone:{out}/clones/seed1"]
+    assert list(clones.sort_values("train_seed")["policy"]) == members and set(clones["group"]) == {group}
+    seed1 = json.loads((out / "clones" / "seed1" / "metadata.json").read_text())
+    assert seed1["config"] == {**json.loads((seed0 / "metadata.json").read_text())["config"], "seed": 1}
+    assert set(seed1["demos"]["train_seeds"] + seed1["demos"]["val_seeds"]) == {500, 501, 502}
+    episodes = pd.read_csv(out / "episodes.csv")
+    seeds = sorted(set(episodes["seed"]))
+    references = (["random"], ["expert:scripted"])
+    table, random, expert = (policy_table(episodes, p, "return", seeds) for p in (members, *references))
+    row = ranking.set_index("policy").loc[group]
+    assert Interval.from_columns(row, "normalized_score") == clones_normalized_score_ci([table], [random], [expert])
+    scenario = pd.read_csv(out / "scenarios.csv").set_index("policy").loc[group]
+    assert Interval.from_columns(scenario, "return") == clones_mean_ci(table) and scenario["n_clones"] == 2
+    aggregate = pd.read_csv(out / "aggregate.csv").set_index("policy")
+    assert aggregate.loc[group, "n_runs"] == 2 * 2 and aggregate.loc["idle", "n_runs"] == 2
+    assert "the mean of 2 clones" in (out / "leaderboard.md").read_text()
+    assert module.replot(out) == [out / "leaderboard.png", out / "aggregate.png"]
 
 
 def test_data_scaling_fast(tmp_path: pathlib.Path) -> None:
@@ -233,8 +312,12 @@ def test_sensors_fast(tmp_path: pathlib.Path) -> None:
     png = (out / "sensors.png").read_bytes()
     module.replot(out)
     assert (out / "sensors.png").read_bytes() == png
-    assert not (out / "camera" / "demos" / "trajectories").exists()
-    assert f"clone:{out}/camera/clone" in set(pd.read_csv(out / "episodes.csv")["policy"])
+    assert not (out / "camera" / "demos" / "seed0" / "trajectories").exists()
+    assert (out / "camera" / "demos" / "seed1" / "metadata.json").is_file()
+    assert f"clone:{out}/camera/clones/seed1" in set(pd.read_csv(out / "episodes.csv")["policy"])
+    config = json.loads((out / "config.json").read_text())
+    sensors = [(out / s / "clones", (0, 1)) for s in summary["sensor"]]
+    _check_seeded_clones(out, summary, sensors, config)
 
 
 def test_divergence_gif_fast(tmp_path: pathlib.Path) -> None:

@@ -16,8 +16,9 @@ queue (:mod:`testbed.scheduler`).
 
 The kit's modules: :mod:`~testbed.kit.args` (arguments, presets, checks, ``run_script``),
 :mod:`~testbed.kit.records` (records, tables, figures, output directories),
-:mod:`~testbed.kit.clones` (demonstrations, clones, learning curves) and
-:mod:`~testbed.kit.cells` (sweep cells); every name is here too (``kit.X``).
+:mod:`~testbed.kit.clones` (demonstrations, clones, learning curves),
+:mod:`~testbed.kit.cells` (sweep cells) and :mod:`~testbed.kit.seeded` (clones of several
+training seeds); every name is here too (``kit.X``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 from testbed.kit.args import (
     BCArgs,
     EvalArgs,
+    SeedsArgs,
     StepArgs,
     UpstreamArgs,
     check_at_least_one,
@@ -56,6 +58,8 @@ from testbed.kit.clones import (
 from testbed.kit.records import (
     clear_output,
     clone_vs_expert,
+    clones_vs_expert,
+    each_clone_vs_expert,
     experiment_record,
     interval_columns,
     print_table,
@@ -66,24 +70,50 @@ from testbed.kit.records import (
     timed,
     write_results,
 )
+from testbed.kit.seeded import (
+    DEMO_BLOCK,
+    STATISTICS,
+    CloneJob,
+    Recipe,
+    SeededClone,
+    check_train_seeds,
+    clone_recipe,
+    demo_seeds,
+    seeded_demos,
+    seeded_episodes,
+    seeded_summary,
+    seeds_record,
+    train_seeded,
+)
 
 __all__ = [
     "BCArgs",
+    "CloneJob",
+    "DEMO_BLOCK",
     "EvalArgs",
     "LearningCurve",
+    "Recipe",
+    "SeededClone",
+    "STATISTICS",
+    "SeedsArgs",
     "StepArgs",
     "UpstreamArgs",
     "check_at_least_one",
     "check_distinct_positive",
+    "check_train_seeds",
     "clear_output",
     "clone_cell",
     "clone_error_table",
+    "clone_recipe",
     "clone_spec",
     "clone_vs_expert",
+    "clones_vs_expert",
     "context_from",
     "context_sweep",
+    "demo_seeds",
     "driven_demonstrations",
     "driver_demonstrations",
+    "each_clone_vs_expert",
     "evaluate_in_cell",
     "every_label_config",
     "experiment_record",
@@ -96,11 +126,16 @@ __all__ = [
     "save_figure",
     "save_figures",
     "save_laid_out_figure",
+    "seeded_demos",
+    "seeded_episodes",
+    "seeded_summary",
+    "seeds_record",
     "staged_files",
     "sweep_clones",
     "timed",
     "train_clone",
     "train_clones",
+    "train_seeded",
     "upstream",
     "validation_score",
     "write_results",

@@ -1,6 +1,6 @@
 """Script arguments: the dataclasses an experiment's ``Args`` extends (:class:`StepArgs`,
-:class:`UpstreamArgs`, :class:`EvalArgs`, :class:`BCArgs`), the ``--fast`` preset, checks of
-values, and the ``__main__`` block (:func:`run_script`)."""
+:class:`UpstreamArgs`, :class:`EvalArgs`, :class:`BCArgs`, :class:`SeedsArgs`), the ``--fast``
+preset, checks of values, and the ``__main__`` block (:func:`run_script`)."""
 
 from __future__ import annotations
 
@@ -62,6 +62,16 @@ class BCArgs(StepArgs):
         from testbed.training import TrainConfig
 
         return TrainConfig(n_epochs=self.epochs, batch_size=self.batch_size, seed=self.train_seed)
+
+
+@dataclasses.dataclass
+class SeedsArgs(StepArgs):
+    """Arguments of a script that trains each of its clones with several training seeds
+    (:mod:`testbed.kit.seeded`)."""
+
+    train_seeds: tuple[int, ...] = (0, 1, 2)
+    """Training seeds: seed s trains on its own block of demonstration seeds with initialisation
+    seed s (seed 0 on the first block: the one clone of earlier versions)."""
 
 
 _ArgsT = typing.TypeVar("_ArgsT", bound=StepArgs)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.errors import TestbedError
-from testbed.metrics import Interval
+from testbed.metrics import Interval, clone_table, clones_ci, episode_ci
 from testbed.outputs import write_json
 from testbed.provenance import provenance
 
@@ -74,6 +74,55 @@ def clone_vs_expert(
         **interval_columns(rows.loc[expert], metrics, prefix="expert_"),
         **interval_columns(rows.loc[clone], ("return_diff",)),
     }
+
+
+def clones_vs_expert(
+    clones: pd.DataFrame, expert: pd.DataFrame, *, metrics: Sequence[str] = ("return", "crashed")
+) -> dict[str, Any]:
+    """Clones of one recipe, one per training seed, against the expert they drove beside on the
+    same seeds: ``n_clones``; ``clone_<m>``, the mean over the clones' episodes with an interval
+    over training *and* evaluation seeds (:func:`testbed.metrics.clones_mean_ci`, a rate
+    :func:`testbed.metrics.clones_rate_ci`, on :func:`testbed.metrics.clone_table`);
+    ``expert_<m>`` over the expert's episodes (bootstrap, a rate Clopper-Pearson); then
+    ``return_diff``: clone minus expert paired by seed, averaged over the clones, with the same
+    kind of interval. One clone gives :func:`clone_vs_expert`'s numbers (intervals over its
+    episodes).
+
+    Args:
+        clones: the clones' episodes (:func:`testbed.metrics.episodes_table` columns and
+            ``train_seed``), each clone on exactly the expert's seeds.
+        expert: the expert's episodes (``seed`` and the metrics).
+        metrics: metrics reported for both.
+
+    Raises:
+        ValueError: a clone that did not drive exactly the expert's seeds.
+    """
+    reference = expert.set_index("seed")
+    seeds = sorted(reference.index)
+    if any(sorted(g["seed"]) != seeds for _, g in clones.groupby("train_seed")):
+        raise ValueError("every clone must drive exactly the expert's seeds")
+    paired = clones.assign(
+        return_diff=clones["return"].to_numpy(float) - reference.loc[clones["seed"], "return"].to_numpy(float)
+    )
+    columns: dict[str, Any] = {"n_clones": int(clones["train_seed"].nunique())}
+    for metric in metrics:
+        columns.update(clones_ci(metric, clone_table(clones, metric)).columns(f"clone_{metric}"))
+    for metric in metrics:
+        columns.update(episode_ci(metric, expert[metric].to_numpy(float)).columns(f"expert_{metric}"))
+    columns.update(clones_ci("return", clone_table(paired, "return_diff")).columns("return_diff"))
+    return columns
+
+
+def each_clone_vs_expert(
+    clones: pd.DataFrame, expert: pd.DataFrame, *, metrics: Sequence[str] = ("return", "crashed")
+) -> list[dict[str, Any]]:
+    """One row per clone (``train_seed``, then :func:`clones_vs_expert`'s clone columns over that
+    clone's episodes alone): the spread behind a row that averages them."""
+    rows = []
+    for seed, group in clones.groupby("train_seed", sort=True):
+        row = clones_vs_expert(group, expert, metrics=metrics)
+        rows.append({"train_seed": int(seed), **{k: v for k, v in row.items() if not k.startswith(("expert_", "n_"))}})
+    return rows
 
 
 def save_figure(fig: Any, path: str | pathlib.Path, *, dpi: int = 120) -> pathlib.Path:

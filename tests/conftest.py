@@ -3,8 +3,13 @@ helpers."""
 
 from __future__ import annotations
 
+import importlib.util
 import pathlib
+import sys
+from collections.abc import Mapping
+from types import ModuleType
 
+import numpy as np
 import pytest
 
 from testbed.cli import main
@@ -12,6 +17,20 @@ from testbed.scenarios import Scenario, get_scenario
 
 DEMO_EPISODES = 30
 """Enough highway-fast expert episodes (~850 transitions) for a clone that clearly beats random."""
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+"""The repository's root (experiments/ lives there, not in the package)."""
+
+
+def load_experiment(name: str) -> ModuleType:
+    """``experiments/<name>.py`` as a module (registered under ``name``, once per session)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +71,19 @@ def fails(capsys: pytest.CaptureFixture[str], args: list[str], fragment: str, *,
     assert not any("Traceback" in line for line in err)
     if only_line:
         assert len(err) == 1, err
+
+
+def score_world(
+    policies: Mapping[str, tuple[float, float]], scales: Mapping[str, float], *, n: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Simulated returns ``world[policy][scenario]`` (``n`` seeds each) for the aggregate tests:
+    an expert near 1 and a random policy near 0 times each scenario's scale, and each of
+    ``policies`` normal with its (mean, sd) times the scale."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in ("expert", "random", *policies)}
+    for scenario, scale in scales.items():
+        out["expert"][scenario] = scale * (1 + 0.05 * rng.normal(size=n))
+        out["random"][scenario] = scale * 0.05 * rng.normal(size=n)
+        for p, (mean, sd) in policies.items():
+            out[p][scenario] = scale * (mean + sd * rng.normal(size=n))
+    return out

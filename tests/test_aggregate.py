@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import score_world
 from scipy import stats
 
 from testbed.aggregate import aggregate_scores, iqm, returns_by_scenario
@@ -22,14 +23,7 @@ def test_iqm_is_the_mean_of_the_middle_half() -> None:
 
 
 def _world(n: int = 40, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in ("expert", "random", "good", "bad")}
-    for scenario, scale in (("a", 10.0), ("b", 100.0)):
-        out["expert"][scenario] = scale * (1 + 0.05 * rng.normal(size=n))
-        out["random"][scenario] = scale * 0.05 * rng.normal(size=n)
-        out["good"][scenario] = scale * (0.8 + 0.05 * rng.normal(size=n))
-        out["bad"][scenario] = scale * (0.2 + 0.05 * rng.normal(size=n))
-    return out
+    return score_world({"good": (0.8, 0.05), "bad": (0.2, 0.05)}, {"a": 10.0, "b": 100.0}, n=n, seed=seed)
 
 
 def test_mean_equals_the_leaderboard_score_and_references_are_exact() -> None:

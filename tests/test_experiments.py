@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import pathlib
-import sys
+from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import load_experiment
 
 from testbed.errors import TestbedError
 
 pytestmark = pytest.mark.slow  # end-to-end: every test here runs a whole command or script
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _load(name: str) -> Any:
+    return load_experiment(name)
 
 
 def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:

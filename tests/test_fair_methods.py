@@ -6,10 +6,8 @@ experiments/compounding_error.py."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import pathlib
-import sys
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_experiment
 
 from testbed.dagger import DAggerResult, Iterate, select_iterate
 from testbed.dart import dart_demonstrations, fitted_noise, fold_split
@@ -26,7 +25,6 @@ from testbed.kit import every_label_config
 from testbed.kit.clones import dagger_budget_clones
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUDGET = 40
 """Labels of the tiny runs: 8-step episodes (duration 8 s at 1 Hz), so B//2 spans 3 episodes."""
 
@@ -37,12 +35,7 @@ def short() -> Scenario:
 
 
 def _experiment() -> Any:
-    spec = importlib.util.spec_from_file_location("compounding_error", ROOT / "experiments" / "compounding_error.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compounding_error"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("compounding_error")
 
 
 def _same_data(a: Demonstrations, b: Demonstrations) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import score_world
 
 from testbed.aggregate import aggregate_scores
 from testbed.leaderboard import CloneGroup
@@ -13,14 +14,7 @@ from testbed.policies import PolicySpec
 
 
 def _world(seed: int = 0, n: int = 24) -> dict[str, dict[str, np.ndarray]]:
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, np.ndarray]] = {p: {} for p in ("expert", "random", "a", "b")}
-    for scenario, scale in (("x", 10.0), ("y", 50.0)):
-        out["expert"][scenario] = scale * (1 + 0.05 * rng.normal(size=n))
-        out["random"][scenario] = scale * 0.05 * rng.normal(size=n)
-        out["a"][scenario] = scale * (0.5 + 0.2 * rng.normal(size=n))
-        out["b"][scenario] = scale * (0.4 + 0.2 * rng.normal(size=n))
-    return out
+    return score_world({"a": (0.5, 0.2), "b": (0.4, 0.2)}, {"x": 10.0, "y": 50.0}, n=n, seed=seed)
 
 
 def test_identical_clones_aggregate_like_the_single_policy() -> None:

@@ -4,14 +4,14 @@ decomposition arithmetic (testbed.metrics), the kinrich sensor, and one --fast r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_experiment
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.drift import TeacherAndClone, aligned_steps, pooled_shift, step_bins
@@ -21,18 +21,9 @@ from testbed.rollout import EpisodeRecord
 from testbed.scenarios import get_scenario, make_env
 from testbed.seeds import TEST
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-
-def _load():
-    name = "realizability"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _load() -> Any:
+    return load_experiment("realizability")
 
 
 rz = _load()

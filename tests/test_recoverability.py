@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_experiment
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
@@ -18,7 +17,6 @@ from testbed.policies import HandoverAgent, PolicySpec, split_handover
 from testbed.rollout import EpisodeRecord, rollouts, run_episode
 from testbed.scenarios import get_scenario, make_env
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = range(5)
 AT = 3
 """Handover step of the harness test (the lane changer checks it was reset there)."""
@@ -30,12 +28,7 @@ def _decision(env: Any) -> int:
 
 
 def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("recoverability", ROOT / "experiments" / "recoverability.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["recoverability"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("recoverability")
 
 
 class _Spy:

@@ -143,3 +143,19 @@ def test_fit_poisson_refuses_a_rank_deficient_design_and_empty_cells_give_nan() 
     table = hazard_ratios(rows)
     assert np.isnan(table["hazard_ratio"].iloc[0]) and table["ref_events"].iloc[0] == 0
     assert table["hazard_ratio"].iloc[1:].notna().all()
+
+
+def test_a_trend_survives_events_in_disjoint_bins() -> None:
+    """Sparse expert collisions in other bins than the group's made a bin-by-bin baseline
+    diverge and the whole study stop. With the linear baseline: the reference's events early,
+    the group's late give a finite rising trend; with the reference's events all in the first
+    bin no maximum exists (its hazard falls without bound): NaN, not an exception."""
+    rows = _simulate(np.random.default_rng(5), base_rate=0.01)
+    expert = (rows["group"] == "expert").to_numpy()
+    rows.loc[expert & (rows["step_lo"] >= 2 * BIN_STEPS), "events"] = 0
+    rows.loc[~expert & (rows["step_lo"] < 2 * BIN_STEPS), "events"] = 0
+    trend = hazard_trends(rows).iloc[0]
+    assert np.isfinite(trend["hr_trend"]) and trend["hr_trend"] > 0
+    rows.loc[expert & (rows["step_lo"] > 0), "events"] = 0
+    assert rows.loc[expert, "events"].sum() > 0
+    assert np.isnan(hazard_trends(rows).iloc[0]["hr_trend"])

@@ -279,6 +279,10 @@ def reproduce(
             print(f"== {key}: {step.description}", flush=True)
         elif what == "done":
             print(f"== {key} done in {time.perf_counter() - starts[key]:.0f} s", flush=True)
+        elif what == "failed":
+            print(
+                f"== {key} FAILED after {time.perf_counter() - starts[key]:.0f} s (the other steps go on)", flush=True
+            )
         else:
             print(f"== {key}: finished by the interrupted run, kept", flush=True)
 

@@ -245,24 +245,37 @@ class Scheduler:
     def _run_here(
         self, pending: Mapping[str, Task], done: set[str], event: Callable[[str, str], None]
     ) -> Iterator[Finished]:
+        failed: dict[str, BaseException] = {}
         for key in _topological(self.tasks):
-            if key not in pending:
-                continue
+            if key not in pending or not all(d in done for d in pending[key].after):
+                continue  # finished earlier, or waits for a failed task
             event(key, "start")
             start = time.perf_counter()
-            result = pending[key].fn()
+            try:
+                result = pending[key].fn()
+            except Exception as e:  # as _run_parallel: the others go on, the error comes last
+                failed[key] = e
+                event(key, "failed")
+                continue
             record = self._record(key, result, time.perf_counter() - start)
             done.add(key)
             event(key, "done")
             yield record
+        if failed:
+            raise next(iter(failed.values()))
 
     def _run_parallel(
         self, pending: Mapping[str, Task], done: set[str], event: Callable[[str, str], None], backend: _Backend
     ) -> Iterator[Finished]:
+        """Run ``pending`` on ``backend``. A task that raises does not stop the others: the
+        running ones finish and are recorded, those that do not need it still run, those that do
+        never start; then its error is raised (the first one's, if several), so a rerun resumes
+        with every task that could finish already finished."""
         priority = critical_path(self.tasks)
         waiting = dict(pending)
         running: dict[Any, tuple[str, float]] = {}
         free = self.workers
+        failed: dict[str, BaseException] = {}
         with backend:
             while waiting or running:
                 ready = sorted(
@@ -275,15 +288,34 @@ class Scheduler:
                         free -= task.cpus
                         del waiting[task.key]
                         event(task.key, "start")
-                if not running:  # pragma: no cover - cannot happen: dependencies are acyclic and known
-                    raise TestbedError(f"tasks {sorted(waiting)} can never start")
-                handle, result = backend.wait_one(list(running))
+                if not running:
+                    if failed:  # what is left waits for a failed task
+                        break
+                    raise TestbedError(f"tasks {sorted(waiting)} can never start")  # pragma: no cover
+                try:
+                    handle, result = backend.wait_one(list(running))
+                except TaskFailed as e:
+                    key, _ = running.pop(e.handle)
+                    free += self.tasks[key].cpus
+                    failed[key] = e.error
+                    event(key, "failed")
+                    continue
                 key, start = running.pop(handle)
                 free += self.tasks[key].cpus
                 record = self._record(key, result, time.perf_counter() - start)
                 done.add(key)
                 event(key, "done")
                 yield record
+        if failed:
+            raise next(iter(failed.values()))
+
+
+class TaskFailed(Exception):
+    """A task raised ``error`` (raised by a backend's ``wait_one`` with the task's handle)."""
+
+    def __init__(self, handle: Any, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.handle, self.error = handle, error
 
 
 def _write_atomic(path: pathlib.Path, data: Any) -> None:
@@ -368,6 +400,8 @@ class _LocalBackend(_Backend):
             raise broken_pool_error(
                 "scheduler worker", e, self.executor, self.processes, consequence=consequence
             ) from None
+        except Exception as e:  # the task's own error
+            raise TaskFailed(future, e) from e
 
 
 def _ray_call(fn: Callable[[], Mapping[str, Any] | None]) -> dict[str, Any] | None:
@@ -398,4 +432,7 @@ class _RayBackend(_Backend):
     def wait_one(self, handles: list[Any]) -> tuple[Any, dict[str, Any] | None]:
         done, _ = self.ray.wait(handles, num_returns=1)
         self.handles.remove(done[0])
-        return done[0], self.ray.get(done[0])
+        try:
+            return done[0], self.ray.get(done[0])
+        except self.ray.exceptions.RayTaskError as e:  # the task's own error, as it was raised
+            raise TaskFailed(done[0], e.as_instanceof_cause()) from e

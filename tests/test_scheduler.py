@@ -84,19 +84,30 @@ def test_cores_are_the_capacity(tmp_path: pathlib.Path) -> None:
     assert start["b"] < end["a"] and start["a"] < end["b"]  # two one-core tasks side by side
 
 
-def test_a_failed_task_stops_the_run_and_a_rerun_skips_what_finished(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_task_stops_its_dependents_only_and_a_rerun_skips_what_finished(
+    tmp_path: pathlib.Path, workers: int
+) -> None:
     log = tmp_path / "log"
     store = tmp_path / "store"
-    first = [_task(log, "a"), Task("b", functools.partial(_fail, "b"), after=("a",)), _task(log, "c", after=("b",))]
-    with pytest.raises(TestbedError, match="task b failed"):
-        Scheduler(store, first, workers=1).run()
-    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a"]
-    # The same tasks (same keys, dependencies, config) with b mended: a is not run again.
-    mended = [_task(log, "a"), _task(log, "b", after=("a",)), _task(log, "c", after=("b",))]
+    first = [
+        _task(log, "a"),
+        Task("b", functools.partial(_fail, "b"), after=("a",), cost_s=10),
+        _task(log, "c", after=("b",)),
+        _task(log, "d", s=0.3),  # needs nothing that failed: runs to the end
+    ]
     seen: list[tuple[str, str]] = []
+    with pytest.raises(TestbedError, match="task b failed"):
+        Scheduler(store, first, workers=workers).run(on_event=lambda k, w: seen.append((k, w)))
+    assert sorted(k for w, k, _ in _lines(log) if w == "end") == ["a", "d"]  # c never started
+    assert ("b", "failed") in seen and not any(k == "c" for k, _ in seen)
+    # The same tasks (same keys, dependencies, config) with b mended: a and d are not run again.
+    mended = [_task(log, "a"), _task(log, "b", after=("a",)), _task(log, "c", after=("b",)), _task(log, "d")]
+    seen.clear()
     records = Scheduler(store, mended, workers=2).run(on_event=lambda k, w: seen.append((k, w)))
-    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a", "b", "c"]
-    assert records["a"].resumed and not records["b"].resumed and ("a", "resumed") in seen
+    assert sorted(k for w, k, _ in _lines(log) if w == "start") == ["a", "b", "c", "d"]
+    assert records["a"].resumed and records["d"].resumed and not records["b"].resumed
+    assert ("a", "resumed") in seen and ("d", "resumed") in seen
 
 
 def test_a_store_of_other_tasks_or_config_is_set_aside(tmp_path: pathlib.Path, capsys) -> None:

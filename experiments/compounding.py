@@ -20,21 +20,22 @@ vehicles near the ego held at their count after reset: late steps are driven in 
 3. **Cost against horizon**, every horizon T on its own test seeds (never prefixes of longer
    runs): C(T) = steps with a collision. Recoverable: a constant hazard gives C(T) = a T, one
    growing with the time driven b > 0 in a T + b T^2; terminating: C(T) <= 1 saturates (b < 0).
-4. **Hazard ratio against t** (:mod:`testbed.hazard`): collisions per (episode, bin), every
-   horizon's episodes pooled (a policy does not see T), Poisson regression with offset log(steps)
-   + log(mean nearby vehicles): the ratio group / expert per bin and its trend (slope of the log
-   ratio per 100 decisions), cluster-robust by driver unit (a clone; an expert or iid episode).
+4. **Hazard against t** (:mod:`testbed.hazard`): collisions per (episode, bin), every horizon's
+   episodes pooled (a policy does not see T), Poisson regression with offset log(steps) +
+   log(mean nearby vehicles), cluster-robust by driver unit (a clone; an expert or iid episode):
+   each group's own log-hazard slope per 100 decisions (``h_slope``), and its hazard ratio per
+   bin and the ratio's slope (``hr_trend``) to the expert and to the iid control (NaN where the
+   reference has events in fewer than two bins: an expert that never collides has no ratio).
 5. **Same-step errors**: eps_on(t) (disagreement with the teacher on the policy's own states)
    against eps_off(t) (on the teacher's episode, same seed and step); no cost-weighted error.
 
-Readings. A clone whose hazard ratio rises with t on the recoverable variant (``hr_trend``
-interval above 0), with b > 0 and eps_on(t) - eps_off(t) growing, while the iid control's trend
-is compatible with 0, compounds; a ratio flat in t is a constant excess hazard, however large.
-The realizable group tells whether compounding needs unrealizable labels. Limits: 5 clones a
-group (wide trend intervals); the iid control matches BC's error rate, not its error type.
+Readings. A clone whose hazard rises with t on stationary recoverable traffic (``h_slope``, and
+``hr_trend`` to the iid control, above 0), with b > 0 and a growing eps_on(t) - eps_off(t),
+compounds; a flat hazard is constant, however large. Realizable: does compounding need
+unrealizable labels? Limits: 5 clones a group; iid matches BC's error rate, not its type.
 
-Outputs in results/compounding/: costs, fits (a, b, hr_trend), hazard, hazard_ratio, errors, density,
-episodes .csv; horizon, hazard, hazard_ratio .png; config.json; clones in sweep/, students/.
+Outputs in results/compounding/: costs, fits (a, b, h_slope), trends, hazard, hazard_ratio, errors,
+density, episodes .csv; horizon, hazard, hazard_ratio .png; config.json; clones in sweep/, students/.
 
     python experiments/compounding.py [--fast]   # wall time: results/reproduce.json; --fast: tiny, tests
 """
@@ -61,6 +62,7 @@ from testbed.scenarios import Scenario, describe_spaces, get_scenario, parse_ove
 from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST, check_test_seeds
 
 METHODS, GROUPS = ("bc", "dagger"), ("expert", "bc", "dagger", "iid-errors", "realizable")
+REFERENCES = ("expert", "iid-errors")  # of the hazard ratios
 CLONE_GROUPS = (*METHODS, "realizable")  # several clones: a driver unit (cluster) is a clone, elsewhere an episode
 TRAFFIC = {"near_miss_headway_s": 0.5, "stationary_traffic": True}
 VARIANTS = {"terminating": TRAFFIC, "recoverable": {**TRAFFIC, "crash_recovery": True}}
@@ -222,7 +224,7 @@ def run_policy(
 def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
     """costs, fits (with the hazard-ratio trend), hazard, hazard_ratio, errors and density
     tables from the per-episode rows."""
-    costs, fits, curves, errors, bins = [], [], [], [], []
+    costs, fits, curves, errors, bins, longest = [], [], [], [], [], max(args.horizons)
     for (variant, group), g in episodes.groupby(["variant", "group"], sort=False):
         # Cost against horizon: a mean over policies and episodes per T, and the fit aT + bT^2.
         per_t = {int(t): clone_table(h, "cost") for t, h in g.groupby("T")}
@@ -239,18 +241,15 @@ def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
         if group != "expert":
             on, off = ([drift.errors_from_text(t) for t in g[c]] for c in ("on_errors", "off_errors"))
             clones = g["train_seed"].tolist() if group in CLONE_GROUPS else None  # intervals clustered by clone
-            rows = drift.binned_error_rows(
-                on, off, bin_steps=args.hazard_bin, horizon=max(args.horizons), clones=clones
-            )
+            rows = drift.binned_error_rows(on, off, bin_steps=args.hazard_bin, horizon=longest, clones=clones)
             errors += [{**key, **row} for row in rows]
     binned = pd.concat(bins, ignore_index=True)
-    per_variant = list(binned.groupby("variant", sort=False))
-    trends = pd.concat([hazard.hazard_trends(b).assign(variant=v) for v, b in per_variant], ignore_index=True)
+    models = hazard.hazard_tables(binned, REFERENCES, by="variant")  # to the expert and the iid control
     return {
         "costs": pd.DataFrame(costs),
-        "fits": pd.DataFrame(fits).merge(trends, on=["variant", "group"], how="left"),
+        "fits": pd.DataFrame(fits).merge(models["slopes"], on=["variant", "group"], how="left"),
+        **{"trends": models["trends"], "hazard_ratio": models["ratios"]},
         "hazard": pd.concat(curves, ignore_index=True),
-        "hazard_ratio": pd.concat([hazard.hazard_ratios(b).assign(variant=v) for v, b in per_variant]),
         "errors": pd.DataFrame(errors),
         "density": hazard.density_rows(binned, ["variant", "group"]),
     }
@@ -326,13 +325,13 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             wall_time_s={k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - start, 1)},
         )
         kit.write_results(out, {}, record)
-    kit.print_table(tables["fits"], ["variant", "group", "b", "hr_trend", "hr_trend_ci_low", "hr_trend_ci_high"])
+    kit.print_table(tables["fits"], ["variant", "group", "b", "h_slope", "h_slope_ci_low", "h_slope_ci_high"])
     return tables
 
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw every figure from the CSVs an earlier run wrote into ``out``."""
-    out, names = pathlib.Path(out), ("costs", "fits", "hazard", "hazard_ratio", "errors", "density")
+    out, names = pathlib.Path(out), ("costs", "fits", "trends", "hazard", "hazard_ratio", "errors", "density")
     return _plots(out, {n: pd.read_csv(out / f"{n}.csv") for n in names}, read_args(out / "config.json", Args))
 
 
@@ -341,7 +340,9 @@ def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> li
     return kit.save_figures(out, {
         "horizon.png": plot_horizon_costs(t["costs"], t["fits"], **v),
         "hazard.png": plot_hazard_and_shift(t["hazard"], t["errors"], **v),
-        "hazard_ratio.png": plot_hazard_ratio_and_density(t["hazard_ratio"], t["density"], t["fits"], **v),
+        "hazard_ratio.png": plot_hazard_ratio_and_density(
+            t["hazard_ratio"], t["density"], t["trends"], **v, reference="iid-errors"
+        ),
     })  # fmt: skip
 
 

@@ -360,16 +360,15 @@ def hazard_trends(
         Per group: ``group``, ``hr_trend`` (slope of the log hazard ratio per ``per`` decisions)
         with its interval, ``hr_trend_se`` (cluster-robust), ``hr_trend_se_naive``,
         ``hr_trend_df``, ``hr_overall`` (exp(gamma): the ratio at the mean step of the fitted
-        rows) with its interval; NaN where the group or the reference had no event or the group
-        had events in fewer than two bins.
+        rows) with its interval; NaN where the group or the reference had events in fewer than
+        two bins (no finite maximum: an expert that never collides has no ratio to be taken).
     """
     out = []
     for g, pair in _pairs(rows, reference):
         row: dict[str, object] = {"group": g, **dict.fromkeys(TREND_COLUMNS, np.nan)}
         is_g = (pair["group"] == g).to_numpy()
-        g_bins = pair.loc[is_g & (pair["events"] > 0).to_numpy(), "step_lo"].nunique()
-        if pair["events"][is_g].sum() == 0 or pair["events"][~is_g].sum() == 0 or g_bins < 2:
-            out.append(row)
+        if _event_bins(pair[is_g]) < 2 or _event_bins(pair[~is_g]) < 2:
+            out.append(row)  # a slope needs events at two times on each side (else no finite fit)
             continue
         # The reference's log hazard linear in t (a bin-by-bin baseline runs off to infinity
         # when the reference's few events and the group's fall in different bins).
@@ -395,6 +394,60 @@ def hazard_trends(
         )
         out.append(row)
     return pd.DataFrame(out, columns=["group", *TREND_COLUMNS])
+
+
+SLOPE_COLUMNS = ("h_slope", "h_slope_ci_low", "h_slope_ci_high", "h_slope_se", "h_slope_se_naive", "h_slope_df")
+"""The columns of :func:`hazard_slopes` after ``group``."""
+
+
+def hazard_slopes(rows: pd.DataFrame, *, per: int = TREND_PER, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Every group's own hazard against time: ``log E[y] = offset + alpha + beta (t - tbar) / per``
+    on its rows alone (the offset as everywhere: steps and vehicles nearby), beta the slope of the
+    log hazard per ``per`` decisions with the cluster-robust interval. On stationary traffic a
+    constant hazard has beta = 0; compounding gives beta > 0.
+
+    Returns:
+        Per group: ``group`` and :data:`SLOPE_COLUMNS`; NaN with events in fewer than two bins.
+    """
+    out = []
+    for g, own in _exposed(rows).groupby("group", sort=False):
+        row: dict[str, object] = {"group": g, **dict.fromkeys(SLOPE_COLUMNS, np.nan)}
+        if _event_bins(own) >= 2:
+            t = (own["t"].to_numpy() - own["t"].mean()) / per
+            x = np.column_stack([np.ones(len(own)), t])
+            try:
+                fit = fit_poisson(x, own["events"], _offset(own), own["cluster"].tolist())
+            except ValueError:
+                fit = None
+            if fit is not None:
+                c = fit.contrast(np.array([0.0, 1.0]), confidence=confidence)
+                row.update(
+                    zip(SLOPE_COLUMNS, (c["estimate"], c["ci_low"], c["ci_high"], c["se"], c["se_naive"], c["df"]))
+                )
+        out.append(row)
+    return pd.DataFrame(out, columns=["group", *SLOPE_COLUMNS])
+
+
+def hazard_tables(binned: pd.DataFrame, references: Sequence[str], *, by: str) -> dict[str, pd.DataFrame]:
+    """Per value of ``by`` (e.g. the scenario variant): ``slopes`` (:func:`hazard_slopes`),
+    ``trends`` and ``ratios`` (:func:`hazard_trends`, :func:`hazard_ratios`) to each of
+    ``references``, with the ``by`` column and (trends, ratios) a ``reference`` column."""
+    parts = list(binned.groupby(by, sort=False))
+    pairs = [(v, b, r) for v, b in parts for r in references]
+    return {
+        "slopes": pd.concat([hazard_slopes(b).assign(**{by: v}) for v, b in parts], ignore_index=True),
+        "trends": pd.concat(
+            [hazard_trends(b, reference=r).assign(**{by: v}, reference=r) for v, b, r in pairs], ignore_index=True
+        ),
+        "ratios": pd.concat(
+            [hazard_ratios(b, reference=r).assign(**{by: v}, reference=r) for v, b, r in pairs], ignore_index=True
+        ),
+    }
+
+
+def _event_bins(rows: pd.DataFrame) -> int:
+    """Bins in which ``rows`` have at least one event."""
+    return int(rows.loc[rows["events"] > 0, "step_lo"].nunique())
 
 
 def density_rows(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

@@ -638,12 +638,18 @@ def plot_hazard_and_shift(
 
 
 def plot_hazard_ratio_and_density(
-    ratios: pd.DataFrame, density: pd.DataFrame, fits: pd.DataFrame, *, variants: Sequence[str], groups: Sequence[str]
+    ratios: pd.DataFrame,
+    density: pd.DataFrame,
+    fits: pd.DataFrame,
+    *,
+    variants: Sequence[str],
+    groups: Sequence[str],
+    reference: str = "expert",
 ):
-    """Per variant (columns): the hazard ratio of each group to the expert per bin on a log
+    """Per variant (columns): the hazard ratio of each group to ``reference`` per bin on a log
     scale with its 95% interval (top; the legend gives the trend, the slope of the log ratio per
     100 decisions, with its interval), and the mean number of vehicles near the ego per bin
-    (bottom), every group.
+    (bottom), every group. Tables with a ``reference`` column are filtered to ``reference``.
 
     Args:
         ratios: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``hazard_ratio`` with its
@@ -658,6 +664,10 @@ def plot_hazard_ratio_and_density(
     import matplotlib.ticker
 
     fig, axes = plt.subplots(2, len(variants), figsize=(10, 6.5), sharex=True)
+    if "reference" in ratios:
+        ratios = ratios[ratios["reference"] == reference]
+    if "reference" in fits:
+        fits = fits[fits["reference"] == reference]
     trends = fits.set_index(["variant", "group"])
     for col, variant in enumerate(variants):
         for i, g in enumerate(groups):
@@ -684,7 +694,7 @@ def plot_hazard_ratio_and_density(
         axes[0, col].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axes[0, col].yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axes[0, col].axhline(1, color="k", lw=0.8)
-        axes[0, col].set_title(f"{variant}: hazard ratio to the expert (per vehicle-step)", fontsize=9)
+        axes[0, col].set_title(f"{variant}: hazard ratio to {reference} (per vehicle-step)", fontsize=9)
         if axes[0, col].get_legend_handles_labels()[0]:
             axes[0, col].legend(fontsize=6, title="log-ratio slope per 100 decisions", title_fontsize=6)
         axes[1, col].set_title("vehicles near the ego: mean (line), episodes' range (band)", fontsize=9)

@@ -82,10 +82,13 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     assert set(fits["group"]) == {"expert", "bc", "dagger", "iid-errors", "realizable"}
     assert set(fits["variant"]) == {"terminating", "recoverable"}
     assert ((fits["b_ci_low"] <= fits["b"]) & (fits["b"] <= fits["b_ci_high"])).all()
-    # The hazard ratio's trend against the expert (NaN here: the tiny run's expert never collides).
-    assert {"hr_trend", "hr_trend_ci_low", "hr_trend_ci_high"} <= set(fits.columns)
+    # Each group's own hazard slope; ratios and their trends to the expert and the iid control
+    # (NaN here where a side has too few collisions: the tiny run's expert never collides).
+    assert {"h_slope", "h_slope_ci_low", "h_slope_ci_high"} <= set(fits.columns)
+    trends = pd.read_csv(out / "trends.csv")
+    assert set(trends["reference"]) == {"expert", "iid-errors"} and "hr_trend" in trends
     ratio, density = pd.read_csv(out / "hazard_ratio.csv"), pd.read_csv(out / "density.csv")
-    assert "expert" not in set(ratio["group"]) and len(density) > 0
+    assert not (ratio["group"] == ratio["reference"]).any() and len(density) > 0
     episodes = pd.read_csv(out / "episodes.csv")
     # Recoverable episodes run to their horizon; independent seeds per horizon, all in the test range.
     rec = episodes[episodes["variant"] == "recoverable"]

@@ -159,3 +159,16 @@ def test_a_trend_survives_events_in_disjoint_bins() -> None:
     rows.loc[expert & (rows["step_lo"] > 0), "events"] = 0
     assert rows.loc[expert, "events"].sum() > 0
     assert np.isnan(hazard_trends(rows).iloc[0]["hr_trend"])
+
+
+def test_a_groups_own_hazard_slope_is_recovered() -> None:
+    """A hazard growing like exp(0.8 t / 100) in group g and constant in the reference: g's own
+    slope near 0.8 (interval covering it), the reference's near 0."""
+    from testbed.hazard import hazard_slopes
+
+    mids = [b * BIN_STEPS + (BIN_STEPS - 1) / 2 for b in range(BINS)]
+    rows = _simulate(np.random.default_rng(6), ratio=tuple(np.exp(0.8 * np.array(mids) / 100)), base_rate=0.01)
+    slopes = hazard_slopes(rows).set_index("group")
+    g, ref = slopes.loc["g"], slopes.loc["expert"]
+    assert g["h_slope_ci_low"] < 0.8 < g["h_slope_ci_high"] and abs(g["h_slope"] - 0.8) < 0.3
+    assert ref["h_slope_ci_low"] < 0 < ref["h_slope_ci_high"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import os
 import pathlib
 import sys
 import time
@@ -211,8 +212,11 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
     return module.main(args)
 
 
-def _step_task(name: str, out_root: str, fast: bool, workers: int) -> dict[str, Any]:
-    """A step as a scheduler task: rebuild ``name`` into ``out_root`` with ``workers``."""
+def _step_task(name: str, out_root: str, fast: bool, workers: int, cwd: str) -> dict[str, Any]:
+    """A step as a scheduler task: rebuild ``name`` into ``out_root`` with ``workers``, from the
+    rebuild's working directory ``cwd`` (a relative root stays relative: records name
+    ``results/...``, not where this checkout happens to live)."""
+    os.chdir(cwd)
     (step,) = [s for s in STEPS if s.name == name]
     run_step(step, pathlib.Path(out_root), fast=fast, plot_only=False, workers=workers)
     return {}
@@ -225,7 +229,7 @@ def step_tasks(steps: list[Step], out_root: pathlib.Path, *, fast: bool, workers
     tasks = []
     for step in steps:
         cpus = min(step.cpus, workers)
-        fn = functools.partial(_step_task, step.name, str(out_root.absolute()), fast, cpus)
+        fn = functools.partial(_step_task, step.name, str(out_root), fast, cpus, os.getcwd())
         after = tuple(a for a in step.after if a in names)
         tasks.append(Task(step.name, fn, after=after, cpus=cpus, cost_s=step.cost_s))
     return tasks

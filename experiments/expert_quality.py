@@ -87,7 +87,7 @@ def main(args: Args) -> pd.DataFrame:
                 runs = ev.episodes if keep is None else ev.episodes[ev.episodes["policy"] == keep]
                 summaries.append(rows.assign(case=label))
                 episodes.append(runs.assign(case=label))
-            for spec in [*experts, planner][: len(experts) + bool(args.planner_episodes)]:
+            for spec in [*experts, planner] if args.planner_episodes else experts:
                 ms = decision_ms(scenario, spec.arg, TUNING.seeds(args.timing_episodes))
                 timing.append(pd.DataFrame({"case": label, "policy": spec.label, "ms": ms}))
     summary = pd.concat(summaries, ignore_index=True)

@@ -337,8 +337,8 @@ def hazard_ratios(rows: pd.DataFrame, *, reference: str = "expert", confidence: 
                     "step_hi": int(b + width),
                     **cells[b],
                     "hazard_ratio": math.exp(e["estimate"]) if e else np.nan,
-                    "hazard_ratio_ci_low": math.exp(e["ci_low"]) if e and not np.isnan(e["ci_low"]) else np.nan,
-                    "hazard_ratio_ci_high": math.exp(e["ci_high"]) if e and not np.isnan(e["ci_high"]) else np.nan,
+                    "hazard_ratio_ci_low": math.exp(e["ci_low"]) if e else np.nan,  # exp(NaN) is NaN
+                    "hazard_ratio_ci_high": math.exp(e["ci_high"]) if e else np.nan,
                     "log_hr_se": e["se"] if e else np.nan,
                     "log_hr_se_naive": e["se_naive"] if e else np.nan,
                     "df": e["df"] if e else np.nan,
@@ -389,8 +389,8 @@ def hazard_trends(
             hr_trend_se_naive=slope["se_naive"],
             hr_trend_df=slope["df"],
             hr_overall=math.exp(level["estimate"]),
-            hr_overall_ci_low=math.exp(level["ci_low"]) if not np.isnan(level["ci_low"]) else np.nan,
-            hr_overall_ci_high=math.exp(level["ci_high"]) if not np.isnan(level["ci_high"]) else np.nan,
+            hr_overall_ci_low=math.exp(level["ci_low"]),  # exp(NaN) is NaN
+            hr_overall_ci_high=math.exp(level["ci_high"]),
         )
         out.append(row)
     return pd.DataFrame(out, columns=["group", *TREND_COLUMNS])

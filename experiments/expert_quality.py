@@ -1,8 +1,8 @@
 """Expert quality bar: the teachers (and always-IDLE for scale) on sealed test seeds.
 
 Every case (scenario, and dense traffic as a stress case) drives the scripted expert's two rule
-sets (``scripted``, the rules every other committed result was made with, and ``scripted-v2``,
-the rules fixed on development seeds) and always-IDLE on the same 500 test seeds, and the
+sets (``scripted``, the rules fixed on tuning seeds, which teach every other committed result,
+and ``scripted-v1``, the original rules) and always-IDLE on the same 500 test seeds, and the
 planner (about 50 ms per decision) on the first 100 of them. Each teacher's cost per decision
 is timed on tuning seeds in this process.
 
@@ -45,7 +45,7 @@ CASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 class Args(kit.StepArgs):
     """Evaluate the expert on every shipped scenario plus a dense-traffic stress case."""
 
-    experts: tuple[str, ...] = ("scripted", "scripted-v2")
+    experts: tuple[str, ...] = ("scripted", "scripted-v1")
     """Experts measured on every test seed of every case; the first is the reference of the
     paired ``return_diff``."""
     episodes: int = 500

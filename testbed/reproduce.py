@@ -71,7 +71,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "expert_quality",
         "expert_quality",
-        "the teachers (scripted, scripted-v2, planner) on every scenario + dense stress case",
+        "the teachers (scripted, scripted-v1, planner) on every scenario + dense stress case",
         cost_s=1000,
     ),
     Step(

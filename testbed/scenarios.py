@@ -236,24 +236,30 @@ _ROUNDABOUT: dict[str, Any] = {
 }
 """The roundabouts' observation (absolute coordinates, which their curved roads need) and speeds."""
 
+_ROAD_ACTION: dict[str, Any] = {"type": "DiscreteMetaAction", "target_speeds": [10, 15, 20, 25, 30]}
+"""The straight-road presets' meta-actions. highway-env's default target speeds (20, 25, 30 m/s)
+leave no way to follow a leader slower than 20 m/s, so in dense traffic every driver, however
+good, must cut out or collide; 10 and 15 m/s let it follow. The reward's speed range stays
+20-30 m/s, so driving slower than 20 m/s earns no speed reward."""
+
 PRESETS: dict[str, _Preset] = {
     "highway-fast": _Preset(
         env_id="highway-fast-v0",
-        overrides={"observation": _KINEMATICS, "action": {"type": "DiscreteMetaAction"}},
+        overrides={"observation": _KINEMATICS, "action": _ROAD_ACTION},
         max_episode_steps=1000,
         description="3-lane highway, 20 vehicles, 30 s at 1 Hz decisions; the fast default.",
     ),
     "highway": _Preset(
         env_id="highway-v0",
-        overrides={"observation": _KINEMATICS, "action": {"type": "DiscreteMetaAction"}},
+        overrides={"observation": _KINEMATICS, "action": _ROAD_ACTION},
         max_episode_steps=1000,
         description="4-lane highway, 50 vehicles, 40 s; ~10x slower to simulate than highway-fast.",
     ),
     "merge": _Preset(
         env_id="merge-v0",
-        overrides={"observation": _KINEMATICS, "action": {"type": "DiscreteMetaAction"}},
+        overrides={"observation": _KINEMATICS, "action": _ROAD_ACTION},
         # merge-v0 ends only on a crash or once the ego passes x = 370 m; at the lowest
-        # target speed (20 m/s) that takes ~18 decisions, so 60 never cuts a real episode.
+        # target speed (10 m/s) that takes ~37 decisions, so 60 never cuts a real episode.
         max_episode_steps=60,
         description="Two-lane highway with vehicles merging in from an access ramp.",
     ),
@@ -295,7 +301,7 @@ PRESETS: dict[str, _Preset] = {
     # highway-env 1.12's configurable variants (the current stack only; refused on 1.9.1).
     "merge-generic": _Preset(
         env_id="merge-generic-v0",
-        overrides={"observation": _KINEMATICS, "action": {"type": "DiscreteMetaAction"}},
+        overrides={"observation": _KINEMATICS, "action": _ROAD_ACTION},
         max_episode_steps=60,  # ends like merge-v0, once the ego passes the end of the road
         description="highway-env 1.12's configurable merge (lanes, vehicles, section lengths); its defaults.",
         min_highway_env="1.12",

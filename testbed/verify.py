@@ -223,13 +223,15 @@ def recorded_labeller(metadata: DemoMetadata, scenario: Scenario, *, where: str)
     prefix = f"cannot re-query the expert that labelled the noisy data at {where}"
     if not isinstance(name, str) or name in ("", "?"):
         raise TestbedError(f"{prefix}: the metadata names no expert")
+    recorded = metadata.expert.get("params") or {}
+    if name == "scripted" and isinstance(recorded, dict) and recorded and "rules" not in recorded:
+        name = "scripted-v1"  # recorded before rule set 2 became ``scripted``: the original rules
     try:
         expert = make_expert(name)
         check_expert_fits(expert, scenario)
         params = json.loads(json.dumps(expert.params()))
     except TestbedError as e:
         raise TestbedError(f"{prefix}: {e}") from None
-    recorded = metadata.expert.get("params") or {}
     if not isinstance(recorded, dict):
         raise TestbedError(f"{prefix}: its recorded params are not a JSON object")
     if params != recorded:

@@ -25,7 +25,7 @@ def test_expert_quality_fast(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "eq"
     summary = module.main(module.Args(fast=True, out=str(out), workers=1))
     assert set(summary["case"]) == {c for c, _, _ in module.CASES}
-    assert set(summary["policy"]) == {"expert:scripted", "expert:scripted-v2", "expert:planner", "idle"}
+    assert set(summary["policy"]) == {"expert:scripted", "expert:scripted-v1", "expert:planner", "idle"}
     planner = summary["policy"] == "expert:planner"
     assert (summary.loc[~planner, "n_episodes"] == 4).all() and (summary.loc[planner, "n_episodes"] == 2).all()
     episodes = pd.read_csv(out / "episodes.csv")

@@ -14,10 +14,10 @@ def _scripted() -> Expert:
     return ScriptedExpert()
 
 
-def _scripted_v2() -> Expert:
-    from testbed.experts.scripted import ScriptedExpertV2
+def _scripted_v1() -> Expert:
+    from testbed.experts.scripted import ScriptedExpertV1
 
-    return ScriptedExpertV2()
+    return ScriptedExpertV1()
 
 
 def _continuous() -> Expert:
@@ -34,13 +34,13 @@ def _planner() -> Expert:
 
 EXPERTS: dict[str, Callable[[], Expert]] = {
     "scripted": _scripted,
-    "scripted-v2": _scripted_v2,
+    "scripted-v1": _scripted_v1,
     "planner": _planner,
     "continuous": _continuous,
 }
 """Expert name -> factory. Factories import lazily so the registry has no import cost.
-``scripted`` keeps the rule set every committed result was made with; ``scripted-v2`` is the
-same driver with the fixed rules (:class:`~testbed.experts.scripted.ScriptedParams` ``rules=2``)."""
+``scripted`` (the default teacher) drives with the fixed rules; ``scripted-v1`` is the same driver
+with the original rules (:class:`~testbed.experts.scripted.ScriptedParams` ``rules=1``)."""
 
 
 def expert_names() -> list[str]:

@@ -1,8 +1,8 @@
 """BC vs DART vs DAgger at equal expert labels and equal training, on the sealed test seeds.
 
-For every budget B of expert labels and training seed s, clones of the scripted expert on
-highway-fast, each trained with BC's recipe (a fresh network seeded by s, ``epochs`` epochs in
-batches of ``batch_size``, on every label it has: no validation split).
+For every budget B of expert labels and training seed s, clones of ``--expert`` on highway-fast
+(reproduce: the scripted expert, and the planner at 3000 labels), each trained with BC's recipe
+(a fresh network seeded by s, ``epochs`` epochs in batches of ``batch_size``, every label).
 
 - **BC** trains on the first B transitions of clean expert demonstrations from seed s's own block
   of demonstration seeds, so the spread over seeds is the spread a user would see.

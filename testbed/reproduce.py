@@ -57,6 +57,9 @@ class Step:
     keeps busy on the queue, at most the rebuild's ``--workers``."""
     cost_s: float = 300.0
     """Wall time [s] of the step on ``cpus`` cores as last measured (orders the queue only)."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """The script's ``Args`` fields this step sets (``(name, value)`` pairs), for a step that runs
+    a script with other than its defaults."""
 
 
 STEPS: tuple[Step, ...] = (
@@ -90,6 +93,14 @@ STEPS: tuple[Step, ...] = (
         "rate, eps_on vs eps_off at the same step",
         cpus=2,
         cost_s=1200,
+    ),
+    Step(
+        "compounding_error_planner",
+        "compounding_error",
+        "the same comparison with the planner as the teacher that demonstrates and labels (3000 labels)",
+        cpus=2,
+        cost_s=1300,
+        options=(("expert", "planner"), ("budgets", (3_000,)), ("eval_episodes", 100)),
     ),
     Step(
         "compounding",
@@ -202,7 +213,7 @@ def run_step(step: Step, out_root: pathlib.Path, *, fast: bool, plot_only: bool,
     if step.script is None:
         return _pipeline_run(out, fast=fast, workers=workers)
     module = load_script(step.script)
-    args = module.Args(fast=fast, out=str(out), workers=workers)
+    args = dataclasses.replace(module.Args(fast=fast, out=str(out), workers=workers), **dict(step.options))
     if any(f.name == "results" for f in dataclasses.fields(args)):
         args = dataclasses.replace(args, results=str(out_root))  # upstream inputs from this same root
     if any(f.name == "overwrite" for f in dataclasses.fields(args)):

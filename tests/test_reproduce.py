@@ -72,3 +72,38 @@ def test_a_rebuild_replaces_a_resumable_output_instead_of_resuming_it(tmp_path: 
     assert main(["reproduce", "--fast", "--only", "data_scaling", "--out-root", str(tmp_path), "--workers", "2"]) == 0
     assert (stale / "summary.csv").read_text() != "stale\n"
     assert json.loads((stale / "sweep" / "config.json").read_text())["sweep"]["config"]["context"]["epochs"] == 3
+
+
+def test_a_step_runs_its_script_with_its_options(tmp_path: pathlib.Path, monkeypatch) -> None:
+    """The planner-teacher step runs compounding_error's Args with its own expert, budgets and
+    episodes (and the rebuild's out and workers); the scripted step with the script's defaults."""
+    import dataclasses
+    import types
+
+    from testbed import reproduce
+
+    seen = []
+
+    @dataclasses.dataclass
+    class Args:
+        fast: bool = False
+        out: str = ""
+        workers: int = 1
+        expert: str = "scripted"
+        budgets: tuple[int, ...] = (1_000, 3_000)
+        eval_episodes: int = 200
+
+    fake = types.SimpleNamespace(Args=Args, main=seen.append)
+    monkeypatch.setattr(reproduce, "load_script", lambda name: fake)
+    steps = {s.name: s for s in reproduce.STEPS}
+    for name in ("compounding_error", "compounding_error_planner"):
+        reproduce.run_step(steps[name], tmp_path, fast=False, plot_only=False, workers=2)
+    plain, planner = seen
+    assert plain == Args(out=str(tmp_path / "compounding_error"), workers=2)
+    assert planner == Args(
+        out=str(tmp_path / "compounding_error_planner"),
+        workers=2,
+        expert="planner",
+        budgets=(3_000,),
+        eval_episodes=100,
+    )

@@ -234,9 +234,7 @@ class Scheduler:
             if executor == "local" and self.workers == 1:
                 runner = self._run_here(pending, set(finished), event)
             else:
-                backend: _Backend = (
-                    _LocalBackend(self.workers) if executor == "local" else _RayBackend(self.workers, address)
-                )
+                backend = open_backend(executor, self.workers, address)
                 runner = self._run_parallel(pending, set(finished), event, backend)
             for record in runner:
                 finished[record.key] = record
@@ -364,8 +362,26 @@ def _scheduler_worker() -> None:
     reuse_episodes_for_this_process()
 
 
+def open_backend(
+    executor: str,
+    workers: int,
+    address: str | None,
+    *,
+    what: str = "scheduler worker",
+    consequence: str = "the run was stopped (finished tasks are kept: run it again to resume)",
+) -> _Backend:
+    """The backend that runs tasks for the scheduler and for :mod:`testbed.sweep`: a spawn
+    pool of ``workers`` long-lived processes (``local``) or Ray (``ray``, joining ``address``
+    or starting a local instance of ``workers`` CPUs). ``what`` and ``consequence`` word the
+    error when a local worker dies."""
+    if executor == "local":
+        return _LocalBackend(workers, what=what, consequence=consequence)
+    return _RayBackend(workers, address)
+
+
 class _LocalBackend(_Backend):
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, what: str, consequence: str) -> None:
+        self.what, self.consequence = what, consequence
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
@@ -396,10 +412,7 @@ class _LocalBackend(_Backend):
             return future, future.result()
         except BrokenProcessPool as e:
             self.clean = True
-            consequence = "the run was stopped (finished tasks are kept: run it again to resume)"
-            raise broken_pool_error(
-                "scheduler worker", e, self.executor, self.processes, consequence=consequence
-            ) from None
+            raise broken_pool_error(self.what, e, self.executor, self.processes, consequence=self.consequence) from None
         except Exception as e:  # the task's own error
             raise TaskFailed(future, e) from e
 

@@ -36,6 +36,7 @@ cells are shipped with cloudpickle, by value when their module is not importable
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -50,7 +51,6 @@ from testbed.errors import TestbedError
 from testbed.outputs import atomic_output_dir, read_json, write_json
 from testbed.progress import track
 from testbed.provenance import provenance
-from testbed.runtime import broken_pool_error, init_worker, one_thread, start_ray, stop_pool
 
 CONFIG = "config.json"
 CELLS = "cells"
@@ -248,8 +248,7 @@ class Sweep:
         pending = [(i, c) for i, c, d in zip(self.ids, self.cells, self.done()) if not d]
         if pending:
             payloads = [_payload(self.fn, c, self.cells_dir / i) for i, c in pending]
-            runner = _run_local if executor == "local" else _run_ray
-            finished = runner(payloads, workers=workers, address=address)
+            finished = _run_cells(payloads, executor=executor, workers=workers, address=address)
             if progress:
                 finished = track(finished, len(payloads), "cells", unit="cell")
             for _ in finished:
@@ -364,52 +363,29 @@ def execute_cell(payload: bytes) -> str:
     return cell_dir
 
 
-def _run_local(payloads: list[bytes], *, workers: int, address: str | None) -> Iterator[str]:
-    del address
-    if workers == 1 or len(payloads) == 1:
+def _run_cells(payloads: list[bytes], *, executor: Executor, workers: int, address: str | None) -> Iterator[str]:
+    """Run the cells on the scheduler's backends (:func:`testbed.scheduler.open_backend`),
+    yielding each cell directory as it finishes; the first cell error stops the others (the
+    finished cells are kept). One local worker (or one cell) runs here, in this process."""
+    from testbed.scheduler import Task, TaskFailed, open_backend
+
+    if executor == "local" and (workers == 1 or len(payloads) == 1):
         for p in payloads:
             yield execute_cell(p)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    # An executor rather than a multiprocessing.Pool: a Pool replaces a worker that died (the
-    # out-of-memory killer's SIGKILL) and waits forever for its cell; the executor fails.
-    executor = ProcessPoolExecutor(
-        min(workers, len(payloads)), mp_context=mp.get_context("spawn"), initializer=init_worker
-    )
-    processes = executor._processes  # private; read only to tell how a worker died
-    try:
-        for future in as_completed([executor.submit(execute_cell, p) for p in payloads]):
-            yield future.result()
-    except BrokenProcessPool as e:
-        consequence = "the sweep was stopped (finished cells are kept: run it again to resume)"
-        raise broken_pool_error("sweep worker", e, executor, processes, consequence=consequence) from None
-    except BaseException:
-        stop_pool(executor, terminate=True)
-        raise
-    stop_pool(executor, terminate=False)
+    consequence = "the sweep was stopped (finished cells are kept: run it again to resume)"
+    n = min(workers, len(payloads)) if executor == "local" else workers
+    with open_backend(executor, n, address, what="sweep worker", consequence=consequence) as backend:
+        handles = [backend.submit(Task(f"cell-{i}", functools.partial(_cell_task, p))) for i, p in enumerate(payloads)]
+        while handles:
+            try:
+                handle, result = backend.wait_one(handles)
+            except TaskFailed as e:
+                raise e.error from None
+            handles.remove(handle)
+            yield str((result or {})["cell_dir"])
 
 
-def _run_ray(payloads: list[bytes], *, workers: int, address: str | None) -> Iterator[str]:
-    ray, started = start_ray(workers, address)
-    try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_ray_cell)
-        refs = [task.remote(p) for p in payloads]
-        try:
-            while refs:
-                done, refs = ray.wait(refs, num_returns=1)
-                yield ray.get(done[0])
-        except BaseException:
-            for ref in refs:
-                ray.cancel(ref, force=True)
-            raise
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _ray_cell(payload: bytes) -> str:
-    one_thread()  # not init_worker: Ray manages its workers' signals and lifetime
-    return execute_cell(payload)
+def _cell_task(payload: bytes) -> dict[str, str]:
+    """A cell as a scheduler task (its result is JSON: the cell directory)."""
+    return {"cell_dir": str(execute_cell(payload))}

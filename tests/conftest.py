@@ -4,7 +4,9 @@ helpers."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
+import subprocess
 import sys
 from collections.abc import Mapping
 from types import ModuleType
@@ -87,3 +89,41 @@ def score_world(
         for p, (mean, sd) in policies.items():
             out[p][scenario] = scale * (mean + sd * rng.normal(size=n))
     return out
+
+
+RAY_ADDRESS = "127.0.0.1:6500"
+"""Where :func:`run_on_a_ray_cluster`'s cluster listens."""
+
+_RAY_IN_A_NAMESPACE = """
+set -e
+ip link set lo up
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled CI=true
+ray start --head --port=6500 --num-cpus=2 --include-dashboard=false --disable-usage-stats > "$1/ray-start.log" 2>&1
+trap 'ray stop --force > /dev/null 2>&1' EXIT
+shift
+"$@"
+"""
+
+
+def run_on_a_ray_cluster(
+    tmp_path: pathlib.Path, command: list[str], *, env: Mapping[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Start a Ray cluster (``ray start --head``: its own GCS, raylet and 2 worker CPUs at
+    :data:`RAY_ADDRESS`) and run ``command`` against it, inside a network namespace of loopback
+    only (``unshare -n``): Ray resolves 127.0.0.1 to the machine's outward address otherwise,
+    and a test talks to nothing but this machine's loopback. Skips without Ray or without the
+    right to make a namespace; fails (with Ray's start log) if the command does."""
+    pytest.importorskip("ray")
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root for a network namespace (unshare -n)")
+    run = subprocess.run(
+        ["unshare", "-n", "bash", "-c", _RAY_IN_A_NAMESPACE, "ray-test", str(tmp_path), *command],
+        capture_output=True,
+        text=True,
+        env=dict(env if env is not None else os.environ),
+        timeout=timeout,
+    )
+    log = tmp_path / "ray-start.log"
+    started = log.read_text()[-1000:] if log.is_file() else ""
+    assert run.returncode == 0, started + run.stdout[-2000:] + run.stderr[-2000:]
+    return run

@@ -13,6 +13,7 @@ import sys
 import time
 
 import pytest
+from conftest import RAY_ADDRESS, run_on_a_ray_cluster
 
 from testbed.errors import TestbedError
 from testbed.scheduler import Scheduler, Task, critical_path
@@ -193,41 +194,14 @@ def test_a_killed_reproduce_resumes_without_recomputing_finished_steps(tmp_path:
     assert _outputs(out) == _outputs(fresh) and _outputs(out)
 
 
-RAY_IN_A_NAMESPACE = """
-set -e
-ip link set lo up
-export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled CI=true
-ray start --head --port=6500 --num-cpus=2 --include-dashboard=false --disable-usage-stats > "$1/ray-start.log" 2>&1
-trap 'ray stop --force > /dev/null 2>&1' EXIT
-shift
-"$@"
-"""
-"""Start a Ray cluster (``ray start --head``: its own GCS, raylet and 2 worker CPUs) and run a
-command against it, inside a network namespace of loopback only (``unshare -n``): Ray resolves
-127.0.0.1 to the machine's outward address otherwise, and the test talks to nothing but this
-machine's loopback."""
-
-
 @pytest.mark.slow
 def test_reproduce_on_a_ray_cluster_equals_the_local_pool(tmp_path: pathlib.Path) -> None:
-    pytest.importorskip("ray")
-    if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs root for a network namespace (unshare -n)")
     env = {**os.environ, "CI": "true"}
     local = subprocess.run(
         _reproduce(tmp_path / "local", "--workers", "2"), capture_output=True, text=True, env=env, timeout=900
     )
     assert local.returncode == 0, local.stderr[-2000:]
-    command = _reproduce(tmp_path / "ray", "--workers", "2", "--executor", "ray", "--address", "127.0.0.1:6500")
-    ray = subprocess.run(
-        ["unshare", "-n", "bash", "-c", RAY_IN_A_NAMESPACE, "ray-test", str(tmp_path), *command],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert ray.returncode == 0, (
-        (tmp_path / "ray-start.log").read_text()[-1000:] + ray.stdout[-2000:] + ray.stderr[-2000:]
-    )
+    command = _reproduce(tmp_path / "ray", "--workers", "2", "--executor", "ray", "--address", RAY_ADDRESS)
+    ray = run_on_a_ray_cluster(tmp_path, command, env=env)
     assert "== leaderboard done" in ray.stdout
     assert _outputs(tmp_path / "local") == _outputs(tmp_path / "ray") and _outputs(tmp_path / "local")

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_on_a_ray_cluster
 
 from testbed.errors import TestbedError
 from testbed.sweep import Sweep, cell_id, run_sweep
@@ -155,20 +156,29 @@ def test_real_cell_through_local_pool(real_local) -> None:
     assert real_local[0].result != real_local[1].result  # different seeds, different data
 
 
-@pytest.fixture(scope="module")
-def ray_instance():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+_ON_RAY = """
+import pathlib, sys
+sys.path.insert(0, sys.argv[2])
+from test_sweep import REAL_CELLS, real_cell, toy_cell, toy_cells
+from conftest import RAY_ADDRESS
+from testbed.sweep import run_sweep
+out = pathlib.Path(sys.argv[1])
+run_sweep(toy_cells(), toy_cell, out / "ray", config={"toy": True}, executor="ray", address=RAY_ADDRESS)
+run_sweep(REAL_CELLS, real_cell, out / "real_ray", executor="ray", address=RAY_ADDRESS)
+"""
+"""The sweeps of :func:`test_ray_matches_local`, run on the cluster (the cell functions travel
+to Ray's workers by value: this test module is not installed)."""
 
 
 @pytest.mark.slow
-def test_ray_matches_local(tmp_path: pathlib.Path, ray_instance, real_local) -> None:
+def test_ray_matches_local(tmp_path: pathlib.Path, real_local) -> None:
     toy = toy_cells()
     local = run_sweep(toy, toy_cell, tmp_path / "local", config={"toy": True}, workers=1)
-    remote = run_sweep(toy, toy_cell, tmp_path / "ray", config={"toy": True}, executor="ray")
+    tests = str(pathlib.Path(__file__).resolve().parent)
+    run_on_a_ray_cluster(tmp_path, [sys.executable, "-c", _ON_RAY, str(tmp_path), tests])
+    # Every cell is done on the cluster: reading the sweeps back here recomputes nothing.
+    remote = run_sweep(toy, toy_cell, tmp_path / "ray", config={"toy": True}, workers=1)
     assert _results(remote) == _results(local)
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")
     # A real cell (collect, train, evaluate) gives the same numbers in a Ray worker.
-    assert _results(run_sweep(REAL_CELLS, real_cell, tmp_path / "real_ray", executor="ray")) == _results(real_local)
+    assert _results(run_sweep(REAL_CELLS, real_cell, tmp_path / "real_ray", workers=1)) == _results(real_local)

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import math
 import pathlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -53,7 +54,7 @@ class EpisodeRecord:
     action applied, which differs from ``acts`` only under injected noise); scenarios with
     per-step costs add ``collision`` and ``near_miss``, and with stationary traffic
     ``nearby_vehicles`` (vehicles in the window around the ego after the step,
-    :mod:`testbed.recovery`). In a
+    :mod:`testbed.recovery`); episodes run with a :class:`Scoring` add ``value_gap``. In a
     continuous-action scenario ``crashed`` is also true when the episode ended because the
     ego left the road (``offroad_terminal``), ``collided`` is the collision flag alone, and
     ``applied_action`` is a list of floats."""
@@ -76,6 +77,22 @@ def _lane_state(vehicle: Any, env: Any) -> tuple[tuple[Any, Any], int, bool]:
     lane = int(vehicle.lane_index[2])
     n_side = len(env.road.network.all_side_lanes(vehicle.lane_index))
     return road_id, lane, lane == n_side - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """A cost-weighted error: at every ``every``-th visited state (0, every, 2 every, ...) a
+    scorer (an expert with ``action_values(env) -> {action index: value}``, such as the
+    planner: :meth:`testbed.experts.planner.PlannerExpert.action_values`) values every
+    available action before the driver's is applied, and the step's info records
+    ``value_gap`` = the best value minus the value of the action applied (0 when it is a best
+    one; an unavailable action does what IDLE does and is valued as IDLE). Unscored steps
+    record NaN."""
+
+    scorer: PolicySpec
+    """The valuing expert."""
+    every: int = 1
+    """Score every this many steps (the scorer's search costs milliseconds per state)."""
 
 
 _COST_INFOS = ("collision", "near_miss", "nearby_vehicles")
@@ -189,11 +206,15 @@ class EpisodeStepper:
         policy_label: str,
         labeller: Agent | None = None,
         noise: float = 0.0,
+        scorer: Agent | None = None,
+        score_every: int = 1,
     ) -> None:
         """Reset ``env`` with ``seed`` and the agents for the episode (arguments as in
         :func:`run_episode`)."""
         self.env, self.agent, self.seed = env, agent, int(seed)
         self.policy_label, self.labeller, self.noise = policy_label, labeller, noise
+        self.scorer, self.score_every = scorer, max(1, int(score_every))
+        self._values: dict[int, float] | None = None
         self.obs, _ = env.reset(seed=seed)
         self.base = env.unwrapped
         self.n_steps = 0
@@ -202,6 +223,8 @@ class EpisodeStepper:
             agent.reset(self.base, seed)
             if labeller is not None:
                 labeller.reset(self.base, seed)
+            if scorer is not None:
+                scorer.reset(self.base, seed)
             self.codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
             self.observations = [self.obs]
             self.actions: list[Any] = []
@@ -239,6 +262,9 @@ class EpisodeStepper:
         if self.labeller is not None:
             with self._where():
                 self.labels.append(self.codec.clean(self.labeller.act(self.obs, self.base)))
+        if self.scorer is not None:
+            scored = self.n_steps % self.score_every == 0
+            self._values = self.scorer.action_values(self.base) if scored else None  # type: ignore[attr-defined]
 
     def apply(self, raw_action: Any) -> None:
         """Apply the driver's action ``raw_action`` (with any injected noise) and record the step."""
@@ -246,12 +272,26 @@ class EpisodeStepper:
         action = codec.clean(raw_action)
         applied = codec.applied(action)
         self.executed.append(applied)
+        gap = self._value_gap(applied) if self.scorer is not None else None
         self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
-        self.infos.append(self.tracker.step(codec.info(applied), self.terminated, step_info))
+        info = self.tracker.step(codec.info(applied), self.terminated, step_info)
+        if gap is not None:
+            info["value_gap"] = gap
+        self.infos.append(info)
         self.observations.append(self.obs)
         self.actions.append(action)
         self.rewards.append(float(reward))
         self.n_steps += 1
+
+    def _value_gap(self, applied: Any) -> float:
+        """:class:`Scoring`'s ``value_gap`` of applying ``applied`` here (NaN if unscored)."""
+        values = self._values
+        if not values:
+            return math.nan
+        action = int(applied)
+        if action not in values:  # unavailable: it does what IDLE does
+            action = int(self.base.action_type.actions_indexes["IDLE"])
+        return float(max(values.values()) - values[action])
 
     def record(self) -> EpisodeRecord:
         """The episode so far (to its end, once :attr:`done`), as an :class:`EpisodeRecord`."""
@@ -285,6 +325,8 @@ def run_episode(
     policy_label: str,
     labeller: Agent | None = None,
     noise: float = 0.0,
+    scorer: Agent | None = None,
+    score_every: int = 1,
 ) -> EpisodeRecord:
     """Run one episode to its end.
 
@@ -302,11 +344,23 @@ def run_episode(
             the episode seed. For a Box action space every applied action gets Gaussian
             noise instead, with standard deviation ``noise`` times the range
             ``high - low`` of each component, clipped to the Box.
+        scorer: optional expert valuing the actions every ``score_every`` steps
+            (:class:`Scoring`: the infos' ``value_gap``).
+        score_every: see ``scorer``.
 
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
     """
-    stepper = EpisodeStepper(env, agent, seed, policy_label=policy_label, labeller=labeller, noise=noise)
+    stepper = EpisodeStepper(
+        env,
+        agent,
+        seed,
+        policy_label=policy_label,
+        labeller=labeller,
+        noise=noise,
+        scorer=scorer,
+        score_every=score_every,
+    )
     while not stepper.done:
         stepper.step()
     return stepper.record()
@@ -321,6 +375,8 @@ def run_lockstep(
     labellers: Sequence[Agent] | None = None,
     noise: float = 0.0,
     act_batch: Callable[[np.ndarray], Sequence[Any]] | None = None,
+    scorers: Sequence[Agent] | None = None,
+    score_every: int = 1,
 ) -> list[EpisodeRecord]:
     """Run one episode per seed, ``len(envs)`` at a time side by side (lanes), with one
     batched call of the driver per step for the current observations of all running episodes.
@@ -341,6 +397,8 @@ def run_lockstep(
         noise: as in :func:`run_episode`.
         act_batch: the drivers' actions for a stack of observations (N, ...) in one call;
             None: each lane's agent is asked in turn (the same records, nothing batched).
+        scorers: one valuing expert per lane (:class:`Scoring`), or None.
+        score_every: as in :func:`run_episode`.
     """
     if len(agents) != len(envs) or (labellers is not None and len(labellers) != len(envs)):
         raise ValueError("run_lockstep needs one agent (and labeller) per env")
@@ -354,10 +412,18 @@ def run_lockstep(
             return
         index, seed = queue.pop()
         labeller = labellers[lane] if labellers is not None else None
-        lanes[lane] = (
-            index,
-            EpisodeStepper(envs[lane], agents[lane], seed, policy_label=policy_label, labeller=labeller, noise=noise),
+        scorer = scorers[lane] if scorers is not None else None
+        stepper = EpisodeStepper(
+            envs[lane],
+            agents[lane],
+            seed,
+            policy_label=policy_label,
+            labeller=labeller,
+            noise=noise,
+            scorer=scorer,
+            score_every=score_every,
         )
+        lanes[lane] = (index, stepper)
 
     for lane in range(len(envs)):
         start(lane)
@@ -419,6 +485,7 @@ class _Task:
     labeller: PolicySpec | None
     noise: float
     seed: int
+    scoring: Scoring | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,7 +508,7 @@ def _run_job(job: _Job) -> list[EpisodeRecord]:
     first = job.tasks[0]
     if job.width <= 1:
         return [_run_task(t) for t in job.tasks]
-    scenario, labeller = first.scenario, first.labeller
+    scenario, labeller, scoring = first.scenario, first.labeller, first.scoring
     scenario_key = json.dumps(scenario.to_dict(), sort_keys=True)
     width = min(job.width, len(job.tasks))
     driver = _agent(scenario, scenario_key, first.spec)
@@ -460,6 +527,8 @@ def _run_job(job: _Job) -> list[EpisodeRecord]:
         labellers=[_agent(scenario, scenario_key, labeller, lane) for lane in range(width)] if labeller else None,
         noise=first.noise,
         act_batch=act_batch,
+        scorers=[_agent(scenario, scenario_key, scoring.scorer, lane) for lane in range(width)] if scoring else None,
+        score_every=scoring.every if scoring else 1,
     )
 
 
@@ -467,6 +536,7 @@ def _run_task(task: _Task) -> EpisodeRecord:
     scenario_key = json.dumps(task.scenario.to_dict(), sort_keys=True)
     agent = _agent(task.scenario, scenario_key, task.spec)
     labeller = _agent(task.scenario, scenario_key, task.labeller) if task.labeller is not None else None
+    scoring = task.scoring
     return run_episode(
         _env(task.scenario, scenario_key),
         agent,
@@ -474,6 +544,8 @@ def _run_task(task: _Task) -> EpisodeRecord:
         policy_label=task.spec.label,
         labeller=labeller,
         noise=task.noise,
+        scorer=_agent(task.scenario, scenario_key, scoring.scorer) if scoring else None,
+        score_every=scoring.every if scoring else 1,
     )
 
 
@@ -493,6 +565,17 @@ def _start_workers(executor: concurrent.futures.ProcessPoolExecutor, n: int) -> 
     with contextlib.suppress(Exception):
         for _ in range(n):
             executor.submit(int)
+
+
+def _check_scoring(scoring: Scoring) -> None:
+    """Refuse a scorer that does not value actions, or a nonsense ``every``."""
+    from testbed.experts import make_expert
+
+    spec = scoring.scorer
+    if spec.kind != "expert" or not callable(getattr(make_expert(spec.arg), "action_values", None)):
+        raise TestbedError(f"scoring needs an expert that values actions (expert:planner), got {spec.label!r}")
+    if scoring.every < 1:
+        raise TestbedError(f"scoring's every must be at least 1, got {scoring.every}")
 
 
 def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
@@ -553,13 +636,15 @@ def _episode_store(store: dict[tuple, EpisodeRecord] | None) -> Iterator[None]:
 def _reusable(task: _Task | None) -> bool:
     if task is None or task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation":
         return False
-    return task.spec.kind in _REUSABLE_KINDS and (task.labeller is None or task.labeller.kind in _REUSABLE_KINDS)
+    others = [p for p in (task.labeller, task.scoring.scorer if task.scoring else None) if p is not None]
+    return task.spec.kind in _REUSABLE_KINDS and all(p.kind in _REUSABLE_KINDS for p in others)
 
 
 def _task_key(task: _Task) -> tuple:
     scenario = {k: v for k, v in task.scenario.to_dict().items() if k != "name"}
     labeller = task.labeller.label if task.labeller is not None else None
-    return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed)
+    scoring = (task.scoring.scorer.label, task.scoring.every) if task.scoring is not None else None
+    return (json.dumps(scenario, sort_keys=True), task.spec.label, labeller, task.noise, task.seed, scoring)
 
 
 class RolloutPool:
@@ -641,13 +726,16 @@ class RolloutPool:
         *,
         labeller: PolicySpec | str | None = None,
         noise: float = 0.0,
+        scoring: Scoring | None = None,
     ) -> Iterator[EpisodeRecord]:
         """Yield one :class:`EpisodeRecord` per seed, in the order of ``seeds``
-        (``labeller`` and ``noise`` as in :func:`run_episode`)."""
+        (``labeller`` and ``noise`` as in :func:`run_episode`; ``scoring``: :class:`Scoring`)."""
         if not 0.0 <= noise <= 1.0:
             raise TestbedError(f"noise must be a probability in [0, 1], got {noise}")
+        if scoring is not None:
+            _check_scoring(scoring)
         labeller = _as_spec(labeller)
-        tasks = [_Task(scenario, spec, labeller, float(noise), int(s)) for s in seeds]
+        tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
         hits = [k in memo for k in keys] if memo is not None else [False] * len(tasks)
@@ -747,11 +835,12 @@ class RolloutPool:
         noise: float = 0.0,
         progress: bool | Bar = False,
         desc: str | None = None,
+        scoring: Scoring | None = None,
     ) -> list[EpisodeRecord]:
         """All episodes of :meth:`imap` as a list, with an optional progress bar: ``True`` for
         a bar of its own (drawn only on a terminal, :mod:`testbed.progress`), or a stage's
         :class:`~testbed.progress.Bar` to advance by one per episode."""
-        iterator = self.imap(scenario, spec, seeds, labeller=labeller, noise=noise)
+        iterator = self.imap(scenario, spec, seeds, labeller=labeller, noise=noise, scoring=scoring)
         if isinstance(progress, Bar):
             return list(track(iterator, len(seeds), desc or spec.label, unit="ep", bar=progress))
         if progress:
@@ -768,6 +857,7 @@ def rollouts(
     pool: RolloutPool | None = None,
     labeller: PolicySpec | str | None = None,
     noise: float = 0.0,
+    scoring: Scoring | None = None,
     progress: bool | Bar = False,
     desc: str | None = None,
 ) -> list[EpisodeRecord]:
@@ -782,10 +872,15 @@ def rollouts(
         labeller: agent (spec, or expert name) whose action is recorded at every visited state.
         noise: probability of applying a random action instead of the driver's (for a Box
             action space: Gaussian noise of std ``noise`` times the action range).
+        scoring: a cost-weighted error (:class:`Scoring`) in the infos' ``value_gap``.
         progress: show a progress bar (or advance this :class:`~testbed.progress.Bar`).
         desc: progress bar label.
     """
     if pool is not None:
-        return pool.run(scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc)
+        return pool.run(
+            scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc, scoring=scoring
+        )
     with RolloutPool(min(n_workers, max(1, len(seeds)))) as own:
-        return own.run(scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc)
+        return own.run(
+            scenario, spec, seeds, labeller=labeller, noise=noise, progress=progress, desc=desc, scoring=scoring
+        )

@@ -167,3 +167,92 @@ def test_batched_clone_actions_equal_one_row_actions(scenario: Scenario, clone_d
         for n in (1, 2, 3, 7, 16, 33, 64):
             batched = [a for i in range(0, len(obs), n) for a in agent.act_batch(obs[i : i + n])]
             assert batched == single, n
+
+
+# ---------------------------------------------------------------- cost-weighted error (Scoring)
+
+
+def _gaps(record: EpisodeRecord) -> np.ndarray:
+    return np.array([i["value_gap"] for i in record.trajectory.infos], dtype=float)
+
+
+def _without_gaps(records: list[EpisodeRecord]) -> list[EpisodeRecord]:
+    """The records with ``value_gap`` dropped from their infos (for comparing the episodes)."""
+    import dataclasses
+
+    out = []
+    for r in records:
+        infos = np.array([{k: v for k, v in i.items() if k != "value_gap"} for i in r.trajectory.infos], dtype=object)
+        out.append(dataclasses.replace(r, trajectory=dataclasses.replace(r.trajectory, infos=infos)))
+    return out
+
+
+def test_scoring_values_every_kth_step_and_leaves_the_episode_as_it_was() -> None:
+    # The planner valuing the states of an always-IDLE driver: every 2nd step scored, the gap is
+    # the best value minus IDLE's (>= 0, and > 0 somewhere: IDLE is not always best), the others
+    # NaN; the episode (observations, actions, rewards, other infos) is the unscored one.
+    from testbed.experts import make_expert
+    from testbed.rollout import Scoring, run_episode
+    from testbed.scenarios import get_scenario, make_env
+
+    scenario = get_scenario("highway-fast", {"duration": 8})
+    scoring = Scoring(PolicySpec.parse("expert:planner"), every=2)
+    idle = PolicySpec.parse("idle")
+    (scored,) = rollouts(scenario, idle, [10_003], scoring=scoring)
+    (plain,) = rollouts(scenario, idle, [10_003])
+    _same(_without_gaps([scored]), [plain])
+    gaps = _gaps(scored)
+    assert np.isnan(gaps[1::2]).all() and not np.isnan(gaps[::2]).any()
+    assert (gaps[::2] >= 0).all() and (gaps[::2] > 0).any()
+    # The gap is the planner's own value difference at that state (replayed by hand).
+    env, planner = make_env(scenario), make_expert("planner")
+    env.reset(seed=10_003)
+    idle_index = env.unwrapped.action_type.actions_indexes["IDLE"]
+    values = planner.action_values(env.unwrapped)
+    assert gaps[0] == max(values.values()) - values[idle_index]
+    # The planner driving itself never leaves value on the table.
+    (own,) = rollouts(scenario, PolicySpec.parse("expert:planner"), [10_003], scoring=Scoring(scoring.scorer, 1))
+    assert (_gaps(own) == 0).all()
+    record = run_episode(
+        env, make_expert("planner"), 10_003, policy_label="p", scorer=make_expert("planner"), score_every=1
+    )
+    assert (_gaps(record) == 0).all()
+    env.close()
+
+
+def test_scoring_is_the_same_in_workers_and_in_lockstep() -> None:
+    from testbed.rollout import Scoring
+    from testbed.scenarios import get_scenario
+
+    scenario = get_scenario("highway-fast", {"duration": 4})
+    scoring, spec, seeds = Scoring(PolicySpec.parse("expert:planner"), every=3), PolicySpec.parse("random"), [4, 5, 6]
+    with RolloutPool(1) as one, RolloutPool(2) as two, RolloutPool(1, lockstep=True) as lanes:
+        a = one.run(scenario, spec, seeds, scoring=scoring)
+        for other in (
+            two.run(scenario, spec, seeds, scoring=scoring),
+            lanes.run(scenario, spec, seeds, scoring=scoring),
+        ):
+            _same(_without_gaps(a), _without_gaps(other))
+            for x, y in zip(a, other):
+                np.testing.assert_array_equal(_gaps(x), _gaps(y))
+
+
+def test_scoring_refuses_an_expert_that_does_not_value_actions() -> None:
+    from testbed.errors import TestbedError
+    from testbed.rollout import Scoring
+    from testbed.scenarios import get_scenario
+
+    with pytest.raises(TestbedError, match="values actions"):
+        rollouts(
+            get_scenario("highway-fast"),
+            PolicySpec.parse("idle"),
+            [1],
+            scoring=Scoring(PolicySpec.parse("expert:scripted")),
+        )
+    with pytest.raises(TestbedError, match="every must be at least 1"):
+        rollouts(
+            get_scenario("highway-fast"),
+            PolicySpec.parse("idle"),
+            [1],
+            scoring=Scoring(PolicySpec.parse("expert:planner"), 0),
+        )

@@ -27,7 +27,9 @@ vehicles near the ego held at their count after reset: late steps are driven in 
    bin and the ratio's slope (``hr_trend``) to the expert and to the iid control (NaN where the
    reference has events in fewer than two bins: an expert that never collides has no ratio).
 5. **Same-step errors**: eps_on(t) (disagreement with the teacher on the policy's own states)
-   against eps_off(t) (on the teacher's episode, same seed and step); no cost-weighted error.
+   against eps_off(t) (on the teacher's episode, same seed and step); with ``--value-gap-every k``
+   the cost-weighted error beside it (value_gaps.csv: the planner's value lost by the action
+   applied, every k-th step of the recoverable variant's longest horizon; off by default).
 
 Readings. A clone whose hazard rises with t on stationary recoverable traffic (``h_slope``, and
 ``hr_trend`` to the iid control, above 0), with b > 0 and a growing eps_on(t) - eps_off(t),
@@ -45,9 +47,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from testbed import drift, hazard, kit
@@ -56,8 +57,7 @@ from testbed.metrics import clone_table, clones_mean_ci, mean_ci
 from testbed.outputs import atomic_output_dir, read_args
 from testbed.plotting import plot_hazard_and_shift, plot_hazard_ratio_and_density, plot_horizon_costs
 from testbed.policies import PolicySpec
-from testbed.recovery import cost_columns
-from testbed.rollout import RolloutPool
+from testbed.rollout import RolloutPool, Scoring
 from testbed.scenarios import Scenario, describe_spaces, get_scenario, parse_overrides
 from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST, check_test_seeds
 
@@ -107,6 +107,8 @@ class Args(kit.StepArgs):
     """Development episodes per BC clone measuring eps_on for the iid control."""
     hazard_bin: int = 20
     """Steps per bin of the hazard, hazard-ratio and error curves."""
+    value_gap_every: int = 0
+    """Score every k-th step with the planner's action values (recoverable, longest T); 0: off."""
     out: str = "results/compounding"
     """Output directory (replaced)."""
 
@@ -185,42 +187,6 @@ def train_cell(ctx: Context, cell: dict[str, Any], cell_dir: pathlib.Path) -> di
     return result
 
 
-class Policy(NamedTuple):
-    """One driver of the study: its group, training seed and who labels its states."""
-
-    group: str
-    seed: int
-    spec: PolicySpec
-    teacher: PolicySpec
-    noise: float = 0.0
-
-
-def run_policy(
-    policy: Policy, scenario: Scenario, seeds: list[int], references: dict[str, dict[int, Any]], pool: RolloutPool
-) -> list[dict[str, Any]]:
-    """One row per episode: costs and nearby vehicles (:func:`testbed.recovery.cost_columns`), errors
-    on its own and its teacher's episode from the same seed; the expert's are its reference episodes."""
-    from testbed.clone_io import load_clone
-
-    reference = references[policy.teacher.label]  # the teacher's episodes, by seed
-    expert = policy.group == "expert"
-    run = pool.run(scenario, policy.spec, seeds, labeller=policy.teacher, noise=policy.noise) if not expert else []
-    model = load_clone(policy.spec.arg, scenario=scenario) if policy.spec.kind == "clone" else None
-    rows = []
-    for r in [reference[s] for s in seeds] if expert else run:
-        on = np.zeros(len(r.trajectory.acts)) if expert else drift.applied_errors(r, noisy=policy.noise > 0)
-        # The clone on its teacher's episode; the noisy expert's: the harness's noise replayed on the expert's.
-        off = drift.off_policy_errors(model, reference[r.seed]) if model is not None else on
-        off = drift.noise_errors(reference[r.seed], policy.noise, scenario) if policy.noise > 0 else off
-        shift, n_shift = drift.same_step_difference(on, off)
-        rows.append(
-            {"group": policy.group, "train_seed": policy.seed, "seed": r.seed, "length": len(on), **cost_columns(r)}
-            | {"on_errors": drift.errors_text(on), "off_errors": drift.errors_text(off)}
-            | {"shift_sum": shift, "shift_steps": n_shift}
-        )
-    return rows
-
-
 def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
     """costs, fits (with the hazard-ratio trend), hazard, hazard_ratio, errors and density
     tables from the per-episode rows."""
@@ -252,7 +218,8 @@ def summarize(episodes: pd.DataFrame, args: Args) -> dict[str, pd.DataFrame]:
         "hazard": pd.concat(curves, ignore_index=True),
         "errors": pd.DataFrame(errors),
         "density": hazard.density_rows(binned, ["variant", "group"]),
-    }
+    } | ({"value_gaps": drift.value_gap_table(episodes, bin_steps=args.hazard_bin, horizon=longest,
+                                               clone_groups=CLONE_GROUPS)} if args.value_gap_every else {})  # fmt: skip
 
 
 def main(args: Args) -> dict[str, pd.DataFrame]:
@@ -286,23 +253,32 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
         eps_on = sum(r["match_errors"] for r in bc) / sum(r["match_steps"] for r in bc)
         n_actions = int(describe_spaces(train)["action_space"]["n"])
         noise, teacher = min(1.0, eps_on * n_actions / (n_actions - 1)), PolicySpec("clone", str(teacher_path))
-        policies = [Policy("expert", 0, expert, expert)]
-        policies += [Policy(m, s, PolicySpec("clone", str(path[(m, s)])), expert) for m in METHODS for s in seeds]
-        policies.append(Policy("iid-errors", 0, expert, expert, noise=noise))
-        policies += [Policy("realizable", s, PolicySpec("clone", str(path[("realizable", s)])), teacher) for s in seeds]
+        policies = [kit.Driver("expert", 0, expert, expert)]
+        policies += [kit.Driver(m, s, PolicySpec("clone", str(path[(m, s)])), expert) for m in METHODS for s in seeds]
+        policies.append(kit.Driver("iid-errors", 0, expert, expert, noise=noise))
+        policies += [
+            kit.Driver("realizable", s, PolicySpec("clone", str(path[("realizable", s)])), teacher) for s in seeds
+        ]
         # 3. Every policy on every variant and horizon, each on its own block of test seeds.
         rows: list[dict[str, Any]] = []
         with kit.timed(timings, "test_s"), RolloutPool(args.workers) as pool:
             for (variant, t), block in blocks.items():
                 sc, shared = scenario(variant, t), block[: args.episodes]  # the clones'; the others drive all
-                runs = {expert.label: pool.run(sc, expert, block), teacher.label: pool.run(sc, teacher, shared)}
+                scored = args.value_gap_every and variant == "recoverable" and t == longest
+                scoring = Scoring(PolicySpec("expert", "planner"), args.value_gap_every) if scored else None
+                runs = {expert.label: pool.run(sc, expert, block, scoring=scoring)}
+                runs[teacher.label] = pool.run(sc, teacher, shared)
                 reference = {k: {r.seed: r for r in v} for k, v in runs.items()}
                 for p in policies:
                     drive = shared if p.group in CLONE_GROUPS else block
-                    rows += [{"variant": variant, "T": t, **r} for r in run_policy(p, sc, drive, reference, pool)]
+                    rows += [
+                        {"variant": variant, "T": t, **r}
+                        for r in kit.driver_episode_rows(p, sc, drive, reference, pool, scoring)
+                    ]
                 print(f"{variant} T={t}: {len(policies)} policies, {len(shared)} or {len(block)} episodes", flush=True)
         episodes = pd.DataFrame(rows)
-        tables = summarize(episodes, args) | {"episodes": episodes.drop(columns=["on_errors", "off_errors", "nearby"])}
+        per_step = ["on_errors", "off_errors", "nearby", "value_gaps"]
+        tables = summarize(episodes, args) | {"episodes": episodes.drop(columns=per_step, errors="ignore")}
         kit.write_results(out, tables)
         episodes.to_csv(out / "errors_per_episode.csv.gz", index=False, compression="gzip")
         _plots(out, tables, args)

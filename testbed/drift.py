@@ -28,6 +28,7 @@ twin's first disagreement is the first step whose error exceeds
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -822,7 +823,6 @@ def binned_error_rows(
     :func:`pooled_error_columns`: episodes of one clone share its errors, so they are not
     independent units. A clone without steps in a bin is left out of that bin
     (``n_clones``)."""
-    from testbed.metrics import clones_mean_ci
 
     rows = []
     by_clone: dict[int, list[int]] = {}
@@ -844,22 +844,110 @@ def binned_error_rows(
         }
         if clustered:
             for name, pairs in sums.items():
-                table = np.array([[pairs[e] for e in eps] for eps in by_clone.values()])  # clone x episode x 2
-                table = table[table[:, :, 1].sum(axis=1) > 0]
-                if len(table) < 2:
+                floor = -1.0 if name == "shift" else 0.0
+                ci, n_clones = _pooled_interval(pairs, by_clone, floor, 1.0)
+                if ci is None:
                     row[name] = np.nan
                     continue
-                ci = clones_mean_ci(pooled_scores(table[:, :, 0], table[:, :, 1]))
-                floor = -1.0 if name == "shift" else 0.0
-                row.update(Interval(ci.mean, max(ci.low, floor), min(ci.high, 1.0)).columns(name))
+                row.update(ci.columns(name))
                 if name == "shift":
-                    row["n_clones"] = len(table)
+                    row["n_clones"] = n_clones
         else:
             for name in ("eps_on", "eps_off"):
                 k, n = int(sum(k for k, _ in sums[name])), int(sum(n for _, n in sums[name]))
                 row.update(rate_ci(k, n).columns(name) if n else {name: np.nan})
-            num, den = np.array([[d[0] for d in diffs]]), np.array([[d[1] for d in diffs]])
-            row.update(mean_ci(pooled_scores(num, den)[0]).columns("shift") if den.sum() else {"shift": np.nan})
+            ci, _ = _pooled_interval(sums["shift"], {}, -math.inf, math.inf)
+            row.update(ci.columns("shift") if ci is not None else {"shift": np.nan})
+        rows.append(row)
+    return rows
+
+
+def _pooled_interval(
+    pairs: Sequence[tuple[float, int]], by_clone: Mapping[int, list[int]], low: float, high: float
+) -> tuple[Interval | None, int]:
+    """A ratio pooled over steps (``pairs``: per episode, the sum and the number of steps) with
+    its interval clipped to [low, high], and the number of clones in it. With ``by_clone``
+    (clone -> its episodes, each clone on the same seeds; two or more with steps needed):
+    pooled per clone, a variance-components interval over training and test seeds; without:
+    the episodes as independent units, a bootstrap over them. ``None`` without steps."""
+    from testbed.metrics import clones_mean_ci
+
+    if by_clone:
+        table = np.array([[pairs[e] for e in eps] for eps in by_clone.values()])  # clone x episode x 2
+        table = table[table[:, :, 1].sum(axis=1) > 0]
+        if len(table) < 2:
+            return None, len(table)
+        ci, n_clones = clones_mean_ci(pooled_scores(table[:, :, 0], table[:, :, 1])), len(table)
+    else:
+        num, den = np.array([[p[0] for p in pairs]]), np.array([[p[1] for p in pairs]])
+        if not den.sum():
+            return None, 0
+        ci, n_clones = mean_ci(pooled_scores(num, den)[0]), 0
+    return Interval(ci.mean, max(ci.low, low), min(ci.high, high)), n_clones
+
+
+def gaps_text(gaps: np.ndarray) -> str:
+    """Per-step value gaps (:class:`testbed.rollout.Scoring`; NaN unscored) as one CSV cell."""
+    return " ".join("nan" if np.isnan(g) else repr(float(g)) for g in gaps)
+
+
+def gaps_from_text(text: object) -> np.ndarray:
+    """Inverse of :func:`gaps_text`; an empty cell is no step."""
+    return np.array(text.split(), dtype=np.float64) if isinstance(text, str) else np.zeros(0)
+
+
+def value_gaps(record: Any) -> np.ndarray:
+    """The per-step ``value_gap`` of an episode run with a :class:`testbed.rollout.Scoring`
+    (NaN where unscored, or where the episode was run without one)."""
+    return np.array([i.get("value_gap", np.nan) for i in record.trajectory.infos], dtype=np.float64)
+
+
+def value_gap_table(
+    episodes: pd.DataFrame, *, bin_steps: int, horizon: int, clone_groups: Sequence[str]
+) -> pd.DataFrame:
+    """:func:`binned_value_gap_rows` per (``variant``, ``group``) of the ``episodes`` rows that
+    carry ``value_gaps`` (:func:`gaps_text`), clustered by ``train_seed`` in ``clone_groups``."""
+    rows = []
+    scored = episodes[episodes["value_gaps"].notna()] if "value_gaps" in episodes else episodes.iloc[:0]
+    for (variant, group), g in scored.groupby(["variant", "group"], sort=False):
+        gaps = [gaps_from_text(t) for t in g["value_gaps"]]
+        clones = g["train_seed"].tolist() if group in clone_groups else None
+        for row in binned_value_gap_rows(gaps, bin_steps=bin_steps, horizon=horizon, clones=clones):
+            rows.append({"variant": variant, "group": group, **row})
+    return pd.DataFrame(rows)
+
+
+def binned_value_gap_rows(
+    gaps: Sequence[np.ndarray],
+    *,
+    bin_steps: int,
+    horizon: int,
+    clones: Sequence[int] | None = None,
+    tolerance: float = 1e-9,
+) -> list[dict[str, Any]]:
+    """The cost-weighted error per bin of ``bin_steps`` decisions up to ``horizon``, beside the
+    0/1 disagreement of :func:`binned_error_rows`: over the scored steps of each bin (``gaps``:
+    per episode, :func:`value_gaps`), ``value_gap`` (the mean value lost by the action applied,
+    in the scorer's value units) and ``costly`` (the share of steps that lost more than
+    ``tolerance``), each pooled over steps, with ``n_scored``. Intervals as in
+    :func:`binned_error_rows` (``clones``: clustered by clone)."""
+    by_clone: dict[int, list[int]] = {}
+    for e, c in enumerate(clones if clones is not None else ()):
+        by_clone.setdefault(int(c), []).append(e)
+    if len(by_clone) < 2:
+        by_clone = {}
+    rows = []
+    for lo in range(0, horizon, bin_steps):
+        row: dict[str, Any] = {"step_lo": lo, "step_hi": lo + bin_steps}
+        cut = [g[lo : lo + bin_steps] for g in gaps]
+        scored = [c[~np.isnan(c)] for c in cut]
+        row["n_scored"] = int(sum(len(c) for c in scored))
+        for name, values, high in (
+            ("value_gap", scored, math.inf),
+            ("costly", [(c > tolerance).astype(float) for c in scored], 1.0),
+        ):
+            ci, _ = _pooled_interval([(float(v.sum()), len(v)) for v in values], by_clone, 0.0, high)
+            row.update(ci.columns(name) if ci is not None else {name: np.nan})
         rows.append(row)
     return rows
 

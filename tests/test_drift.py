@@ -185,3 +185,30 @@ def test_binned_errors_cluster_by_clone() -> None:
     assert binned_error_rows(on, off, bin_steps=10, horizon=10, clones=[0] * len(on)) == [flat]
     with pytest.raises(ValueError, match="same seeds"):
         binned_error_rows(on[:-1], off[:-1], bin_steps=10, horizon=10, clones=clones[:-1])
+
+
+def test_binned_value_gap_rows_pool_scored_steps_per_bin() -> None:
+    # Two clones x two episodes, 4 steps, bins of 2; NaN = unscored. Clone 0 loses 1.0 on every
+    # scored step of bin 0, clone 1 nothing: the pooled gap is their mean; bin 1 is all zeros.
+    from testbed.drift import binned_value_gap_rows, gaps_from_text, gaps_text
+
+    nan = np.nan
+    gaps = [
+        np.array([1.0, nan, 0.0, 0.0]),
+        np.array([1.0, 1.0, 0.0, nan]),
+        np.array([0.0, nan, 0.0, 0.0]),
+        np.array([0.0, 0.0, 0.0, 0.0]),
+    ]
+    rows = binned_value_gap_rows(gaps, bin_steps=2, horizon=4, clones=[0, 0, 1, 1])
+    assert [r["n_scored"] for r in rows] == [6, 7]
+    assert rows[0]["value_gap"] == pytest.approx(0.5) and rows[0]["costly"] == pytest.approx(0.5)
+    assert rows[1]["value_gap"] == 0.0 and rows[1]["costly"] == 0.0
+    assert 0.0 <= rows[0]["value_gap_ci_low"] <= 0.5 <= rows[0]["value_gap_ci_high"]
+    # Unclustered: every scored step pooled, 3 of 6 lost 1.0.
+    (flat,) = binned_value_gap_rows(gaps, bin_steps=4, horizon=4)
+    assert flat["value_gap"] == pytest.approx(3 / 13) and flat["n_scored"] == 13
+    # A bin nobody reached has no estimate; the text form round-trips, NaN included.
+    (empty,) = binned_value_gap_rows([np.array([nan])], bin_steps=1, horizon=1)
+    assert empty["n_scored"] == 0 and np.isnan(empty["value_gap"])
+    np.testing.assert_array_equal(gaps_from_text(gaps_text(gaps[1])), gaps[1])
+    assert len(gaps_from_text(float("nan"))) == 0

@@ -100,6 +100,26 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png", "hazard_ratio.png")}
     module.replot(out)
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
+    assert not (out / "value_gaps.csv").exists()  # the cost-weighted error is off by default
+
+
+def test_compounding_value_gaps_fast(tmp_path: pathlib.Path) -> None:
+    # The cost-weighted error on: every 2nd step of the recoverable variant's longest horizon
+    # valued by the planner, per group and bin; the rest of the study is the run without it.
+    module = _load("compounding")
+    args = module.Args(fast=True, workers=2, value_gap_every=2)
+    off = module.main(dataclasses.replace(args, out=str(tmp_path / "off"), value_gap_every=0))
+    on = module.main(dataclasses.replace(args, out=str(tmp_path / "on")))
+    gaps = pd.read_csv(tmp_path / "on" / "value_gaps.csv")
+    assert set(gaps["group"]) == {"expert", "bc", "dagger", "iid-errors", "realizable"}
+    assert set(gaps["variant"]) == {"recoverable"}
+    longest = max(args.resolved().horizons)
+    per_group = gaps.groupby("group")["n_scored"].sum()
+    # Every 2nd step of each episode (expert and iid: 2 x 3 episodes; the 2 clones of a group: 3 each).
+    assert (per_group > 0).all() and per_group.max() <= 6 * (longest // 2)
+    assert ((gaps["value_gap"] >= 0) & (gaps["costly"].between(0, 1))).all()
+    for name in ("fits", "costs", "errors", "hazard"):
+        pd.testing.assert_frame_equal(on[name], off[name])
 
 
 def test_distribution_shift_cases_load_back() -> None:

@@ -44,10 +44,12 @@ from testbed.kit.cells import (
     sweep_clones,
 )
 from testbed.kit.clones import (
+    Driver,
     LearningCurve,
     clone_spec,
     driven_demonstrations,
     driver_demonstrations,
+    driver_episode_rows,
     every_label_config,
     learning_curve,
     save_dagger_clones,
@@ -91,6 +93,7 @@ __all__ = [
     "CloneJob",
     "DEMO_BLOCK",
     "EvalArgs",
+    "Driver",
     "LearningCurve",
     "Recipe",
     "SeededClone",
@@ -113,6 +116,7 @@ __all__ = [
     "demo_seeds",
     "driven_demonstrations",
     "driver_demonstrations",
+    "driver_episode_rows",
     "each_clone_vs_expert",
     "evaluate_in_cell",
     "every_label_config",

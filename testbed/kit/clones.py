@@ -7,7 +7,9 @@ import dataclasses
 import pathlib
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from testbed.errors import TestbedError
 from testbed.outputs import final_path
@@ -19,7 +21,7 @@ if typing.TYPE_CHECKING:
     from testbed.dagger import DAggerConfig, DAggerResult
     from testbed.demos import Demonstrations
     from testbed.metrics import ValScore
-    from testbed.rollout import RolloutPool
+    from testbed.rollout import RolloutPool, Scoring
     from testbed.scenarios import Scenario
     from testbed.training import TrainConfig, TrainResult
 
@@ -384,3 +386,60 @@ def clone_records(cells: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         for clone in c["result"]["clones"]
     ]
     return pd.DataFrame(rows).drop(columns=["path"])
+
+
+class Driver(NamedTuple):
+    """One driver of a study: its group, training seed, who labels its states, its action noise."""
+
+    group: str
+    """Its group (``expert`` drives no episodes of its own: its reference episodes are its rows)."""
+    seed: int
+    """Its training seed (0 for a driver that has none)."""
+    spec: PolicySpec
+    """What drives."""
+    teacher: PolicySpec
+    """Who labels its states (its errors), and whose episodes its same-step errors compare with."""
+    noise: float = 0.0
+    """Probability of a uniformly random action (the harness's noise; its errors are those)."""
+
+
+def driver_episode_rows(
+    driver: Driver,
+    scenario: Scenario,
+    seeds: Sequence[int],
+    references: Mapping[str, Mapping[int, Any]],
+    pool: RolloutPool,
+    scoring: Scoring | None = None,
+) -> list[dict[str, Any]]:
+    """One row per episode of ``driver`` on ``seeds``: costs and nearby vehicles
+    (:func:`testbed.recovery.cost_columns`), errors on its own episode (``on_errors``) and on
+    its teacher's from the same seed (``off_errors``; ``references``: the teachers' episodes by
+    label and seed), their same-step difference, and with ``scoring`` the per-step value gaps
+    (``value_gaps``, :func:`testbed.drift.gaps_text`). The expert's rows are its reference
+    episodes (run with the same ``scoring``)."""
+    from testbed import drift
+    from testbed.clone_io import load_clone
+    from testbed.recovery import cost_columns
+
+    reference = references[driver.teacher.label]
+    expert = driver.group == "expert"
+    run = (
+        []
+        if expert
+        else pool.run(scenario, driver.spec, list(seeds), labeller=driver.teacher, noise=driver.noise, scoring=scoring)
+    )
+    model = load_clone(driver.spec.arg, scenario=scenario) if driver.spec.kind == "clone" else None
+    rows = []
+    for r in [reference[s] for s in seeds] if expert else run:
+        on = np.zeros(len(r.trajectory.acts)) if expert else drift.applied_errors(r, noisy=driver.noise > 0)
+        # The clone on its teacher's episode; the noisy expert's: the harness's noise replayed on the expert's.
+        off = drift.off_policy_errors(model, reference[r.seed]) if model is not None else on
+        off = drift.noise_errors(reference[r.seed], driver.noise, scenario) if driver.noise > 0 else off
+        shift, n_shift = drift.same_step_difference(on, off)
+        rows.append(
+            {"group": driver.group, "train_seed": driver.seed, "seed": r.seed, "length": len(on), **cost_columns(r)}
+            | {"on_errors": drift.errors_text(on), "off_errors": drift.errors_text(off)}
+            | {"shift_sum": shift, "shift_steps": n_shift}
+            | ({"value_gaps": drift.gaps_text(drift.value_gaps(r))} if scoring else {})
+        )
+    return rows

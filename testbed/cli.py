@@ -523,8 +523,8 @@ class Reproduce:
     """Only redraw the figures from the CSVs already in the output root (offline, seconds)."""
     only: Annotated[tuple[str, ...], Repeatable] = ()
     """Rebuild only this step (repeatable); default: all. Steps: pipeline, divergence_gif, expert_quality, rl_expert,
-    experts, compounding_error, compounding, recoverability, realizability, data_scaling, distribution_shift,
-    sensors, leaderboard."""
+    experts, compounding_error, compounding_error_planner, compounding, recoverability, realizability,
+    data_scaling, distribution_shift, sensors, leaderboard."""
     out_root: str | None = None
     """Root of the result directories (default: results/, or runs/reproduce-fast/ with --fast)."""
     workers: Workers = dataclasses.field(default_factory=default_workers)

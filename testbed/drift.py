@@ -825,14 +825,8 @@ def binned_error_rows(
     (``n_clones``)."""
 
     rows = []
-    by_clone: dict[int, list[int]] = {}
-    for e, c in enumerate(clones if clones is not None else ()):
-        by_clone.setdefault(int(c), []).append(e)
-    clustered = len(by_clone) > 1
-    if clustered and len({len(v) for v in by_clone.values()}) != 1:
-        raise ValueError(
-            f"every clone must drive the same seeds, got episode counts {[len(v) for v in by_clone.values()]}"
-        )
+    by_clone = _episodes_by_clone(clones)
+    clustered = bool(by_clone)
     for lo in range(0, horizon, bin_steps):
         row: dict[str, Any] = {"step_lo": lo, "step_hi": lo + bin_steps}
         cut = slice(lo, lo + bin_steps)
@@ -860,6 +854,25 @@ def binned_error_rows(
             row.update(ci.columns("shift") if ci is not None else {"shift": np.nan})
         rows.append(row)
     return rows
+
+
+def _episodes_by_clone(clones: Sequence[int] | None) -> dict[int, list[int]]:
+    """Clone -> the indices of its episodes, when two or more clones drove (else ``{}``: the
+    episodes are the units).
+
+    Raises:
+        ValueError: the clones drove different numbers of episodes (each must drive the same seeds).
+    """
+    by_clone: dict[int, list[int]] = {}
+    for e, c in enumerate(clones if clones is not None else ()):
+        by_clone.setdefault(int(c), []).append(e)
+    if len(by_clone) < 2:
+        return {}
+    if len({len(v) for v in by_clone.values()}) != 1:
+        raise ValueError(
+            f"every clone must drive the same seeds, got episode counts {[len(v) for v in by_clone.values()]}"
+        )
+    return by_clone
 
 
 def _pooled_interval(
@@ -931,11 +944,7 @@ def binned_value_gap_rows(
     in the scorer's value units) and ``costly`` (the share of steps that lost more than
     ``tolerance``), each pooled over steps, with ``n_scored``. Intervals as in
     :func:`binned_error_rows` (``clones``: clustered by clone)."""
-    by_clone: dict[int, list[int]] = {}
-    for e, c in enumerate(clones if clones is not None else ()):
-        by_clone.setdefault(int(c), []).append(e)
-    if len(by_clone) < 2:
-        by_clone = {}
+    by_clone = _episodes_by_clone(clones)
     rows = []
     for lo in range(0, horizon, bin_steps):
         row: dict[str, Any] = {"step_lo": lo, "step_hi": lo + bin_steps}

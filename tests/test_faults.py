@@ -30,8 +30,9 @@ from testbed.scenarios import Scenario
 from testbed.sweep import run_sweep
 
 REPO = pathlib.Path(testbed.__file__).resolve().parent.parent
-EVALUATE = ["evaluate", "--policy", "expert:scripted", "--episodes", "6", "--workers", "2", "--out", "OUT", "--no-plot"]
-"""Six episodes on two workers: a few seconds of rollouts after the start-up, and a rerun that stays short."""
+EVALUATE = ["evaluate", "--policy", "expert:scripted", "--episodes", "40", "--workers", "2", "--out", "OUT", "--no-plot"]
+"""Forty episodes on two workers: a few seconds of rollouts after the first one ends (six, at about
+ten episodes a second, could all end before the signal arrived), and a rerun that stays short."""
 BC_PROGRESS = re.compile(r"\d+batch \[[^\]]*\]|Epoch \d+ of \d+")
 """The lines of imitation's BC progress bars (batches, epochs)."""
 STARTUP_TIMEOUT_S = 120.0
@@ -159,7 +160,7 @@ class Command:
 
 
 def _episodes_done(command: Command) -> bool:
-    """The progress bar counts a finished episode (``1/6``)."""
+    """The progress bar counts a finished episode (``1/40``)."""
     return re.search(r"\b[1-9]\d*/\d+ ", command.raw_stderr()) is not None
 
 

@@ -27,9 +27,9 @@ vehicles near the ego held at their count after reset: late steps are driven in 
    bin and the ratio's slope (``hr_trend``) to the expert and to the iid control (NaN where the
    reference has events in fewer than two bins: an expert that never collides has no ratio).
 5. **Same-step errors**: eps_on(t) (disagreement with the teacher on the policy's own states)
-   against eps_off(t) (on the teacher's episode, same seed and step); with ``--value-gap-every k``
-   the cost-weighted error beside it (value_gaps.csv: the planner's value lost by the action
-   applied, every k-th step of the recoverable variant's longest horizon; off by default).
+   against eps_off(t) (on the teacher's episode, same seed and step), and the cost-weighted error
+   beside the 0/1 one (value_gaps.csv: the planner's value lost by the action applied, every
+   ``--value-gap-every`` k-th step of the recoverable variant's longest horizon; 0 turns it off).
 
 Readings. A clone whose hazard rises with t on stationary recoverable traffic (``h_slope``, and
 ``hr_trend`` to the iid control, above 0), with b > 0 and a growing eps_on(t) - eps_off(t),
@@ -37,7 +37,8 @@ compounds; a flat hazard is constant, however large. Realizable: does compoundin
 unrealizable labels? Limits: 5 clones a group; iid matches BC's error rate, not its type.
 
 Outputs in results/compounding/: costs, fits (a, b, h_slope), trends, hazard, hazard_ratio, errors,
-density, episodes .csv; horizon, hazard, hazard_ratio .png; config.json; clones in sweep/, students/.
+density, value_gaps, episodes .csv; horizon, hazard, hazard_ratio, value_gap .png; config.json; clones
+in sweep/, students/.
 
     python experiments/compounding.py [--fast]   # wall time: results/reproduce.json; --fast: tiny, tests
 """
@@ -55,7 +56,12 @@ from testbed import drift, hazard, kit
 from testbed.errors import TestbedError
 from testbed.metrics import clone_table, clones_mean_ci, mean_ci
 from testbed.outputs import atomic_output_dir, read_args
-from testbed.plotting import plot_hazard_and_shift, plot_hazard_ratio_and_density, plot_horizon_costs
+from testbed.plotting import (
+    plot_hazard_and_shift,
+    plot_hazard_ratio_and_density,
+    plot_horizon_costs,
+    plot_value_gaps,
+)
 from testbed.policies import PolicySpec
 from testbed.rollout import RolloutPool, Scoring
 from testbed.scenarios import Scenario, describe_spaces, get_scenario, parse_overrides
@@ -107,7 +113,7 @@ class Args(kit.StepArgs):
     """Development episodes per BC clone measuring eps_on for the iid control."""
     hazard_bin: int = 20
     """Steps per bin of the hazard, hazard-ratio and error curves."""
-    value_gap_every: int = 0
+    value_gap_every: int = 8
     """Score every k-th step with the planner's action values (recoverable, longest T); 0: off."""
     out: str = "results/compounding"
     """Output directory (replaced)."""
@@ -307,19 +313,21 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
 
 def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
     """Redraw every figure from the CSVs an earlier run wrote into ``out``."""
-    out, names = pathlib.Path(out), ("costs", "fits", "trends", "hazard", "hazard_ratio", "errors", "density")
+    out, names = pathlib.Path(out), ["costs", "fits", "trends", "hazard", "hazard_ratio", "errors", "density"]
+    names += ["value_gaps"] if (out / "value_gaps.csv").is_file() else []
     return _plots(out, {n: pd.read_csv(out / f"{n}.csv") for n in names}, read_args(out / "config.json", Args))
 
 
 def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
     t, v = tables, {"variants": list(VARIANTS), "groups": GROUPS}
+    gaps = {"value_gap.png": plot_value_gaps(t["errors"], t["value_gaps"], variant="recoverable", groups=GROUPS)}
     return kit.save_figures(out, {
         "horizon.png": plot_horizon_costs(t["costs"], t["fits"], **v),
         "hazard.png": plot_hazard_and_shift(t["hazard"], t["errors"], **v),
         "hazard_ratio.png": plot_hazard_ratio_and_density(
             t["hazard_ratio"], t["density"], t["trends"], **v, reference="iid-errors"
         ),
-    })  # fmt: skip
+    } | (gaps if "value_gaps" in t else {}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -637,6 +637,41 @@ def plot_hazard_and_shift(
     return fig
 
 
+def plot_value_gaps(errors: pd.DataFrame, gaps: pd.DataFrame, *, variant: str, groups: Sequence[str]):
+    """The 0/1 disagreement and the cost-weighted error side by side, per decision bin and
+    group of ``variant``, with 95% CIs: eps_on(t), the share of steps whose action differs from
+    the expert's (left); ``costly``, the share whose action loses value by the scorer's action
+    values (middle); ``value_gap``, the mean value lost per step (right).
+
+    Args:
+        errors: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``eps_on`` with its interval
+            (:func:`testbed.drift.binned_error_rows`).
+        gaps: ``variant``, ``group``, ``step_lo``, ``step_hi``, ``costly`` and ``value_gap`` with
+            their intervals (:func:`testbed.drift.value_gap_table`).
+        variant: the variant drawn; ``groups``: the groups (colour ``C<i>``, as the other figures).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharex=True)
+    panels = (
+        (errors, "eps_on", "eps_on(t): action differs from the expert's"),
+        (gaps, "costly", "share of steps that lose value"),
+        (gaps, "value_gap", "value lost per step (scorer's units)"),
+    )
+    for ax, (frame, column, title) in zip(axes, panels):
+        for i, g in enumerate(groups):
+            rows = frame[(frame["variant"] == variant) & (frame["group"] == g)].dropna(subset=[column])
+            if not rows.empty:
+                mid = (rows["step_lo"] + rows["step_hi"]) / 2
+                _errorbar(ax, mid, rows, column, marker="o", capsize=2, color=f"C{i}", label=g)
+        ax.set_title(f"{variant}: {title}", fontsize=9)
+        ax.set_xlabel("decision step t")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_hazard_ratio_and_density(
     ratios: pd.DataFrame,
     density: pd.DataFrame,

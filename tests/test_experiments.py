@@ -77,9 +77,8 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
 def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     module = _load("compounding")
     out = tmp_path / "cmp"
-    assert module.Args().value_gap_every == 0  # the cost-weighted error is off by default
-    # On here: every 2nd step of the recoverable variant's longest horizon valued by the planner
-    # (the episodes are those of a run without it: tests/test_rollout.py, Scoring).
+    # Every 2nd step of the recoverable variant's longest horizon valued by the planner (the
+    # episodes are those of a run without it: tests/test_rollout.py, Scoring).
     args = module.Args(fast=True, out=str(out), workers=2, value_gap_every=2)
     tables = module.main(args)
     fits = tables["fits"]
@@ -110,7 +109,7 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     # Every 2nd step of each episode (expert and iid: 2 x 3 episodes; the 2 clones of a group: 3 each).
     assert (per_group > 0).all() and per_group.max() <= 6 * (longest // 2)
     assert ((gaps["value_gap"] >= 0) & (gaps["costly"].between(0, 1))).all()
-    pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png", "hazard_ratio.png")}
+    pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png", "hazard_ratio.png", "value_gap.png")}
     module.replot(out)
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
 

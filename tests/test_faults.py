@@ -30,7 +30,8 @@ from testbed.scenarios import Scenario
 from testbed.sweep import run_sweep
 
 REPO = pathlib.Path(testbed.__file__).resolve().parent.parent
-EVALUATE = ["evaluate", "--policy", "expert:scripted", "--episodes", "40", "--workers", "2", "--out", "OUT", "--no-plot"]
+EVALUATE = ["evaluate", "--policy", "expert:scripted", "--episodes", "40", "--workers", "2", "--out", "OUT"]
+EVALUATE += ["--no-plot"]
 """Forty episodes on two workers: a few seconds of rollouts after the first one ends (six, at about
 ten episodes a second, could all end before the signal arrived), and a rerun that stays short."""
 BC_PROGRESS = re.compile(r"\d+batch \[[^\]]*\]|Epoch \d+ of \d+")

@@ -39,14 +39,15 @@ class Evaluation:
 
 
 def check_held_out(specs: Sequence[PolicySpec], seeds: Sequence[int]) -> None:
-    """Refuse to evaluate a clone on seeds its demonstrations were collected on.
+    """Refuse to evaluate a clone on seeds its demonstrations were collected on (a clone that
+    drives part of a handover spec too).
 
     Raises:
         TestbedError: naming the clone and the overlapping seeds.
     """
 
     wanted = set(seeds)
-    for spec in specs:
+    for spec in (driver for s in specs for driver in s.drivers()):
         if spec.kind != "clone":
             continue
         demos = read_clone_metadata(spec.arg).get("demos", {})

@@ -107,6 +107,13 @@ class PolicySpec:
             return self.arg
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
+    def drivers(self) -> tuple[PolicySpec, ...]:
+        """The specs that drive under this one: the two of a handover, else itself."""
+        if self.kind != HANDOVER:
+            return (self,)
+        _, first, second = split_handover(self.text)
+        return PolicySpec.parse(first), PolicySpec.parse(second)
+
     @classmethod
     def handover(cls, first: PolicySpec, at: int, second: PolicySpec) -> PolicySpec:
         """The spec ``handover:AT:FIRST->SECOND``, named by the labels of ``first`` and

@@ -456,9 +456,10 @@ clone's forward pays little beyond a few dozen rows, and every lane holds an env
 
 def _agent_key(scenario_key: str, spec: PolicySpec, lane: int) -> tuple[str, str, int]:
     label = f"{spec.kind}:{spec.arg}"
-    if spec.kind == "clone":
-        # A run directory can be rewritten between calls (--overwrite): key on the file too.
-        stat = (pathlib.Path(spec.arg) / "policy.pt").stat()
+    for clone in (d for d in spec.drivers() if d.kind == "clone"):
+        # A run directory can be rewritten between calls (--overwrite): key on the file too
+        # (of each clone in a handover).
+        stat = (pathlib.Path(clone.arg) / "policy.pt").stat()
         label += f"@{stat.st_mtime_ns}:{stat.st_size}"
     return scenario_key, label, lane
 

@@ -59,6 +59,9 @@ def test_evaluate_bad_inputs(capsys, tmp_path: pathlib.Path, clone_dir: pathlib.
     fails(capsys, ["evaluate", "--out", out, "--policy", "idle", "--episodes", "0"], "--episodes")
     # Demonstration seeds 0..29 must never be evaluation seeds.
     fails(capsys, ["evaluate", "--out", out, "--policy", f"clone:{clone_dir}", "--seed", "5"], "overlap")
+    # Nor when the clone drives part of a handover, first or second.
+    for pair in (f"clone:{clone_dir}->expert:scripted", f"idle->clone:{clone_dir}"):
+        fails(capsys, ["evaluate", "--out", out, "--policy", f"handover:3:{pair}", "--seed", "5"], "overlap")
     # A clone from another observation space.
     fails(
         capsys,

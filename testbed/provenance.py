@@ -77,6 +77,29 @@ def _script_checkout() -> pathlib.Path | None:
     return None
 
 
+SIMD_FLAGS = ("avx512f", "avx2", "fma")
+"""CPU features that decide which math kernels numpy and torch (MKL) dispatch to."""
+
+
+def cpu(cpuinfo: str | pathlib.Path = "/proc/cpuinfo") -> str:
+    """The CPU model, core count and the :data:`SIMD_FLAGS` it has (from ``cpuinfo``): float32
+    training (and the last bits of some float64 results) differ between CPUs whose kernels
+    differ, so two runs of the same commit and seeds are compared knowing whether they shared
+    a CPU."""
+    import os
+
+    fields: dict[str, str] = {}
+    try:  # Linux; elsewhere only what platform knows
+        for line in pathlib.Path(cpuinfo).read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's
+    except OSError:
+        pass
+    model = fields.get("model name") or platform.processor() or "unknown"
+    have = [f for f in SIMD_FLAGS if f in fields.get("flags", "").split()]
+    return f"{model}; {os.cpu_count()} cores" + (f"; {' '.join(have)}" if have else "")
+
+
 def provenance() -> dict[str, Any]:
     """Everything needed to say where a result came from."""
     record = {
@@ -85,6 +108,7 @@ def provenance() -> dict[str, Any]:
         "command": [pathlib.Path(sys.argv[0]).name, *sys.argv[1:]],
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu(),
         "packages": package_versions(),
     }
     other = _script_checkout()

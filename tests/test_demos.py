@@ -113,3 +113,16 @@ def test_provenance_names_the_scripts_checkout_when_it_is_another(tmp_path, monk
     assert prov.provenance()["script_git_commit"] == "unknown"  # a checkout without a commit
     monkeypatch.setattr(sys, "argv", [str(prov.pathlib.Path(prov.__file__))])
     assert "script_git_commit" not in prov.provenance()
+
+
+def test_provenance_names_the_cpu(tmp_path) -> None:
+    """Float32 training differs between CPUs: the record says which one ran, and its kernels' features."""
+    import os
+
+    from testbed import provenance as prov
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some CPU 9000\nflags\t\t: fpu sse2 avx2 fma\n\n")
+    assert prov.cpu(cpuinfo) == f"Some CPU 9000; {os.cpu_count()} cores; avx2 fma"
+    assert prov.cpu(tmp_path / "none").endswith(f"; {os.cpu_count()} cores")  # no cpuinfo: what platform knows
+    assert prov.provenance()["cpu"] == prov.cpu()

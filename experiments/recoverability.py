@@ -44,6 +44,7 @@ from testbed.errors import TestbedError
 from testbed.evaluation import check_held_out
 from testbed.metrics import NAN_INTERVAL, Interval, clones_mean_ci, episode_ci, mean_ci, rate_ci
 from testbed.outputs import atomic_output_dir, read_args
+from testbed.plotting import plot_recoverability
 from testbed.policies import PolicySpec
 from testbed.rollout import EpisodeRecord, RolloutPool
 from testbed.scenarios import Scenario, get_scenario, parse_overrides
@@ -55,6 +56,7 @@ episode, the clone itself."""
 DEMO_BLOCK = 150
 """Demonstration seeds per training seed (~100 highway-fast episodes hold 3000 labels)."""
 MEASURES = ("crash_rate", "return", "crash_diff", "return_diff")
+"""The table's measures per takeover, t and group, each with its 95% interval."""
 
 
 @dataclasses.dataclass
@@ -294,46 +296,12 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def _plot(out: pathlib.Path, table: pd.DataFrame, args: Args) -> list[pathlib.Path]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    labels = {
-        "crash_rate": f"crash rate in the window of {args.window} decisions",
-        "return": "return in the window",
-        "crash_diff": "crash rate - expert-own (paired by seed)",
-        "return_diff": "return - expert-own (paired by seed)",
-    }
-    styles = {"handover": ("o", "-"), "expert-own": ("s", "--"), "clone-keeps": ("^", ":")}
-    lines = [(e, g) for e in args.takeovers for g in GROUPS]
-    for ax, col in zip(axes.flat, MEASURES):
-        for i, (expert, group) in enumerate(lines):
-            rows = table[(table["takeover"] == expert) & (table["group"] == group)].sort_values("t")
-            diff = col.endswith("diff")
-            if rows.empty or (diff and group == "expert-own"):  # 0 by definition
-                continue
-            if group == "clone-keeps" and expert != args.takeovers[0] and not diff:
-                continue  # the clone's own rows are the same for every takeover expert
-            color = "0.4" if group == "clone-keeps" and not diff else f"C{args.takeovers.index(expert)}"
-            label = group if group == "clone-keeps" else f"{group}: {expert}"
-            y = rows[col]
-            err = [y - rows[f"{col}_ci_low"], rows[f"{col}_ci_high"] - y]
-            x = rows["t"] + 0.25 * (i - len(lines) / 2)  # side by side
-            marker, ls = styles[group]
-            ax.errorbar(x, y, yerr=err, marker=marker, ls=ls, capsize=3, color=color, label=label)
-        if col.endswith("diff"):
-            ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(list(args.handover_times))
-        ax.set_xlabel("handover time t [decisions the clone drove]")
-        ax.set_ylabel(labels[col], fontsize=8)
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(
+    title = (
         f"{args.scenario}: can the expert recover from the clone's states? ({len(args.train_seeds)} BC clones at "
-        f"{args.labels} labels x {args.episodes} test seeds; 95% CIs; windows conditional on reaching t)",
-        fontsize=9,
+        f"{args.labels} labels x {args.episodes} test seeds; 95% CIs; windows conditional on reaching t)"
+    )
+    fig = plot_recoverability(
+        table, takeovers=args.takeovers, handover_times=args.handover_times, window=args.window, title=title
     )
     return [kit.save_figure(fig, out / "recoverability.png")]
 

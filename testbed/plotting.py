@@ -672,6 +672,59 @@ def plot_value_gaps(errors: pd.DataFrame, gaps: pd.DataFrame, *, variant: str, g
     return fig
 
 
+def plot_recoverability(
+    table: pd.DataFrame, *, takeovers: Sequence[str], handover_times: Sequence[int], window: int, title: str = ""
+):
+    """Handover against the expert's own windows against the clone keeping the wheel, per
+    handover time t, with 95% CIs: crash rate and return in the window (top), and the
+    handover's paired differences to the expert's own windows (bottom).
+
+    Args:
+        table: ``takeover``, ``group`` (``handover``, ``expert-own``, ``clone-keeps``), ``t``,
+            and ``crash_rate``, ``return``, ``crash_diff``, ``return_diff`` with their
+            intervals (``experiments/recoverability.py``).
+        takeovers: the experts that take over (colour ``C<i>``); the clone's own rows are
+            drawn once, grey.
+        handover_times: the x ticks; ``window``: decisions per window (axis label).
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    measures = ("crash_rate", "return", "crash_diff", "return_diff")
+    labels = {
+        "crash_rate": f"crash rate in the window of {window} decisions",
+        "return": "return in the window",
+        "crash_diff": "crash rate - expert-own (paired by seed)",
+        "return_diff": "return - expert-own (paired by seed)",
+    }
+    styles = {"handover": ("o", "-"), "expert-own": ("s", "--"), "clone-keeps": ("^", ":")}
+    lines = [(e, g) for e in takeovers for g in styles]
+    for ax, col in zip(axes.flat, measures):
+        for i, (expert, group) in enumerate(lines):
+            rows = table[(table["takeover"] == expert) & (table["group"] == group)].sort_values("t")
+            diff = col.endswith("diff")
+            if rows.empty or (diff and group == "expert-own"):  # 0 by definition
+                continue
+            if group == "clone-keeps" and expert != takeovers[0] and not diff:
+                continue  # the clone's own rows are the same for every takeover expert
+            color = "0.4" if group == "clone-keeps" and not diff else f"C{list(takeovers).index(expert)}"
+            label = group if group == "clone-keeps" else f"{group}: {expert}"
+            y = rows[col]
+            err = [y - rows[f"{col}_ci_low"], rows[f"{col}_ci_high"] - y]
+            x = rows["t"] + 0.25 * (i - len(lines) / 2)  # side by side
+            marker, ls = styles[group]
+            ax.errorbar(x, y, yerr=err, marker=marker, ls=ls, capsize=3, color=color, label=label)
+        if col.endswith("diff"):
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(list(handover_times))
+        ax.set_xlabel("handover time t [decisions the clone drove]")
+        ax.set_ylabel(labels[col], fontsize=8)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def plot_hazard_ratio_and_density(
     ratios: pd.DataFrame,
     density: pd.DataFrame,

@@ -320,14 +320,18 @@ def replot(out: str | pathlib.Path) -> list[pathlib.Path]:
 
 def _plots(out: pathlib.Path, tables: dict[str, pd.DataFrame], args: Args) -> list[pathlib.Path]:
     t, v = tables, {"variants": list(VARIANTS), "groups": GROUPS}
-    gaps = {"value_gap.png": plot_value_gaps(t["errors"], t["value_gaps"], variant="recoverable", groups=GROUPS)}
+    gaps = (
+        {"value_gap.png": plot_value_gaps(t["errors"], t["value_gaps"], variant="recoverable", groups=GROUPS)}
+        if "value_gaps" in t
+        else {}  # --value-gap-every 0
+    )
     return kit.save_figures(out, {
         "horizon.png": plot_horizon_costs(t["costs"], t["fits"], **v),
         "hazard.png": plot_hazard_and_shift(t["hazard"], t["errors"], **v),
         "hazard_ratio.png": plot_hazard_ratio_and_density(
             t["hazard_ratio"], t["density"], t["trends"], **v, reference="iid-errors"
         ),
-    } | (gaps if "value_gaps" in t else {}))  # fmt: skip
+    } | gaps)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import shutil
 from typing import Any
 
 import pandas as pd
@@ -112,6 +113,15 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     pngs = {p: (out / p).read_bytes() for p in ("horizon.png", "hazard.png", "hazard_ratio.png", "value_gap.png")}
     module.replot(out)
     assert {p: (out / p).read_bytes() for p in pngs} == pngs
+    # A run without the cost-weighted error (--value-gap-every 0) redraws its other figures.
+    off = tmp_path / "off"
+    off.mkdir()
+    for name in ["config.json", *(f.name for f in out.glob("*.csv"))]:
+        if name != "value_gaps.csv":
+            shutil.copy(out / name, off / name)
+    module.replot(off)
+    assert sorted(p.name for p in off.glob("*.png")) == ["hazard.png", "hazard_ratio.png", "horizon.png"]
+    assert all((off / p).read_bytes() == pngs[p] for p in ("horizon.png", "hazard.png", "hazard_ratio.png"))
 
 
 def test_distribution_shift_cases_load_back() -> None:

@@ -690,7 +690,6 @@ def plot_recoverability(
     """
     plt = _pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    measures = ("crash_rate", "return", "crash_diff", "return_diff")
     labels = {
         "crash_rate": f"crash rate in the window of {window} decisions",
         "return": "return in the window",
@@ -699,7 +698,7 @@ def plot_recoverability(
     }
     styles = {"handover": ("o", "-"), "expert-own": ("s", "--"), "clone-keeps": ("^", ":")}
     lines = [(e, g) for e in takeovers for g in styles]
-    for ax, col in zip(axes.flat, measures):
+    for ax, col in zip(axes.flat, labels):
         for i, (expert, group) in enumerate(lines):
             rows = table[(table["takeover"] == expert) & (table["group"] == group)].sort_values("t")
             diff = col.endswith("diff")

@@ -108,11 +108,13 @@ class PolicySpec:
         return f"{self.kind}:{self.arg}" if self.arg else self.kind
 
     def drivers(self) -> tuple[PolicySpec, ...]:
-        """The specs that drive under this one: the two of a handover, else itself."""
+        """The specs that drive under this one: the two of a handover, else itself. The parts
+        are not checked again (:meth:`parse` checked them): this is cheap enough for every
+        episode, where parsing would load an ``expert:sb3:`` model each time."""
         if self.kind != HANDOVER:
             return (self,)
         _, first, second = split_handover(self.text)
-        return PolicySpec.parse(first), PolicySpec.parse(second)
+        return _unchecked(first), _unchecked(second)
 
     @classmethod
     def handover(cls, first: PolicySpec, at: int, second: PolicySpec) -> PolicySpec:
@@ -166,6 +168,15 @@ class PolicySpec:
 
 HANDOVER = "handover"
 """Kind of the specs ``handover:AT:FIRST->SECOND``."""
+
+
+def _unchecked(text: str) -> PolicySpec:
+    """The spec :meth:`PolicySpec.parse` gives for ``text`` once it has accepted it, without its
+    checks (no file is read, no expert built, no module imported)."""
+    kind, _, arg = text.partition(":")
+    return PolicySpec(kind, arg) if kind in ("expert", "clone", "idle", "random") else PolicySpec("python", text)
+
+
 HANDOVER_ARROW = "->"
 """What separates the two drivers of a handover spec."""
 
@@ -514,10 +525,8 @@ def build_agent(spec: PolicySpec, scenario: Scenario) -> Agent:
     if spec.kind == "clone":
         return ClonePolicyAgent(load_clone(spec.arg, scenario=scenario))
     if spec.kind == HANDOVER:
-        at, first, second = split_handover(spec.text)
-        return HandoverAgent(
-            build_agent(PolicySpec.parse(first), scenario), at, build_agent(PolicySpec.parse(second), scenario)
-        )
+        first, second = spec.drivers()
+        return HandoverAgent(build_agent(first, scenario), split_handover(spec.text)[0], build_agent(second, scenario))
     if spec.kind == "python":
         agent = PythonAgent(spec.arg)
         _check_declared_spaces(agent.policy, scenario, what=f"policy {spec.label!r}")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from testbed.experts import make_expert
-from testbed.experts.planner import PlannerExpert
+from testbed.experts.planner import PlannerExpert, PlannerParams
 from testbed.scenarios import get_scenario, make_env
 
 SHORT = {"duration": 6}
@@ -124,3 +124,28 @@ def test_avoids_a_stopped_car_that_idle_hits() -> None:
     planner = PlannerExpert()
     assert all(_crashes(s, idle) for s in seeds)
     assert not any(_crashes(s, lambda base: planner.act(None, base)) for s in seeds)
+
+
+def _merge_crashes(seed: int, params: PlannerParams) -> bool:
+    env = make_env(get_scenario("merge"))
+    obs, _ = env.reset(seed=seed)
+    base, planner, done = env.unwrapped, PlannerExpert(params), False
+    while not done:
+        obs, _, terminated, truncated, _ = env.step(planner.act(obs, base))
+        done = terminated or truncated
+    crashed = bool(base.vehicle.crashed)
+    env.close()
+    return crashed
+
+
+def test_rescue_brakes_for_a_vehicle_cutting_in() -> None:
+    """On merge, a ramp vehicle cuts in front of the ego: ``follow`` brakes only for a vehicle
+    already ahead, so without the ``brake`` rescue every candidate predicts a collision."""
+    seeds = [20_005, 20_017]  # tuning seeds on which the planner without rescue crashes
+    assert all(_merge_crashes(s, PlannerParams(rescue_continuations=())) for s in seeds)
+    assert not any(_merge_crashes(s, PlannerParams()) for s in seeds)
+
+
+def test_unknown_continuation_is_refused() -> None:
+    with pytest.raises(ValueError, match="continuations"):
+        PlannerParams(rescue_continuations=("brkae",))

@@ -16,6 +16,10 @@ Each decision:
    decision with that action, then ``horizon - 1`` more decisions under each *continuation*
    (default ``follow``: a closed-loop cruise control in the current lane, SLOWER if the time
    gap to the vehicle ahead is short, FASTER if it is long; ``brake`` and ``idle`` also exist).
+   When every continuation of a candidate ends in a predicted collision, its *rescue*
+   continuations (default ``brake``) are tried too: ``follow`` brakes only for a vehicle already
+   ahead in the lane, so without them a vehicle about to cut in (a merge-v0 ramp vehicle) makes
+   every candidate look equally fatal.
 3. A simulated trajectory scores the env's own per-step reward (its ``_reward`` evaluated on
    the copy), discounted by ``gamma``; a collision ends it with ``-crash_penalty``; every step
    whose time gap to the vehicle ahead is below ``min_time_gap_s`` costs ``gap_penalty`` per
@@ -46,6 +50,7 @@ import numpy as np
 from testbed.experts.base import Expert
 
 _PREFERENCE = ("IDLE", "FASTER", "LANE_RIGHT", "LANE_LEFT", "SLOWER")
+_CONTINUATIONS = ("follow", "brake", "idle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,10 @@ class PlannerParams:
     """...and FASTER when it is above this and the vehicle ahead is not slower [s]."""
     continuations: tuple[str, ...] = ("follow",)
     """Continuation policies tried after each candidate action."""
+    rescue_continuations: tuple[str, ...] = ("brake",)
+    """Continuation policies tried after a candidate action only when every one of
+    ``continuations`` ends in a predicted collision (``follow`` brakes only for a vehicle
+    already ahead in the lane, not for one about to cut in)."""
     trap_penalty: float = 4.0
     """Leaf penalty of ending the horizon behind a vehicle slower than the ego's lowest target
     speed (the ego cannot follow it and must leave the lane, possibly boxed in), scaled by how
@@ -84,10 +93,17 @@ class PlannerParams:
     """...from ``trap_penalty`` when reached now to 0 when reached (at the ego's present speed)
     after this time [s]."""
 
+    def __post_init__(self) -> None:
+        unknown = set(self.continuations) | set(self.rescue_continuations)
+        unknown -= set(_CONTINUATIONS)
+        if unknown or not self.continuations:
+            raise ValueError(f"continuations must be a non-empty choice of {_CONTINUATIONS}, got {sorted(unknown)}")
+
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-serialisable dict."""
         d = dataclasses.asdict(self)
         d["continuations"] = list(self.continuations)
+        d["rescue_continuations"] = list(self.rescue_continuations)
         return d
 
 
@@ -173,7 +189,7 @@ class PlannerExpert(Expert):
         base = self._copy(env)
         values: dict[int, float] = {}
         for a in self._available(env):
-            values[a] = self._evaluate(base.clone(), a, names)
+            values[a] = self._evaluate(base, a, names)
         return values
 
     # ------------------------------------------------------------------ helpers
@@ -240,8 +256,9 @@ class PlannerExpert(Expert):
             if ahead and id(min(ahead, key=lambda sv: sv[0])[1]) not in kept:
                 clone.target_speed = min(float(clone.target_speed), float(clone.speed))
 
-    def _evaluate(self, sim: _Sim, action: int, names: dict[int, str]) -> float:
+    def _evaluate(self, base: _Sim, action: int, names: dict[int, str]) -> float:
         p = self.p
+        sim = base.clone()
         r0 = sim.step(action, names[action])
         if sim.ego.crashed:
             return r0 - p.crash_penalty
@@ -249,12 +266,22 @@ class PlannerExpert(Expert):
         if p.horizon <= 1:
             return value0 - p.gamma * self._trap_cost(sim)
         best = -math.inf
+        crashed = True
         for i, cont in enumerate(p.continuations):
             branch = sim.clone() if i < len(p.continuations) - 1 else sim
-            best = max(best, self._continue(branch, cont, names))
+            value, hit = self._continue(branch, cont, names)
+            best, crashed = max(best, value), crashed and hit
+        if crashed:
+            # Rare, so the candidate's first decision is replayed on a fresh copy (the copy is
+            # deterministic) instead of every candidate keeping a spare copy.
+            for cont in p.rescue_continuations:
+                branch = base.clone()
+                branch.step(action, names[action])
+                best = max(best, self._continue(branch, cont, names)[0])
         return value0 + p.gamma * best
 
-    def _continue(self, sim: _Sim, cont: str, names: dict[int, str]) -> float:
+    def _continue(self, sim: _Sim, cont: str, names: dict[int, str]) -> tuple[float, bool]:
+        """The discounted value of ``horizon - 1`` decisions under ``cont``, and whether it crashed."""
         p = self.p
         index = {v: k for k, v in names.items()}
         total, discount = 0.0, 1.0
@@ -262,10 +289,10 @@ class PlannerExpert(Expert):
             name = self._continuation_action(sim, cont)
             r = sim.step(index[name], name)
             if sim.ego.crashed:
-                return total + discount * (r - p.crash_penalty)
+                return total + discount * (r - p.crash_penalty), True
             total += discount * (r - self._gap_cost(sim))
             discount *= p.gamma
-        return total - discount * self._trap_cost(sim)
+        return total - discount * self._trap_cost(sim), False
 
     def _continuation_action(self, sim: _Sim, cont: str) -> str:
         if cont == "brake":

@@ -61,6 +61,9 @@ def test_compounding_error_fast(tmp_path: pathlib.Path) -> None:
         rows = methods.loc[list(module.METHODS)]
         assert ((rows[f"{col}_ci_low"] <= rows[col]) & (rows[col] <= rows[f"{col}_ci_high"])).all(), col
     assert (methods.loc["bc", "return_vs_bc"] == 0).all()
+    # DAgger's on-policy pick repeats one of its iterates: the correlation counts each clone once.
+    per_budget = tables["open_vs_closed"].set_index("budget")["n_clones"]
+    assert (per_budget.drop("within-budget mean") == 3 * 2).all()
     episodes = pd.read_csv(out / "episodes.csv")
     assert set(episodes["seed"]) == {1_000_000, 1_000_001, 1_000_002}
     # eps_off is the clone on the expert's own episodes: every step of the expert is scored.

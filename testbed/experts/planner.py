@@ -30,8 +30,9 @@ Each decision:
    FASTER, LANE_RIGHT, LANE_LEFT, SLOWER.
 
 Costs: (available actions) x horizon x (continuations) decisions of simulation on ~5-8
-vehicles, at the env's simulation frequency (5 Hz on highway-fast, 15 Hz, three times the
-cost, on merge and roundabout).
+vehicles, plus the rescues of candidates that crash under every continuation, at the env's
+simulation frequency (5 Hz on highway-fast, 15 Hz, three times the cost, on merge and
+roundabout).
 
 The expert is stateless and deterministic: the same simulator state gives the same action.
 """

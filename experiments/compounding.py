@@ -54,6 +54,7 @@ import pandas as pd
 
 from testbed import drift, hazard, kit
 from testbed.errors import TestbedError
+from testbed.experts import make_expert
 from testbed.metrics import clone_table, clones_mean_ci, mean_ci
 from testbed.outputs import atomic_output_dir, read_args
 from testbed.plotting import (
@@ -295,6 +296,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             training=f"collected on the recoverable variant, duration {longest}; dagger: DAggerConfig(training="
             f"'scratch'), the last iterate; realizable: teacher BC seed {seeds[0]} (argmax), students BC on its labels",
             controls={"iid-errors": {"noise": noise, "matched_to": f"BC eps_on {eps_on:.4f}, development seeds"}},
+            valuation={"expert": "planner", "params": make_expert("planner").params(), "every": args.value_gap_every},
             seeds={
                 "test": test_records,
                 "bc_demonstrations": f"seed s: from {DEMOS.first + DEMO_OFFSET} + s * {DEMO_BLOCK}",

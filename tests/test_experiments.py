@@ -104,6 +104,7 @@ def test_compounding_fast(tmp_path: pathlib.Path) -> None:
     assert len(set(blocks)) == len(blocks) and all(s >= 1_000_000 for b in blocks for s in b)
     config = json.loads((out / "config.json").read_text())
     assert all(r["range"] == "test" for r in config["seeds"]["test"].values())
+    assert config["valuation"]["params"]["rescue_continuations"] == ["brake"]  # the scorer's own parameters
     # The cost-weighted error per group and bin, on the recoverable variant only.
     gaps = pd.read_csv(out / "value_gaps.csv")
     assert set(gaps["group"]) == {"expert", "bc", "dagger", "iid-errors", "realizable"}

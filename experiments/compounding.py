@@ -70,6 +70,7 @@ from testbed.seeds import DAGGER, DEMOS, DEVELOPMENT, TEST, check_test_seeds
 
 METHODS, GROUPS = ("bc", "dagger"), ("expert", "bc", "dagger", "iid-errors", "realizable")
 REFERENCES = ("expert", "iid-errors")  # of the hazard ratios
+VALUATION = "planner"  # the expert whose action values price each decision (value_gaps)
 CLONE_GROUPS = (*METHODS, "realizable")  # several clones: a driver unit (cluster) is a clone, elsewhere an episode
 TRAFFIC = {"near_miss_headway_s": 0.5, "stationary_traffic": True}
 VARIANTS = {"terminating": TRAFFIC, "recoverable": {**TRAFFIC, "crash_recovery": True}}
@@ -272,7 +273,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             for (variant, t), block in blocks.items():
                 sc, shared = scenario(variant, t), block[: args.episodes]  # the clones'; the others drive all
                 scored = args.value_gap_every and variant == "recoverable" and t == longest
-                scoring = Scoring(PolicySpec("expert", "planner"), args.value_gap_every) if scored else None
+                scoring = Scoring(PolicySpec("expert", VALUATION), args.value_gap_every) if scored else None
                 runs = {expert.label: pool.run(sc, expert, block, scoring=scoring)}
                 runs[teacher.label] = pool.run(sc, teacher, shared)
                 reference = {k: {r.seed: r for r in v} for k, v in runs.items()}
@@ -296,7 +297,7 @@ def main(args: Args) -> dict[str, pd.DataFrame]:
             training=f"collected on the recoverable variant, duration {longest}; dagger: DAggerConfig(training="
             f"'scratch'), the last iterate; realizable: teacher BC seed {seeds[0]} (argmax), students BC on its labels",
             controls={"iid-errors": {"noise": noise, "matched_to": f"BC eps_on {eps_on:.4f}, development seeds"}},
-            valuation={"expert": "planner", "params": make_expert("planner").params(), "every": args.value_gap_every},
+            valuation={"expert": VALUATION, "params": make_expert(VALUATION).params(), "every": args.value_gap_every},
             seeds={
                 "test": test_records,
                 "bc_demonstrations": f"seed s: from {DEMOS.first + DEMO_OFFSET} + s * {DEMO_BLOCK}",

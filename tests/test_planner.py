@@ -107,8 +107,8 @@ def _stopped_car_ahead(seed: int):
     return env, base
 
 
-def _crashes(seed: int, driver) -> bool:
-    env, base = _stopped_car_ahead(seed)
+def _crashes(env, base, driver) -> bool:
+    """Drive ``env`` to its end with ``driver(base) -> action``; whether the ego crashed."""
     done = False
     while not done:
         _, _, terminated, truncated, _ = env.step(driver(base))
@@ -122,20 +122,15 @@ def test_avoids_a_stopped_car_that_idle_hits() -> None:
     seeds = [20_031, 20_032, 20_033]
     idle = lambda base: base.action_type.actions_indexes["IDLE"]  # noqa: E731
     planner = PlannerExpert()
-    assert all(_crashes(s, idle) for s in seeds)
-    assert not any(_crashes(s, lambda base: planner.act(None, base)) for s in seeds)
+    assert all(_crashes(*_stopped_car_ahead(s), idle) for s in seeds)
+    assert not any(_crashes(*_stopped_car_ahead(s), lambda base: planner.act(None, base)) for s in seeds)
 
 
 def _merge_crashes(seed: int, params: PlannerParams) -> bool:
     env = make_env(get_scenario("merge"))
-    obs, _ = env.reset(seed=seed)
-    base, planner, done = env.unwrapped, PlannerExpert(params), False
-    while not done:
-        obs, _, terminated, truncated, _ = env.step(planner.act(obs, base))
-        done = terminated or truncated
-    crashed = bool(base.vehicle.crashed)
-    env.close()
-    return crashed
+    env.reset(seed=seed)
+    planner = PlannerExpert(params)
+    return _crashes(env, env.unwrapped, lambda base: planner.act(None, base))
 
 
 def test_rescue_brakes_for_a_vehicle_cutting_in() -> None:

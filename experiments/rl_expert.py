@@ -111,8 +111,8 @@ def main(args: Args) -> pd.DataFrame:
                 "train_episodes": f"episode k uses env seed {RL.first} + {args.seed} + k (the RL range)",
                 "eval": {"first": args.eval_seed, "n_episodes": args.eval_episodes, **test_seeds},
             },
-            statistics="means with 95% percentile-bootstrap CIs over episodes (training blocks: over the "
-            "block's training episodes, with exploration)",
+            statistics="means with 95% percentile-bootstrap CIs and crash rates with exact Clopper-Pearson "
+            "intervals, over episodes (training blocks: over the block's training episodes, with exploration)",
             wall_time_s={k: round(v, 1) for k, v in times.items()},
         )
         kit.write_results(tmp, {"training_bins": bins}, record)

@@ -33,11 +33,13 @@ from testbed.errors import TestbedError
 from testbed.outputs import read_json
 from testbed.pipeline import Pipeline, save_summary_plot
 from testbed.plotting import plot_training_log
-from testbed.rollout import reuse_episodes
+from testbed.rollout import share_episodes
 from testbed.scheduler import Executor, Finished, Scheduler, Task
 
 STORE = ".reproduce"
 """Under the output root: the record of the steps a rebuild has finished (removed when it completes)."""
+EPISODES = "episodes"
+"""Under :data:`STORE`: the run's shared expert and baseline episodes (:func:`testbed.rollout.share_episodes`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,10 +262,10 @@ def reproduce(
     """Rebuild ``steps`` into ``out_root`` on one queue; returns each step's record (its wall
     time, and whether an earlier, killed run of the same rebuild had finished it).
 
-    With one local worker the steps run in this process in order, inside one
-    :func:`testbed.rollout.reuse_episodes` block (an expert or baseline episode an earlier step
-    ran is not simulated again); with more, each long-lived worker keeps such a memo of its
-    own. Either way no number changes.
+    The run is one :func:`testbed.rollout.share_episodes` block over ``STORE/EPISODES``: an
+    expert or baseline episode that any step or sweep cell of the run simulated is read, not
+    simulated again, by every other, whichever worker runs it (a killed run's records serve its
+    resumption; the folder goes with the store). No number changes.
 
     Args:
         steps: what to rebuild (:func:`select_steps`).
@@ -301,7 +303,7 @@ def reproduce(
         else:
             print(f"== {key}: finished by the interrupted run, kept", flush=True)
 
-    with reuse_episodes():
+    with share_episodes(out_root / STORE / EPISODES):
         records = scheduler.run(executor=executor, address=address, on_event=event)
     scheduler.clear()
     return records

@@ -19,9 +19,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import pathlib
+import pickle
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
@@ -586,7 +589,52 @@ def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
     return PolicySpec.parse(labeller if ":" in labeller else f"expert:{labeller}")
 
 
-_REUSED: dict[tuple, EpisodeRecord] | None = None
+class SharedEpisodes:
+    """A reused-episode memo that the processes of one run share through a folder: one pickle
+    per episode key, written atomically (a temporary file renamed into place), so a reader sees
+    a whole record or none. Two processes that miss the same key both simulate it and write
+    equal records. The folder is an optimisation only: a record that cannot be written (full or
+    read-only disk) or read (removed, damaged) is simulated instead."""
+
+    def __init__(self, folder: str | pathlib.Path) -> None:
+        self.folder = pathlib.Path(folder)
+        self._here: dict[tuple, EpisodeRecord] = {}
+
+    def _path(self, key: tuple) -> pathlib.Path:
+        return self.folder / (hashlib.sha256(repr(key).encode()).hexdigest() + ".pkl")
+
+    def get(self, key: tuple) -> EpisodeRecord | None:
+        """The record stored under ``key`` (None: not there or unreadable)."""
+        record = self._here.get(key)
+        if record is None:
+            try:
+                with self._path(key).open("rb") as f:
+                    loaded = pickle.load(f)
+            except Exception:  # noqa: BLE001 - absent, or not a whole record: simulate it
+                return None
+            if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == key):
+                return None  # a hash collision or a foreign file
+            record = self._here[key] = loaded[1]
+        return record
+
+    def __setitem__(self, key: tuple, record: EpisodeRecord) -> None:
+        self._here[key] = record
+        path = self._path(key)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as f:
+                pickle.dump((key, record), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
+
+SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"
+"""Environment variable naming the :class:`SharedEpisodes` folder of a run, inherited by the
+processes it starts (its scheduler's and sweeps' workers)."""
+
+_REUSED: dict[tuple, EpisodeRecord] | SharedEpisodes | None = None
 _REUSABLE_KINDS = ("expert", "idle", "random")
 
 
@@ -600,18 +648,37 @@ def reuse_episodes() -> Iterator[None]:
     so when all of those are equal the earlier :class:`EpisodeRecord` is returned instead.
     Only policies named by what they are (experts, ``idle``, ``random``) are reused — a
     clone is a file that may be rewritten under the same path — and camera scenarios are
-    never kept (about 1 MB per episode). ``testbed reproduce`` runs all its steps inside one
-    such block; records live in memory and end with it.
+    never kept (about 1 MB per episode). Records live in memory and end with the block.
     """
     with _episode_store({} if _REUSED is None else _REUSED):
         yield
 
 
+@contextlib.contextmanager
+def share_episodes(folder: pathlib.Path) -> Iterator[None]:
+    """:func:`reuse_episodes` with the records kept in ``folder`` (:class:`SharedEpisodes`),
+    for this process and every process it starts within the block: ``testbed reproduce``
+    runs in such a block, so an episode one step simulated is read, not simulated, by any
+    other step or sweep cell of the run, whichever process it runs in."""
+    previous = os.environ.get(SHARED_EPISODES_ENV)
+    os.environ[SHARED_EPISODES_ENV] = str(folder.absolute())
+    try:
+        with _episode_store(SharedEpisodes(folder)):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(SHARED_EPISODES_ENV, None)
+        else:
+            os.environ[SHARED_EPISODES_ENV] = previous
+
+
 def reuse_episodes_for_this_process() -> None:
     """:func:`reuse_episodes` for the rest of this process's life (a long-lived worker that
-    runs one task after another: :mod:`testbed.scheduler`)."""
+    runs one task after another: :mod:`testbed.scheduler`), shared through the folder of the
+    run that started it (:func:`share_episodes`) if there is one."""
     global _REUSED
-    _REUSED = {}
+    folder = os.environ.get(SHARED_EPISODES_ENV)
+    _REUSED = SharedEpisodes(folder) if folder else {}
 
 
 @contextlib.contextmanager
@@ -623,7 +690,7 @@ def fresh_episodes() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _episode_store(store: dict[tuple, EpisodeRecord] | None) -> Iterator[None]:
+def _episode_store(store: dict[tuple, EpisodeRecord] | SharedEpisodes | None) -> Iterator[None]:
     """Use ``store`` (``None``: no reuse) as the reused-episode memo within the block, then
     restore the enclosing one."""
     global _REUSED
@@ -739,15 +806,13 @@ class RolloutPool:
         tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
-        hits = [k in memo for k in keys] if memo is not None else [False] * len(tasks)
-        fresh = self._map([t for t, hit in zip(tasks, hits) if not hit])
-        for i, hit in enumerate(hits):
-            if hit:
-                yield memo[keys[i]]  # type: ignore[index]
-                continue
-            record = next(fresh)
-            if memo is not None:
-                memo[keys[i]] = record
+        known = [memo.get(k) for k in keys] if memo is not None else [None] * len(tasks)
+        fresh = self._map([t for t, record in zip(tasks, known) if record is None])
+        for i, record in enumerate(known):
+            if record is None:
+                record = next(fresh)
+                if memo is not None:
+                    memo[keys[i]] = record
             yield record
 
     def _jobs(self, tasks: list[_Task]) -> list[_Job]:

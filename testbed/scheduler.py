@@ -355,7 +355,8 @@ class _Backend:
 def _scheduler_worker() -> None:
     """Initialiser of the scheduler's local workers: :func:`testbed.runtime.init_worker`, and
     one reused-episode memo for the worker's whole life (expert and baseline episodes that an
-    earlier task in this worker simulated are not simulated again; it changes no number)."""
+    earlier task simulated are not simulated again; it changes no number), shared with the
+    other processes of a ``testbed reproduce`` run (:func:`testbed.rollout.share_episodes`)."""
     init_worker()
     from testbed.rollout import reuse_episodes_for_this_process
 

@@ -101,6 +101,51 @@ def test_reuse_episodes_returns_earlier_records_only_for_identical_inputs(scenar
         _same(mixed, pool.run(scenario, expert, [7, 6, 5]))  # a reused record equals a fresh one
 
 
+CHILD_RUN = """
+from testbed.policies import PolicySpec
+from testbed.rollout import RolloutPool, reuse_episodes_for_this_process
+from testbed.scenarios import get_scenario
+
+reuse_episodes_for_this_process()  # as a scheduler or sweep worker starts
+with RolloutPool(1) as pool:
+    print(pool.run(get_scenario("highway-fast"), PolicySpec.parse("expert:scripted"), [5])[0].policy)
+"""
+
+
+def test_shared_episodes_reach_the_processes_a_run_starts(scenario: Scenario, tmp_path) -> None:
+    import dataclasses
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    import testbed.rollout
+    from testbed.rollout import SHARED_EPISODES_ENV, SharedEpisodes, share_episodes
+
+    folder = tmp_path / "episodes"
+    expert = PolicySpec.parse("expert:scripted")
+    with RolloutPool(1) as pool:
+        with share_episodes(folder):
+            (first,) = pool.run(scenario, expert, [5])
+            (written,) = folder.glob("*.pkl")
+            assert not list(folder.glob(".*"))  # no temporary file left
+            # A record planted under that key is what a process started in the block reads.
+            key, _ = pickle.loads(written.read_bytes())
+            SharedEpisodes(folder)[key] = dataclasses.replace(first, policy="planted")
+            child = subprocess.run([sys.executable, "-c", CHILD_RUN], capture_output=True, text=True, check=True)
+            assert child.stdout.split()[-1] == "planted"
+        assert SHARED_EPISODES_ENV not in os.environ and testbed.rollout._REUSED is None  # the block is over
+        with share_episodes(folder):  # a new run over the same folder (a resumed reproduce) reads it
+            assert pool.run(scenario, expert, [5])[0].policy == "planted"
+        written.write_bytes(b"damaged")  # unreadable: simulated again, equal to the first
+        with share_episodes(folder):
+            (again,) = pool.run(scenario, expert, [5])
+    assert again.policy == first.policy
+    _same([again], [first])
+    child = subprocess.run([sys.executable, "-c", CHILD_RUN], capture_output=True, text=True, check=True)
+    assert child.stdout.split()[-1] == "expert:scripted"  # outside a run: nothing shared
+
+
 def _same_records(a: list[EpisodeRecord], b: list[EpisodeRecord]) -> None:
     """Every field of every record equal (labels and executed actions too)."""
     _same(a, b)

@@ -138,6 +138,7 @@ time.sleep(300)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time
 def test_sigkill_of_a_driver_with_a_local_ray_instance_leaves_no_process(tmp_path: pathlib.Path) -> None:
     """``--executor ray`` without ``--address`` starts a local Ray instance (GCS, raylet, agents,
     workers) in the command's tree; some of its agents outlived a SIGKILLed driver by more

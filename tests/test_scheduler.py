@@ -21,10 +21,18 @@ from testbed.scheduler import Scheduler, Task, critical_path
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _mark(log: str, key: str, seconds: float = 0.0) -> dict[str, str]:
-    """A task that appends ``start key`` and ``end key`` lines to ``log`` (each run counts)."""
+MEET_TIMEOUT_S = 120.0
+"""How long a task waits for the task it is to run beside (a loaded machine starts workers slowly)."""
+
+
+def _mark(log: str, key: str, seconds: float = 0.0, meet: str | None = None) -> dict[str, str]:
+    """A task that appends ``start key`` and ``end key`` lines to ``log`` (each run counts); with
+    ``meet``, it ends only once task ``meet`` has started (or after :data:`MEET_TIMEOUT_S`)."""
     with open(log, "a") as f:
         f.write(f"start {key} {time.time()}\n")
+    deadline = time.monotonic() + MEET_TIMEOUT_S
+    while meet is not None and f"start {meet} " not in pathlib.Path(log).read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
     time.sleep(seconds)
     with open(log, "a") as f:
         f.write(f"end {key} {time.time()}\n")
@@ -40,9 +48,16 @@ def _lines(log: pathlib.Path) -> list[tuple[str, str, float]]:
 
 
 def _task(
-    log: pathlib.Path, key: str, *, after: tuple[str, ...] = (), cpus: int = 1, cost: float = 1.0, s: float = 0.0
+    log: pathlib.Path,
+    key: str,
+    *,
+    after: tuple[str, ...] = (),
+    cpus: int = 1,
+    cost: float = 1.0,
+    s: float = 0.0,
+    meet: str | None = None,
 ):
-    return Task(key, functools.partial(_mark, str(log), key, s), after=after, cpus=cpus, cost_s=cost)
+    return Task(key, functools.partial(_mark, str(log), key, s, meet), after=after, cpus=cpus, cost_s=cost)
 
 
 def test_dependencies_order_and_the_critical_path_first(tmp_path: pathlib.Path) -> None:
@@ -76,7 +91,9 @@ def test_dependencies_order_and_the_critical_path_first(tmp_path: pathlib.Path) 
 
 def test_cores_are_the_capacity(tmp_path: pathlib.Path) -> None:
     log = tmp_path / "log"
-    tasks = [_task(log, "wide", cpus=2, cost=10, s=0.5), _task(log, "a", s=0.5), _task(log, "b", s=0.5)]
+    # "a" and "b" each wait for the other to start: side by side both end at once; one after the
+    # other, the first would wait out MEET_TIMEOUT_S and end before the second started.
+    tasks = [_task(log, "wide", cpus=2, cost=10, s=0.5), _task(log, "a", meet="b"), _task(log, "b", meet="a")]
     Scheduler(tmp_path / "store", tasks, workers=2).run()
     events = _lines(log)
     start = {k: t for w, k, t in events if w == "start"}
@@ -195,6 +212,7 @@ def test_a_killed_reproduce_resumes_without_recomputing_finished_steps(tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time
 def test_reproduce_on_a_ray_cluster_equals_the_local_pool(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "CI": "true"}
     local = subprocess.run(

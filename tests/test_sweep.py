@@ -171,6 +171,7 @@ to Ray's workers by value: this test module is not installed)."""
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one Ray instance at a time
 def test_ray_matches_local(tmp_path: pathlib.Path, real_local) -> None:
     toy = toy_cells()
     local = run_sweep(toy, toy_cell, tmp_path / "local", config={"toy": True}, workers=1)

@@ -187,6 +187,7 @@ def train_expert(scenario: Scenario, config: RLConfig, *, progress: bool = False
         TestbedError: invalid config.
     """
     from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     config.validate()
@@ -195,6 +196,8 @@ def train_expert(scenario: Scenario, config: RLConfig, *, progress: bool = False
     venv = DummyVecEnv([lambda: recorder])
     cls = DQN if config.algo == "dqn" else PPO
     model = cls("MlpPolicy", venv, seed=config.seed, device="cpu", verbose=0, **config.hyperparameters())
+    # A logger with no output: SB3 would otherwise make an empty /tmp/SB3-<time> folder per run.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     start = time.perf_counter()
     model.learn(total_timesteps=config.n_timesteps, progress_bar=progress and progress_enabled())
     wall = time.perf_counter() - start

@@ -42,6 +42,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return out
 
 
+def test_training_leaves_no_sb3_log_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    # SB3 makes an (empty) log folder, SB3_LOGDIR or /tmp/SB3-<time>, unless given a logger.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
+    train_expert(get_scenario("highway-fast", {"duration": 5}), RLConfig(algo="dqn", n_timesteps=20, seed=0))
+    assert not (tmp_path / "sb3").exists()
+
+
 def test_train_expert_writes_model_metadata_and_curve(tiny_run: pathlib.Path) -> None:
     meta = json.loads((tiny_run / "metadata.json").read_text())
     assert meta["algorithm"] == "dqn" and meta["n_timesteps"] == N_TIMESTEPS

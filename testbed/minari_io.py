@@ -56,6 +56,7 @@ from testbed.demos import DemoMetadata, Demonstrations, _as_recorded_dtype, _che
 from testbed.errors import TestbedError
 from testbed.outputs import check_output_path, make_parents, remove_created
 from testbed.provenance import package_versions, provenance
+from testbed.runtime import environment_variable
 from testbed.spaces import MAX_SPACE_SIZE, space_from_dict
 
 RECORD_KEY = "testbed"
@@ -102,15 +103,8 @@ def check_dataset_id(dataset_id: str) -> None:
 @contextlib.contextmanager
 def _datasets_root(root: pathlib.Path) -> Iterator[None]:
     """Point Minari's datasets root at ``root`` for the block (Minari reads it at every call)."""
-    before = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
-    try:
+    with environment_variable("MINARI_DATASETS_PATH", str(root)):
         yield
-    finally:
-        if before is None:
-            os.environ.pop("MINARI_DATASETS_PATH", None)
-        else:
-            os.environ["MINARI_DATASETS_PATH"] = before
 
 
 def _leaf_array(values: list[Any], *, where: str) -> np.ndarray:

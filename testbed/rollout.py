@@ -33,9 +33,17 @@ import numpy as np
 from imitation.data.types import TrajectoryWithRew
 
 from testbed.errors import TestbedError
+from testbed.outputs import atomic_output_file
 from testbed.policies import Agent, PolicyError, PolicySpec, build_agent
 from testbed.progress import Bar, track
-from testbed.runtime import broken_pool_error, init_worker, stop_pool, torch_threads, worker_context
+from testbed.runtime import (
+    broken_pool_error,
+    environment_variable,
+    init_worker,
+    stop_pool,
+    torch_threads,
+    worker_context,
+)
 from testbed.scenarios import Scenario, make_env
 
 
@@ -619,15 +627,11 @@ class SharedEpisodes:
 
     def __setitem__(self, key: tuple, record: EpisodeRecord) -> None:
         self._here[key] = record
-        path = self._path(key)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as f:
+            with atomic_output_file(self._path(key)) as tmp, tmp.open("wb") as f:
                 pickle.dump((key, record), f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
         except OSError:
-            tmp.unlink(missing_ok=True)
+            pass  # not stored: simulated again where it is needed
 
 
 SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"
@@ -660,16 +664,8 @@ def share_episodes(folder: pathlib.Path) -> Iterator[None]:
     for this process and every process it starts within the block: ``testbed reproduce``
     runs in such a block, so an episode one step simulated is read, not simulated, by any
     other step or sweep cell of the run, whichever process it runs in."""
-    previous = os.environ.get(SHARED_EPISODES_ENV)
-    os.environ[SHARED_EPISODES_ENV] = str(folder.absolute())
-    try:
-        with _episode_store(SharedEpisodes(folder)):
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop(SHARED_EPISODES_ENV, None)
-        else:
-            os.environ[SHARED_EPISODES_ENV] = previous
+    with environment_variable(SHARED_EPISODES_ENV, str(folder.absolute())), _episode_store(SharedEpisodes(folder)):
+        yield
 
 
 def reuse_episodes_for_this_process() -> None:

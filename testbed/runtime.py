@@ -35,6 +35,21 @@ def set_torch_threads(n: int) -> None:
 
 
 @contextlib.contextmanager
+def environment_variable(name: str, value: str) -> Iterator[None]:
+    """Set ``os.environ[name]`` to ``value`` for the block (and the processes started in it),
+    then restore what it was (unset if it was unset)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+@contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads, then restore the previous count."""
     import torch

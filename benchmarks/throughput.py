@@ -660,6 +660,9 @@ def whole_process_comparison(args: Args, *, log: Callable[[str], None]) -> dict[
     """Comparison 5: ``testbed collect`` as whole processes with N workers vs 1 (what a user
     waits for: interpreter start, imports, the forkserver and its workers, the episodes and
     the saving), alternating pair by pair so that load changes hit both; median wall times.
+    Each is ``python -m testbed``, the ``testbed`` command's own entry point
+    (:mod:`testbed._early`, which starts the workers' forkserver before the heavy imports),
+    not :mod:`testbed.cli`, which would skip that start.
 
     The collected trajectories must be byte-identical whatever the worker count.
     """
@@ -677,7 +680,7 @@ def whole_process_comparison(args: Args, *, log: Callable[[str], None]) -> dict[
             for workers in (1, args.n_workers):
                 log(f"whole process {pair + 1}/{args.whole_process_pairs}: testbed collect --workers {workers} ...")
                 out = pathlib.Path(tmp) / f"w{workers}"
-                command = [sys.executable, "-m", "testbed.cli", "collect", "--scenario", args.scenario]
+                command = [sys.executable, "-m", "testbed", "collect", "--scenario", args.scenario]
                 command += ["--expert", args.expert, "--episodes", str(n), "--seed", str(args.seed)]
                 command += ["--workers", str(workers), "--out", str(out), "--overwrite"]
                 start = time.perf_counter()

@@ -255,6 +255,20 @@ def write_json(path: str | pathlib.Path, data: Any) -> None:
     pathlib.Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
 
+def write_json_atomic(path: str | pathlib.Path, data: Any) -> None:
+    """:func:`write_json` through :func:`atomic_output_file`: ``path`` holds either its old
+    content or the whole new one, never part of it (a record that a resumed run reads back).
+    A temporary file a killed writer left is named :func:`is_temporary`."""
+    with atomic_output_file(path) as tmp:
+        write_json(tmp, data)
+
+
+def is_temporary(path: pathlib.Path) -> bool:
+    """Whether ``path`` is the temporary sibling of an output (:func:`atomic_output_file`,
+    :func:`atomic_output_dir`), e.g. one a killed writer left behind."""
+    return path.name.startswith(".") and _TMP_MARK in path.name
+
+
 def read_json(path: str | pathlib.Path, *, what: str) -> Any:
     """Read JSON, turning a missing, corrupt, oversized or too deeply nested file into a
     :class:`TestbedError` (:func:`testbed.safe_json.read_file`)."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
 import time
@@ -35,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from testbed.errors import TestbedError
-from testbed.outputs import read_json, write_json
+from testbed.outputs import is_temporary, read_json, write_json_atomic
 from testbed.runtime import broken_pool_error, init_worker, one_thread, start_ray, stop_pool
 
 Executor = Literal["local", "ray"]
@@ -181,14 +180,16 @@ class Scheduler:
                 )
         (self.store / DONE).mkdir(parents=True, exist_ok=True)
         if not path.is_file():
-            _write_atomic(path, self.state)
-        for leftover in (self.store / DONE).glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
+            write_json_atomic(path, self.state)
+        for leftover in (self.store / DONE).iterdir():
+            if is_temporary(leftover):
+                leftover.unlink(missing_ok=True)
         return [k for k in self.tasks if self._done_path(k).is_file()]
 
     def _record(self, key: str, result: Mapping[str, Any] | None, wall_time_s: float) -> Finished:
         record = Finished(key, dict(result or {}), round(wall_time_s, 1), resumed=False)
-        _write_atomic(self._done_path(key), {"key": key, "result": record.result, "wall_time_s": record.wall_time_s})
+        done = {"key": key, "result": record.result, "wall_time_s": record.wall_time_s}
+        write_json_atomic(self._done_path(key), done)
         return record
 
     def _read(self, key: str) -> Finished:
@@ -314,12 +315,6 @@ class TaskFailed(Exception):
     def __init__(self, handle: Any, error: BaseException) -> None:
         super().__init__(str(error))
         self.handle, self.error = handle, error
-
-
-def _write_atomic(path: pathlib.Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write_json(tmp, data)
-    os.replace(tmp, path)
 
 
 def _call(fn: Callable[[], Mapping[str, Any] | None]) -> dict[str, Any] | None:

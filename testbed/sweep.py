@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from testbed.errors import TestbedError
-from testbed.outputs import atomic_output_dir, read_json, write_json
+from testbed.outputs import atomic_output_dir, is_temporary, read_json, write_json, write_json_atomic
 from testbed.progress import track
 from testbed.provenance import provenance
 
@@ -205,13 +205,13 @@ class Sweep:
             record.setdefault("resumed", []).append(provenance())
         else:
             record = {"sweep": self.spec, "provenance": provenance()}
-        _write_json_atomic(path, record)
+        write_json_atomic(path, record)
         self.cells_dir.mkdir(exist_ok=True)
         # Leftovers of a killed run: temporary cell directories, and (defensively) cell
         # directories without a result.
         known = set(self.ids)
         for entry in self.cells_dir.iterdir():
-            if entry.name.startswith(".") and (".tmp-" in entry.name or ".old-" in entry.name):
+            if is_temporary(entry) or entry.name.startswith(".") and ".old-" in entry.name:
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.name in known and not (entry / RESULT).is_file():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -254,7 +254,7 @@ class Sweep:
             for _ in finished:
                 pass
         results = self.results()
-        _write_json_atomic(
+        write_json_atomic(
             self.out / RESULTS, [{"cell_id": r.cell_id, "params": r.params, "result": r.result} for r in results]
         )
         return results
@@ -291,12 +291,6 @@ def _difference(old: Any, new: Mapping[str, Any]) -> str:
                 return f"config differs in {', '.join(keys[:5])}"
             return f"{key} differs"
     return "differs"
-
-
-def _write_json_atomic(path: pathlib.Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_json(tmp, data)
-    os.replace(tmp, path)
 
 
 # --- Execution -------------------------------------------------------------------------

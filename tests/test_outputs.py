@@ -1,14 +1,15 @@
-"""Atomic output directories."""
+"""Atomic output directories and JSON records."""
 
 from __future__ import annotations
 
+import errno
 import json
 import pathlib
 
 import pytest
 
 from testbed.errors import TestbedError
-from testbed.outputs import atomic_output_dir, final_path
+from testbed.outputs import atomic_output_dir, final_path, is_temporary, write_json_atomic
 
 
 def test_paths_recorded_inside_the_temporary_directory_name_the_final_one(tmp_path: pathlib.Path) -> None:
@@ -50,3 +51,24 @@ def test_a_failed_block_leaves_the_old_output(tmp_path: pathlib.Path) -> None:
     with pytest.raises(TestbedError, match="exists"):
         with atomic_output_dir(out):
             pass
+
+
+def test_a_json_record_is_whole_or_old(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = tmp_path / "done" / "a.json"
+    write_json_atomic(record, {"key": "a", "n": 1})  # creates the folder
+    assert json.loads(record.read_text()) == {"key": "a", "n": 1}
+    written: list[pathlib.Path] = []
+
+    def half_then_full_disk(self: pathlib.Path, text: str) -> None:
+        written.append(self)
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_json_atomic(record, {"key": "a", "n": 2})
+    monkeypatch.undo()
+    assert written and is_temporary(written[0]) and written[0].parent == record.parent  # it wrote a sibling
+    assert json.loads(record.read_text()) == {"key": "a", "n": 1}  # the old record, whole
+    assert [p.name for p in record.parent.iterdir()] == ["a.json"]  # and no half-written file

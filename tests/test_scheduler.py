@@ -16,7 +16,8 @@ import pytest
 from conftest import RAY_ADDRESS, run_on_a_ray_cluster
 
 from testbed.errors import TestbedError
-from testbed.scheduler import Scheduler, Task, critical_path
+from testbed.outputs import write_json_atomic
+from testbed.scheduler import DONE, Scheduler, Task, critical_path
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -126,6 +127,24 @@ def test_a_failed_task_stops_its_dependents_only_and_a_rerun_skips_what_finished
     assert sorted(k for w, k, _ in _lines(log) if w == "start") == ["a", "b", "c", "d"]
     assert records["a"].resumed and records["d"].resumed and not records["b"].resumed
     assert ("a", "resumed") in seen and ("d", "resumed") in seen
+
+
+def test_a_record_a_killed_writer_left_half_written_is_not_a_finished_task(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "log"
+    store = tmp_path / "store"
+    scheduler = Scheduler(store, [_task(log, "a")], workers=1)
+    assert scheduler.open() == []
+    # A writer killed after opening its temporary record: the finished task's record is never partial.
+    monkeypatch.setattr(os, "replace", lambda src, dst: None)  # killed before the rename
+    write_json_atomic(store / DONE / "a.json", {"key": "a", "result": {}, "wall_time_s": 1.0})
+    monkeypatch.undo()
+    (leftover,) = (store / DONE).iterdir()
+    assert leftover.name != "a.json"
+    assert scheduler.open() == [] and not leftover.exists()  # removed on resumption, not taken as done
+    scheduler.run()
+    assert [k for w, k, _ in _lines(log) if w == "start"] == ["a"]
 
 
 def test_a_store_of_other_tasks_or_config_is_set_aside(tmp_path: pathlib.Path, capsys) -> None:

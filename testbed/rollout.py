@@ -602,7 +602,8 @@ class SharedEpisodes:
     per episode key, written atomically (a temporary file renamed into place), so a reader sees
     a whole record or none. Two processes that miss the same key both simulate it and write
     equal records. The folder is an optimisation only: a record that cannot be written (full or
-    read-only disk) or read (removed, damaged) is simulated instead."""
+    read-only disk, or an info that does not pickle) or read (removed, damaged) is simulated
+    instead."""
 
     def __init__(self, folder: str | pathlib.Path) -> None:
         self.folder = pathlib.Path(folder)
@@ -630,8 +631,8 @@ class SharedEpisodes:
         try:
             with atomic_output_file(self._path(key)) as tmp, tmp.open("wb") as f:
                 pickle.dump((key, record), f, protocol=pickle.HIGHEST_PROTOCOL)
-        except OSError:
-            pass  # not stored: simulated again where it is needed
+        except Exception:  # noqa: BLE001 - a disk fault, or a record that does not pickle
+            pass  # not stored (and no file left): simulated again where it is needed
 
 
 SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"

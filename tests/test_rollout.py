@@ -146,6 +146,21 @@ def test_shared_episodes_reach_the_processes_a_run_starts(scenario: Scenario, tm
     assert child.stdout.split()[-1] == "expert:scripted"  # outside a run: nothing shared
 
 
+def test_a_shared_record_that_does_not_pickle_is_kept_in_memory_only(scenario: Scenario, tmp_path) -> None:
+    import dataclasses
+
+    from testbed.rollout import SharedEpisodes
+
+    with RolloutPool(1) as pool:
+        (record,) = pool.run(scenario, PolicySpec.parse("expert:scripted"), [5])
+    unpicklable = dataclasses.replace(record, policy=lambda: None)  # type: ignore[arg-type]
+    store = SharedEpisodes(tmp_path / "episodes")
+    store[("key",)] = unpicklable  # no error: the folder is an optimisation only
+    assert store.get(("key",)) is unpicklable  # this process keeps it
+    assert SharedEpisodes(tmp_path / "episodes").get(("key",)) is None  # others simulate it
+    assert list(tmp_path.iterdir()) == []  # no partial file, nor the folder made for it
+
+
 def _same_records(a: list[EpisodeRecord], b: list[EpisodeRecord]) -> None:
     """Every field of every record equal (labels and executed actions too)."""
     _same(a, b)

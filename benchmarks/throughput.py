@@ -100,7 +100,8 @@ class Args:
     )
     """Which to measure: sim (0), collection (1-4, training included), whole-process (5), lockstep (6)."""
     whole_process_episodes: int = 60
-    """Episodes of each whole-process ``testbed collect`` (comparison 5)."""
+    """Episodes of each whole-process ``testbed collect`` (comparison 5; at least 2, since a
+    one-episode command is timed beside it)."""
     whole_process_pairs: int = 2
     """Alternating (1 worker, N workers) command pairs (comparison 5; medians reported)."""
     lockstep_clone: str = "results/pipeline/highway-fast/clone"
@@ -132,6 +133,8 @@ class Args:
         for name in counts:
             if getattr(self, name) < 1:
                 raise TestbedError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.whole_process_episodes < 2:
+            raise TestbedError(f"--whole-process-episodes must be at least 2, got {self.whole_process_episodes}")
         if self.n_warmup_episodes < 0:
             raise TestbedError(f"--n-warmup-episodes must be >= 0, got {self.n_warmup_episodes}")
         if not self.default_threads_budget_s >= 0:
@@ -664,42 +667,54 @@ def whole_process_comparison(args: Args, *, log: Callable[[str], None]) -> dict[
     (:mod:`testbed._early`, which starts the workers' forkserver before the heavy imports),
     not :mod:`testbed.cli`, which would skip that start.
 
-    The collected trajectories must be byte-identical whatever the worker count.
+    The collected trajectories must be byte-identical whatever the worker count. Each pair
+    also times a one-episode, one-worker command: with the 1-worker command's time T1 = s + n e
+    (n episodes of e seconds each, s the rest: interpreter, imports, saving, exit) and the
+    one-episode command's s + e, it gives s and so the most N workers can give, T1 / (s + n e / N),
+    were the episodes split perfectly at no cost.
     """
     import subprocess
     import tempfile
 
     from testbed.errors import TestbedError
 
-    n = args.whole_process_episodes
-    times: dict[int, list[float]] = {1: [], args.n_workers: []}
+    n, many_workers = args.whole_process_episodes, args.n_workers
+    runs = {"1": (1, n), str(many_workers): (many_workers, n), "1 episode": (1, 1)}  # (workers, episodes)
+    times: dict[str, list[float]] = {name: [] for name in runs}
     identical = True
     with tempfile.TemporaryDirectory(prefix="throughput-collect-") as tmp:
         for pair in range(args.whole_process_pairs):
             outputs = {}
-            for workers in (1, args.n_workers):
-                log(f"whole process {pair + 1}/{args.whole_process_pairs}: testbed collect --workers {workers} ...")
-                out = pathlib.Path(tmp) / f"w{workers}"
+            for name, (workers, episodes) in runs.items():
+                what = f"--workers {workers} --episodes {episodes}"
+                log(f"whole process {pair + 1}/{args.whole_process_pairs}: testbed collect {what} ...")
+                out = pathlib.Path(tmp) / f"w{workers}-e{episodes}"
                 command = [sys.executable, "-m", "testbed", "collect", "--scenario", args.scenario]
-                command += ["--expert", args.expert, "--episodes", str(n), "--seed", str(args.seed)]
+                command += ["--expert", args.expert, "--episodes", str(episodes), "--seed", str(args.seed)]
                 command += ["--workers", str(workers), "--out", str(out), "--overwrite"]
                 start = time.perf_counter()
                 done = subprocess.run(command, capture_output=True, text=True)
-                times[workers].append(time.perf_counter() - start)
+                times[name].append(time.perf_counter() - start)
                 if done.returncode != 0:
                     raise TestbedError(f"testbed collect failed: {done.stderr.strip()[-500:]}")
-                outputs[workers] = {f.name: f.read_bytes() for f in sorted((out / "trajectories").iterdir())}
-            identical = identical and outputs[1] == outputs[args.n_workers]
-    one, many = statistics.median(times[1]), statistics.median(times[args.n_workers])
-    key = f"whole_process_collect_workers_{args.n_workers}/workers_1"
+                outputs[name] = {f.name: f.read_bytes() for f in sorted((out / "trajectories").iterdir())}
+            identical = identical and outputs["1"] == outputs[str(many_workers)]
+    one, many, single = (statistics.median(times[name]) for name in runs)
+    per_episode = (one - single) / (n - 1)
+    serial = single - per_episode
+    bound = one / (serial + (one - serial) / many_workers)
+    key = f"whole_process_collect_workers_{many_workers}/workers_1"
+    figures = {"episodes": n, "wall_times_s": times, "serial_s": serial, "episode_s": per_episode, "bound": bound}
     return {
         "ratios": {key: _ratio(one, many)},
-        "figures": {"whole_process_collect": {"episodes": n, "wall_times_s": {str(k): v for k, v in times.items()}}},
+        "figures": {"whole_process_collect": figures},
         "lines": [
-            f"whole-process collect {args.n_workers}-worker/1-worker speed ratio: {_ratio(one, many):.2f} "
+            f"whole-process collect {many_workers}-worker/1-worker speed ratio: {_ratio(one, many):.2f} "
             f"({n} episodes; median wall time {many:.1f} s vs {one:.1f} s from launch to exit, "
             f"{args.whole_process_pairs} alternating pairs; saved trajectories identical: "
-            f"{'yes' if identical else 'NO'})"
+            f"{'yes' if identical else 'NO'}); of the 1-worker command's {one:.1f} s, {serial:.1f} s are not "
+            f"episodes (a 1-episode command took {single:.1f} s), so {many_workers} workers can give at most "
+            f"{bound:.2f}"
         ],
     }
 

@@ -33,6 +33,10 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     for key in ("sim_accelerated/stock/highway-fast/idle", "bc/plain_torch", *keys):
         assert ratios[key] > 0, key
     assert any(k.startswith("workers_2/workers_1") for k in ratios)
+    whole = json.loads(out.read_text())["figures"]["whole_process_collect"]
+    (single,) = whole["wall_times_s"]["1 episode"]  # one pair: the median is the one time
+    assert whole["serial_s"] + whole["episode_s"] == pytest.approx(single)
+    assert "2 workers can give at most" in done.stdout
 
 
 def test_bad_arguments_are_one_line_errors() -> None:
@@ -41,3 +45,8 @@ def test_bad_arguments_are_one_line_errors() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("throughput: error: --sim-pairs")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--whole-process-episodes", "1"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("throughput: error: --whole-process-episodes")

@@ -132,6 +132,8 @@ def _why_not_writable(directory: pathlib.Path) -> str:
 TEXT_SUFFIXES = (".csv", ".json", ".md", ".txt")
 """Files :func:`atomic_output_dir` checks for recorded temporary paths."""
 _TMP_MARK = ".tmp-"
+_OLD_MARK = ".old-"
+"""In the name of the folder an existing output is moved into while :func:`atomic_output_dir` replaces it."""
 
 
 def final_path(path: str | pathlib.Path) -> pathlib.Path:
@@ -176,7 +178,7 @@ def _replace_dir(tmp: pathlib.Path, out: pathlib.Path) -> None:
     if not out.exists():
         tmp.rename(out)
         return
-    trash = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    trash = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}{_OLD_MARK}", dir=out.parent))
     try:
         out.rename(trash / out.name)
         try:
@@ -264,9 +266,10 @@ def write_json_atomic(path: str | pathlib.Path, data: Any) -> None:
 
 
 def is_temporary(path: pathlib.Path) -> bool:
-    """Whether ``path`` is the temporary sibling of an output (:func:`atomic_output_file`,
-    :func:`atomic_output_dir`), e.g. one a killed writer left behind."""
-    return path.name.startswith(".") and _TMP_MARK in path.name
+    """Whether ``path`` is a temporary sibling of an output: the new one being written
+    (:func:`atomic_output_file`, :func:`atomic_output_dir`) or the old one set aside while
+    :func:`atomic_output_dir` replaces it; e.g. one a killed writer left behind."""
+    return path.name.startswith(".") and (_TMP_MARK in path.name or _OLD_MARK in path.name)
 
 
 def read_json(path: str | pathlib.Path, *, what: str) -> Any:

@@ -211,7 +211,7 @@ class Sweep:
         # directories without a result.
         known = set(self.ids)
         for entry in self.cells_dir.iterdir():
-            if is_temporary(entry) or entry.name.startswith(".") and ".old-" in entry.name:
+            if is_temporary(entry):
                 shutil.rmtree(entry, ignore_errors=True)
             elif entry.name in known and not (entry / RESULT).is_file():
                 shutil.rmtree(entry, ignore_errors=True)

@@ -49,11 +49,13 @@ _MEMOS: list[dict[Any, Any]] = []
 
 
 def clear_memos() -> None:
-    """Empty and forget every lane-coordinate memo (never needed for correctness; frees memory).
+    """Empty and forget every lane-coordinate memo, and the lanes' off-lane tests (never needed
+    for correctness; frees memory).
     Memos of wrappers still installed keep working, they are just no longer tracked."""
     for memo in _MEMOS:
         memo.clear()
     _MEMOS.clear()
+    _OFF_LANE_TESTS.clear()
 
 
 def memoized_local_coordinates(stock: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
@@ -129,7 +131,7 @@ def neighbour_vehicles(self: Road, vehicle: Any, lane_index: Any = None) -> tupl
     tables = acting[1]
     entry = tables.get(id(lane))
     if entry is None or entry[0] is not lane:
-        off_lane = _off_straight_lane(lane)
+        off_lane = _off_lane_test(lane)
         rows = []
         for v in self.vehicles + self.objects:
             if not isinstance(v, Landmark) and not (off_lane is not None and off_lane(v.position)):
@@ -149,6 +151,22 @@ def neighbour_vehicles(self: Road, vehicle: Any, lane_index: Any = None) -> tupl
                 s_rear = s_v
                 v_rear = v
     return v_front, v_rear
+
+
+_OFF_LANE_TESTS: dict[int, tuple[Any, Callable[[Any], bool] | None]] = {}
+
+
+def _off_lane_test(lane: Any) -> Callable[[Any], bool] | None:
+    """:func:`_off_straight_lane` of ``lane``, built once per lane (like the coordinates memo,
+    it relies on a lane's geometry never changing, and holds the lane so its id is not reused)."""
+    hit = _OFF_LANE_TESTS.get(id(lane))
+    if hit is not None and hit[0] is lane:
+        return hit[1]
+    if len(_OFF_LANE_TESTS) >= MEMO_LIMIT:
+        _OFF_LANE_TESTS.clear()
+    test = _off_straight_lane(lane)
+    _OFF_LANE_TESTS[id(lane)] = (lane, test)
+    return test
 
 
 def _off_straight_lane(lane: Any) -> Callable[[Any], bool] | None:

@@ -27,7 +27,7 @@ import pathlib
 import pickle
 import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from imitation.data.types import TrajectoryWithRew
@@ -45,6 +45,8 @@ from testbed.runtime import (
     worker_context,
 )
 from testbed.scenarios import Scenario, make_env
+
+_V = TypeVar("_V")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +221,7 @@ class EpisodeStepper:
         noise: float = 0.0,
         scorer: Agent | None = None,
         score_every: int = 1,
+        decisions: Decisions | None = None,
     ) -> None:
         """Reset ``env`` with ``seed`` and the agents for the episode (arguments as in
         :func:`run_episode`)."""
@@ -237,6 +240,9 @@ class EpisodeStepper:
             if scorer is not None:
                 scorer.reset(self.base, seed)
             self.codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
+            # Stored decisions are keyed by the discrete actions applied so far (a digest of them).
+            self.decisions = None if self.codec.box else decisions
+            self._path = hashlib.blake2b(repr((decisions[1] if decisions else "", self.seed)).encode()).digest()
             self.observations = [self.obs]
             self.actions: list[Any] = []
             self.executed: list[Any] = []
@@ -266,16 +272,34 @@ class EpisodeStepper:
     def decide(self) -> Any:
         """The driver's action at the current state."""
         with self._where():
-            return self.agent.act(self.obs, self.base)
+            return self._ask(self.agent, "act")
 
     def label(self) -> None:
         """Record the labeller's action at the current state (before the driver's is applied)."""
         if self.labeller is not None:
             with self._where():
-                self.labels.append(self.codec.clean(self.labeller.act(self.obs, self.base)))
+                self.labels.append(self.codec.clean(self._ask(self.labeller, "act")))
         if self.scorer is not None:
             scored = self.n_steps % self.score_every == 0
-            self._values = self.scorer.action_values(self.base) if scored else None  # type: ignore[attr-defined]
+            self._values = self._ask(self.scorer, "action_values") if scored else None
+
+    def _ask(self, agent: Agent, method: str) -> Any:
+        """``agent.act(obs, env)`` or ``agent.action_values(env)`` at the current state, read
+        from :attr:`decisions` when ``agent`` keeps its decisions there and one is stored."""
+
+        def ask() -> Any:
+            return agent.act(self.obs, self.base) if method == "act" else getattr(agent, method)(self.base)
+
+        identity = getattr(agent, "decision_identity", None) if self.decisions is not None else None
+        identity = identity() if identity is not None else None
+        if identity is None or self.decisions is None:
+            return ask()
+        key = (self._path, identity, method)
+        memo = self.decisions[0]
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = ask()
+        return value
 
     def apply(self, raw_action: Any) -> None:
         """Apply the driver's action ``raw_action`` (with any injected noise) and record the step."""
@@ -283,6 +307,8 @@ class EpisodeStepper:
         action = codec.clean(raw_action)
         applied = codec.applied(action)
         self.executed.append(applied)
+        if self.decisions is not None:
+            self._path = hashlib.blake2b(self._path + repr(applied).encode()).digest()
         gap = self._value_gap(applied) if self.scorer is not None else None
         self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
         info = self.tracker.step(codec.info(applied), self.terminated, step_info)
@@ -338,6 +364,7 @@ def run_episode(
     noise: float = 0.0,
     scorer: Agent | None = None,
     score_every: int = 1,
+    decisions: Decisions | None = None,
 ) -> EpisodeRecord:
     """Run one episode to its end.
 
@@ -358,6 +385,9 @@ def run_episode(
         scorer: optional expert valuing the actions every ``score_every`` steps
             (:class:`Scoring`: the infos' ``value_gap``).
         score_every: see ``scorer``.
+        decisions: where the decisions of an expert that keeps them
+            (:meth:`~testbed.experts.Expert.decision_identity`) are read and stored, and the
+            key of the scenario (:class:`DecisionMemo`); None: every decision is asked.
 
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
@@ -371,6 +401,7 @@ def run_episode(
         noise=noise,
         scorer=scorer,
         score_every=score_every,
+        decisions=decisions,
     )
     while not stepper.done:
         stepper.step()
@@ -388,6 +419,7 @@ def run_lockstep(
     act_batch: Callable[[np.ndarray], Sequence[Any]] | None = None,
     scorers: Sequence[Agent] | None = None,
     score_every: int = 1,
+    decisions: Decisions | None = None,
 ) -> list[EpisodeRecord]:
     """Run one episode per seed, ``len(envs)`` at a time side by side (lanes), with one
     batched call of the driver per step for the current observations of all running episodes.
@@ -410,6 +442,7 @@ def run_lockstep(
             None: each lane's agent is asked in turn (the same records, nothing batched).
         scorers: one valuing expert per lane (:class:`Scoring`), or None.
         score_every: as in :func:`run_episode`.
+        decisions: as in :func:`run_episode`.
     """
     if len(agents) != len(envs) or (labellers is not None and len(labellers) != len(envs)):
         raise ValueError("run_lockstep needs one agent (and labeller) per env")
@@ -433,6 +466,7 @@ def run_lockstep(
             noise=noise,
             scorer=scorer,
             score_every=score_every,
+            decisions=decisions,
         )
         lanes[lane] = (index, stepper)
 
@@ -498,6 +532,8 @@ class _Task:
     noise: float
     seed: int
     scoring: Scoring | None = None
+    decisions: str | None = None
+    """Where experts keep their decisions (:func:`_decision_memo`); None: nowhere."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -541,6 +577,7 @@ def _run_job(job: _Job) -> list[EpisodeRecord]:
         act_batch=act_batch,
         scorers=[_agent(scenario, scenario_key, scoring.scorer, lane) for lane in range(width)] if scoring else None,
         score_every=scoring.every if scoring else 1,
+        decisions=_decisions(first, scenario_key),
     )
 
 
@@ -558,6 +595,7 @@ def _run_task(task: _Task) -> EpisodeRecord:
         noise=task.noise,
         scorer=_agent(task.scenario, scenario_key, scoring.scorer) if scoring else None,
         score_every=scoring.every if scoring else 1,
+        decisions=_decisions(task, scenario_key),
     )
 
 
@@ -597,42 +635,118 @@ def _as_spec(labeller: PolicySpec | str | None) -> PolicySpec | None:
     return PolicySpec.parse(labeller if ":" in labeller else f"expert:{labeller}")
 
 
-class SharedEpisodes:
-    """A reused-episode memo that the processes of one run share through a folder: one pickle
-    per episode key, written atomically (a temporary file renamed into place), so a reader sees
-    a whole record or none. Two processes that miss the same key both simulate it and write
-    equal records. The folder is an optimisation only: a record that cannot be written (full or
-    read-only disk, or an info that does not pickle) or read (removed, damaged) is simulated
-    instead."""
+class FolderMemo(Generic[_V]):
+    """A memo of values by key, kept in this process's memory and, given a folder, shared with
+    the other processes of one run through it: one pickle per key, written atomically (a
+    temporary file renamed into place), so a reader sees a whole value or none. Two processes
+    that miss the same key both compute it and write equal values. The folder is an
+    optimisation only: a value that cannot be written (full or read-only disk, or a value that
+    does not pickle) or read (removed, damaged) is computed instead."""
 
-    def __init__(self, folder: str | pathlib.Path) -> None:
-        self.folder = pathlib.Path(folder)
-        self._here: dict[tuple, EpisodeRecord] = {}
+    memory_limit: ClassVar[int | None] = None
+    """Values kept in memory before those are forgotten (the folder keeps them); None: no limit."""
 
-    def _path(self, key: tuple) -> pathlib.Path:
-        return self.folder / (hashlib.sha256(repr(key).encode()).hexdigest() + ".pkl")
+    def __init__(self, folder: str | pathlib.Path | None = None) -> None:
+        self.folder = pathlib.Path(folder) if folder is not None else None
+        self._here: dict[tuple, _V] = {}
 
-    def get(self, key: tuple) -> EpisodeRecord | None:
-        """The record stored under ``key`` (None: not there or unreadable)."""
-        record = self._here.get(key)
-        if record is None:
+    def _path(self, folder: pathlib.Path, key: tuple) -> pathlib.Path:
+        return folder / (hashlib.sha256(repr(key).encode()).hexdigest() + ".pkl")
+
+    def get(self, key: tuple) -> _V | None:
+        """The value stored under ``key`` (None: not there or unreadable)."""
+        value = self._here.get(key)
+        if value is None and self.folder is not None:
             try:
-                with self._path(key).open("rb") as f:
+                with self._path(self.folder, key).open("rb") as f:
                     loaded = pickle.load(f)
-            except Exception:  # noqa: BLE001 - absent, or not a whole record: simulate it
+            except Exception:  # noqa: BLE001 - absent, or not a whole value: compute it
                 return None
             if not (isinstance(loaded, tuple) and len(loaded) == 2 and loaded[0] == key):
                 return None  # a hash collision or a foreign file
-            record = self._here[key] = loaded[1]
-        return record
+            value = self._keep(key, loaded[1])
+        return value
 
-    def __setitem__(self, key: tuple, record: EpisodeRecord) -> None:
-        self._here[key] = record
+    def __setitem__(self, key: tuple, value: _V) -> None:
+        self._keep(key, value)
+        if self.folder is None:
+            return
         try:
-            with atomic_output_file(self._path(key)) as tmp, tmp.open("wb") as f:
-                pickle.dump((key, record), f, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # noqa: BLE001 - a disk fault, or a record that does not pickle
-            pass  # not stored (and no file left): simulated again where it is needed
+            with atomic_output_file(self._path(self.folder, key)) as tmp, tmp.open("wb") as f:
+                pickle.dump((key, value), f, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a disk fault, or a value that does not pickle
+            pass  # not stored (and no file left): computed again where it is needed
+
+    def _keep(self, key: tuple, value: _V) -> _V:
+        if self.memory_limit is not None and len(self._here) >= self.memory_limit:
+            self._here.clear()
+        self._here[key] = value
+        return value
+
+
+class SharedEpisodes(FolderMemo[EpisodeRecord]):
+    """The reused-episode memo (:func:`reuse_episodes`) that the processes of one run share
+    through ``folder``; the decisions that experts keep (:class:`DecisionMemo`) go to its
+    ``decisions`` sub-folder."""
+
+    def __init__(self, folder: str | pathlib.Path) -> None:
+        super().__init__(folder)
+
+    @property
+    def decisions_folder(self) -> pathlib.Path:
+        """Where the run's :class:`DecisionMemo` keeps its files."""
+        assert self.folder is not None
+        return self.folder / "decisions"
+
+
+class DecisionMemo(FolderMemo[Any]):
+    """Decisions of a slow expert that keeps them (:meth:`testbed.experts.Expert.decision_identity`),
+    by (a BLAKE2b digest of the scenario, the episode seed and every action applied since the
+    reset, chained step by step; the expert; the method asked).
+
+    The simulator is deterministic, and nothing but ``env.step`` changes its state (policies
+    only read it, :func:`_decisions_place`), so the state after ``reset(seed)`` and a given
+    sequence of applied discrete actions is always the same, and so is the expert's decision
+    there. Clones of one teacher driving the same seed take the same actions for long
+    stretches, and the teacher's own episode goes the same way: all of them ask the teacher
+    about the same states. A decision found here is the one the expert would compute, to the
+    bit, so no result changes; only the time does. Only inside :func:`reuse_episodes` (never
+    in :func:`fresh_episodes`, whose rollouts are timed)."""
+
+    memory_limit = 100_000
+
+
+Decisions = tuple[DecisionMemo, str]
+"""What an episode reads and stores its expert decisions in: the memo and its scenario's key."""
+
+_MEMORY = ":memory:"
+""":attr:`_Task.decisions` for a memo in each process's memory only (no shared folder)."""
+_DECISION_MEMOS: dict[str, DecisionMemo] = {}
+_SAFE_KINDS = ("expert", "clone", "idle", "random")
+"""Policies that never modify the simulator (experts promise it; the others never see it)."""
+
+
+def _decisions_place(spec: PolicySpec, labeller: PolicySpec | None, scoring: Scoring | None) -> str | None:
+    """Where episodes of this driver, labeller and scorer keep expert decisions: the run's
+    shared folder, this process's memory (:data:`_MEMORY`), or nowhere (None: outside
+    :func:`reuse_episodes`, or a user's Python policy, which might change the simulator's
+    state behind the applied actions)."""
+    if _REUSED is None:
+        return None
+    agents = [*spec.drivers(), *([labeller] if labeller else []), *([scoring.scorer] if scoring else [])]
+    if any(a.kind not in _SAFE_KINDS for a in agents):
+        return None
+    return str(_REUSED.decisions_folder) if isinstance(_REUSED, SharedEpisodes) else _MEMORY
+
+
+def _decisions(task: _Task, scenario_key: str) -> Decisions | None:
+    """The :class:`DecisionMemo` of this process for ``task`` (one per place), with its key."""
+    if task.decisions is None:
+        return None
+    memo = _DECISION_MEMOS.get(task.decisions)
+    if memo is None:
+        memo = _DECISION_MEMOS[task.decisions] = DecisionMemo(None if task.decisions == _MEMORY else task.decisions)
+    return memo, scenario_key
 
 
 SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"
@@ -800,7 +914,8 @@ class RolloutPool:
         if scoring is not None:
             _check_scoring(scoring)
         labeller = _as_spec(labeller)
-        tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring) for s in seeds]
+        decisions = _decisions_place(spec, labeller, scoring)
+        tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring, decisions) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
         known = [memo.get(k) for k in keys] if memo is not None else [None] * len(tasks)

@@ -316,3 +316,97 @@ def test_scoring_refuses_an_expert_that_does_not_value_actions() -> None:
             [1],
             scoring=Scoring(PolicySpec.parse("expert:planner"), 0),
         )
+
+
+def _count_planner_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each call of the planner's search in this process appends to the list returned."""
+    from testbed.experts.planner import PlannerExpert
+
+    calls: list[int] = []
+    search = PlannerExpert.action_values
+
+    def counted(self: PlannerExpert, env: object) -> dict[int, float]:
+        calls.append(1)
+        return search(self, env)
+
+    monkeypatch.setattr(PlannerExpert, "action_values", counted)
+    return calls
+
+
+def _states(records: list[EpisodeRecord]) -> set[tuple[int, tuple[int, ...]]]:
+    """The distinct (seed, actions applied before) states the records visited."""
+    return {
+        (r.seed, tuple(int(a) for a in r.trajectory.acts[:t])) for r in records for t in range(len(r.trajectory.acts))
+    }
+
+
+def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two drivers start from the same states (same seeds) and part: with the planner labelling
+    # and valuing, inside reuse_episodes it searches once per distinct state (act + values),
+    # and every record equals the one computed without reuse (a key without the actions
+    # applied would hand IDLE's labels to the random driver).
+    from testbed.rollout import Scoring, fresh_episodes, reuse_episodes
+    from testbed.scenarios import get_scenario
+
+    calls = _count_planner_calls(monkeypatch)
+    scenario = get_scenario("highway-fast", {"duration": 5})
+    planner = PolicySpec.parse("expert:planner")
+    drivers = [PolicySpec.parse("idle"), PolicySpec.parse("random")]
+    seeds, scoring = [3, 4], Scoring(planner, every=1)
+    with RolloutPool(1) as pool, RolloutPool(1, lockstep=True) as lanes:
+        plain = [pool.run(scenario, d, seeds, labeller=planner, scoring=scoring) for d in drivers]
+        assert len(calls) == 2 * sum(len(r.trajectory.acts) for runs in plain for r in runs)
+        for runner in (pool, lanes):
+            calls.clear()
+            with reuse_episodes():
+                reused = [runner.run(scenario, d, seeds, labeller=planner, scoring=scoring) for d in drivers]
+            for a, b in zip(plain, reused):
+                _same_records(a, b)
+                for x, y in zip(a, b):
+                    np.testing.assert_array_equal(_gaps(x), _gaps(y))
+            distinct = _states([r for runs in plain for r in runs])
+            assert len(calls) == 2 * len(distinct) < 2 * sum(len(r.trajectory.acts) for runs in plain for r in runs)
+            _decision_memos().clear()  # the next runner starts with nothing kept
+        calls.clear()
+        with reuse_episodes(), fresh_episodes():  # timed rollouts ask every decision
+            pool.run(scenario, drivers[0], seeds, labeller=planner)
+        assert len(calls) == sum(len(r.trajectory.acts) for r in plain[0])
+
+
+def _decision_memos() -> dict:
+    import testbed.rollout
+
+    return testbed.rollout._DECISION_MEMOS
+
+
+def test_expert_decisions_reach_other_processes_through_the_run_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from testbed.rollout import share_episodes
+    from testbed.scenarios import get_scenario
+
+    scenario = get_scenario("highway-fast", {"duration": 4})
+    planner, idle, random = (PolicySpec.parse(s) for s in ("expert:planner", "idle", "random"))
+    folder = tmp_path / "episodes"
+    with share_episodes(folder), RolloutPool(2) as pool:  # one of the seeds runs in the worker
+        first = pool.run(scenario, idle, [3, 4, 5], labeller=planner)
+    files = list((folder / "decisions").iterdir())
+    assert len(files) == len(_states(first)) and all(f.suffix == ".pkl" for f in files)
+    _decision_memos().clear()  # as in a process started later in the run
+    calls = _count_planner_calls(monkeypatch)
+    with share_episodes(folder), RolloutPool(1) as pool:
+        second = pool.run(scenario, random, [3, 4, 5], labeller=planner)
+    assert len(calls) == len(_states(second) - _states(first)) < len(_states(second))
+    _decision_memos().clear()
+
+
+def test_a_python_policy_driving_keeps_no_expert_decisions() -> None:
+    # A user's policy sees the simulator and might change it behind the applied actions.
+    from testbed.rollout import _decisions_place, reuse_episodes
+
+    planner = PolicySpec.parse("expert:planner")
+    with reuse_episodes():
+        assert _decisions_place(PolicySpec.parse("idle"), planner, None) is not None
+        assert _decisions_place(PolicySpec("python", "my_policy.py:make"), planner, None) is None
+        assert _decisions_place(PolicySpec.parse("idle"), PolicySpec("python", "my_policy.py:make"), None) is None
+    assert _decisions_place(PolicySpec.parse("idle"), planner, None) is None  # outside reuse: nowhere

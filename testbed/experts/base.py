@@ -55,3 +55,10 @@ class Expert(abc.ABC):
     def params(self) -> dict[str, Any]:
         """JSON-serialisable parameters, recorded as provenance with every output."""
         return {}
+
+    def decision_identity(self) -> str | None:
+        """A name for this expert's decision function when its decisions are worth keeping for
+        reuse (:class:`testbed.rollout.DecisionMemo`): it must then be a pure function of the
+        simulator state (no per-episode memory, no randomness) and cost far more than reading
+        a small file. None (the default): never kept, always asked."""
+        return None

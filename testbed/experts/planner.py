@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import math
 import types
 from typing import Any
@@ -166,6 +167,11 @@ class PlannerExpert(Expert):
     def params(self) -> dict[str, Any]:
         """The planner parameters, for provenance."""
         return self.p.to_dict()
+
+    def decision_identity(self) -> str:
+        """Stateless and deterministic, at tens of milliseconds a decision: worth keeping. The
+        name holds every parameter, so planners that differ in one never share decisions."""
+        return f"{self.name}:{json.dumps(self.params(), sort_keys=True)}"
 
     def reset(self, env: Any, seed: int) -> None:
         """Stateless: nothing to clear."""

@@ -1,6 +1,6 @@
 """Throughput of the testbed's pipeline as ratios to bare baselines, measured in one run.
 
-Seven comparisons, each a ratio of two figures taken in the same run and minutes, so that
+Eight comparisons, each a ratio of two figures taken in the same run and minutes, so that
 the ratios (unlike the raw figures) carry over between machines:
 
 0. accelerated (:mod:`testbed.sim`) vs stock highway-env ``env.step`` per scenario;
@@ -18,7 +18,12 @@ the ratios (unlike the raw figures) carry over between machines:
    included), alternating, checking the saved trajectories are byte-identical;
 6. a clone's evaluation episodes in lockstep (:func:`testbed.rollout.run_lockstep`: one
    batched forward per step for all running episodes) vs one episode at a time, in this
-   process, alternating block by block, checking the records are identical.
+   process, alternating block by block, checking the records are identical;
+7. planner-labelled clone episodes (the teacher's own episodes first, then each clone of it
+   driving the same seeds, as the compounding-error experiment evaluates them) with the
+   planner's decisions kept (:class:`testbed.rollout.DecisionMemo`, inside
+   :func:`testbed.rollout.reuse_episodes`) vs every decision asked, in this process,
+   alternating block by block, checking the labels are identical.
 
 Usage::
 
@@ -37,6 +42,7 @@ Notes:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -92,13 +98,15 @@ class Args:
     """Steps per timed block of the accelerated/stock comparison."""
     sim_pairs: int = 3
     """Interleaved stock/accelerated block pairs per scenario and action mode (median reported)."""
-    comparisons: tuple[Literal["sim", "collection", "whole-process", "lockstep"], ...] = (
+    comparisons: tuple[Literal["sim", "collection", "whole-process", "lockstep", "decisions"], ...] = (
         "sim",
         "collection",
         "whole-process",
         "lockstep",
+        "decisions",
     )
-    """Which to measure: sim (0), collection (1-4, training included), whole-process (5), lockstep (6)."""
+    """Which to measure: sim (0), collection (1-4, training included), whole-process (5), lockstep (6),
+    decisions (7)."""
     whole_process_episodes: int = 60
     """Episodes of each whole-process ``testbed collect`` (comparison 5; at least 2, since a
     one-episode command is timed beside it)."""
@@ -109,6 +117,13 @@ class Args:
     directory, else from the repository); trained on --scenario."""
     lockstep_episodes: int = 200
     """Episodes of the clone in each mode (comparison 6), from the evaluation seeds on."""
+    decision_clones: str = "results/compounding_error_planner/sweep/cells"
+    """Folder whose ``*/clones/B*/`` run directories are clones of the planner on highway-fast
+    (comparison 7; relative paths as for --lockstep-clone): the committed BC and DART clones."""
+    decision_n_clones: int = 10
+    """Clones driven in comparison 7 (the first, in name order)."""
+    decision_episodes: int = 8
+    """Seeds each clone and the teacher drive in each mode (comparison 7), from the evaluation seeds on."""
     out: str | None = None
     """JSON file for the figures, arguments and provenance (default: print only)."""
 
@@ -129,6 +144,8 @@ class Args:
             "whole_process_episodes",
             "whole_process_pairs",
             "lockstep_episodes",
+            "decision_n_clones",
+            "decision_episodes",
         )
         for name in counts:
             if getattr(self, name) < 1:
@@ -500,6 +517,7 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         "collection": collection_and_training,
         "whole-process": whole_process_comparison,
         "lockstep": lockstep_comparison,
+        "decisions": decisions_comparison,
     }
     for name, section in sections.items():
         if name in args.comparisons:
@@ -784,6 +802,77 @@ def lockstep_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, 
             f"is {forward_ms:.2f} of {step_ms:.2f} ms per step, so batching it can give at most "
             f"{_ratio(step_ms, step_ms - forward_ms):.2f}x; records identical: "
             f"{'yes' if n_identical == len(seeds) else 'NO'} ({n_identical}/{len(seeds)})"
+        ],
+    }
+
+
+def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 7: the planner labelling its clones' episodes (after driving the same seeds
+    itself), every decision asked (:func:`testbed.rollout.fresh_episodes`) vs decisions kept
+    (:func:`testbed.rollout.reuse_episodes`: :class:`testbed.rollout.DecisionMemo`), in this
+    process on highway-fast, block by block of evaluation seeds, asked first in each block.
+    Kept, the planner searches once per distinct state: the (seed, actions applied before)
+    pairs the episodes visit, counted from the records."""
+    import testbed.rollout
+    from testbed.errors import TestbedError
+    from testbed.policies import PolicySpec
+    from testbed.rollout import RolloutPool, fresh_episodes, reuse_episodes
+    from testbed.scenarios import get_scenario
+    from testbed.seeds import EVAL_SEED, episode_seeds
+
+    folder = _clone_dir(args.decision_clones)
+    clones = sorted(p.parent for p in folder.glob("*/clones/B*/policy.pt"))[: args.decision_n_clones]
+    if not clones:
+        raise TestbedError(f"--decision-clones: no clone run directories under {folder}/*/clones/B*/")
+    scenario, planner = get_scenario("highway-fast"), PolicySpec("expert", "planner")
+    drivers = [planner] + [PolicySpec("clone", str(c)) for c in clones]
+    seeds = episode_seeds(EVAL_SEED, args.decision_episodes)
+    times = {"asked": 0.0, "kept": 0.0}
+    labels: dict[str, list[Any]] = {"asked": [], "kept": []}
+    states: set[tuple[int, tuple[int, ...]]] = set()
+    decisions = 0
+    with RolloutPool(1) as pool:
+        pool.run(scenario, drivers[1], [seeds[-1] + 1], labeller=planner)  # warm-up, untimed
+        parts = blocks(seeds, args.n_blocks, 1)
+        for i, block in enumerate(parts):
+            log(f"decisions block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): asked, kept ...")
+            for name in ("asked", "kept"):
+                testbed.rollout._DECISION_MEMOS.clear()  # nothing kept from an earlier block
+                start = time.perf_counter()
+                with reuse_episodes(), fresh_episodes() if name == "asked" else contextlib.nullcontext():
+                    runs = [pool.run(scenario, planner, block)]
+                    runs += [pool.run(scenario, d, block, labeller=planner) for d in drivers[1:]]
+                times[name] += time.perf_counter() - start
+                labels[name] += [r.trajectory.acts.tolist() for r in runs[0]]
+                labels[name] += [r.labels.tolist() for rs in runs[1:] for r in rs if r.labels is not None]
+                if name == "kept":
+                    decisions += sum(len(r.trajectory.acts) for rs in runs for r in rs)
+                    states |= {
+                        (r.seed, tuple(int(a) for a in r.trajectory.acts[:t]))
+                        for rs in runs
+                        for r in rs
+                        for t in range(len(r.trajectory.acts))
+                    }
+    testbed.rollout._DECISION_MEMOS.clear()
+    identical = labels["asked"] == labels["kept"]
+    ratio = _ratio(times["asked"], times["kept"])
+    return {
+        "ratios": {"planner_decisions_kept/asked": ratio},
+        "figures": {
+            "decisions": {
+                "clones": [str(c) for c in clones],
+                "episodes_per_driver": len(seeds),
+                "planner_decisions": decisions,
+                "distinct_states": len(states),
+                "time_s": times,
+                "identical_labels": identical,
+            }
+        },
+        "lines": [
+            f"planner decisions kept/asked speed ratio: {ratio:.2f} (the planner, then {len(clones)} of its clones "
+            f"labelled by it, on {len(seeds)} seeds each: {times['kept']:.1f} s vs {times['asked']:.1f} s in one "
+            f"process; {len(states)} distinct states among {decisions} planner decisions); "
+            f"labels identical: {'yes' if identical else 'NO'}"
         ],
     }
 

@@ -533,7 +533,7 @@ class _Task:
     seed: int
     scoring: Scoring | None = None
     decisions: str | None = None
-    """Where experts keep their decisions (:func:`_decision_memo`); None: nowhere."""
+    """Where experts keep their decisions (:func:`_decisions_place`); None: nowhere."""
 
 
 @dataclasses.dataclass(frozen=True)

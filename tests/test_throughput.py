@@ -18,6 +18,7 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     tiny = ["--n-episodes", "4", "--n-blocks", "2", "--n-epochs", "1", "--n-train-repeats", "1"]
     sim = ["--sim-scenarios", "highway-fast", "--sim-steps", "3", "--sim-pairs", "1"]
     new = ["--whole-process-episodes", "2", "--whole-process-pairs", "1", "--lockstep-episodes", "4"]
+    new += ["--decision-n-clones", "2", "--decision-episodes", "2"]
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *tiny, *sim, *new, "--default-threads-budget-s", "1", "--out", str(out)],
         capture_output=True,
@@ -30,6 +31,7 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     ratios = json.loads(out.read_text())["ratios"]
     assert "saved trajectories identical: yes" in done.stdout and "records identical: yes" in done.stdout
     keys = ("whole_process_collect_workers_2/workers_1", "lockstep/one_episode_at_a_time")
+    keys += ("planner_decisions_kept/asked",)
     for key in ("sim_accelerated/stock/highway-fast/idle", "bc/plain_torch", *keys):
         assert ratios[key] > 0, key
     assert any(k.startswith("workers_2/workers_1") for k in ratios)
@@ -37,6 +39,9 @@ def test_throughput_benchmark_reports_every_ratio(tmp_path: pathlib.Path) -> Non
     (single,) = whole["wall_times_s"]["1 episode"]  # one pair: the median is the one time
     assert whole["serial_s"] + whole["episode_s"] == pytest.approx(single)
     assert "2 workers can give at most" in done.stdout
+    assert "labels identical: yes" in done.stdout
+    kept = json.loads(out.read_text())["figures"]["decisions"]
+    assert kept["distinct_states"] < kept["planner_decisions"]  # the clones start where the teacher did
 
 
 def test_bad_arguments_are_one_line_errors() -> None:
@@ -50,3 +55,11 @@ def test_bad_arguments_are_one_line_errors() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("throughput: error: --whole-process-episodes")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--comparisons", "decisions", "--decision-clones", "/nonexistent"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("throughput: error: --decision-clones")

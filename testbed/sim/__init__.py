@@ -31,9 +31,10 @@ The patches:
    scans it in the stock order with the stock comparisons (ties resolved identically). On a
    plain ``StraightLane``, positions that are off the lane by more than a rounding margin
    (same dot products in Python floats) are left out without computing their exact
-   coordinates: ``on_lane`` would reject them. The table lives in a module dict keyed by the
-   road for the duration of the call only; outside ``Road.act`` (experts, rewards, copies)
-   the stock method runs.
+   coordinates: ``on_lane`` would reject them (that test is built once per lane, from its
+   never-changing geometry). The table lives in a module dict keyed by the road for the
+   duration of the call only; outside ``Road.act`` (experts, rewards, copies) the stock
+   method runs.
 3. ``Road.step``: the pairwise collision loop calls ``handle_collisions`` only for pairs the
    stock spherical pre-check does not provably reject. That check rejects a pair when
    ``norm(dp) > (d1 + d2) / 2 + v1 * dt``; the computed norm is at least

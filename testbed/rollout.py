@@ -768,6 +768,8 @@ def reuse_episodes() -> Iterator[None]:
     Only policies named by what they are (experts, ``idle``, ``random``) are reused — a
     clone is a file that may be rewritten under the same path — and camera scenarios are
     never kept (about 1 MB per episode). Records live in memory and end with the block.
+    Within it, the decisions of an expert that keeps them (the planner) are kept too, in
+    every episode without a user's Python policy, whoever drives (:class:`DecisionMemo`).
     """
     with _episode_store({} if _REUSED is None else _REUSED):
         yield

@@ -813,10 +813,9 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
     process on highway-fast, block by block of evaluation seeds, asked first in each block.
     Kept, the planner searches once per distinct state: the (seed, actions applied before)
     pairs the episodes visit, counted from the records."""
-    import testbed.rollout
     from testbed.errors import TestbedError
     from testbed.policies import PolicySpec
-    from testbed.rollout import RolloutPool, fresh_episodes, reuse_episodes
+    from testbed.rollout import RolloutPool, forget_decisions, fresh_episodes, reuse_episodes
     from testbed.scenarios import get_scenario
     from testbed.seeds import EVAL_SEED, episode_seeds
 
@@ -837,7 +836,7 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
         for i, block in enumerate(parts):
             log(f"decisions block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): asked, kept ...")
             for name in ("asked", "kept"):
-                testbed.rollout._DECISION_MEMOS.clear()  # nothing kept from an earlier block
+                forget_decisions()  # nothing kept from an earlier block
                 start = time.perf_counter()
                 with reuse_episodes(), fresh_episodes() if name == "asked" else contextlib.nullcontext():
                     runs = [pool.run(scenario, planner, block)]
@@ -853,7 +852,7 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
                         for r in rs
                         for t in range(len(r.trajectory.acts))
                     }
-    testbed.rollout._DECISION_MEMOS.clear()
+    forget_decisions()
     identical = labels["asked"] == labels["kept"]
     ratio = _ratio(times["asked"], times["kept"])
     return {

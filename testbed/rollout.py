@@ -242,7 +242,9 @@ class EpisodeStepper:
             self.codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
             # Stored decisions are keyed by the discrete actions applied so far (a digest of them).
             self.decisions = None if self.codec.box else decisions
-            self._path = hashlib.blake2b(repr((decisions[1] if decisions else "", self.seed)).encode()).digest()
+            self._path = b""
+            if self.decisions is not None:
+                self._path = hashlib.blake2b(repr((self.decisions[1], self.seed)).encode()).digest()
             self.observations = [self.obs]
             self.actions: list[Any] = []
             self.executed: list[Any] = []
@@ -737,6 +739,12 @@ def _decisions_place(spec: PolicySpec, labeller: PolicySpec | None, scoring: Sco
     if any(a.kind not in _SAFE_KINDS for a in agents):
         return None
     return str(_REUSED.decisions_folder) if isinstance(_REUSED, SharedEpisodes) else _MEMORY
+
+
+def forget_decisions() -> None:
+    """Empty this process's :class:`DecisionMemo` objects (a run's folder keeps its files): for
+    code that measures what keeping decisions saves, block by block."""
+    _DECISION_MEMOS.clear()
 
 
 def _decisions(task: _Task, scenario_key: str) -> Decisions | None:

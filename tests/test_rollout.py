@@ -345,7 +345,7 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
     # and valuing, inside reuse_episodes it searches once per distinct state (act + values),
     # and every record equals the one computed without reuse (a key without the actions
     # applied would hand IDLE's labels to the random driver).
-    from testbed.rollout import Scoring, fresh_episodes, reuse_episodes
+    from testbed.rollout import Scoring, forget_decisions, fresh_episodes, reuse_episodes
     from testbed.scenarios import get_scenario
 
     calls = _count_planner_calls(monkeypatch)
@@ -366,23 +366,17 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
                     np.testing.assert_array_equal(_gaps(x), _gaps(y))
             distinct = _states([r for runs in plain for r in runs])
             assert len(calls) == 2 * len(distinct) < 2 * sum(len(r.trajectory.acts) for runs in plain for r in runs)
-            _decision_memos().clear()  # the next runner starts with nothing kept
+            forget_decisions()  # the next runner starts with nothing kept
         calls.clear()
         with reuse_episodes(), fresh_episodes():  # timed rollouts ask every decision
             pool.run(scenario, drivers[0], seeds, labeller=planner)
         assert len(calls) == sum(len(r.trajectory.acts) for r in plain[0])
 
 
-def _decision_memos() -> dict:
-    import testbed.rollout
-
-    return testbed.rollout._DECISION_MEMOS
-
-
 def test_expert_decisions_reach_other_processes_through_the_run_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from testbed.rollout import share_episodes
+    from testbed.rollout import forget_decisions, share_episodes
     from testbed.scenarios import get_scenario
 
     scenario = get_scenario("highway-fast", {"duration": 4})
@@ -392,12 +386,12 @@ def test_expert_decisions_reach_other_processes_through_the_run_folder(
         first = pool.run(scenario, idle, [3, 4, 5], labeller=planner)
     files = list((folder / "decisions").iterdir())
     assert len(files) == len(_states(first)) and all(f.suffix == ".pkl" for f in files)
-    _decision_memos().clear()  # as in a process started later in the run
+    forget_decisions()  # as in a process started later in the run
     calls = _count_planner_calls(monkeypatch)
     with share_episodes(folder), RolloutPool(1) as pool:
         second = pool.run(scenario, random, [3, 4, 5], labeller=planner)
     assert len(calls) == len(_states(second) - _states(first)) < len(_states(second))
-    _decision_memos().clear()
+    forget_decisions()
 
 
 def test_a_python_policy_driving_keeps_no_expert_decisions() -> None:

@@ -171,6 +171,10 @@ class PlannerExpert(Expert):
     def decision_identity(self) -> str:
         """Stateless and deterministic, at tens of milliseconds a decision: worth keeping. The
         name holds every parameter, so planners that differ in one never share decisions."""
+        return self._identity
+
+    @functools.cached_property
+    def _identity(self) -> str:
         return f"{self.name}:{json.dumps(self.params(), sort_keys=True)}"
 
     def reset(self, env: Any, seed: int) -> None:

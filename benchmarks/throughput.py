@@ -815,7 +815,7 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
     pairs the episodes visit, counted from the records."""
     from testbed.errors import TestbedError
     from testbed.policies import PolicySpec
-    from testbed.rollout import RolloutPool, forget_decisions, fresh_episodes, reuse_episodes
+    from testbed.rollout import RolloutPool, forget_kept, fresh_episodes, reuse_episodes
     from testbed.scenarios import get_scenario
     from testbed.seeds import EVAL_SEED, episode_seeds
 
@@ -836,7 +836,7 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
         for i, block in enumerate(parts):
             log(f"decisions block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): asked, kept ...")
             for name in ("asked", "kept"):
-                forget_decisions()  # nothing kept from an earlier block
+                forget_kept()  # nothing kept from an earlier block
                 start = time.perf_counter()
                 with reuse_episodes(), fresh_episodes() if name == "asked" else contextlib.nullcontext():
                     runs = [pool.run(scenario, planner, block)]
@@ -852,7 +852,7 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
                         for r in rs
                         for t in range(len(r.trajectory.acts))
                     }
-    forget_decisions()
+    forget_kept()
     identical = labels["asked"] == labels["kept"]
     ratio = _ratio(times["asked"], times["kept"])
     return {

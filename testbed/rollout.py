@@ -221,7 +221,7 @@ class EpisodeStepper:
         noise: float = 0.0,
         scorer: Agent | None = None,
         score_every: int = 1,
-        decisions: Decisions | None = None,
+        kept: Kept | None = None,
     ) -> None:
         """Reset ``env`` with ``seed`` and the agents for the episode (arguments as in
         :func:`run_episode`)."""
@@ -240,11 +240,11 @@ class EpisodeStepper:
             if scorer is not None:
                 scorer.reset(self.base, seed)
             self.codec = _ActionCodec(env.action_space, noise, np.random.default_rng([seed, 0xDA27]))
-            # Stored decisions are keyed by the discrete actions applied so far (a digest of them).
-            self.decisions = None if self.codec.box else decisions
+            # Kept decisions and steps are keyed by the discrete actions applied so far (a digest).
+            self.kept = None if self.codec.box else kept
             self._path = b""
-            if self.decisions is not None:
-                self._path = hashlib.blake2b(repr((self.decisions[1], self.seed)).encode()).digest()
+            if self.kept is not None:
+                self._path = hashlib.blake2b(repr((self.kept.scenario_key, self.seed)).encode()).digest()
             self.observations = [self.obs]
             self.actions: list[Any] = []
             self.executed: list[Any] = []
@@ -287,17 +287,17 @@ class EpisodeStepper:
 
     def _ask(self, agent: Agent, method: str) -> Any:
         """``agent.act(obs, env)`` or ``agent.action_values(env)`` at the current state, read
-        from :attr:`decisions` when ``agent`` keeps its decisions there and one is stored."""
+        from :attr:`kept` when ``agent`` keeps its decisions there and one is stored."""
 
         def ask() -> Any:
             return agent.act(self.obs, self.base) if method == "act" else getattr(agent, method)(self.base)
 
-        identity = getattr(agent, "decision_identity", None) if self.decisions is not None else None
+        identity = getattr(agent, "decision_identity", None) if self.kept is not None else None
         identity = identity() if identity is not None else None
-        if identity is None or self.decisions is None:
+        if identity is None or self.kept is None:
             return ask()
         key = (self._path, identity, method)
-        memo = self.decisions[0]
+        memo = self.kept.decisions
         value = memo.get(key)
         if value is None:
             value = memo[key] = ask()
@@ -309,10 +309,18 @@ class EpisodeStepper:
         action = codec.clean(raw_action)
         applied = codec.applied(action)
         self.executed.append(applied)
-        if self.decisions is not None:
+        kept = self.kept
+        if kept is not None:
             self._path = hashlib.blake2b(self._path + repr(applied).encode()).digest()
         gap = self._value_gap(applied) if self.scorer is not None else None
-        self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
+        stored = kept.steps.get((self._path,)) if kept is not None and kept.steps is not None else None
+        if stored is not None:  # this step was simulated before: continue from its outcome
+            self.env, self.obs, reward, self.terminated, self.truncated, step_info = pickle.loads(stored)
+            self.base = self.tracker.base = self.env.unwrapped
+        else:
+            self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
+            if kept is not None and kept.steps is not None:
+                kept.steps.keep((self._path,), (self.env, self.obs, reward, self.terminated, self.truncated, step_info))
         info = self.tracker.step(codec.info(applied), self.terminated, step_info)
         if gap is not None:
             info["value_gap"] = gap
@@ -366,7 +374,7 @@ def run_episode(
     noise: float = 0.0,
     scorer: Agent | None = None,
     score_every: int = 1,
-    decisions: Decisions | None = None,
+    kept: Kept | None = None,
 ) -> EpisodeRecord:
     """Run one episode to its end.
 
@@ -387,9 +395,10 @@ def run_episode(
         scorer: optional expert valuing the actions every ``score_every`` steps
             (:class:`Scoring`: the infos' ``value_gap``).
         score_every: see ``scorer``.
-        decisions: where the decisions of an expert that keeps them
-            (:meth:`~testbed.experts.Expert.decision_identity`) are read and stored, and the
-            key of the scenario (:class:`DecisionMemo`); None: every decision is asked.
+        kept: where the decisions of an expert that keeps them
+            (:meth:`~testbed.experts.Expert.decision_identity`) and the simulated steps are
+            read and stored (:class:`Kept`); None: every decision is asked and every step
+            simulated.
 
     Returns:
         The episode, with infos described in :class:`EpisodeRecord`.
@@ -403,7 +412,7 @@ def run_episode(
         noise=noise,
         scorer=scorer,
         score_every=score_every,
-        decisions=decisions,
+        kept=kept,
     )
     while not stepper.done:
         stepper.step()
@@ -421,7 +430,7 @@ def run_lockstep(
     act_batch: Callable[[np.ndarray], Sequence[Any]] | None = None,
     scorers: Sequence[Agent] | None = None,
     score_every: int = 1,
-    decisions: Decisions | None = None,
+    kept: Kept | None = None,
 ) -> list[EpisodeRecord]:
     """Run one episode per seed, ``len(envs)`` at a time side by side (lanes), with one
     batched call of the driver per step for the current observations of all running episodes.
@@ -444,7 +453,7 @@ def run_lockstep(
             None: each lane's agent is asked in turn (the same records, nothing batched).
         scorers: one valuing expert per lane (:class:`Scoring`), or None.
         score_every: as in :func:`run_episode`.
-        decisions: as in :func:`run_episode`.
+        kept: as in :func:`run_episode`.
     """
     if len(agents) != len(envs) or (labellers is not None and len(labellers) != len(envs)):
         raise ValueError("run_lockstep needs one agent (and labeller) per env")
@@ -468,7 +477,7 @@ def run_lockstep(
             noise=noise,
             scorer=scorer,
             score_every=score_every,
-            decisions=decisions,
+            kept=kept,
         )
         lanes[lane] = (index, stepper)
 
@@ -534,8 +543,8 @@ class _Task:
     noise: float
     seed: int
     scoring: Scoring | None = None
-    decisions: str | None = None
-    """Where experts keep their decisions (:func:`_decisions_place`); None: nowhere."""
+    kept: str | None = None
+    """Where experts' decisions and simulated steps are kept (:func:`_kept_place`); None: nowhere."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -579,7 +588,7 @@ def _run_job(job: _Job) -> list[EpisodeRecord]:
         act_batch=act_batch,
         scorers=[_agent(scenario, scenario_key, scoring.scorer, lane) for lane in range(width)] if scoring else None,
         score_every=scoring.every if scoring else 1,
-        decisions=_decisions(first, scenario_key),
+        kept=_kept(first, scenario_key),
     )
 
 
@@ -597,7 +606,7 @@ def _run_task(task: _Task) -> EpisodeRecord:
         noise=task.noise,
         scorer=_agent(task.scenario, scenario_key, scoring.scorer) if scoring else None,
         score_every=scoring.every if scoring else 1,
-        decisions=_decisions(task, scenario_key),
+        kept=_kept(task, scenario_key),
     )
 
 
@@ -688,17 +697,11 @@ class FolderMemo(Generic[_V]):
 
 class SharedEpisodes(FolderMemo[EpisodeRecord]):
     """The reused-episode memo (:func:`reuse_episodes`) that the processes of one run share
-    through ``folder``; the decisions that experts keep (:class:`DecisionMemo`) go to its
-    ``decisions`` sub-folder."""
+    through ``folder``; the decisions that experts keep (:class:`DecisionMemo`) and the
+    simulated steps (:class:`StepMemo`) go to its ``decisions`` and ``steps`` sub-folders."""
 
     def __init__(self, folder: str | pathlib.Path) -> None:
         super().__init__(folder)
-
-    @property
-    def decisions_folder(self) -> pathlib.Path:
-        """Where the run's :class:`DecisionMemo` keeps its files."""
-        assert self.folder is not None
-        return self.folder / "decisions"
 
 
 class DecisionMemo(FolderMemo[Any]):
@@ -707,7 +710,7 @@ class DecisionMemo(FolderMemo[Any]):
     reset, chained step by step; the expert; the method asked).
 
     The simulator is deterministic, and nothing but ``env.step`` changes its state (policies
-    only read it, :func:`_decisions_place`), so the state after ``reset(seed)`` and a given
+    only read it, :func:`_kept_place`), so the state after ``reset(seed)`` and a given
     sequence of applied discrete actions is always the same, and so is the expert's decision
     there. Clones of one teacher driving the same seed take the same actions for long
     stretches, and the teacher's own episode goes the same way: all of them ask the teacher
@@ -718,43 +721,81 @@ class DecisionMemo(FolderMemo[Any]):
     memory_limit = 100_000
 
 
-Decisions = tuple[DecisionMemo, str]
-"""What an episode reads and stores its expert decisions in: the memo and its scenario's key."""
+class StepMemo(FolderMemo[bytes]):
+    """Simulated steps, by the digest that keys :class:`DecisionMemo` (scenario, seed and every
+    action applied since the reset, this step's included): the pickled env after the step
+    (wrappers and all: about 10 KB) with the step's observation, reward, end flags and info.
+
+    For the reason :class:`DecisionMemo` gives, an episode that reaches a state another
+    episode of the run reached, and applies the action that one applied, would simulate the
+    same step to the bit: it continues from the kept env instead (unpickling costs a fraction
+    of a step). Clones driving the same test seeds share their first steps with each other
+    and with their teacher's episode. Only inside :func:`reuse_episodes`, and never for camera
+    scenarios (their renderer does not pickle, and a frame is large)."""
+
+    memory_limit = 5_000
+
+    def keep(self, key: tuple, outcome: tuple[Any, ...]) -> None:
+        """Store ``outcome`` (env, observation, reward, terminated, truncated, info) under
+        ``key``, pickled now; an env that does not pickle is not stored."""
+        try:
+            blob = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - a scenario whose env does not pickle: simulate each time
+            return
+        self[key] = blob
+
+
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """What an episode reads and stores kept decisions and steps in."""
+
+    scenario_key: str
+    """The scenario's resolved config as JSON (the first link of every key's digest)."""
+    decisions: DecisionMemo
+    """Decisions of experts that keep them."""
+    steps: StepMemo | None
+    """Simulated steps; None: every step simulated (a camera scenario)."""
+
 
 _MEMORY = ":memory:"
-""":attr:`_Task.decisions` for a memo in each process's memory only (no shared folder)."""
-_DECISION_MEMOS: dict[str, DecisionMemo] = {}
+""":attr:`_Task.kept` for memos in each process's memory only (no shared folder)."""
+_MEMOS: dict[str, tuple[DecisionMemo, StepMemo]] = {}
 _SAFE_KINDS = ("expert", "clone", "idle", "random")
 """Policies that never modify the simulator (experts promise it; the others never see it)."""
 
 
-def _decisions_place(spec: PolicySpec, labeller: PolicySpec | None, scoring: Scoring | None) -> str | None:
-    """Where episodes of this driver, labeller and scorer keep expert decisions: the run's
-    shared folder, this process's memory (:data:`_MEMORY`), or nowhere (None: outside
-    :func:`reuse_episodes`, or a user's Python policy, which might change the simulator's
-    state behind the applied actions)."""
+def _kept_place(spec: PolicySpec, labeller: PolicySpec | None, scoring: Scoring | None) -> str | None:
+    """Where episodes of this driver, labeller and scorer keep expert decisions and simulated
+    steps: the run's shared folder, this process's memory (:data:`_MEMORY`), or nowhere (None:
+    outside :func:`reuse_episodes`, or a user's Python policy, which might change the
+    simulator's state behind the applied actions)."""
     if _REUSED is None:
         return None
     agents = [*spec.drivers(), *([labeller] if labeller else []), *([scoring.scorer] if scoring else [])]
     if any(a.kind not in _SAFE_KINDS for a in agents):
         return None
-    return str(_REUSED.decisions_folder) if isinstance(_REUSED, SharedEpisodes) else _MEMORY
+    return str(_REUSED.folder) if isinstance(_REUSED, SharedEpisodes) else _MEMORY
 
 
-def forget_decisions() -> None:
-    """Empty this process's :class:`DecisionMemo` objects (a run's folder keeps its files): for
-    code that measures what keeping decisions saves, block by block."""
-    _DECISION_MEMOS.clear()
+def forget_kept() -> None:
+    """Empty this process's :class:`DecisionMemo` and :class:`StepMemo` objects (a run's folder
+    keeps its files): for code that measures what keeping them saves, block by block."""
+    _MEMOS.clear()
 
 
-def _decisions(task: _Task, scenario_key: str) -> Decisions | None:
-    """The :class:`DecisionMemo` of this process for ``task`` (one per place), with its key."""
-    if task.decisions is None:
+def _kept(task: _Task, scenario_key: str) -> Kept | None:
+    """This process's memos for ``task`` (one pair per place), with the scenario's key."""
+    if task.kept is None:
         return None
-    memo = _DECISION_MEMOS.get(task.decisions)
-    if memo is None:
-        memo = _DECISION_MEMOS[task.decisions] = DecisionMemo(None if task.decisions == _MEMORY else task.decisions)
-    return memo, scenario_key
+    memos = _MEMOS.get(task.kept)
+    if memos is None:
+        folder = None if task.kept == _MEMORY else pathlib.Path(task.kept)
+        memos = _MEMOS[task.kept] = (
+            DecisionMemo(folder / "decisions" if folder else None),
+            StepMemo(folder / "steps" if folder else None),
+        )
+    camera = task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation"
+    return Kept(scenario_key, memos[0], None if camera else memos[1])
 
 
 SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"
@@ -776,8 +817,9 @@ def reuse_episodes() -> Iterator[None]:
     Only policies named by what they are (experts, ``idle``, ``random``) are reused — a
     clone is a file that may be rewritten under the same path — and camera scenarios are
     never kept (about 1 MB per episode). Records live in memory and end with the block.
-    Within it, the decisions of an expert that keeps them (the planner) are kept too, in
-    every episode without a user's Python policy, whoever drives (:class:`DecisionMemo`).
+    Within it, the decisions of an expert that keeps them (the planner) and the simulated
+    steps are kept too, in every episode without a user's Python policy, whoever drives
+    (:class:`DecisionMemo`, :class:`StepMemo`).
     """
     with _episode_store({} if _REUSED is None else _REUSED):
         yield
@@ -924,8 +966,8 @@ class RolloutPool:
         if scoring is not None:
             _check_scoring(scoring)
         labeller = _as_spec(labeller)
-        decisions = _decisions_place(spec, labeller, scoring)
-        tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring, decisions) for s in seeds]
+        kept = _kept_place(spec, labeller, scoring)
+        tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring, kept) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
         known = [memo.get(k) for k in keys] if memo is not None else [None] * len(tasks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -345,7 +347,7 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
     # and valuing, inside reuse_episodes it searches once per distinct state (act + values),
     # and every record equals the one computed without reuse (a key without the actions
     # applied would hand IDLE's labels to the random driver).
-    from testbed.rollout import Scoring, forget_decisions, fresh_episodes, reuse_episodes
+    from testbed.rollout import Scoring, forget_kept, fresh_episodes, reuse_episodes
     from testbed.scenarios import get_scenario
 
     calls = _count_planner_calls(monkeypatch)
@@ -366,7 +368,7 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
                     np.testing.assert_array_equal(_gaps(x), _gaps(y))
             distinct = _states([r for runs in plain for r in runs])
             assert len(calls) == 2 * len(distinct) < 2 * sum(len(r.trajectory.acts) for runs in plain for r in runs)
-            forget_decisions()  # the next runner starts with nothing kept
+            forget_kept()  # the next runner starts with nothing kept
         calls.clear()
         with reuse_episodes(), fresh_episodes():  # timed rollouts ask every decision
             pool.run(scenario, drivers[0], seeds, labeller=planner)
@@ -376,7 +378,7 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
 def test_expert_decisions_reach_other_processes_through_the_run_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from testbed.rollout import forget_decisions, share_episodes
+    from testbed.rollout import forget_kept, share_episodes
     from testbed.scenarios import get_scenario
 
     scenario = get_scenario("highway-fast", {"duration": 4})
@@ -386,21 +388,77 @@ def test_expert_decisions_reach_other_processes_through_the_run_folder(
         first = pool.run(scenario, idle, [3, 4, 5], labeller=planner)
     files = list((folder / "decisions").iterdir())
     assert len(files) == len(_states(first)) and all(f.suffix == ".pkl" for f in files)
-    forget_decisions()  # as in a process started later in the run
+    assert len(list((folder / "steps").iterdir())) == len(_transitions(first))
+    forget_kept()  # as in a process started later in the run
     calls = _count_planner_calls(monkeypatch)
     with share_episodes(folder), RolloutPool(1) as pool:
         second = pool.run(scenario, random, [3, 4, 5], labeller=planner)
     assert len(calls) == len(_states(second) - _states(first)) < len(_states(second))
-    forget_decisions()
+    forget_kept()
+
+
+def _transitions(records: list[EpisodeRecord]) -> set[tuple[int, tuple[int, ...]]]:
+    """The distinct (seed, actions applied up to and including the step) steps the records took."""
+    return {
+        (r.seed, tuple(int(a) for a in r.trajectory.acts[: t + 1]))
+        for r in records
+        for t in range(len(r.trajectory.acts))
+    }
+
+
+def test_simulated_steps_are_kept_and_continued_from_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A handover drives IDLE's first steps, so inside reuse_episodes it continues from the
+    # env that IDLE's episode kept after each of them: env.step runs once per distinct step,
+    # and every record (observations, rewards, the expert's labels, the tracker's infos)
+    # equals the one simulated step by step, one episode at a time and in lockstep.
+    import gymnasium as gym
+
+    from testbed.rollout import forget_kept, fresh_episodes, reuse_episodes
+    from testbed.scenarios import get_scenario
+
+    steps: list[int] = []
+    step = gym.wrappers.TimeLimit.step
+
+    def counted(self: Any, action: Any) -> Any:
+        steps.append(1)
+        return step(self, action)
+
+    monkeypatch.setattr(gym.wrappers.TimeLimit, "step", counted)
+    scenario = get_scenario("highway-fast", {"duration": 8})
+    drivers = [PolicySpec.parse(s) for s in ("idle", "handover:4:idle->random", "handover:2:idle->random")]
+    seeds, labeller = [3, 4], PolicySpec.parse("expert:scripted")
+    with RolloutPool(1) as pool, RolloutPool(1, lockstep=True) as lanes:
+        with fresh_episodes():
+            plain = [pool.run(scenario, d, seeds, labeller=labeller) for d in drivers]
+        n_steps = sum(len(r.trajectory.acts) for runs in plain for r in runs)
+        for runner in (pool, lanes):
+            steps.clear()
+            with reuse_episodes():
+                kept = [runner.run(scenario, d, seeds, labeller=labeller) for d in drivers]
+            for a, b in zip(plain, kept):
+                _same_records(a, b)
+            assert len(steps) == len(_transitions([r for runs in plain for r in runs])) < n_steps
+            forget_kept()
 
 
 def test_a_python_policy_driving_keeps_no_expert_decisions() -> None:
     # A user's policy sees the simulator and might change it behind the applied actions.
-    from testbed.rollout import _decisions_place, reuse_episodes
+    from testbed.rollout import _kept_place, reuse_episodes
 
     planner = PolicySpec.parse("expert:planner")
     with reuse_episodes():
-        assert _decisions_place(PolicySpec.parse("idle"), planner, None) is not None
-        assert _decisions_place(PolicySpec("python", "my_policy.py:make"), planner, None) is None
-        assert _decisions_place(PolicySpec.parse("idle"), PolicySpec("python", "my_policy.py:make"), None) is None
-    assert _decisions_place(PolicySpec.parse("idle"), planner, None) is None  # outside reuse: nowhere
+        assert _kept_place(PolicySpec.parse("idle"), planner, None) is not None
+        assert _kept_place(PolicySpec("python", "my_policy.py:make"), planner, None) is None
+        assert _kept_place(PolicySpec.parse("idle"), PolicySpec("python", "my_policy.py:make"), None) is None
+    assert _kept_place(PolicySpec.parse("idle"), planner, None) is None  # outside reuse: nowhere
+
+
+def test_camera_scenarios_keep_no_steps() -> None:
+    # The renderer behind a camera's frames does not pickle, and a frame is large.
+    from testbed.rollout import _kept, _Task
+    from testbed.scenarios import get_scenario
+
+    for name, steps in (("highway-fast", True), ("highway-fast-camera", False)):
+        task = _Task(get_scenario(name), PolicySpec.parse("idle"), None, 0.0, 3, kept=":memory:")
+        kept = _kept(task, name)
+        assert kept is not None and (kept.steps is not None) == steps

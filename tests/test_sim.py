@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import math
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -282,6 +283,49 @@ def test_deepcopy_of_env_steps_like_stock(seed: int) -> None:
     fast = _copy_then_step(seed, actions)
     for i, (a, b) in enumerate(zip(stock, fast)):
         assert a == b, f"highway-fast seed={seed}: deep-copied env differs at record {i}"
+
+
+def _unpickle_then_step(seed: int, actions: list[int]) -> list[str]:
+    env = make_env(get_scenario("highway-fast"))
+    try:
+        env.reset(seed=seed)
+        records = []
+        for a in actions[:3]:
+            env.step(a)
+        for a in actions[3:]:  # a pickled copy at every step, as testbed.rollout.StepMemo keeps them
+            env = pickle.loads(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
+            obs, reward, term, trunc, info = env.step(a)
+            records.append(_step_record_unwrapped(env.unwrapped, obs, reward, term, trunc))
+        return records
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_unpickled_env_steps_like_stock(seed: int) -> None:
+    actions = [1, 3, 2, 0, 1, 4, 3, 1, 2]
+    with sim.stock():
+        stock = _unpickle_then_step(seed, actions)
+    assert sim.enable()
+    assert _unpickle_then_step(seed, actions) == stock
+
+
+def test_unpickled_positions_take_the_fast_paths() -> None:
+    # An unpickled array's dtype is equal to float64 but not numpy's float64 object: the fast
+    # paths must not key on that object, or a restored env steps ~30% slower (same results).
+    from highway_env.road.lane import StraightLane
+
+    from testbed.sim import _patches
+
+    assert sim.enable()
+    position = pickle.loads(pickle.dumps(np.array([12.5, 3.0])))
+    assert position.dtype is not np.dtype(np.float64) and position.dtype == np.float64
+    lane = StraightLane(np.array([0.0, 0.0]), np.array([100.0, 0.0]))
+    before = sum(len(m) for m in _patches._MEMOS)
+    assert lane.local_coordinates(position) == lane.local_coordinates(position.copy())
+    assert sum(len(m) for m in _patches._MEMOS) == before + 1  # memoized, and found for the copy
+    test = _patches._off_lane_test(lane)
+    assert test is not None and test(pickle.loads(pickle.dumps(np.array([50.0, 40.0]))))
 
 
 # --- The switch itself ------------------------------------------------------------------------

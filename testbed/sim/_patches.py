@@ -66,7 +66,7 @@ def memoized_local_coordinates(stock: Callable[[Any, Any], Any]) -> Callable[[An
 
     def local_coordinates(self: Any, position: Any) -> Any:
         # 1-D float64: the bytes (length included) determine the array's value exactly.
-        if type(position) is _NDARRAY and position.dtype is _F64 and position.ndim == 1:
+        if type(position) is _NDARRAY and (position.dtype is _F64 or position.dtype == _F64) and position.ndim == 1:
             key = (id(self), position.tobytes())
             hit = memo.get(key)
             if hit is not None and hit[0] is self:
@@ -193,7 +193,11 @@ def _off_straight_lane(lane: Any) -> Callable[[Any], bool] | None:
         return None
 
     def off_lane(position: Any) -> bool:
-        if type(position) is not _NDARRAY or position.dtype is not _F64 or position.shape != (2,):
+        if (
+            type(position) is not _NDARRAY
+            or (position.dtype is not _F64 and position.dtype != _F64)
+            or position.shape != (2,)
+        ):
             return False
         px, py = position.tolist()
         dx, dy = px - sx, py - sy

@@ -313,14 +313,15 @@ class EpisodeStepper:
         if kept is not None:
             self._path = hashlib.blake2b(self._path + repr(applied).encode()).digest()
         gap = self._value_gap(applied) if self.scorer is not None else None
-        stored = kept.steps.get((self._path,)) if kept is not None and kept.steps is not None else None
+        steps = kept.steps if kept is not None and self.n_steps < StepMemo.first_steps else None
+        stored = steps.get((self._path,)) if steps is not None else None
         if stored is not None:  # this step was simulated before: continue from its outcome
             self.env, self.obs, reward, self.terminated, self.truncated, step_info = pickle.loads(stored)
             self.base = self.tracker.base = self.env.unwrapped
         else:
             self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
-            if kept is not None and kept.steps is not None:
-                kept.steps.keep((self._path,), (self.env, self.obs, reward, self.terminated, self.truncated, step_info))
+            if steps is not None:
+                steps.keep((self._path,), (self.env, self.obs, reward, self.terminated, self.truncated, step_info))
         info = self.tracker.step(codec.info(applied), self.terminated, step_info)
         if gap is not None:
             info["value_gap"] = gap
@@ -734,6 +735,10 @@ class StepMemo(FolderMemo[bytes]):
     scenarios (their renderer does not pickle, and a frame is large)."""
 
     memory_limit = 5_000
+    first_steps: ClassVar[int] = 8
+    """Steps kept from the start of each episode: the shared ones come first (clones part from
+    each other and from their teacher within a few steps), and a step kept costs about a tenth
+    of a simulated one (pickle and file), which later steps, rarely shared, would not repay."""
 
     def keep(self, key: tuple, outcome: tuple[Any, ...]) -> None:
         """Store ``outcome`` (env, observation, reward, terminated, truncated, info) under

@@ -1,6 +1,6 @@
 """Throughput of the testbed's pipeline as ratios to bare baselines, measured in one run.
 
-Eight comparisons, each a ratio of two figures taken in the same run and minutes, so that
+Nine comparisons, each a ratio of two figures taken in the same run and minutes, so that
 the ratios (unlike the raw figures) carry over between machines:
 
 0. accelerated (:mod:`testbed.sim`) vs stock highway-env ``env.step`` per scenario;
@@ -21,9 +21,12 @@ the ratios (unlike the raw figures) carry over between machines:
    process, alternating block by block, checking the records are identical;
 7. planner-labelled clone episodes (the teacher's own episodes first, then each clone of it
    driving the same seeds, as the compounding-error experiment evaluates them) with the
-   planner's decisions kept (:class:`testbed.rollout.DecisionMemo`, inside
-   :func:`testbed.rollout.reuse_episodes`) vs every decision asked, in this process,
-   alternating block by block, checking the labels are identical.
+   planner's decisions and the simulated steps kept as in a rebuild
+   (:class:`testbed.rollout.DecisionMemo`, :class:`testbed.rollout.StepMemo`, inside
+   :func:`testbed.rollout.reuse_episodes`) vs every decision asked and every step simulated,
+   in this process, alternating block by block, checking the records are identical;
+8. the same with the scripted expert as the teacher (it keeps no decisions): the kept steps
+   alone.
 
 Usage::
 
@@ -98,15 +101,16 @@ class Args:
     """Steps per timed block of the accelerated/stock comparison."""
     sim_pairs: int = 3
     """Interleaved stock/accelerated block pairs per scenario and action mode (median reported)."""
-    comparisons: tuple[Literal["sim", "collection", "whole-process", "lockstep", "decisions"], ...] = (
+    comparisons: tuple[Literal["sim", "collection", "whole-process", "lockstep", "decisions", "steps"], ...] = (
         "sim",
         "collection",
         "whole-process",
         "lockstep",
         "decisions",
+        "steps",
     )
     """Which to measure: sim (0), collection (1-4, training included), whole-process (5), lockstep (6),
-    decisions (7)."""
+    decisions (7), steps (8)."""
     whole_process_episodes: int = 60
     """Episodes of each whole-process ``testbed collect`` (comparison 5; at least 2, since a
     one-episode command is timed beside it)."""
@@ -124,6 +128,13 @@ class Args:
     """Clones driven in comparison 7 (the first, in name order)."""
     decision_episodes: int = 8
     """Seeds each clone and the teacher drive in each mode (comparison 7), from the evaluation seeds on."""
+    step_clones: str = "results/compounding_error/sweep/cells"
+    """Folder whose ``*/clones/B*/`` run directories are clones of the scripted expert on
+    highway-fast (comparison 8; relative paths as for --lockstep-clone): the committed BC and DART clones."""
+    step_n_clones: int = 10
+    """Clones driven in comparison 8 (the first, in name order)."""
+    step_episodes: int = 20
+    """Seeds each clone and the teacher drive in each mode (comparison 8), from the evaluation seeds on."""
     out: str | None = None
     """JSON file for the figures, arguments and provenance (default: print only)."""
 
@@ -146,6 +157,8 @@ class Args:
             "lockstep_episodes",
             "decision_n_clones",
             "decision_episodes",
+            "step_n_clones",
+            "step_episodes",
         )
         for name in counts:
             if getattr(self, name) < 1:
@@ -518,6 +531,7 @@ def run(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
         "whole-process": whole_process_comparison,
         "lockstep": lockstep_comparison,
         "decisions": decisions_comparison,
+        "steps": steps_comparison,
     }
     for name, section in sections.items():
         if name in args.comparisons:
@@ -806,72 +820,109 @@ def lockstep_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, 
     }
 
 
-def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Comparison 7: the planner labelling its clones' episodes (after driving the same seeds
-    itself), every decision asked (:func:`testbed.rollout.fresh_episodes`) vs decisions kept
-    (:func:`testbed.rollout.reuse_episodes`: :class:`testbed.rollout.DecisionMemo`), in this
-    process on highway-fast, block by block of evaluation seeds, asked first in each block.
-    Kept, the planner searches once per distinct state: the (seed, actions applied before)
-    pairs the episodes visit, counted from the records."""
+def _teacher_and_clones(
+    teacher: str, clones_dir: str, n_clones: int, episodes: int, n_blocks: int, *, what: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The teacher driving highway-fast's evaluation seeds, then each of its clones (the first
+    ``n_clones`` under ``clones_dir/*/clones/B*/``) driving them labelled by the teacher, as the
+    compounding-error experiment evaluates them: everything simulated and asked
+    (:func:`testbed.rollout.fresh_episodes`) vs kept as in a rebuild
+    (:func:`testbed.rollout.reuse_episodes`: the teacher's decisions if it keeps them,
+    :class:`testbed.rollout.DecisionMemo`, and the simulated steps,
+    :class:`testbed.rollout.StepMemo`), in this process, block by block of seeds, fresh first
+    in each block. Returns the times, whether the records agree (observations, actions, labels),
+    and the steps and the distinct (seed, actions applied up to and including the step) among them."""
     from testbed.errors import TestbedError
     from testbed.policies import PolicySpec
     from testbed.rollout import RolloutPool, forget_kept, fresh_episodes, reuse_episodes
     from testbed.scenarios import get_scenario
     from testbed.seeds import EVAL_SEED, episode_seeds
 
-    folder = _clone_dir(args.decision_clones)
-    clones = sorted(p.parent for p in folder.glob("*/clones/B*/policy.pt"))[: args.decision_n_clones]
+    folder = _clone_dir(clones_dir)
+    clones = sorted(p.parent for p in folder.glob("*/clones/B*/policy.pt"))[:n_clones]
     if not clones:
-        raise TestbedError(f"--decision-clones: no clone run directories under {folder}/*/clones/B*/")
-    scenario, planner = get_scenario("highway-fast"), PolicySpec("expert", "planner")
-    drivers = [planner] + [PolicySpec("clone", str(c)) for c in clones]
-    seeds = episode_seeds(EVAL_SEED, args.decision_episodes)
-    times = {"asked": 0.0, "kept": 0.0}
-    labels: dict[str, list[Any]] = {"asked": [], "kept": []}
-    states: set[tuple[int, tuple[int, ...]]] = set()
-    decisions = 0
+        raise TestbedError(f"--{what}-clones: no clone run directories under {folder}/*/clones/B*/")
+    scenario, expert = get_scenario("highway-fast"), PolicySpec("expert", teacher)
+    drivers = [expert] + [PolicySpec("clone", str(c)) for c in clones]
+    seeds = episode_seeds(EVAL_SEED, episodes)
+    times = {"fresh": 0.0, "kept": 0.0}
+    seen: dict[str, list[Any]] = {"fresh": [], "kept": []}
+    transitions: set[tuple[int, tuple[int, ...]]] = set()
+    steps = 0
     with RolloutPool(1) as pool:
-        pool.run(scenario, drivers[1], [seeds[-1] + 1], labeller=planner)  # warm-up, untimed
-        parts = blocks(seeds, args.n_blocks, 1)
+        pool.run(scenario, drivers[1], [seeds[-1] + 1], labeller=expert)  # warm-up, untimed
+        parts = blocks(seeds, n_blocks, 1)
         for i, block in enumerate(parts):
-            log(f"decisions block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): asked, kept ...")
-            for name in ("asked", "kept"):
+            log(f"{what} block {i + 1}/{len(parts)} (seeds {block[0]}-{block[-1]}): fresh, kept ...")
+            for name in ("fresh", "kept"):
                 forget_kept()  # nothing kept from an earlier block
                 start = time.perf_counter()
-                with reuse_episodes(), fresh_episodes() if name == "asked" else contextlib.nullcontext():
-                    runs = [pool.run(scenario, planner, block)]
-                    runs += [pool.run(scenario, d, block, labeller=planner) for d in drivers[1:]]
+                with reuse_episodes(), fresh_episodes() if name == "fresh" else contextlib.nullcontext():
+                    runs = [pool.run(scenario, expert, block)]
+                    runs += [pool.run(scenario, d, block, labeller=expert) for d in drivers[1:]]
                 times[name] += time.perf_counter() - start
-                labels[name] += [r.trajectory.acts.tolist() for r in runs[0]]
-                labels[name] += [r.labels.tolist() for rs in runs[1:] for r in rs if r.labels is not None]
+                records = [r for rs in runs for r in rs]
+                seen[name] += [(r.trajectory.obs.tobytes(), r.trajectory.acts.tolist()) for r in records]
+                seen[name] += [r.labels.tolist() for r in records if r.labels is not None]
                 if name == "kept":
-                    decisions += sum(len(r.trajectory.acts) for rs in runs for r in rs)
-                    states |= {
-                        (r.seed, tuple(int(a) for a in r.trajectory.acts[:t]))
-                        for rs in runs
-                        for r in rs
+                    steps += sum(len(r.trajectory.acts) for r in records)
+                    transitions |= {
+                        (r.seed, tuple(int(a) for a in r.trajectory.acts[: t + 1]))
+                        for r in records
                         for t in range(len(r.trajectory.acts))
                     }
     forget_kept()
-    identical = labels["asked"] == labels["kept"]
-    ratio = _ratio(times["asked"], times["kept"])
+    return {
+        "clones": [str(c) for c in clones],
+        "episodes_per_driver": len(seeds),
+        "steps": steps,
+        "distinct_steps": len(transitions),
+        "time_s": times,
+        "identical_records": seen["fresh"] == seen["kept"],
+    }
+
+
+def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 7: the planner and its clones (:func:`_teacher_and_clones`). Kept, the
+    planner searches once per distinct state, and each distinct step is simulated once."""
+    m = _teacher_and_clones(
+        "planner",
+        args.decision_clones,
+        args.decision_n_clones,
+        args.decision_episodes,
+        args.n_blocks,
+        what="decision",
+        log=log,
+    )
+    ratio = _ratio(m["time_s"]["fresh"], m["time_s"]["kept"])
     return {
         "ratios": {"planner_decisions_kept/asked": ratio},
-        "figures": {
-            "decisions": {
-                "clones": [str(c) for c in clones],
-                "episodes_per_driver": len(seeds),
-                "planner_decisions": decisions,
-                "distinct_states": len(states),
-                "time_s": times,
-                "identical_labels": identical,
-            }
-        },
+        "figures": {"decisions": m},
         "lines": [
-            f"planner decisions kept/asked speed ratio: {ratio:.2f} (the planner, then {len(clones)} of its clones "
-            f"labelled by it, on {len(seeds)} seeds each: {times['kept']:.1f} s vs {times['asked']:.1f} s in one "
-            f"process; {len(states)} distinct states among {decisions} planner decisions); "
-            f"labels identical: {'yes' if identical else 'NO'}"
+            f"planner decisions and steps kept/asked speed ratio: {ratio:.2f} (the planner, then "
+            f"{len(m['clones'])} of its clones labelled by it, on {m['episodes_per_driver']} seeds each: "
+            f"{m['time_s']['kept']:.1f} s vs {m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} "
+            f"distinct steps among {m['steps']}); records identical: {'yes' if m['identical_records'] else 'NO'}"
+        ],
+    }
+
+
+def steps_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
+    """Comparison 8: the scripted expert and its clones (:func:`_teacher_and_clones`). The
+    scripted expert keeps no decisions (they cost less than reading them), so this measures
+    the kept steps alone."""
+    m = _teacher_and_clones(
+        "scripted", args.step_clones, args.step_n_clones, args.step_episodes, args.n_blocks, what="step", log=log
+    )
+    ratio = _ratio(m["time_s"]["fresh"], m["time_s"]["kept"])
+    return {
+        "ratios": {"steps_kept/simulated": ratio},
+        "figures": {"steps": m},
+        "lines": [
+            f"steps kept/simulated speed ratio: {ratio:.2f} (the scripted expert, then {len(m['clones'])} of its "
+            f"clones labelled by it, on {m['episodes_per_driver']} seeds each: {m['time_s']['kept']:.1f} s vs "
+            f"{m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} distinct steps among "
+            f"{m['steps']}); records identical: {'yes' if m['identical_records'] else 'NO'}"
         ],
     }
 

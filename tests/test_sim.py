@@ -20,6 +20,7 @@ import pickle
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -238,17 +239,22 @@ def test_trajectories_identical_full_episodes(name: str, seed: int, policy: str)
     compare(name, seed, policy, 1000, None)  # episodes end by their own duration / step cap
 
 
-# --- Copies (the planner expert deep-copies the env) ------------------------------------------
+# --- Copies (the planner deep-copies the env; StepMemo pickles it) ----------------------------
 
 
-def _copy_then_step(seed: int, actions: list[int]) -> list[str]:
+def _unpickled(env: Any) -> Any:
+    """A copy made as :class:`testbed.rollout.StepMemo` keeps and restores envs."""
+    return pickle.loads(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _copy_then_step(seed: int, actions: list[int], copier: Callable[[Any], Any]) -> list[str]:
     env = make_env(get_scenario("highway-fast"))
     try:
         env.reset(seed=seed)
         records = []
         for a in actions[:3]:
             env.step(a)
-        clone = copy.deepcopy(env.unwrapped)
+        clone = copier(env.unwrapped)
         for a in actions[3:]:
             obs, reward, term, trunc, info = clone.step(a)
             records.append(_step_record_unwrapped(clone, obs, reward, term, trunc))
@@ -257,7 +263,7 @@ def _copy_then_step(seed: int, actions: list[int]) -> list[str]:
             obs, reward, term, trunc, info = env.step(a)
             records.append(_step_record_unwrapped(env.unwrapped, obs, reward, term, trunc))
         # A copy of a copy, made mid-episode.
-        clone2 = copy.deepcopy(clone)
+        clone2 = copier(clone)
         obs, reward, term, trunc, info = clone2.step(actions[0])
         records.append(_step_record_unwrapped(clone2, obs, reward, term, trunc))
         return records
@@ -275,39 +281,15 @@ def _step_record_unwrapped(env: Any, obs: Any, reward: Any, term: Any, trunc: An
 
 
 @pytest.mark.parametrize("seed", [0, 5])
-def test_deepcopy_of_env_steps_like_stock(seed: int) -> None:
+@pytest.mark.parametrize("copier", [copy.deepcopy, _unpickled], ids=["deepcopy", "pickle"])
+def test_copy_of_env_steps_like_stock(seed: int, copier: Callable[[Any], Any]) -> None:
     actions = [1, 3, 2, 0, 1, 4, 3, 1, 2]
     with sim.stock():
-        stock = _copy_then_step(seed, actions)
+        stock = _copy_then_step(seed, actions, copier)
     assert sim.enable()
-    fast = _copy_then_step(seed, actions)
+    fast = _copy_then_step(seed, actions, copier)
     for i, (a, b) in enumerate(zip(stock, fast)):
-        assert a == b, f"highway-fast seed={seed}: deep-copied env differs at record {i}"
-
-
-def _unpickle_then_step(seed: int, actions: list[int]) -> list[str]:
-    env = make_env(get_scenario("highway-fast"))
-    try:
-        env.reset(seed=seed)
-        records = []
-        for a in actions[:3]:
-            env.step(a)
-        for a in actions[3:]:  # a pickled copy at every step, as testbed.rollout.StepMemo keeps them
-            env = pickle.loads(pickle.dumps(env, protocol=pickle.HIGHEST_PROTOCOL))
-            obs, reward, term, trunc, info = env.step(a)
-            records.append(_step_record_unwrapped(env.unwrapped, obs, reward, term, trunc))
-        return records
-    finally:
-        env.close()
-
-
-@pytest.mark.parametrize("seed", [0, 5])
-def test_unpickled_env_steps_like_stock(seed: int) -> None:
-    actions = [1, 3, 2, 0, 1, 4, 3, 1, 2]
-    with sim.stock():
-        stock = _unpickle_then_step(seed, actions)
-    assert sim.enable()
-    assert _unpickle_then_step(seed, actions) == stock
+        assert a == b, f"highway-fast seed={seed}: copied env differs at record {i}"
 
 
 def test_unpickled_positions_take_the_fast_paths() -> None:

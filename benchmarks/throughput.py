@@ -25,8 +25,8 @@ the ratios (unlike the raw figures) carry over between machines:
    (:class:`testbed.rollout.DecisionMemo`, :class:`testbed.rollout.StepMemo`, inside
    :func:`testbed.rollout.reuse_episodes`) vs every decision asked and every step simulated,
    in this process, alternating block by block, checking the records are identical;
-8. the same with the scripted expert as the teacher (it keeps no decisions): the kept steps
-   alone.
+8. the same clones with the scripted expert driving first and labelling (it keeps no
+   decisions): the kept steps alone.
 
 Usage::
 
@@ -128,9 +128,10 @@ class Args:
     """Clones driven in comparison 7 (the first, in name order)."""
     decision_episodes: int = 8
     """Seeds each clone and the teacher drive in each mode (comparison 7), from the evaluation seeds on."""
-    step_clones: str = "results/compounding_error/sweep/cells"
-    """Folder whose ``*/clones/B*/`` run directories are clones of the scripted expert on
-    highway-fast (comparison 8; relative paths as for --lockstep-clone): the committed BC and DART clones."""
+    step_clones: str = "results/compounding_error_planner/sweep/cells"
+    """Folder whose ``*/clones/B*/`` run directories are clones on highway-fast, driven with the
+    scripted expert labelling (comparison 8; relative paths as for --lockstep-clone): the planner's
+    committed BC and DART clones (the scripted expert's are not committed)."""
     step_n_clones: int = 10
     """Clones driven in comparison 8 (the first, in name order)."""
     step_episodes: int = 20
@@ -908,9 +909,9 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
 
 
 def steps_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
-    """Comparison 8: the scripted expert and its clones (:func:`_teacher_and_clones`). The
-    scripted expert keeps no decisions (they cost less than reading them), so this measures
-    the kept steps alone."""
+    """Comparison 8: the scripted expert, then clones labelled by it (:func:`_teacher_and_clones`;
+    by default the planner's, the committed ones). The scripted expert keeps no decisions (they
+    cost less than reading them), so this measures the kept steps alone."""
     m = _teacher_and_clones(
         "scripted", args.step_clones, args.step_n_clones, args.step_episodes, args.n_blocks, what="step", log=log
     )
@@ -919,7 +920,7 @@ def steps_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any
         "ratios": {"steps_kept/simulated": ratio},
         "figures": {"steps": m},
         "lines": [
-            f"steps kept/simulated speed ratio: {ratio:.2f} (the scripted expert, then {len(m['clones'])} of its "
+            f"steps kept/simulated speed ratio: {ratio:.2f} (the scripted expert, then {len(m['clones'])} "
             f"clones labelled by it, on {m['episodes_per_driver']} seeds each: {m['time_s']['kept']:.1f} s vs "
             f"{m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} distinct steps among "
             f"{m['steps']}); records identical: {'yes' if m['identical_records'] else 'NO'}"

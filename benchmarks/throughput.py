@@ -883,10 +883,28 @@ def _teacher_and_clones(
     }
 
 
+def _kept_comparison(
+    teacher: str, clones_dir: str, n_clones: int, episodes: int, n_blocks: int, *, what: str, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """:func:`_teacher_and_clones` as a comparison: its ratio (fresh time / kept time), figures
+    and table line."""
+    m = _teacher_and_clones(teacher, clones_dir, n_clones, episodes, n_blocks, what=what, log=log)
+    ratio = _ratio(m["time_s"]["fresh"], m["time_s"]["kept"])
+    name = {"planner": "planner decisions and steps kept/asked", "scripted": "steps kept/simulated"}[teacher]
+    return {
+        "ratio": ratio,
+        "figures": m,
+        "line": f"{name} speed ratio: {ratio:.2f} (the {teacher} expert, then {len(m['clones'])} clones labelled "
+        f"by it, on {m['episodes_per_driver']} seeds each: {m['time_s']['kept']:.1f} s vs "
+        f"{m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} distinct steps among {m['steps']}); "
+        f"records identical: {'yes' if m['identical_records'] else 'NO'}",
+    }
+
+
 def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:
     """Comparison 7: the planner and its clones (:func:`_teacher_and_clones`). Kept, the
     planner searches once per distinct state, and each distinct step is simulated once."""
-    m = _teacher_and_clones(
+    c = _kept_comparison(
         "planner",
         args.decision_clones,
         args.decision_n_clones,
@@ -895,16 +913,10 @@ def decisions_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str,
         what="decision",
         log=log,
     )
-    ratio = _ratio(m["time_s"]["fresh"], m["time_s"]["kept"])
     return {
-        "ratios": {"planner_decisions_kept/asked": ratio},
-        "figures": {"decisions": m},
-        "lines": [
-            f"planner decisions and steps kept/asked speed ratio: {ratio:.2f} (the planner, then "
-            f"{len(m['clones'])} of its clones labelled by it, on {m['episodes_per_driver']} seeds each: "
-            f"{m['time_s']['kept']:.1f} s vs {m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} "
-            f"distinct steps among {m['steps']}); records identical: {'yes' if m['identical_records'] else 'NO'}"
-        ],
+        "ratios": {"planner_decisions_kept/asked": c["ratio"]},
+        "figures": {"decisions": c["figures"]},
+        "lines": [c["line"]],
     }
 
 
@@ -912,20 +924,10 @@ def steps_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, Any
     """Comparison 8: the scripted expert, then clones labelled by it (:func:`_teacher_and_clones`;
     by default the planner's, the committed ones). The scripted expert keeps no decisions (they
     cost less than reading them), so this measures the kept steps alone."""
-    m = _teacher_and_clones(
+    c = _kept_comparison(
         "scripted", args.step_clones, args.step_n_clones, args.step_episodes, args.n_blocks, what="step", log=log
     )
-    ratio = _ratio(m["time_s"]["fresh"], m["time_s"]["kept"])
-    return {
-        "ratios": {"steps_kept/simulated": ratio},
-        "figures": {"steps": m},
-        "lines": [
-            f"steps kept/simulated speed ratio: {ratio:.2f} (the scripted expert, then {len(m['clones'])} "
-            f"clones labelled by it, on {m['episodes_per_driver']} seeds each: {m['time_s']['kept']:.1f} s vs "
-            f"{m['time_s']['fresh']:.1f} s in one process; {m['distinct_steps']} distinct steps among "
-            f"{m['steps']}); records identical: {'yes' if m['identical_records'] else 'NO'}"
-        ],
-    }
+    return {"ratios": {"steps_kept/simulated": c["ratio"]}, "figures": {"steps": c["figures"]}, "lines": [c["line"]]}
 
 
 def sim_measurements(args: Args, *, log: Callable[[str], None]) -> dict[str, Any]:

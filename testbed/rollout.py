@@ -799,8 +799,7 @@ def _kept(task: _Task, scenario_key: str) -> Kept | None:
             DecisionMemo(folder / "decisions" if folder else None),
             StepMemo(folder / "steps" if folder else None),
         )
-    camera = task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation"
-    return Kept(scenario_key, memos[0], None if camera else memos[1])
+    return Kept(scenario_key, memos[0], None if _camera(task.scenario) else memos[1])
 
 
 SHARED_EPISODES_ENV = "TESTBED_SHARED_EPISODES"
@@ -869,8 +868,13 @@ def _episode_store(store: dict[tuple, EpisodeRecord] | SharedEpisodes | None) ->
         _REUSED = outer
 
 
+def _camera(scenario: Scenario) -> bool:
+    """Whether ``scenario`` observes camera frames (large; their renderer does not pickle)."""
+    return scenario.config.get("observation", {}).get("type") == "GrayscaleObservation"
+
+
 def _reusable(task: _Task | None) -> bool:
-    if task is None or task.scenario.config.get("observation", {}).get("type") == "GrayscaleObservation":
+    if task is None or _camera(task.scenario):
         return False
     others = [p for p in (task.labeller, task.scoring.scorer if task.scoring else None) if p is not None]
     return task.spec.kind in _REUSABLE_KINDS and all(p.kind in _REUSABLE_KINDS for p in others)

@@ -335,10 +335,13 @@ def _count_planner_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def _states(records: list[EpisodeRecord]) -> set[tuple[int, tuple[int, ...]]]:
-    """The distinct (seed, actions applied before) states the records visited."""
+def _states(records: list[EpisodeRecord], *, after: bool = False) -> set[tuple[int, tuple[int, ...]]]:
+    """The distinct (seed, actions applied before) states the records visited before each step,
+    or, ``after``, the distinct steps they took (the actions up to and including the step)."""
     return {
-        (r.seed, tuple(int(a) for a in r.trajectory.acts[:t])) for r in records for t in range(len(r.trajectory.acts))
+        (r.seed, tuple(int(a) for a in r.trajectory.acts[: t + after]))
+        for r in records
+        for t in range(len(r.trajectory.acts))
     }
 
 
@@ -388,22 +391,13 @@ def test_expert_decisions_reach_other_processes_through_the_run_folder(
         first = pool.run(scenario, idle, [3, 4, 5], labeller=planner)
     files = list((folder / "decisions").iterdir())
     assert len(files) == len(_states(first)) and all(f.suffix == ".pkl" for f in files)
-    assert len(list((folder / "steps").iterdir())) == len(_transitions(first))
+    assert len(list((folder / "steps").iterdir())) == len(_states(first, after=True))
     forget_kept()  # as in a process started later in the run
     calls = _count_planner_calls(monkeypatch)
     with share_episodes(folder), RolloutPool(1) as pool:
         second = pool.run(scenario, random, [3, 4, 5], labeller=planner)
     assert len(calls) == len(_states(second) - _states(first)) < len(_states(second))
     forget_kept()
-
-
-def _transitions(records: list[EpisodeRecord]) -> set[tuple[int, tuple[int, ...]]]:
-    """The distinct (seed, actions applied up to and including the step) steps the records took."""
-    return {
-        (r.seed, tuple(int(a) for a in r.trajectory.acts[: t + 1]))
-        for r in records
-        for t in range(len(r.trajectory.acts))
-    }
 
 
 def test_simulated_steps_are_kept_and_continued_from_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,7 +431,7 @@ def test_simulated_steps_are_kept_and_continued_from_to_the_bit(monkeypatch: pyt
                 kept = [runner.run(scenario, d, seeds, labeller=labeller) for d in drivers]
             for a, b in zip(plain, kept):
                 _same_records(a, b)
-            assert len(steps) == len(_transitions([r for runs in plain for r in runs])) < n_steps
+            assert len(steps) == len(_states([r for runs in plain for r in runs], after=True)) < n_steps
             forget_kept()
 
 

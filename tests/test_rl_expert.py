@@ -101,6 +101,23 @@ def test_sb3_expert_drives_deterministically_from_the_observation(tiny_run: path
     np.testing.assert_array_equal(labelled.labels, acts)
 
 
+def test_checked_envs_are_held_weakly(tiny_run: pathlib.Path) -> None:
+    """An env is checked once while it lives; once freed, it leaves no mark that another env
+    made at its address would pass unchecked (kept steps make and free envs all the time)."""
+    import gc
+
+    expert = make_expert(f"sb3:{tiny_run / 'model.zip'}")
+    assert isinstance(expert, SB3Expert)
+    env = make_env(get_scenario("highway-fast", {"duration": 2}))
+    obs, _ = env.reset(seed=10_000)
+    expert.act(obs, env.unwrapped)
+    expert.act(obs, env.unwrapped)
+    assert len(expert._checked) == 1
+    del env
+    gc.collect()
+    assert len(expert._checked) == 0
+
+
 def test_space_and_observation_mismatch(tiny_run: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = PolicySpec.parse(f"expert:sb3:{tiny_run / 'model.zip'}")
     wider = get_scenario("highway-fast", {"observation.vehicles_count": 7, "duration": 2})

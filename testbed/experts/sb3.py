@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import io
 import pathlib
+import weakref
 import zipfile
 from typing import Any
 
@@ -249,7 +250,9 @@ class SB3Expert(Expert):
 
     def __init__(self, path: str | pathlib.Path) -> None:
         self.model = load_sb3_model(path)
-        self._checked: set[int] = set()
+        self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
+        """Envs already checked (weakly held: an env freed and another made at its address is
+        checked again; an id would pass it unchecked)."""
 
     def check_spaces(self, observation_space: Any, action_space: Any, *, where: str = "the environment") -> None:
         """Fail unless the model's spaces match (Box: shape and dtype; Discrete: size and start).
@@ -284,13 +287,13 @@ class SB3Expert(Expert):
         self._check_observation_config(observation, where=f"scenario {scenario.name!r}")
 
     def _check_env(self, env: Any) -> None:
-        if id(env) in self._checked:
+        if env in self._checked:
             return
         name = getattr(getattr(env, "spec", None), "id", None) or type(env).__name__
         self.check_spaces(env.observation_space, env.action_space, where=f"env {name}")
         observation = jsonable(dict(env.config.get("observation", {}))) if hasattr(env, "config") else None
         self._check_observation_config(observation, where="the env")
-        self._checked.add(id(env))
+        self._checked.add(env)
 
     def _check_observation_config(self, ours: Any, *, where: str) -> None:
         """If ``testbed train-expert`` wrote this model, its observation config must match

@@ -17,6 +17,25 @@ def _figure(n_panels: int, width_per_panel: float = 4.0, height: float = 3.4):
     return plt.subplots(1, n_panels, figsize=(width_per_panel * n_panels, height), squeeze=False)
 
 
+LABEL_CHARS = 48
+"""Longest policy label drawn as it is; a longer one (a clone or model under a deep directory)
+keeps its kind and the end of its path (:func:`short_label`), so the panels keep their width."""
+
+
+def short_label(label: str, limit: int = LABEL_CHARS) -> str:
+    """``label`` if it has at most ``limit`` characters, else its kind (``clone:``,
+    ``expert:sb3:``) and as much of the end as fits, after an ellipsis:
+    ``clone:…/highway-fast/clone``."""
+    if len(label) <= limit:
+        return label
+    head, sep, path = label.rpartition(":")
+    prefix = f"{head}{sep}…" if len(head) + 2 < limit else "…"
+    tail = (path if sep else label)[-(limit - len(prefix)) :]
+    if "/" in tail[1:]:
+        tail = tail[tail.index("/", 1) :]  # from a whole path component
+    return prefix + tail
+
+
 def plot_summary(
     summary: pd.DataFrame,
     *,
@@ -35,7 +54,7 @@ def plot_summary(
         The matplotlib Figure.
     """
     fig, axes = _figure(len(metrics))
-    policies = [str(p) for p in summary["policy"]]
+    policies = [short_label(str(p)) for p in summary["policy"]]
     colors = [f"C{i}" for i in range(len(policies))]
     for ax, (column, label) in zip(axes[0], metrics):
         mean = summary[column].to_numpy(dtype=float)

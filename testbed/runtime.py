@@ -307,9 +307,56 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
     if "forkserver" not in mp.get_all_start_methods():  # pragma: no cover - not Linux
         return mp.get_context("spawn")
+    short_socket_dir()
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(worker_preload())
     return ctx
+
+
+SOCKET_PATH_MAX = 107
+"""Bytes of an AF_UNIX socket path on Linux (``sun_path`` is 108, its NUL included)."""
+_LISTENER_SUFFIX = len("/pymp-12345678/listener-12345678")
+"""What multiprocessing appends to the temporary directory for the forkserver's socket."""
+SHORT_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+"""Where multiprocessing's own temporary directory goes when ``TMPDIR`` is too long."""
+
+
+def short_socket_dir() -> None:
+    """Make sure multiprocessing's temporary directory, where the forkserver's socket is made,
+    is short enough for an AF_UNIX address: under a long ``TMPDIR`` (a deep build or test
+    directory) starting the server fails with ``OSError: AF_UNIX path too long``. Then the
+    first writable directory of :data:`SHORT_TMP_DIRS` holds it instead (only multiprocessing's
+    ``pymp-*`` directory, removed at exit; every other temporary file stays in ``TMPDIR``), as
+    Python 3.13's multiprocessing does itself. Nothing changes once that directory exists.
+
+    Raises:
+        TestbedError: ``TMPDIR`` is too long and none of those directories is writable.
+    """
+    import multiprocessing as mp
+    import tempfile
+    from multiprocessing import util
+
+    if getattr(mp.current_process(), "_config", {}).get("tempdir") is not None:  # chosen already
+        return
+    base = tempfile.gettempdir()
+    if len(os.fsencode(base)) + _LISTENER_SUFFIX <= SOCKET_PATH_MAX:
+        return
+    for short in SHORT_TMP_DIRS:
+        if os.path.isdir(short) and os.access(short, os.W_OK | os.X_OK):
+            saved = tempfile.tempdir
+            tempfile.tempdir = short
+            try:
+                util.get_temp_dir()  # made now, under ``short``, and kept for the process
+            finally:
+                tempfile.tempdir = saved
+            return
+    from testbed.errors import TestbedError
+
+    raise TestbedError(
+        f"the temporary directory {base} is too long for the workers' socket "
+        f"({len(os.fsencode(base))} bytes, at most {SOCKET_PATH_MAX - _LISTENER_SUFFIX}), and none of "
+        f"{', '.join(SHORT_TMP_DIRS)} is writable: set TMPDIR to a shorter directory"
+    )
 
 
 def start_workers_early(argv: Sequence[str]) -> bool:
@@ -337,7 +384,10 @@ def start_workers_early(argv: Sequence[str]) -> bool:
         return False
     if _workers_option(words) <= 1:
         return False
-    ctx = worker_context()
+    try:
+        ctx = worker_context()
+    except Exception:  # noqa: BLE001 - no server early: the pool will say what is wrong, in one line
+        return False
     if ctx.get_start_method() != "forkserver":  # pragma: no cover - not Linux
         return False
     from multiprocessing import forkserver

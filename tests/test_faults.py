@@ -313,3 +313,48 @@ def test_sweep_reports_a_dead_worker(tmp_path: pathlib.Path) -> None:
         run_sweep(cells, _cell, tmp_path / "sweep", workers=2)
     workers = {int(p.name): _stat(int(p.name)) for p in pids.iterdir()}
     _assert_all_ended({pid: st[2] for pid, st in workers.items() if st is not None})
+
+
+_POOL_UNDER_TMPDIR = """
+import concurrent.futures, multiprocessing.util, tempfile
+from testbed.runtime import worker_context
+with concurrent.futures.ProcessPoolExecutor(2, mp_context=worker_context()) as pool:
+    print(sum(pool.map(abs, [-1, -2])))
+print(multiprocessing.util.get_temp_dir())
+print(tempfile.gettempdir())
+"""
+
+
+@pytest.mark.parametrize("length", ["long", "short"])
+def test_workers_start_under_any_tmpdir(length: str, tmp_path: pathlib.Path) -> None:
+    """A TMPDIR too long for the forkserver's AF_UNIX socket (a deep build or test directory)
+    does not stop the workers: multiprocessing's own directory goes to /tmp; every other
+    temporary file, and everything under a short TMPDIR, stays where TMPDIR says."""
+    from testbed.runtime import SOCKET_PATH_MAX
+
+    if length == "long":
+        tmpdir = tmp_path / ("t" * 100)
+        tmpdir.mkdir()
+    else:
+        import tempfile
+
+        tmpdir = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _POOL_UNDER_TMPDIR],
+            env={**os.environ, "TMPDIR": str(tmpdir)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        total, mp_dir, temp = out.stdout.split()
+        assert total == "3" and temp == str(tmpdir)
+        assert len(mp_dir) + len("/listener-12345678") <= SOCKET_PATH_MAX
+        assert mp_dir.startswith("/tmp/pymp-") if length == "long" else mp_dir.startswith(f"{tmpdir}/pymp-")
+        assert not pathlib.Path(mp_dir).exists()  # removed at exit
+    finally:
+        if length == "short":
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)

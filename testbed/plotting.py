@@ -17,9 +17,10 @@ def _figure(n_panels: int, width_per_panel: float = 4.0, height: float = 3.4):
     return plt.subplots(1, n_panels, figsize=(width_per_panel * n_panels, height), squeeze=False)
 
 
-LABEL_CHARS = 48
+LABEL_CHARS = 60
 """Longest policy label drawn as it is; a longer one (a clone or model under a deep directory)
-keeps its kind and the end of its path (:func:`short_label`), so the panels keep their width."""
+keeps its kind and the end of its path (:func:`short_label`), so the panels keep their width
+(every committed figure's labels are shorter)."""
 
 
 def short_label(label: str, limit: int = LABEL_CHARS) -> str:

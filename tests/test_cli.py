@@ -254,15 +254,16 @@ def test_a_policy_under_a_deep_directory_keeps_the_plot_readable() -> None:
     from testbed.plotting import LABEL_CHARS, plot_summary, short_label
 
     deep = "clone:/" + "/".join(f"level-{i:02d}" for i in range(12)) + "/pipe/clone"
-    assert short_label(deep) == "clone:…/level-09/level-10/level-11/pipe/clone"
+    assert short_label(deep) == "clone:…/level-08/level-09/level-10/level-11/pipe/clone"
     assert len(short_label(deep)) <= LABEL_CHARS
-    assert short_label("clone:results/pipeline/highway-fast/clone") == "clone:results/pipeline/highway-fast/clone"
-    assert short_label("x" * 60) == "…" + "x" * (LABEL_CHARS - 1)
+    committed = "expert:sb3:results/rl_expert/highway-fast-dqn/model.zip"  # the longest committed
+    assert short_label(committed) == committed
+    assert short_label("x" * 80) == "…" + "x" * (LABEL_CHARS - 1)
     row = {"n_episodes": 4, "return": 1.0, "return_ci_low": 0.5, "return_ci_high": 1.5}
     row |= {"crashed": 0.25, "crashed_ci_low": 0.0, "crashed_ci_high": 0.8}
-    summary = pd.DataFrame([{**row, "policy": p} for p in ("expert:scripted", deep, "idle", "random")])
+    summary = pd.DataFrame([{**row, "policy": p} for p in (committed, deep, "idle", "random")])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tight_layout's "not applied" warning fails the test
         fig = plot_summary(summary)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["expert:scripted", short_label(deep), "idle", "random"]
+    assert labels == [committed, short_label(deep), "idle", "random"]

@@ -775,7 +775,7 @@ def lockstep_comparison(args: Args, *, log: Callable[[str], None]) -> dict[str, 
     seeds = episode_seeds(EVAL_SEED, args.lockstep_episodes)
     times = {"sequential": 0.0, "lockstep": 0.0}
     records: dict[str, list[EpisodeRecord]] = {"sequential": [], "lockstep": []}
-    with fresh_episodes(), RolloutPool(1, lockstep=False) as sequential, RolloutPool(1, lockstep=True) as lockstep:
+    with fresh_episodes(), RolloutPool(1) as sequential, RolloutPool(1, lockstep=True) as lockstep:
         # Warm-up, untimed: the clone loaded, and every lane's env built.
         sequential.run(scenario, spec, [seeds[-1] + 1])
         lockstep.run(scenario, spec, list(range(seeds[-1] + 1, seeds[-1] + 1 + LOCKSTEP_WIDTH)))

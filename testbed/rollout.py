@@ -908,16 +908,15 @@ class RolloutPool:
         user's policy failing) reaches the caller unchanged, as it would in this process.
     """
 
-    def __init__(self, n_workers: int = 1, *, lockstep: bool | None = None) -> None:
+    def __init__(self, n_workers: int = 1, *, lockstep: bool = False) -> None:
         """Args:
         n_workers: processes running episodes, this one included.
         lockstep: run the episodes of each call side by side, up to :data:`LOCKSTEP_WIDTH`
             per process (:func:`run_lockstep`), with one batched forward per step for a
             discrete-action clone (not for a user's Python policy: :func:`lockstep_eligible`).
-            The records are the same either way. None (the default): in lockstep when a clone
-            drives, where the batched forward saves time (``benchmarks/throughput.py``:
-            lockstep/one-episode-at-a-time), one at a time otherwise (an expert's decisions
-            are not batched, and each lane holds its own env and agents).
+            The records are the same either way; off by default, because on the scenarios
+            measured the simulator, not the forward, is most of a step
+            (``benchmarks/throughput.py``: lockstep/one-episode-at-a-time).
         """
         self.n_workers = max(1, int(n_workers))
         self.lockstep = lockstep
@@ -993,8 +992,7 @@ class RolloutPool:
         """Cut ``tasks`` (all of one driver) into the units handed to processes: one episode
         each, or, in lockstep, blocks small enough that the processes finish together (about
         four per process) and no wider than :data:`LOCKSTEP_WIDTH`."""
-        lockstep = self.lockstep if self.lockstep is not None else bool(tasks) and tasks[0].spec.kind == "clone"
-        if not (lockstep and tasks and lockstep_eligible(tasks[0].spec, tasks[0].labeller)):
+        if not (self.lockstep and tasks and lockstep_eligible(tasks[0].spec, tasks[0].labeller)):
             return [_Job((t,)) for t in tasks]
         if self.n_workers == 1:  # nothing to balance: one job, its lanes refilled as episodes end
             return [_Job(tuple(tasks), LOCKSTEP_WIDTH)]

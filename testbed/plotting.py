@@ -31,7 +31,7 @@ def short_label(label: str, limit: int = LABEL_CHARS) -> str:
         return label
     head, sep, path = label.rpartition(":")
     prefix = f"{head}{sep}…" if len(head) + 2 < limit else "…"
-    tail = (path if sep else label)[-(limit - len(prefix)) :]
+    tail = path[-(limit - len(prefix)) :]  # without a kind, rpartition leaves the whole label in path
     if "/" in tail[1:]:
         tail = tail[tail.index("/", 1) :]  # from a whole path component
     return prefix + tail

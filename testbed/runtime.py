@@ -384,9 +384,11 @@ def start_workers_early(argv: Sequence[str]) -> bool:
         return False
     if _workers_option(words) <= 1:
         return False
+    from testbed.errors import TestbedError
+
     try:
         ctx = worker_context()
-    except Exception:  # noqa: BLE001 - no server early: the pool will say what is wrong, in one line
+    except TestbedError:  # no server early: the pool will say what is wrong, in one line
         return False
     if ctx.get_start_method() != "forkserver":  # pragma: no cover - not Linux
         return False

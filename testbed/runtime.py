@@ -315,7 +315,9 @@ def worker_context() -> multiprocessing.context.BaseContext:
 
 SOCKET_PATH_MAX = 107
 """Bytes of an AF_UNIX socket path on Linux (``sun_path`` is 108, its NUL included)."""
-_LISTENER_SUFFIX = len("/pymp-12345678/listener-12345678")
+_SOCKET_NAME = len("/listener-12345678")
+"""What multiprocessing appends to its own ``pymp-*`` directory for the forkserver's socket."""
+_LISTENER_SUFFIX = len("/pymp-12345678") + _SOCKET_NAME
 """What multiprocessing appends to the temporary directory for the forkserver's socket."""
 SHORT_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 """Where multiprocessing's own temporary directory goes when ``TMPDIR`` is too long."""
@@ -327,7 +329,8 @@ def short_socket_dir() -> None:
     directory) starting the server fails with ``OSError: AF_UNIX path too long``. Then the
     first writable directory of :data:`SHORT_TMP_DIRS` holds it instead (only multiprocessing's
     ``pymp-*`` directory, removed at exit; every other temporary file stays in ``TMPDIR``), as
-    Python 3.13's multiprocessing does itself. Nothing changes once that directory exists.
+    Python 3.13's multiprocessing does itself. A directory multiprocessing already made is
+    kept when it is short enough, and replaced otherwise (the long one is still removed at exit).
 
     Raises:
         TestbedError: ``TMPDIR`` is too long and none of those directories is writable.
@@ -336,8 +339,12 @@ def short_socket_dir() -> None:
     import tempfile
     from multiprocessing import util
 
-    if getattr(mp.current_process(), "_config", {}).get("tempdir") is not None:  # chosen already
-        return
+    config = mp.current_process()._config  # type: ignore[attr-defined]
+    chosen = config.get("tempdir")
+    if chosen is not None:
+        if len(os.fsencode(chosen)) + _SOCKET_NAME <= SOCKET_PATH_MAX:
+            return
+        del config["tempdir"]  # its finalizer still removes it at exit
     base = tempfile.gettempdir()
     if len(os.fsencode(base)) + _LISTENER_SUFFIX <= SOCKET_PATH_MAX:
         return

@@ -316,8 +316,12 @@ def test_sweep_reports_a_dead_worker(tmp_path: pathlib.Path) -> None:
 
 
 _POOL_UNDER_TMPDIR = """
-import concurrent.futures, multiprocessing.util, tempfile
+import concurrent.futures, multiprocessing.util, sys, tempfile
 from testbed.runtime import worker_context
+if sys.argv[1] == "made-before":
+    print(multiprocessing.util.get_temp_dir())  # made under TMPDIR before the pool
+else:
+    print("-")
 with concurrent.futures.ProcessPoolExecutor(2, mp_context=worker_context()) as pool:
     print(sum(pool.map(abs, [-1, -2])))
 print(multiprocessing.util.get_temp_dir())
@@ -325,14 +329,16 @@ print(tempfile.gettempdir())
 """
 
 
-@pytest.mark.parametrize("length", ["long", "short"])
+@pytest.mark.parametrize("length", ["long", "long-made-before", "short", "short-made-before"])
 def test_workers_start_under_any_tmpdir(length: str, tmp_path: pathlib.Path) -> None:
     """A TMPDIR too long for the forkserver's AF_UNIX socket (a deep build or test directory)
-    does not stop the workers: multiprocessing's own directory goes to /tmp; every other
-    temporary file, and everything under a short TMPDIR, stays where TMPDIR says."""
+    does not stop the workers, even when multiprocessing made its own directory there before:
+    that directory goes to /tmp (a long one made before is replaced, and both are removed at
+    exit); every other temporary file, and everything under a short TMPDIR, stays where TMPDIR
+    says."""
     from testbed.runtime import SOCKET_PATH_MAX
 
-    if length == "long":
+    if length.startswith("long"):
         tmpdir = tmp_path / ("t" * 100)
         tmpdir.mkdir()
     else:
@@ -341,20 +347,25 @@ def test_workers_start_under_any_tmpdir(length: str, tmp_path: pathlib.Path) -> 
         tmpdir = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
     try:
         out = subprocess.run(
-            [sys.executable, "-c", _POOL_UNDER_TMPDIR],
+            [sys.executable, "-c", _POOL_UNDER_TMPDIR, "made-before" if "made-before" in length else "-"],
             env={**os.environ, "TMPDIR": str(tmpdir)},
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert out.returncode == 0, out.stderr
-        total, mp_dir, temp = out.stdout.split()
+        before, total, mp_dir, temp = out.stdout.split()
         assert total == "3" and temp == str(tmpdir)
         assert len(mp_dir) + len("/listener-12345678") <= SOCKET_PATH_MAX
-        assert mp_dir.startswith("/tmp/pymp-") if length == "long" else mp_dir.startswith(f"{tmpdir}/pymp-")
+        long = length.startswith("long")
+        assert mp_dir.startswith("/tmp/pymp-") if long else mp_dir.startswith(f"{tmpdir}/pymp-")
+        if before != "-":
+            assert before.startswith(f"{tmpdir}/pymp-")
+            assert (before != mp_dir) == long  # a short one made before is kept
+            assert not pathlib.Path(before).exists()
         assert not pathlib.Path(mp_dir).exists()  # removed at exit
     finally:
-        if length == "short":
+        if length.startswith("short"):
             import shutil
 
             shutil.rmtree(tmpdir, ignore_errors=True)

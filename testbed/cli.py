@@ -542,7 +542,7 @@ class Reproduce:
         if self.address is not None and self.executor != "ray":
             raise TestbedError("--address is for --executor ray")
         start = time.perf_counter()
-        records = reproduce(
+        rebuild = reproduce(
             steps,
             root,
             fast=self.fast,
@@ -553,6 +553,7 @@ class Reproduce:
             config={"git_commit": git_commit()},
         )
         elapsed = time.perf_counter() - start
+        records = rebuild.steps
         resumed = [k for k, r in records.items() if r.resumed]
         print(
             "wall time: "
@@ -573,6 +574,7 @@ class Reproduce:
                     "total_s": round(elapsed, 1),
                     "resumed_steps": resumed,
                     "one_run": not resumed,
+                    "kept": rebuild.kept,
                     "provenance": provenance(),
                 },
             )

@@ -33,7 +33,7 @@ from testbed.errors import TestbedError
 from testbed.outputs import read_json
 from testbed.pipeline import Pipeline, save_summary_plot
 from testbed.plotting import plot_training_log
-from testbed.rollout import share_episodes
+from testbed.rollout import read_kept_lookups, share_episodes
 from testbed.scheduler import Executor, Finished, Scheduler, Task
 
 STORE = ".reproduce"
@@ -248,6 +248,17 @@ def step_tasks(steps: list[Step], out_root: pathlib.Path, *, fast: bool, workers
     return tasks
 
 
+@dataclasses.dataclass(frozen=True)
+class Rebuild:
+    """What :func:`reproduce` did."""
+
+    steps: dict[str, Finished]
+    """Each step's record: its wall time, and whether an earlier, killed run had finished it."""
+    kept: dict[str, dict[str, float]]
+    """What the run's shared store saved (:func:`testbed.rollout.read_kept_lookups`; over every
+    attempt when the run resumed a killed one); empty for ``plot_only``."""
+
+
 def reproduce(
     steps: list[Step],
     out_root: pathlib.Path,
@@ -258,9 +269,10 @@ def reproduce(
     executor: Executor = "local",
     address: str | None = None,
     config: Mapping[str, Any] | None = None,
-) -> dict[str, Finished]:
+) -> Rebuild:
     """Rebuild ``steps`` into ``out_root`` on one queue; returns each step's record (its wall
-    time, and whether an earlier, killed run of the same rebuild had finished it).
+    time, and whether an earlier, killed run of the same rebuild had finished it) and what the
+    shared store saved.
 
     The run is one :func:`testbed.rollout.share_episodes` block over ``STORE/EPISODES``: an
     expert or baseline episode that any step or sweep cell of the run simulated is read, not
@@ -283,7 +295,7 @@ def reproduce(
             start = time.perf_counter()
             run_step(step, out_root, fast=fast, plot_only=True, workers=workers)
             records[step.name] = Finished(step.name, {}, time.perf_counter() - start, resumed=False)
-        return records
+        return Rebuild(records, {})
     tasks = step_tasks(steps, out_root, fast=fast, workers=workers)
     state = {"fast": fast, "out_root": str(out_root.absolute()), **dict(config or {})}
     scheduler = Scheduler(out_root / STORE, tasks, config=state, workers=workers)
@@ -305,5 +317,6 @@ def reproduce(
 
     with share_episodes(out_root / STORE / EPISODES):
         records = scheduler.run(executor=executor, address=address, on_event=event)
+    kept = read_kept_lookups(out_root / STORE / EPISODES)
     scheduler.clear()
-    return records
+    return Rebuild(records, kept)

@@ -26,6 +26,7 @@ import os
 import pathlib
 import pickle
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -298,9 +299,12 @@ class EpisodeStepper:
             return ask()
         key = (self._path, identity, method)
         memo = self.kept.decisions
+        start = time.perf_counter()
         value = memo.get(key)
+        found = value is not None
         if value is None:
             value = memo[key] = ask()
+        LOOKUPS.count("decisions", found, time.perf_counter() - start)
         return value
 
     def apply(self, raw_action: Any) -> None:
@@ -314,6 +318,7 @@ class EpisodeStepper:
             self._path = hashlib.blake2b(self._path + repr(applied).encode()).digest()
         gap = self._value_gap(applied) if self.scorer is not None else None
         steps = kept.steps if kept is not None and self.n_steps < StepMemo.first_steps else None
+        start = time.perf_counter()
         stored = steps.get((self._path,)) if steps is not None else None
         if stored is not None:  # this step was simulated before: continue from its outcome
             self.env, self.obs, reward, self.terminated, self.truncated, step_info = pickle.loads(stored)
@@ -322,6 +327,8 @@ class EpisodeStepper:
             self.obs, reward, self.terminated, self.truncated, step_info = self.env.step(applied)
             if steps is not None:
                 steps.keep((self._path,), (self.env, self.obs, reward, self.terminated, self.truncated, step_info))
+        if steps is not None:
+            LOOKUPS.count("steps", stored is not None, time.perf_counter() - start)
         info = self.tracker.step(codec.info(applied), self.terminated, step_info)
         if gap is not None:
             info["value_gap"] = gap
@@ -565,6 +572,15 @@ def lockstep_eligible(spec: PolicySpec, labeller: PolicySpec | None) -> bool:
 
 
 def _run_job(job: _Job) -> list[EpisodeRecord]:
+    kept = job.tasks[0].kept
+    LOOKUPS.bind(kept if kept != _MEMORY else None)
+    try:
+        return _run_job_tasks(job)
+    finally:
+        LOOKUPS.flush()
+
+
+def _run_job_tasks(job: _Job) -> list[EpisodeRecord]:
     first = job.tasks[0]
     if job.width <= 1:
         return [_run_task(t) for t in job.tasks]
@@ -694,6 +710,88 @@ class FolderMemo(Generic[_V]):
             self._here.clear()
         self._here[key] = value
         return value
+
+
+class KeptLookups:
+    """How often this process found what it looked up among the run's kept episodes, expert
+    decisions and simulated steps (read), and how often it had to compute it (computed), with
+    the seconds each took (decisions and steps: the lookup and the reading, or the computing
+    and the storing; episodes are counted only, since they are computed in other processes).
+    In a :func:`share_episodes` run, :meth:`flush` writes the counts to the run's folder, one
+    file per process, which :func:`read_kept_lookups` adds up: a rebuild reports what its
+    stores saved, measured in the run itself. The counts are an observation only: one that
+    cannot be written is missing from the sum."""
+
+    KINDS: ClassVar[tuple[str, ...]] = ("episodes", "decisions", "steps")
+
+    def __init__(self, folder: str | None = None) -> None:
+        self._pid = os.getpid()
+        self._folder = folder
+        self._rows: dict[str, list[float]] = {}
+        self._file: pathlib.Path | None = None
+        self._unwritten = False
+
+    def bind(self, folder: str | pathlib.Path | None) -> None:
+        """Count for the run in ``folder`` (None: no shared run) from now on. Counts for
+        another run are written first, and this process then starts a new file."""
+        folder = str(folder) if folder is not None else None
+        if self._pid != os.getpid():  # a forked child: its parent's counts are not its own
+            self.__init__(folder)  # type: ignore[misc]
+        elif folder != self._folder:
+            self.flush()
+            self.__init__(folder)  # type: ignore[misc]
+
+    def count(self, kind: str, found: bool, seconds: float = 0.0) -> None:
+        """One lookup of ``kind``: ``found`` (read) or not (computed), taking ``seconds``."""
+        if self._pid != os.getpid():
+            self.__init__()  # type: ignore[misc]
+        row = self._rows.setdefault(kind, [0, 0.0, 0, 0.0])
+        at = 0 if found else 2
+        row[at] += 1
+        row[at + 1] += seconds
+        self._unwritten = True
+
+    def flush(self) -> None:
+        """Write this process's counts into its run's folder, if it is in one and they
+        changed; a disk fault leaves the last file written."""
+        if not (self._unwritten and self._folder and self._pid == os.getpid()):
+            return
+        if self._file is None:
+            self._file = pathlib.Path(self._folder) / "lookups" / f"{os.getpid()}-{os.urandom(6).hex()}.json"
+        try:
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output_file(self._file) as tmp:
+                tmp.write_text(json.dumps(self._rows))
+        except OSError:
+            return
+        self._unwritten = False
+
+
+LOOKUPS = KeptLookups()
+"""This process's :class:`KeptLookups`."""
+
+
+def read_kept_lookups(folder: pathlib.Path) -> dict[str, dict[str, float]]:
+    """The counts every process of the run in ``folder`` wrote (:meth:`KeptLookups.flush`),
+    added up per kind: ``read``/``computed`` lookups and, for decisions and steps, the
+    seconds they took (``read_s``/``computed_s``); ``processes``: how many files were read."""
+    total = {kind: [0, 0.0, 0, 0.0] for kind in KeptLookups.KINDS}
+    files = 0
+    for path in sorted((folder / "lookups").glob("*.json")):
+        try:
+            rows = json.loads(path.read_text())
+            added = {kind: [a + float(b) for a, b in zip(total[kind], row, strict=True)] for kind, row in rows.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a whole count file: left out
+        total |= added
+        files += 1
+    out: dict[str, dict[str, float]] = {}
+    for kind, (read, read_s, computed, computed_s) in total.items():
+        out[kind] = {"read": int(read), "computed": int(computed)}
+        if kind != "episodes":
+            out[kind] |= {"read_s": round(read_s, 1), "computed_s": round(computed_s, 1)}
+    out["processes"] = {"count": files}
+    return out
 
 
 class SharedEpisodes(FolderMemo[EpisodeRecord]):
@@ -836,7 +934,10 @@ def share_episodes(folder: pathlib.Path) -> Iterator[None]:
     runs in such a block, so an episode one step simulated is read, not simulated, by any
     other step or sweep cell of the run, whichever process it runs in."""
     with environment_variable(SHARED_EPISODES_ENV, str(folder.absolute())), _episode_store(SharedEpisodes(folder)):
-        yield
+        try:
+            yield
+        finally:
+            LOOKUPS.flush()
 
 
 def reuse_episodes_for_this_process() -> None:
@@ -979,7 +1080,10 @@ class RolloutPool:
         tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring, kept) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
+        LOOKUPS.bind(memo.folder if isinstance(memo, SharedEpisodes) else None)
         known = [memo.get(k) for k in keys] if memo is not None else [None] * len(tasks)
+        for record in known if memo is not None else ():
+            LOOKUPS.count("episodes", record is not None)
         fresh = self._map([t for t, record in zip(tasks, known) if record is None])
         for i, record in enumerate(known):
             if record is None:
@@ -987,6 +1091,7 @@ class RolloutPool:
                 if memo is not None:
                     memo[keys[i]] = record
             yield record
+        LOOKUPS.flush()
 
     def _jobs(self, tasks: list[_Task]) -> list[_Job]:
         """Cut ``tasks`` (all of one driver) into the units handed to processes: one episode

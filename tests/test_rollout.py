@@ -381,7 +381,7 @@ def test_expert_decisions_are_reused_at_the_same_state_only(monkeypatch: pytest.
 def test_expert_decisions_reach_other_processes_through_the_run_folder(
     monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from testbed.rollout import forget_kept, share_episodes
+    from testbed.rollout import forget_kept, read_kept_lookups, share_episodes
     from testbed.scenarios import get_scenario
 
     scenario = get_scenario("highway-fast", {"duration": 4})
@@ -398,6 +398,21 @@ def test_expert_decisions_reach_other_processes_through_the_run_folder(
         second = pool.run(scenario, random, [3, 4, 5], labeller=planner)
     assert len(calls) == len(_states(second) - _states(first)) < len(_states(second))
     forget_kept()
+    # Every process of both runs (whichever ran each episode) counted what it read and
+    # computed, into the run's folder, and the counts add up.
+    kept = read_kept_lookups(folder)
+    assert kept["processes"]["count"] >= 1
+    assert kept["episodes"] == {"read": 0, "computed": 6}
+    decisions, steps = kept["decisions"], kept["steps"]
+    assert decisions["computed"] == len(_states(first)) + len(calls)
+    assert decisions["read"] == len(_states(second)) - len(calls) > 0
+    shared = _states(second, after=True) & _states(first, after=True)
+    assert steps["read"] == len(shared) > 0
+    assert steps["computed"] == len(_states(first, after=True) | _states(second, after=True))
+    assert decisions["computed_s"] > 0 and steps["computed_s"] > 0
+    (folder / "lookups" / "damaged.json").write_text('{"steps": [1, 2')  # left out, not an error
+    (folder / "lookups" / "foreign.json").write_text('{"episodes": [1, 0, 1, 0], "steps": [1, 2]}')
+    assert read_kept_lookups(folder) == kept
 
 
 def test_simulated_steps_are_kept_and_continued_from_to_the_bit(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -456,3 +471,37 @@ def test_camera_scenarios_keep_no_steps() -> None:
         task = _Task(get_scenario(name), PolicySpec.parse("idle"), None, 0.0, 3, kept=":memory:")
         kept = _kept(task, name)
         assert kept is not None and (kept.steps is not None) == steps
+
+
+def _count_one_step_read(folder: str) -> None:
+    from testbed.rollout import LOOKUPS
+
+    LOOKUPS.bind(folder)
+    LOOKUPS.count("steps", True, 0.5)
+    LOOKUPS.flush()
+
+
+def test_lookup_counts_are_each_process_own(tmp_path) -> None:
+    # A forked child starts from none of its parent's counts, and a process that moves to
+    # another run writes what it counted for the first one there first.
+    import multiprocessing
+
+    from testbed.rollout import LOOKUPS, KeptLookups, read_kept_lookups
+
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    LOOKUPS.bind(first)
+    for found in (False, False, True):
+        LOOKUPS.count("decisions", found, 1.0)
+    child = multiprocessing.get_context("fork").Process(target=_count_one_step_read, args=(first,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    LOOKUPS.bind(second)  # this process's counts for ``first`` are written now
+    LOOKUPS.count("episodes", True)
+    LOOKUPS.bind(None)
+    counts = read_kept_lookups(tmp_path / "first")
+    assert counts["processes"] == {"count": 2}
+    assert counts["decisions"] == {"read": 1, "computed": 2, "read_s": 1.0, "computed_s": 2.0}
+    assert counts["steps"] == {"read": 1, "computed": 0, "read_s": 0.5, "computed_s": 0.0}
+    assert read_kept_lookups(tmp_path / "second")["episodes"] == {"read": 1, "computed": 0}
+    assert set(counts) == {*KeptLookups.KINDS, "processes"}

@@ -318,7 +318,7 @@ class EpisodeStepper:
             self._path = hashlib.blake2b(self._path + repr(applied).encode()).digest()
         gap = self._value_gap(applied) if self.scorer is not None else None
         steps = kept.steps if kept is not None and self.n_steps < StepMemo.first_steps else None
-        start = time.perf_counter()
+        start = time.perf_counter() if steps is not None else 0.0
         stored = steps.get((self._path,)) if steps is not None else None
         if stored is not None:  # this step was simulated before: continue from its outcome
             self.env, self.obs, reward, self.terminated, self.truncated, step_info = pickle.loads(stored)
@@ -572,8 +572,7 @@ def lockstep_eligible(spec: PolicySpec, labeller: PolicySpec | None) -> bool:
 
 
 def _run_job(job: _Job) -> list[EpisodeRecord]:
-    kept = job.tasks[0].kept
-    LOOKUPS.bind(kept if kept != _MEMORY else None)
+    LOOKUPS.bind(job.tasks[0].kept)
     try:
         return _run_job_tasks(job)
     finally:
@@ -724,27 +723,32 @@ class KeptLookups:
 
     KINDS: ClassVar[tuple[str, ...]] = ("episodes", "decisions", "steps")
 
-    def __init__(self, folder: str | None = None) -> None:
+    def __init__(self) -> None:
+        self._start(None)
+
+    def _start(self, folder: str | None) -> None:
+        """Count from zero, for this process and the run in ``folder``, into a new file."""
         self._pid = os.getpid()
         self._folder = folder
         self._rows: dict[str, list[float]] = {}
         self._file: pathlib.Path | None = None
         self._unwritten = False
 
-    def bind(self, folder: str | pathlib.Path | None) -> None:
-        """Count for the run in ``folder`` (None: no shared run) from now on. Counts for
-        another run are written first, and this process then starts a new file."""
-        folder = str(folder) if folder is not None else None
+    def bind(self, place: str | pathlib.Path | None) -> None:
+        """Count for the run whose folder is ``place`` from now on (None or :data:`_MEMORY`:
+        no shared run; the ``kept`` of a task). Counts for another run are written first, and
+        this process then starts a new file."""
+        folder = None if place is None or place == _MEMORY else str(place)
         if self._pid != os.getpid():  # a forked child: its parent's counts are not its own
-            self.__init__(folder)  # type: ignore[misc]
+            self._start(folder)
         elif folder != self._folder:
             self.flush()
-            self.__init__(folder)  # type: ignore[misc]
+            self._start(folder)
 
     def count(self, kind: str, found: bool, seconds: float = 0.0) -> None:
         """One lookup of ``kind``: ``found`` (read) or not (computed), taking ``seconds``."""
         if self._pid != os.getpid():
-            self.__init__()  # type: ignore[misc]
+            self._start(None)
         row = self._rows.setdefault(kind, [0, 0.0, 0, 0.0])
         at = 0 if found else 2
         row[at] += 1
@@ -1080,7 +1084,7 @@ class RolloutPool:
         tasks = [_Task(scenario, spec, labeller, float(noise), int(s), scoring, kept) for s in seeds]
         memo = _REUSED if _REUSED is not None and _reusable(tasks[0] if tasks else None) else None
         keys = [_task_key(t) for t in tasks] if memo is not None else []
-        LOOKUPS.bind(memo.folder if isinstance(memo, SharedEpisodes) else None)
+        LOOKUPS.bind(kept)  # as the jobs it runs here do: one file for the run, whoever drives
         known = [memo.get(k) for k in keys] if memo is not None else [None] * len(tasks)
         for record in known if memo is not None else ():
             LOOKUPS.count("episodes", record is not None)

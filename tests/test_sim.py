@@ -510,3 +510,92 @@ def test_collision_prefilter_only_skips_pairs_stock_rejects() -> None:
             assert pairs == sorted(pairs)
     finally:
         env.close()
+
+
+def test_kept_direction_and_velocity_match_stock() -> None:
+    """Patch 7: inside Road.act, direction and velocity equal the stock expressions (bits and
+    type) for every heading and speed, follow a rebound heading or speed, and hand out arrays
+    no caller can use to change what is kept; outside it they are the stock expressions."""
+    from highway_env.road.road import Road, RoadNetwork
+    from highway_env.vehicle.kinematics import Vehicle
+
+    from testbed.sim import _patches
+
+    def stock_velocity(v: Any) -> Any:
+        return v.speed * _patches.STOCK_DIRECTION(v)
+
+    sim.enable()
+    road = Road(network=RoadNetwork.straight_road_network(2), record_history=False)
+    vehicle = Vehicle(road, np.array([1.0, 2.0]), heading=0.0, speed=20.0)
+    values: list[Any] = [0.0, -0.0, 1e-300, -1e-300, 0.3, -2.9, 1e6, math.pi, math.inf, -math.inf, math.nan]
+    values += [np.float64(v) for v in values]
+    for acting in (False, True):
+        if acting:  # what Road.act sets up for its call
+            _patches._ACTING[id(road)] = (road, {}, {})
+        try:
+            with np.errstate(invalid="ignore", over="ignore"):
+                for heading in values:
+                    vehicle.heading = heading
+                    for speed in values:
+                        vehicle.speed = speed
+                        for _ in range(2):  # computed, then kept
+                            got_d, got_v = vehicle.direction, vehicle.velocity
+                            assert _same(got_d, _patches.STOCK_DIRECTION(vehicle)), heading
+                            assert _same(got_v, stock_velocity(vehicle)), (heading, speed)
+                            got_d[:] = 7.0  # a caller's change stays its own
+                            got_v[:] = 7.0
+            # A heading or speed that is not a float scalar takes the stock expression.
+            vehicle.heading, vehicle.speed = np.array(0.5), 3
+            assert _same(vehicle.direction, _patches.STOCK_DIRECTION(vehicle))
+            assert _same(vehicle.velocity, stock_velocity(vehicle))
+            if acting:
+                assert id(vehicle) in _patches._ACTING[id(road)][2]
+        finally:
+            _patches._ACTING.pop(id(road), None)
+
+
+def test_provably_apart_pairs_do_not_collide() -> None:
+    """Patch 3's second filter: every pair declared apart is neither intersecting nor about to
+    by the stock check, and the filter declares most nearby pairs that do not touch apart."""
+    from highway_env.road.road import Road, RoadNetwork
+    from highway_env.vehicle.kinematics import Vehicle
+    from highway_env.vehicle.objects import Obstacle
+
+    from testbed.sim import _patches
+
+    sim.enable()
+    road = Road(network=RoadNetwork.straight_road_network(3), record_history=False)
+    rng = np.random.default_rng(3)
+    apart = near = untouched = 0
+    for trial in range(6000):
+        x0 = float(rng.choice([0.0, 1500.0, -3e4]))
+        a = Vehicle(road, np.array([x0, rng.choice([0.0, 4.0])]), heading=float(rng.normal(0, 0.05)), speed=25.0)
+        kind = Obstacle if trial % 7 == 0 else Vehicle
+        b = kind(road, a.position + rng.uniform([-12, -6], [12, 6]), heading=float(rng.normal(0, 0.05 + trial % 3)))
+        b.speed = float(rng.uniform(-5, 40))
+        a.speed = float(rng.uniform(-5, 40)) if trial % 2 else a.speed
+        if trial % 11 == 0:
+            b.heading = np.float64(b.heading)
+        dt = float(rng.choice([1 / 15, 0.2, 1.0]))
+        result = _patches.STOCK_IS_COLLIDING(a, b, dt)
+        declared = _patches.provably_apart(a, b, dt)
+        if declared:
+            assert not result[0] and not result[1], trial  # handle_collisions then does nothing
+        if np.linalg.norm(b.position - a.position) <= (a.diagonal + b.diagonal) / 2 + a.speed * dt:
+            near += 1  # passes the stock spherical pre-check
+            untouched += not (result[0] or result[1])
+            apart += declared
+    assert near > 1000 and apart > 0.5 * untouched, (near, untouched, apart)
+    # Non-finite values and classes with their own collision code are never declared apart.
+    a = Vehicle(road, np.array([0.0, 0.0]), speed=20.0)
+    b = Vehicle(road, np.array([0.0, 8.0]), speed=20.0)
+    assert _patches.provably_apart(a, b, 0.2)
+    b.position = np.array([math.nan, 8.0])
+    assert not _patches.provably_apart(a, b, 0.2)
+    b.position = np.array([0.0, 8.0])
+
+    class Own(Vehicle):
+        def polygon(self) -> Any:
+            return super().polygon()
+
+    assert not _patches.provably_apart(a, Own(road, np.array([0.0, 8.0])), 0.2)

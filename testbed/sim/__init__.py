@@ -41,7 +41,12 @@ The patches:
    ``max(|dx|, |dy|) * (1 - 4 eps)`` (``dx``, ``dy`` being the same IEEE differences), so pairs
    with that bound above the threshold plus a margin are skipped, and a rejected pair has no
    side effect. NaN is never skipped. Calls keep the stock order; vehicles whose class
-   overrides the collision methods are never skipped.
+   overrides the collision methods are never skipped. A pair that passes is still skipped when
+   the stock accurate check (``utils.are_polygons_intersecting``) provably finds it neither
+   intersecting nor about to (both flags False, so ``handle_collisions`` does nothing): on one
+   of the two rectangles' own axes, evaluated in Python floats, the gap minus the projection of
+   the relative displacement exceeds a margin of 1e-6 times the operands' size
+   (``provably_apart``; classes that override ``polygon`` or ``velocity`` are never skipped).
 4. ``RoadNetwork.get_closest_lane_index``: the same ``distance_with_heading`` of the same lanes
    and the same argmin (first NaN, else first minimum, as ``np.argmin``), written in Python.
    A lower bound per lane (distance to the bounding box of the straight segment / sine lane
@@ -60,8 +65,14 @@ The patches:
    ``highway_env.utils`` and ``highway_env.envs.highway_env`` is a copy of the numpy module
    whose ``clip`` and ``abs`` have exact fast paths for Python/numpy float scalars (see
    :mod:`testbed.sim._fastnp`); every other call goes to numpy.
+7. ``RoadObject.direction`` and ``velocity``: inside ``Road.act`` (the window of patch 2, where
+   no object moves) each object's ``np.array([np.cos(heading), np.sin(heading)])`` and
+   ``speed * direction`` are evaluated once per heading and speed *object* (a float is
+   immutable and is rebound, never changed in place, when the vehicle moves, so the same
+   object means the same bits) and a copy is handed out each time; outside that window, and
+   for headings or speeds that are not float scalars, the stock expressions run.
 
-highway-env 1.12.1 (the current stack, README) is supported with all six patches: the functions
+highway-env 1.12.1 (the current stack, README) is supported with all seven patches: the functions
 they replace are the 1.9.1 ones up to type hints, except ``Road.neighbour_vehicles``, which in
 1.12 also searches connected lane segments when ``road.neighbour_vehicles_connected_lanes`` is
 true (``neighbour_vehicles_connected_lanes`` config key, False on every ``-v0`` env). With the
@@ -104,6 +115,8 @@ def _patch_list() -> list[tuple[Any, str, Any]]:
     import highway_env.vehicle.controller as controller_module
     from highway_env.envs.common.observation import KinematicObservation
     from highway_env.road.road import Road, RoadNetwork
+    from highway_env.vehicle.kinematics import Vehicle
+    from highway_env.vehicle.objects import RoadObject
 
     from testbed.sim import _fastnp
     from testbed.sim import _patches as p
@@ -119,6 +132,9 @@ def _patch_list() -> list[tuple[Any, str, Any]]:
         (Road, "step", p.road_step),
         (RoadNetwork, "get_closest_lane_index", p.get_closest_lane_index),
         (KinematicObservation, "observe", p.kinematics_observe),
+        (RoadObject, "direction", p.DIRECTION),
+        (RoadObject, "velocity", p.VELOCITY),
+        (Vehicle, "velocity", p.VELOCITY),
     ]
     patches += [
         (module, "np", fast_numpy)

@@ -37,6 +37,9 @@ STOCK_KINEMATICS_OBSERVE = KinematicObservation.__dict__["observe"]
 STOCK_VEHICLE_TO_DICT = Vehicle.__dict__["to_dict"]
 STOCK_HANDLE_COLLISIONS = RoadObject.__dict__["handle_collisions"]
 STOCK_IS_COLLIDING = RoadObject.__dict__["_is_colliding"]
+STOCK_DIRECTION = RoadObject.__dict__["direction"].fget
+STOCK_POLYGON = RoadObject.__dict__["polygon"]
+STOCK_VELOCITIES = (RoadObject.__dict__["velocity"], Vehicle.__dict__["velocity"])
 
 # ---------------------------------------------------------------------------------------------
 # 1. Memo of lane-local coordinates
@@ -94,8 +97,9 @@ PURE_ACTS = frozenset(
     cls.__dict__["act"] for cls in (Vehicle, ControlledVehicle, MDPVehicle, IDMVehicle, LinearVehicle)
 )
 
-# id(road) -> (road, {id(lane): (lane, [(s_v, v), ...])}) while that road is inside Road.act.
-_ACTING: dict[int, tuple[Road, dict[int, tuple[AbstractLane, list[tuple[Any, Any]]]]]] = {}
+# id(road) -> (road, {id(lane): (lane, [(s_v, v), ...])}, {id(obj): [obj, heading, direction,
+# speed, velocity]}) while that road is inside Road.act (the last for patch 7).
+_ACTING: dict[int, tuple[Road, dict[int, tuple[AbstractLane, list[tuple[Any, Any]]]], dict[int, list[Any]]]] = {}
 
 
 def road_act(self: Road) -> None:
@@ -105,7 +109,7 @@ def road_act(self: Road) -> None:
         return
     key = id(self)
     previous = _ACTING.get(key)
-    _ACTING[key] = (self, {})
+    _ACTING[key] = (self, {}, {})
     try:
         for vehicle in self.vehicles:
             vehicle.act()
@@ -298,7 +302,73 @@ def road_step(self: Road, dt: float) -> None:
     vehicles, objects = self.vehicles, self.objects
     n = len(vehicles)
     for i, j in pairs:
-        vehicles[i].handle_collisions(vehicles[j] if j < n else objects[j - n], dt)
+        vehicle, other = vehicles[i], (vehicles[j] if j < n else objects[j - n])
+        if not provably_apart(vehicle, other, dt):
+            vehicle.handle_collisions(other, dt)
+
+
+APART_MARGIN = 1e-6
+"""Relative margin by which :func:`provably_apart` wants a separating gap to exceed zero."""
+
+
+def _box(obj: Any) -> tuple[float, float, float, float, float, float] | None:
+    """(x, y, heading, length, width, speed) as Python floats when ``obj``'s polygon and
+    velocity are the stock expressions and every value is finite, else None."""
+    kind = type(obj)
+    if kind.polygon is not STOCK_POLYGON or kind.velocity not in _VELOCITIES:
+        return None
+    position = obj.position
+    if type(position) is not _NDARRAY or position.shape != (2,):
+        return None
+    try:
+        box = (
+            float(position[0]),
+            float(position[1]),
+            float(obj.heading),
+            abs(float(obj.LENGTH)),
+            abs(float(obj.WIDTH)),
+            float(obj.speed),
+        )
+    except (TypeError, ValueError):
+        return None
+    return box if all(math.isfinite(v) for v in box) else None
+
+
+def provably_apart(a: Any, b: Any, dt: float) -> bool:
+    """True only when ``a.handle_collisions(b, dt)`` provably does nothing: its accurate check
+    (``utils.are_polygons_intersecting``) would return (False, False, None).
+
+    That check projects both rectangles on every edge normal of both (among them each one's
+    longitudinal and lateral axis); ``intersecting`` turns False when one axis separates the
+    projections, ``will_intersect`` when one separates them after ``a``'s interval is widened
+    by the projection of ``(a.velocity - b.velocity) * dt``. Here the same four axes are
+    evaluated exactly in Python floats: if on one of them the gap between the rectangles
+    minus the widening exceeds a margin (``APART_MARGIN`` times the size of the operands, many
+    orders of magnitude above the rounding of both computations), both flags turn False in the
+    stock computation too. Objects whose classes override the collision, polygon or velocity
+    code, and non-finite values, are never declared apart.
+    """
+    kind = type(a)
+    if kind.handle_collisions is not STOCK_HANDLE_COLLISIONS or kind._is_colliding is not STOCK_IS_COLLIDING:
+        return False
+    box_a, box_b = _box(a), _box(b)
+    if box_a is None or box_b is None or not math.isfinite(dt):
+        return False
+    xa, ya, ha, la, wa, sa = box_a
+    xb, yb, hb, lb, wb, sb = box_b
+    ca, na = math.cos(ha), math.sin(ha)
+    cb, nb = math.cos(hb), math.sin(hb)
+    dx, dy = xb - xa, yb - ya
+    rx, ry = (sa * ca - sb * cb) * dt, (sa * na - sb * nb) * dt
+    margin = APART_MARGIN * (
+        1.0 + abs(xa) + abs(ya) + abs(xb) + abs(yb) + la + wa + lb + wb + (abs(sa) + abs(sb)) * abs(dt)
+    )
+    for ux, uy in ((ca, na), (-na, ca), (cb, nb), (-nb, cb)):
+        extent_a = la / 2 * abs(ux * ca + uy * na) + wa / 2 * abs(uy * ca - ux * na)
+        extent_b = lb / 2 * abs(ux * cb + uy * nb) + wb / 2 * abs(uy * cb - ux * nb)
+        if abs(dx * ux + dy * uy) - extent_a - extent_b - abs(rx * ux + ry * uy) > margin:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,3 +643,56 @@ def kinematics_observe(self: KinematicObservation) -> np.ndarray:
     if self.order == "shuffled":
         self.env.np_random.shuffle(obs[1:])
     return obs.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. RoadObject.direction and velocity, kept during Road.act
+# ---------------------------------------------------------------------------------------------
+
+
+def _direction(self: Any) -> Any:
+    """``RoadObject.direction``; inside its road's ``Road.act`` (where no object moves), computed
+    once per object and heading object. A float heading is immutable and is rebound, never
+    changed in place, so the same object means the same bits; a copy is returned, so no caller
+    can change what is kept."""
+    road = getattr(self, "road", None)
+    acting = _ACTING.get(id(road))
+    heading = self.heading
+    kind = type(heading)
+    if acting is None or acting[0] is not road or not (kind is float or kind is _FLOAT64):
+        return STOCK_DIRECTION(self)
+    entry = acting[2].get(id(self))
+    if entry is None or entry[0] is not self or entry[1] is not heading:
+        entry = [self, heading, STOCK_DIRECTION(self), None, None]
+        acting[2][id(self)] = entry
+    return entry[2].copy()
+
+
+def _velocity(self: Any) -> Any:
+    """``RoadObject.velocity``/``Vehicle.velocity``: ``self.speed * self.direction``, the stock
+    expression; inside its road's ``Road.act``, evaluated once per (heading, speed) pair of
+    objects, on the kept direction."""
+    road = getattr(self, "road", None)
+    acting = _ACTING.get(id(road))
+    speed = self.speed
+    kind = type(speed)
+    if acting is None or acting[0] is not road or not (kind is float or kind is _FLOAT64):
+        return speed * self.direction
+    entry = acting[2].get(id(self))
+    heading = self.heading
+    if entry is None or entry[0] is not self or entry[1] is not heading:
+        kind = type(heading)
+        if not (kind is float or kind is _FLOAT64):
+            return speed * STOCK_DIRECTION(self)
+        entry = [self, heading, STOCK_DIRECTION(self), None, None]
+        acting[2][id(self)] = entry
+    if entry[3] is not speed:
+        entry[3], entry[4] = speed, speed * entry[2]
+    return entry[4].copy()
+
+
+DIRECTION = property(_direction)
+"""The ``direction`` property installed on ``RoadObject``."""
+VELOCITY = property(_velocity)
+"""The ``velocity`` property installed on ``RoadObject`` and ``Vehicle``."""
+_VELOCITIES = (*STOCK_VELOCITIES, VELOCITY)

@@ -661,11 +661,18 @@ def _direction(self: Any) -> Any:
     kind = type(heading)
     if acting is None or acting[0] is not road or not (kind is float or kind is _FLOAT64):
         return STOCK_DIRECTION(self)
-    entry = acting[2].get(id(self))
-    if entry is None or entry[0] is not self or entry[1] is not heading:
-        entry = [self, heading, STOCK_DIRECTION(self), None, None]
-        acting[2][id(self)] = entry
-    return entry[2].copy()
+    return _kept_motion(acting[2], self, heading)[2].copy()
+
+
+def _kept_motion(kept: dict[int, list[Any]], obj: Any, heading: Any) -> list[Any]:
+    """``obj``'s entry ``[obj, heading, direction, speed, velocity]`` in ``kept``, made anew
+    (direction by the stock expression, no velocity yet) unless it was made for this very
+    ``heading`` object (a float scalar)."""
+    entry = kept.get(id(obj))
+    if entry is None or entry[0] is not obj or entry[1] is not heading:
+        entry = [obj, heading, STOCK_DIRECTION(obj), None, None]
+        kept[id(obj)] = entry
+    return entry
 
 
 def _velocity(self: Any) -> Any:
@@ -678,14 +685,11 @@ def _velocity(self: Any) -> Any:
     kind = type(speed)
     if acting is None or acting[0] is not road or not (kind is float or kind is _FLOAT64):
         return speed * self.direction
-    entry = acting[2].get(id(self))
     heading = self.heading
-    if entry is None or entry[0] is not self or entry[1] is not heading:
-        kind = type(heading)
-        if not (kind is float or kind is _FLOAT64):
-            return speed * STOCK_DIRECTION(self)
-        entry = [self, heading, STOCK_DIRECTION(self), None, None]
-        acting[2][id(self)] = entry
+    kind = type(heading)
+    if not (kind is float or kind is _FLOAT64):
+        return speed * STOCK_DIRECTION(self)
+    entry = _kept_motion(acting[2], self, heading)
     if entry[3] is not speed:
         entry[3], entry[4] = speed, speed * entry[2]
     return entry[4].copy()
